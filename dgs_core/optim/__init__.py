@@ -1,0 +1,44 @@
+"""DGS Lab optimizers and their registry.
+
+>>> from dgs_core.optim import DGS, Adan, LARS, ExtraSGD, AdaGradNorm, create, names
+
+Attributes are loaded on first use, so importing one optimizer module
+(``from dgs_core.optim.dgs import DGS``) does not import the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DGS": "dgs_core.optim.dgs",
+    "Adan": "dgs_core.optim.adan",
+    "LARS": "dgs_core.optim.lars",
+    "ExtraSGD": "dgs_core.optim.extrasgd",
+    "AdaGradNorm": "dgs_core.optim.adagrad_norm",
+    "AdAdaGrad": "dgs_core.batching",
+    "AdAdaGradNorm": "dgs_core.batching",
+    "HyperParam": "dgs_core.optim._params",
+    "OptimizerInfo": "dgs_core.optim.registry",
+    "create": "dgs_core.optim.registry",
+    "get": "dgs_core.optim.registry",
+    "infos": "dgs_core.optim.registry",
+    "names": "dgs_core.optim.registry",
+    "register": "dgs_core.optim.registry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dgs_core.optim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

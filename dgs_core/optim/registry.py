@@ -1,0 +1,358 @@
+"""The optimizer registry: frozen records that drive the factory, the docs table and the UI.
+
+Variants are data, not subclasses: "momentum" and "nesterov" are torch's SGD with fixed
+arguments, "larc" is LARS with ``trust_clip=True``.
+
+>>> import torch
+>>> from dgs_core.optim import create, names
+>>> "dgs" in names()
+True
+>>> opt = create("dgs", [torch.zeros(3, requires_grad=True)], lr=0.05)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from dgs_core.optim import adagrad_norm, adan, dgs, extrasgd, lars
+from dgs_core.optim._params import HyperParam, Value, defaults_of, validate_hparams
+from dgs_core.optim.adagrad_norm import AdaGradNorm
+from dgs_core.optim.adan import Adan
+from dgs_core.optim.dgs import DGS
+from dgs_core.optim.extrasgd import ExtraSGD
+from dgs_core.optim.lars import LARS
+
+
+def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """Everything DGS Lab knows about one registered optimizer.
+
+    Attributes:
+        name: registry key, used in configs, URLs and snapshots ("dgs", "nesterov").
+        label: display name ("DGS", "SGD + Nesterov").
+        cls: the ``torch.optim.Optimizer`` subclass.
+        summary: one line for tables and selectors.
+        description: one paragraph for the UI.
+        paper: link to the paper or reference implementation.
+        interpretation: True when the paper gives no equation and SPEC.md supplies ours.
+        hyperparams: the tunable hyperparameters, with defaults and valid ranges.
+        fixed: constructor arguments that define the variant (not shown in the UI).
+        tuple_args: constructor arguments built from several flat hyperparameters,
+            e.g. ``{"betas": ("beta1", "beta2")}``.
+        needs_closure: ``step()`` must be given a closure (see the class docstring).
+        batch_test: name of the adaptive batch-size test (AdAdaGrad family), else None.
+        surface_defaults: overrides of the defaults for the 2-D surface lab, where a single
+            2-vector is the whole model (documented per optimizer in the README).
+    """
+
+    name: str
+    label: str
+    cls: type[torch.optim.Optimizer]
+    summary: str
+    description: str
+    paper: str
+    interpretation: bool = False
+    hyperparams: tuple[HyperParam, ...] = ()
+    fixed: Mapping[str, Any] = field(default_factory=_frozen)
+    tuple_args: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen)
+    needs_closure: bool = False
+    batch_test: str | None = None
+    surface_defaults: Mapping[str, Value] = field(default_factory=_frozen)
+
+    @property
+    def defaults(self) -> dict[str, Value]:
+        """Flat default hyperparameters, as the UI shows them."""
+        return defaults_of(self.hyperparams)
+
+    def hyperparam(self, name: str) -> HyperParam:
+        for spec in self.hyperparams:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def resolve(self, hparams: Mapping[str, Any] | None = None, *, surface: bool = False) -> dict[str, Value]:
+        """Defaults (plus surface overrides) updated by ``hparams``, validated.
+
+        Raises ``ValueError`` naming an unknown argument or an invalid value.
+        """
+        known = {s.name for s in self.hyperparams}
+        hparams = dict(hparams or {})
+        unknown = sorted(set(hparams) - known)
+        if unknown:
+            raise ValueError(
+                f"Invalid hyperparameter for {self.name}: {unknown[0]!r} "
+                f"(must be one of {', '.join(sorted(known))})"
+            )
+        values = self.defaults
+        if surface:
+            values.update(self.surface_defaults)
+        values.update(hparams)
+        return validate_hparams(self.hyperparams, values)
+
+    def constructor_kwargs(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Map flat, validated hyperparameters to the class's constructor arguments."""
+        kwargs: dict[str, Any] = dict(hparams)
+        for arg, parts in self.tuple_args.items():
+            kwargs[arg] = tuple(kwargs.pop(p) for p in parts)
+        kwargs.update(self.fixed)
+        return kwargs
+
+
+_LR = "learning rate η"
+_WD = "weight decay λ (coupled: g ← g + λθ)"
+
+
+def _lr(default: float) -> HyperParam:
+    return HyperParam("lr", default, low=0.0, high=1e3, log=True, help=_LR)
+
+
+_BASELINE_WD = HyperParam("weight_decay", 0.0, low=0.0, high=10.0, help=_WD)
+_MOMENTUM = HyperParam("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ")
+_BETA1 = HyperParam("beta1", 0.9, low=0.0, high=1.0, high_open=True, help="first-moment EMA β₁")
+_BETA2 = HyperParam("beta2", 0.999, low=0.0, high=1.0, high_open=True, help="second-moment EMA β₂")
+_ADAM_EPS = HyperParam("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε")
+
+_TORCH_DOCS = "https://docs.pytorch.org/docs/stable/optim.html"
+
+_INFOS: tuple[OptimizerInfo, ...] = (
+    OptimizerInfo(
+        name="sgd",
+        label="SGD",
+        cls=torch.optim.SGD,
+        summary="Plain stochastic gradient descent (torch.optim.SGD).",
+        description="θ ← θ − η g. The reference point: one global step size for every parameter, "
+        "so it crawls along flat valleys and overshoots across steep ones.",
+        paper=_TORCH_DOCS,
+        hyperparams=(_lr(0.01), _BASELINE_WD),
+        fixed=_frozen({"momentum": 0.0, "nesterov": False}),
+        surface_defaults=_frozen({"lr": 1e-3}),
+    ),
+    OptimizerInfo(
+        name="momentum",
+        label="SGD + momentum",
+        cls=torch.optim.SGD,
+        summary="SGD with heavy-ball momentum (torch.optim.SGD, momentum=0.9).",
+        description="v ← μv + g; θ ← θ − ηv. Momentum accumulates consistent directions and "
+        "speeds up along valleys, at the price of overshooting the floor and oscillating.",
+        paper=_TORCH_DOCS,
+        hyperparams=(_lr(0.01), _MOMENTUM, _BASELINE_WD),
+        fixed=_frozen({"nesterov": False}),
+        surface_defaults=_frozen({"lr": 2e-4}),
+    ),
+    OptimizerInfo(
+        name="nesterov",
+        label="SGD + Nesterov",
+        cls=torch.optim.SGD,
+        summary="SGD with Nesterov momentum (torch.optim.SGD, nesterov=True).",
+        description="v ← μv + g; θ ← θ − η(g + μv). Nesterov's look-ahead damps part of "
+        "heavy-ball momentum's overshoot.",
+        paper="https://proceedings.mlr.press/v28/sutskever13.html",
+        hyperparams=(_lr(0.01), _MOMENTUM, _BASELINE_WD),
+        fixed=_frozen({"nesterov": True}),
+        surface_defaults=_frozen({"lr": 2e-4}),
+    ),
+    OptimizerInfo(
+        name="adam",
+        label="Adam",
+        cls=torch.optim.Adam,
+        summary="Adam (torch.optim.Adam): bias-corrected first and second moment EMAs.",
+        description="Per-element step η·m̂/(√v̂+ε): every coordinate moves at roughly the same "
+        "speed whatever its gradient's size, which escapes plateaus but can overshoot.",
+        paper="https://arxiv.org/abs/1412.6980",
+        hyperparams=(_lr(1e-3), _BETA1, _BETA2, _ADAM_EPS, _BASELINE_WD),
+        tuple_args=_frozen({"betas": ("beta1", "beta2")}),
+        surface_defaults=_frozen({"lr": 0.05}),
+    ),
+    OptimizerInfo(
+        name="adamw",
+        label="AdamW",
+        cls=torch.optim.AdamW,
+        summary="AdamW (torch.optim.AdamW): Adam with decoupled weight decay.",
+        description="Adam whose weight decay shrinks θ directly (θ ← θ(1 − ηλ)) instead of "
+        "passing through the adaptive denominator.",
+        paper="https://arxiv.org/abs/1711.05101",
+        hyperparams=(
+            _lr(1e-3),
+            _BETA1,
+            _BETA2,
+            _ADAM_EPS,
+            HyperParam("weight_decay", 0.01, low=0.0, high=10.0, help="decoupled weight decay λ"),
+        ),
+        tuple_args=_frozen({"betas": ("beta1", "beta2")}),
+        surface_defaults=_frozen({"lr": 0.05, "weight_decay": 0.0}),
+    ),
+    OptimizerInfo(
+        name="adagrad",
+        label="Adagrad",
+        cls=torch.optim.Adagrad,
+        summary="Adagrad (torch.optim.Adagrad): per-element lr η/√Σg².",
+        description="Each coordinate's step shrinks with its accumulated squared gradients: "
+        "fast at first, ever more cautious later.",
+        paper="https://jmlr.org/papers/v12/duchi11a.html",
+        hyperparams=(
+            _lr(0.01),
+            HyperParam("lr_decay", 0.0, low=0.0, high=1.0, help="lr ← lr/(1 + (t−1)·decay)"),
+            _BASELINE_WD,
+            HyperParam("eps", 1e-10, low=0.0, high=1.0, log=True, help="denominator ε"),
+            HyperParam("initial_accumulator_value", 0.0, low=0.0, high=1e3, help="G₀"),
+        ),
+        surface_defaults=_frozen({"lr": 0.5}),
+    ),
+    OptimizerInfo(
+        name="dgs",
+        label="DGS",
+        cls=DGS,
+        summary="Dynamic Gradient Scaling: importance scores → per-parameter learning rates.",
+        description="Keeps an EMA importance score per parameter, turns it into a scaling "
+        "factor s = clip(r^(−γ)) of the relative importance r, and steps with the adaptive "
+        "rate η·s with momentum: parameters with larger gradients get proportionally smaller "
+        "updates. The paper gives no equations; these are DGS Lab's (SPEC §1.2).",
+        paper="https://doi.org/10.22214/ijraset.2024.62669",
+        interpretation=True,
+        hyperparams=dgs.HYPERPARAMS,
+        surface_defaults=_frozen({"lr": 2e-3}),
+    ),
+    OptimizerInfo(
+        name="adan",
+        label="Adan",
+        cls=Adan,
+        summary="Adan: adaptive Nesterov momentum with a gradient-difference term.",
+        description="Adds an EMA of gradient differences to Adam-style moments, an estimate of "
+        "Nesterov's look-ahead that curbs overshoot; follows the official implementation "
+        "(betas are 1 − the paper's β).",
+        paper="https://arxiv.org/abs/2208.06677",
+        hyperparams=adan.HYPERPARAMS,
+        tuple_args=_frozen({"betas": ("beta1", "beta2", "beta3")}),
+        surface_defaults=_frozen({"lr": 0.05}),
+    ),
+    OptimizerInfo(
+        name="lars",
+        label="LARS",
+        cls=LARS,
+        summary="LARS: layer-wise trust ratio τ‖θ‖/(‖g‖+λ‖θ‖) scales each tensor's step.",
+        description="Each weight tensor's step is scaled so its size is a fixed fraction τ of "
+        "the tensor's norm, whatever the gradient's magnitude: the large-batch recipe. "
+        "Biases and norms (1-D tensors) use plain momentum SGD.",
+        paper="https://arxiv.org/abs/1708.03888",
+        hyperparams=lars.HYPERPARAMS,
+        fixed=_frozen({"trust_clip": False}),
+        surface_defaults=_frozen({"lr": 1.0, "exclude_1d": False}),
+    ),
+    OptimizerInfo(
+        name="larc",
+        label="LARC",
+        cls=LARS,
+        summary="LARC: LARS with the trust ratio clipped, tr = min(tr/η, 1).",
+        description="LARS whose local rate never exceeds the global one: the trust ratio only "
+        "ever shrinks a step.",
+        paper="https://arxiv.org/abs/1708.03888",
+        hyperparams=lars.HYPERPARAMS,
+        fixed=_frozen({"trust_clip": True}),
+        surface_defaults=_frozen({"lr": 1e-3, "exclude_1d": False}),
+    ),
+    OptimizerInfo(
+        name="extrasgd",
+        label="ExtraSGD",
+        cls=ExtraSGD,
+        summary="EXTRAP-SGD: gradient taken at an extrapolated point, Nesterov momentum.",
+        description="Before each step, moves to an extrapolated point (a gradient step, the last "
+        "step's gradient, or noise), takes the gradient there on the same batch and applies "
+        "it from the current point: a local extragradient that smooths the large-batch "
+        "landscape. The paper released no code; the structure follows its framework.",
+        paper="https://arxiv.org/abs/2006.05720",
+        interpretation=True,
+        hyperparams=extrasgd.HYPERPARAMS,
+        needs_closure=True,
+        surface_defaults=_frozen({"lr": 2e-4}),
+    ),
+    OptimizerInfo(
+        name="adagrad_norm",
+        label="AdaGrad-Norm",
+        cls=AdaGradNorm,
+        summary="AdaGrad-Norm: one scalar step size η/b_t with b_t² = b_{t−1}² + ‖g_t‖².",
+        description="A single adaptive step size for the whole group, robust to the choice of η: "
+        "b_t grows with the gradients seen so far.",
+        paper="https://arxiv.org/abs/1806.01811",
+        hyperparams=adagrad_norm.HYPERPARAMS,
+        surface_defaults=_frozen({"lr": 1.0}),
+    ),
+)
+
+_REGISTRY: dict[str, OptimizerInfo] = {info.name: info for info in _INFOS}
+
+
+def register(info: OptimizerInfo) -> None:
+    """Add an optimizer (used by :mod:`dgs_core.batching` for the AdAdaGrad family)."""
+    if info.name in _REGISTRY and _REGISTRY[info.name] is not info:
+        raise ValueError(f"Invalid name: {info.name!r} (already registered)")
+    _REGISTRY[info.name] = info
+
+
+def _ensure_complete() -> None:
+    # The AdAdaGrad family lives in dgs_core.batching (it needs per-sample gradients);
+    # importing it registers them, so every lookup sees the whole table.
+    import dgs_core.batching  # noqa: F401
+
+
+def names() -> list[str]:
+    """Registered optimizer names, in display order."""
+    _ensure_complete()
+    return list(_REGISTRY)
+
+
+def infos() -> list[OptimizerInfo]:
+    """Every registered optimizer's record, in display order."""
+    _ensure_complete()
+    return list(_REGISTRY.values())
+
+
+def get(name: str) -> OptimizerInfo:
+    """The record for ``name``; ``ValueError`` naming it when unknown."""
+    _ensure_complete()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"Invalid optimizer: {name!r} (must be one of {', '.join(_REGISTRY)})"
+        ) from None
+
+
+def create(
+    name: str,
+    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+    *,
+    surface: bool = False,
+    **hparams: Any,
+) -> torch.optim.Optimizer:
+    """Build the optimizer ``name`` over ``params`` with validated hyperparameters.
+
+    Unspecified hyperparameters take the registry defaults (or, with ``surface=True``, the
+    2-D surface defaults). Extra constructor switches that are not hyperparameters
+    (``foreach``, ``fused``, ``independent_rows``) pass straight through.
+    """
+    info = get(name)
+    switches = {k: hparams.pop(k) for k in list(hparams) if k in _SWITCHES}
+    if "independent_rows" in switches and not _accepts(info.cls, "independent_rows"):
+        # torch's SGD/Adam/AdamW/Adagrad are purely elementwise: rows are independent already.
+        switches.pop("independent_rows")
+    kwargs = info.constructor_kwargs(info.resolve(hparams, surface=surface))
+    kwargs.update(switches)
+    return info.cls(params, **kwargs)
+
+
+def _accepts(cls: type, arg: str) -> bool:
+    return arg in inspect.signature(cls.__init__).parameters
+
+
+# Constructor switches that change how, not what, an optimizer computes.
+_SWITCHES = frozenset({"foreach", "fused", "independent_rows"})

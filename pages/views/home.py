@@ -1,0 +1,28 @@
+"""Home: what DGS Lab is, and every registered optimizer."""
+
+import streamlit as st
+
+from dgs_core.viz.tables import optimizer_table
+
+st.title("DGS Lab")
+st.markdown(
+    "An interactive laboratory for deep-learning optimizers. Watch **Dynamic Gradient Scaling "
+    "(DGS)**, Adan, LARS, EXTRAP-SGD, AdaGrad-Norm, AdAdaGrad and the classic baselines side by "
+    "side: per-parameter importance scores, scaling factors, learning-rate annealing and "
+    "trajectories that overshoot on 2-D loss surfaces."
+)
+st.subheader("Optimizers")
+st.caption(
+    "An *interpretation* is an optimizer whose paper gives no equation: DGS Lab supplies its own, "
+    "documented in SPEC and in each optimizer's description."
+)
+st.dataframe(
+    optimizer_table(),
+    hide_index=True,
+    column_config={
+        "paper": st.column_config.LinkColumn("paper"),
+        "interpretation": st.column_config.CheckboxColumn("interpretation"),
+        "needs closure": st.column_config.CheckboxColumn("needs closure"),
+    },
+    width="stretch",
+)
