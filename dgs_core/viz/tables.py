@@ -21,3 +21,18 @@ def optimizer_table() -> pd.DataFrame:
         for info in registry.infos()
     ]
     return pd.DataFrame(rows)
+
+
+def optimizer_markdown() -> str:
+    """The README's optimizer table (kept equal to the registry by tests/test_readme.py)."""
+    lines = [
+        "| name | optimizer | what it does | paper | interpretation | 2-D surface defaults |",
+        "|---|---|---|---|---|---|",
+    ]
+    for info in registry.infos():
+        surface = ", ".join(f"{k}={v}" for k, v in info.surface_defaults.items()) or "—"
+        lines.append(
+            f"| `{info.name}` | {info.label} | {info.summary} | [link]({info.paper}) | "
+            f"{'**yes**' if info.interpretation else 'no'} | {surface} |"
+        )
+    return "\n".join(lines)
