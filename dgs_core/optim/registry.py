@@ -135,7 +135,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper=_TORCH_DOCS,
         hyperparams=(_lr(0.01), _BASELINE_WD),
         fixed=_frozen({"momentum": 0.0, "nesterov": False}),
-        surface_defaults=_frozen({"lr": 1e-3}),
+        surface_defaults=_frozen({"lr": 1.4e-3}),
     ),
     OptimizerInfo(
         name="momentum",
@@ -147,7 +147,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper=_TORCH_DOCS,
         hyperparams=(_lr(0.01), _MOMENTUM, _BASELINE_WD),
         fixed=_frozen({"nesterov": False}),
-        surface_defaults=_frozen({"lr": 2e-4}),
+        surface_defaults=_frozen({"lr": 4e-4}),
     ),
     OptimizerInfo(
         name="nesterov",
@@ -159,7 +159,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper="https://proceedings.mlr.press/v28/sutskever13.html",
         hyperparams=(_lr(0.01), _MOMENTUM, _BASELINE_WD),
         fixed=_frozen({"nesterov": True}),
-        surface_defaults=_frozen({"lr": 2e-4}),
+        surface_defaults=_frozen({"lr": 4e-4}),
     ),
     OptimizerInfo(
         name="adam",
@@ -171,7 +171,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper="https://arxiv.org/abs/1412.6980",
         hyperparams=(_lr(1e-3), _BETA1, _BETA2, _ADAM_EPS, _BASELINE_WD),
         tuple_args=_frozen({"betas": ("beta1", "beta2")}),
-        surface_defaults=_frozen({"lr": 0.05}),
+        surface_defaults=_frozen({"lr": 0.1}),
     ),
     OptimizerInfo(
         name="adamw",
@@ -189,7 +189,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
             HyperParam("weight_decay", 0.01, low=0.0, high=10.0, help="decoupled weight decay λ"),
         ),
         tuple_args=_frozen({"betas": ("beta1", "beta2")}),
-        surface_defaults=_frozen({"lr": 0.05, "weight_decay": 0.0}),
+        surface_defaults=_frozen({"lr": 0.1, "weight_decay": 0.0}),
     ),
     OptimizerInfo(
         name="adagrad",
@@ -206,7 +206,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
             HyperParam("eps", 1e-10, low=0.0, high=1.0, log=True, help="denominator ε"),
             HyperParam("initial_accumulator_value", 0.0, low=0.0, high=1e3, help="G₀"),
         ),
-        surface_defaults=_frozen({"lr": 0.5}),
+        surface_defaults=_frozen({"lr": 2.0}),
     ),
     OptimizerInfo(
         name="dgs",
@@ -220,7 +220,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper="https://doi.org/10.22214/ijraset.2024.62669",
         interpretation=True,
         hyperparams=dgs.HYPERPARAMS,
-        surface_defaults=_frozen({"lr": 2e-3}),
+        surface_defaults=_frozen({"lr": 4e-4}),
     ),
     OptimizerInfo(
         name="adan",
@@ -258,7 +258,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper="https://arxiv.org/abs/1708.03888",
         hyperparams=lars.HYPERPARAMS,
         fixed=_frozen({"trust_clip": True}),
-        surface_defaults=_frozen({"lr": 1e-3, "exclude_1d": False}),
+        surface_defaults=_frozen({"lr": 3e-3, "trust_coefficient": 0.01, "exclude_1d": False}),
     ),
     OptimizerInfo(
         name="extrasgd",
@@ -273,7 +273,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         interpretation=True,
         hyperparams=extrasgd.HYPERPARAMS,
         needs_closure=True,
-        surface_defaults=_frozen({"lr": 2e-4}),
+        surface_defaults=_frozen({"lr": 2e-4, "extrapolation_lr": 2e-4}),
     ),
     OptimizerInfo(
         name="adagrad_norm",
@@ -284,7 +284,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         "b_t grows with the gradients seen so far.",
         paper="https://arxiv.org/abs/1806.01811",
         hyperparams=adagrad_norm.HYPERPARAMS,
-        surface_defaults=_frozen({"lr": 1.0}),
+        surface_defaults=_frozen({"lr": 3.0}),
     ),
 )
 

@@ -1,0 +1,17 @@
+"""AppTest helpers: the whole app (app.py with its navigation), switched to one page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def app_at(page: str | None = None, *, timeout: float = 120) -> AppTest:
+    """An AppTest of app.py, switched to ``page`` (e.g. "pages/views/surface_lab.py"), not yet run."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    if page is not None:
+        at.switch_page(page)
+    return at
