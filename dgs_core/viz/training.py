@@ -1,0 +1,620 @@
+"""Figures of the Training lab: :class:`~dgs_core.training.RunResult` in, ``go.Figure`` out.
+
+No streamlit here. Every figure takes ``results`` — the trainer's ``{label: RunResult}``,
+which may still be growing — and a ``step`` for the page's scrubber: curves draw a cursor
+at that step; snapshots (histogram, per-weight heatmap, decision boundary) show the latest
+record at or before it, so one slider moves every panel to the same step.
+
+>>> from dgs_core.training import TrainConfig, Trainer
+>>> trainer = Trainer(TrainConfig(task="moons", optimizers=["sgd", "adam"], steps=20, eval_every=10))
+>>> _ = list(trainer.run())
+>>> fig = loss_figure(trainer.results, step=10)
+>>> fig = decision_boundary_figure(trainer.results, trainer.task, step=20)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dgs_core.tasks import Task
+from dgs_core.training import RunResult
+from dgs_core.viz.surface import OPTIMIZER_COLORS, optimizer_label
+
+Results = Mapping[str, RunResult]
+
+_PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
+_CURSOR = {"dash": "dot", "color": "#555555"}
+_MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}
+_CLASS_COLORS = ("#1F77B4", "#D62728", "#2CA02C", "#FF7F0E", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
+QUANTITIES = {
+    "importance": "importance Î",
+    "scaling_factor": "scaling factor η_eff/η",
+    "lr_eff": "effective lr η_eff",
+    "scale": "DGS scale s_t",
+}
+
+
+def colors(results: Results) -> dict[str, str]:
+    """One colour per label: the optimizer's own colour (as in the Surface lab) when free."""
+    out: dict[str, str] = {}
+    for label, result in results.items():
+        preferred = OPTIMIZER_COLORS.get(result.name)
+        if preferred is None or preferred in out.values():
+            preferred = next(
+                (c for c in _PALETTE if c not in out.values()), _PALETTE[len(out) % len(_PALETTE)]
+            )
+        out[label] = preferred
+    return out
+
+
+def _title(label: str, result: RunResult) -> str:
+    name = optimizer_label(result.name)
+    title = name if label == result.name else f"{label} ({name})"
+    return title if result.status in ("running", "done") else f"{title} — {result.status}"
+
+
+def _panels(results: Results, *, titles: Sequence[str] | None = None, **kwargs) -> go.Figure:
+    """One panel per optimizer, side by side."""
+    labels = list(results)
+    return make_subplots(
+        rows=1,
+        cols=max(1, len(labels)),
+        subplot_titles=titles if titles is not None else [_title(k, results[k]) for k in labels],
+        **kwargs,
+    )
+
+
+def _cursor(fig: go.Figure, step: int | None) -> go.Figure:
+    if step is not None:
+        fig.add_vline(x=step, line=_CURSOR, row="all", col="all")
+    return fig
+
+
+def _hex_to_rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves
+# ---------------------------------------------------------------------------------------------
+
+
+def loss_figure(
+    results: Results, *, step: int | None = None, overlay: bool = False, log_y: bool = True, height: int = 360
+) -> go.Figure:
+    """Mini-batch loss (thin), training-set and validation loss (markers at evaluations).
+
+    Side by side per optimizer, or ``overlay`` in one panel (validation dashed). A divergence
+    shows in the panel's title; spikes (SPEC §3) are marked with a triangle.
+    """
+    palette = colors(results)
+    fig = go.Figure() if overlay else _panels(results, shared_yaxes=True)
+    for i, (label, result) in enumerate(results.items()):
+        frame = result.metrics
+        evals = frame[frame["val_loss"].notna()]
+        spikes = frame[frame["spike"]]
+        color = palette[label]
+        where = {} if overlay else {"row": 1, "col": i + 1}
+        show = overlay or i == 0  # side by side: one legend entry per kind of line
+
+        def named(what: str, label: str = label) -> dict:
+            return {
+                "name": f"{label}: {what}" if overlay else what,
+                "legendgroup": label if overlay else what,
+            }
+
+        traces = [
+            go.Scatter(
+                x=frame["step"],
+                y=frame["loss"],
+                mode="lines",
+                line={"color": color, "width": 1},
+                opacity=0.35 if overlay else 0.5,
+                showlegend=show,
+                **named("batch loss"),
+            ),
+            go.Scatter(
+                x=evals["step"],
+                y=evals["train_loss"],
+                mode="lines+markers",
+                line={"color": color},
+                marker={"size": 5},
+                showlegend=show,
+                **named("train"),
+            ),
+            go.Scatter(
+                x=evals["step"],
+                y=evals["val_loss"],
+                mode="lines+markers",
+                line={"color": color, "dash": "dash"},
+                marker={"size": 5, "symbol": "diamond"},
+                showlegend=show,
+                **named("validation"),
+            ),
+            go.Scatter(
+                x=spikes["step"],
+                y=spikes["loss"],
+                mode="markers",
+                marker={
+                    "symbol": "triangle-up",
+                    "size": 8,
+                    "color": color,
+                    "line": {"width": 1, "color": "black"},
+                },
+                showlegend=False,
+                **named("spike"),
+            ),
+        ]
+        for trace in traces:
+            fig.add_trace(trace, **where)
+    fig.update_yaxes(type="log" if log_y else "linear", exponentformat="power")
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(
+        height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2}, yaxis_title="loss"
+    )
+    return _cursor(fig, step)
+
+
+def accuracy_figure(results: Results, *, step: int | None = None, height: int = 320) -> go.Figure:
+    """Training-set (solid) and validation (dashed) accuracy of every optimizer, overlaid."""
+    palette = colors(results)
+    fig = go.Figure()
+    for label, result in results.items():
+        evals = result.evaluations
+        for column, dash, what in (("train_metric", None, "train"), ("val_metric", "dash", "validation")):
+            fig.add_trace(
+                go.Scatter(
+                    x=evals["step"],
+                    y=evals[column],
+                    mode="lines+markers",
+                    name=f"{label}: {what}",
+                    legendgroup=label,
+                    line={"color": palette[label], "dash": dash},
+                    marker={"size": 4},
+                )
+            )
+    fig.update_layout(
+        height=height,
+        margin=_MARGIN,
+        xaxis_title="step",
+        yaxis={"title": "accuracy", "range": [0, 1.02]},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return _cursor(fig, step)
+
+
+def lr_figure(results: Results, *, step: int | None = None, height: int = 340) -> go.Figure:
+    """The schedule's lr (line) and the effective-lr band per optimizer, side by side.
+
+    Band: 5–95 % (light) and 25–75 % (darker) quantiles and the median of the per-parameter
+    effective lr |Δθ|/|g| (SPEC §4) over the whole model, on the recorded steps.
+    """
+    palette = colors(results)
+    fig = _panels(results, shared_yaxes=True)
+    for i, (label, result) in enumerate(results.items()):
+        color, col = palette[label], i + 1
+        band = result.quantile_band("lr_eff")
+        frame = result.metrics
+        first = i == 0
+        if len(band):
+            for low, high, alpha, name in (
+                ("q05", "q95", 0.15, "η_eff 5–95 %"),
+                ("q25", "q75", 0.35, "η_eff 25–75 %"),
+            ):
+                fig.add_trace(
+                    go.Scatter(
+                        x=band["step"],
+                        y=band[low],
+                        mode="lines",
+                        line={"width": 0},
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    row=1,
+                    col=col,
+                )
+                fig.add_trace(
+                    go.Scatter(
+                        x=band["step"],
+                        y=band[high],
+                        mode="lines",
+                        line={"width": 0},
+                        fill="tonexty",
+                        fillcolor=_hex_to_rgba(color, alpha),
+                        name=name,
+                        legendgroup=name,
+                        showlegend=first,
+                    ),
+                    row=1,
+                    col=col,
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=band["step"],
+                    y=band["q50"],
+                    mode="lines",
+                    line={"color": color, "dash": "dot"},
+                    name="η_eff median",
+                    legendgroup="median",
+                    showlegend=first,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=frame["step"],
+                y=frame["lr"],
+                mode="lines",
+                line={"color": "black", "width": 1.5},
+                name="schedule lr η_t",
+                legendgroup="lr",
+                showlegend=first,
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2}, yaxis_title="lr")
+    return _cursor(fig, step)
+
+
+def batch_size_figure(results: Results, *, step: int | None = None, height: int = 280) -> go.Figure:
+    """Batch size against the step (grows for the AdAdaGrad family with adaptive batches)."""
+    palette = colors(results)
+    fig = go.Figure()
+    for label, result in results.items():
+        frame = result.metrics
+        fig.add_trace(
+            go.Scatter(
+                x=frame["step"],
+                y=frame["batch_size"],
+                mode="lines",
+                name=label,
+                line={"color": palette[label], "shape": "hv"},
+            )
+        )
+    fig.update_layout(
+        height=height,
+        margin=_MARGIN,
+        xaxis_title="step",
+        yaxis={"title": "batch size", "type": "log"},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return _cursor(fig, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnostics
+# ---------------------------------------------------------------------------------------------
+
+
+def layer_heatmap_figure(
+    results: Results,
+    quantity: str = "importance",
+    *,
+    statistic: str = "mean",
+    step: int | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """Layer × time heatmap of a per-tensor diagnostic (log10 colour), side by side.
+
+    ``quantity``: "importance", "scaling_factor", "lr_eff" or "scale" (DGS only), or any
+    optimizer-specific per-tensor value such as "trust_ratio" (``statistic="value"``).
+    """
+    tables = {label: r.layer_table(quantity, statistic) for label, r in results.items()}
+    values = np.concatenate([t.to_numpy().ravel() for t in tables.values()] or [np.zeros(0)])
+    positive = values[np.isfinite(values) & (values > 0)]
+    zmin, zmax = (np.log10(positive.min()), np.log10(positive.max())) if positive.size else (None, None)
+    layers = max((len(t) for t in tables.values()), default=1)
+    fig = _panels(results, shared_yaxes=True, horizontal_spacing=0.03)
+    for i, (label, table) in enumerate(tables.items()):
+        if table.empty:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(table.to_numpy() > 0, np.log10(table.to_numpy()), np.nan)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=list(table.columns),
+                y=list(table.index),
+                zmin=zmin,
+                zmax=zmax,
+                coloraxis="coloraxis",
+                customdata=table.to_numpy(),
+                hovertemplate=f"{label}<br>%{{y}}<br>step %{{x}}<br>"
+                f"{quantity} = %{{customdata:.3g}}<extra></extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(
+        height=height or max(260, 60 + 22 * layers),
+        margin={**_MARGIN, "l": 120},
+        coloraxis={
+            "colorscale": "Viridis",
+            "colorbar": {"title": f"log10 {QUANTITIES.get(quantity, quantity)}"},
+        },
+    )
+    return _cursor(fig, step)
+
+
+def scaling_histogram_figure(
+    results: Results, *, step: int, quantity: str = "scaling_factor", bins: int = 60, height: int = 320
+) -> go.Figure:
+    """Distribution of the per-parameter ``quantity`` (log10) at the record at or before ``step``.
+
+    Pools the kept per-element values of every tensor of each model (SPEC §4); overlaid per
+    optimizer. The legend names the record's step.
+    """
+    palette = colors(results)
+    samples = {}
+    for label, result in results.items():
+        record = result.record_at(step)
+        kept = result.elements_at(step, quantity)
+        if record is None or not kept:
+            continue
+        values = np.concatenate([v.reshape(-1).numpy() for v in kept.values()])
+        samples[label] = (record.step, np.log10(values[np.isfinite(values) & (values > 0)]))
+    pooled = np.concatenate([v for _, v in samples.values()] or [np.zeros(1)])
+    low, high = (float(pooled.min()), float(pooled.max())) if pooled.size else (0.0, 1.0)
+    if high - low < 1e-6:  # plain SGD: every factor is 1
+        low, high = low - 0.5, high + 0.5
+    xbins = {"start": low, "end": high, "size": (high - low) / bins}
+    fig = go.Figure()
+    for label, (record_step, values) in samples.items():
+        fig.add_trace(
+            go.Histogram(
+                x=values,
+                xbins=xbins,
+                name=f"{label} (step {record_step})",
+                marker_color=palette[label],
+                opacity=0.55,
+            )
+        )
+    fig.update_layout(
+        barmode="overlay",
+        height=height,
+        margin=_MARGIN,
+        xaxis_title=f"log10 {QUANTITIES.get(quantity, quantity)}",
+        yaxis_title="parameters",
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def weight_heatmap_figure(
+    results: Results, tensor: str, *, step: int, quantity: str = "importance", height: int = 360
+) -> go.Figure:
+    """Per-weight view of one tensor (its 2-D view: first dimension × the rest), side by side.
+
+    Shows the kept grid of ``quantity`` (log10 colour) at the record at or before ``step``;
+    for large tensors the grid is a regular subsample whose row and column indices label
+    the axes.
+    """
+    fig = _panels(results, shared_yaxes=True, horizontal_spacing=0.04)
+    grids = {}
+    for label, result in results.items():
+        record = result.record_at(step)
+        grid = result.elements_at(step, quantity).get(tensor)
+        if record is not None and grid is not None:
+            grids[label] = (record.step, grid.numpy(), result.element_index)
+    values = np.concatenate([g.ravel() for _, g, _ in grids.values()] or [np.zeros(0)])
+    positive = values[np.isfinite(values) & (values > 0)]
+    zmin, zmax = (np.log10(positive.min()), np.log10(positive.max())) if positive.size else (None, None)
+    for i, label in enumerate(results):
+        if label not in grids:
+            continue
+        record_step, grid, index = grids[label]
+        rows = index.get(f"{tensor}/rows")
+        cols = index.get(f"{tensor}/cols")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(grid > 0, np.log10(grid), np.nan)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=None if cols is None else cols.tolist(),
+                y=None if rows is None else rows.tolist(),
+                zmin=zmin,
+                zmax=zmax,
+                coloraxis="coloraxis",
+                customdata=grid,
+                hovertemplate=f"{label} (step {record_step})<br>row %{{y}}, col %{{x}}<br>"
+                f"{quantity} = %{{customdata:.3g}}<extra></extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
+    fig.update_yaxes(autorange="reversed", title_text="row", col=1)
+    fig.update_xaxes(title_text="column")
+    fig.update_layout(
+        height=height,
+        margin=_MARGIN,
+        title={"text": f"{tensor}: {QUANTITIES.get(quantity, quantity)}", "x": 0.5, "y": 0.99},
+        coloraxis={"colorscale": "Viridis", "colorbar": {"title": "log10"}},
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision boundary
+# ---------------------------------------------------------------------------------------------
+
+
+def decision_boundary_figure(
+    results: Results, task: Task, *, step: int, points: str = "val", resolution: int = 60, height: int = 360
+) -> go.Figure:
+    """Predicted class over the plane at the evaluation at or before ``step``, side by side.
+
+    Colour: the predicted class, faded where the model is unsure (two classes: the
+    probability of class 1 on a red-blue scale with the 0.5 contour), on a grid of
+    ``resolution``² points. ``points``: "val", "train" or "none".
+    """
+    if not task.is_2d:
+        raise ValueError(f"Invalid task for a decision boundary: {task.name!r} (not a 2-D task)")
+    if points not in ("val", "train", "none"):
+        raise ValueError(f"Invalid points: {points!r} (must be one of val, train, none)")
+    xs, ys, _ = task.grid(resolution)
+    titles = []
+    snapshots = {}
+    for label, result in results.items():
+        snapshot = result.boundary_at(task, step, resolution)
+        snapshots[label] = snapshot
+        suffix = "" if snapshot is None else f" · step {snapshot[0]}"
+        titles.append(_title(label, result) + suffix)
+    fig = _panels(results, titles=titles, shared_yaxes=True, horizontal_spacing=0.03)
+    x, y = (task.x_val, task.y_val) if points == "val" else (task.x_train, task.y_train)
+    x, y = x.cpu().numpy(), y.cpu().numpy()
+    for i, snapshot in enumerate(snapshots.values()):
+        col = i + 1
+        if snapshot is not None:
+            probs = snapshot[1]
+            for trace in _boundary_traces(probs, xs, ys, task.num_classes):
+                fig.add_trace(trace, row=1, col=col)
+        if points != "none":
+            for c in range(task.num_classes):
+                mask = y == c
+                fig.add_trace(
+                    go.Scatter(
+                        x=x[mask, 0],
+                        y=x[mask, 1],
+                        mode="markers",
+                        name=f"class {c}",
+                        legendgroup=f"class {c}",
+                        showlegend=i == 0,
+                        marker={
+                            "size": 4,
+                            "color": _CLASS_COLORS[c % len(_CLASS_COLORS)],
+                            "line": {"width": 0.5, "color": "white"},
+                        },
+                    ),
+                    row=1,
+                    col=col,
+                )
+    x0, x1, y0, y1 = task.bounds  # type: ignore[misc]
+    fig.update_xaxes(range=[x0, x1], constrain="domain")
+    fig.update_yaxes(range=[y0, y1], scaleanchor="x", scaleratio=1)
+    fig.update_layout(height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
+def _boundary_traces(
+    probs: np.ndarray, xs: np.ndarray, ys: np.ndarray, num_classes: int
+) -> list[go.BaseTraceType]:
+    if num_classes == 2:
+        p1 = probs[..., 1]
+        return [
+            go.Heatmap(
+                z=p1,
+                x=xs,
+                y=ys,
+                zmin=0,
+                zmax=1,
+                colorscale="RdBu_r",
+                opacity=0.55,
+                showscale=False,
+                hovertemplate="P(class 1) = %{z:.2f}<extra></extra>",
+            ),
+            go.Contour(
+                z=p1,
+                x=xs,
+                y=ys,
+                contours={"start": 0.5, "end": 0.5, "size": 1, "coloring": "none"},
+                line={"color": "black", "width": 2},
+                showscale=False,
+                hoverinfo="skip",
+            ),
+        ]
+    predicted = probs.argmax(axis=-1)
+    confidence = probs.max(axis=-1)
+    # one colour per class; the alpha channel fades the low-confidence regions
+    shade = (confidence - 1 / num_classes) / (1 - 1 / num_classes)
+    z = predicted + np.clip(shade, 0, 0.999)
+    scale = []
+    for c in range(num_classes):
+        color = _CLASS_COLORS[c % len(_CLASS_COLORS)]
+        lo, hi = c / num_classes, (c + 1) / num_classes
+        scale += [[lo, _hex_to_rgba(color, 0.08)], [hi - 1e-9, _hex_to_rgba(color, 0.6)]]
+    scale[-1][0] = 1.0
+    return [
+        go.Heatmap(
+            z=z,
+            x=xs,
+            y=ys,
+            zmin=0,
+            zmax=num_classes,
+            colorscale=scale,
+            showscale=False,
+            customdata=np.stack([predicted, confidence], axis=-1),
+            hovertemplate="class %{customdata[0]}, p = %{customdata[1]:.2f}<extra></extra>",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The large-batch question
+# ---------------------------------------------------------------------------------------------
+
+
+def large_batch_figure(gap: pd.DataFrame, *, height: int = 380) -> go.Figure:
+    """Train vs validation accuracy (left) and the gap train − validation (right) per
+    optimizer at each batch size, from :func:`dgs_core.training.large_batch_gap`."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("accuracy: train (solid) vs validation (hatched)", "gap: train − validation"),
+    )
+    batches = sorted(gap["batch_size"].unique()) if len(gap) else []
+    shades = {b: a for b, a in zip(batches, np.linspace(1.0, 0.45, max(1, len(batches))), strict=False)}
+    palette = {
+        label: OPTIMIZER_COLORS.get(name, _PALETTE[i % len(_PALETTE)])
+        for i, (label, name) in enumerate(dict(zip(gap["optimizer"], gap["name"], strict=True)).items())
+    }
+    for batch in batches:
+        rows = gap[gap["batch_size"] == batch]
+        x = [f"{label} · b={batch}" for label in rows["optimizer"]]
+        fill = [_hex_to_rgba(palette[label], shades[batch]) for label in rows["optimizer"]]
+        fig.add_trace(
+            go.Bar(
+                x=x, y=rows["train_metric"], marker_color=fill, name=f"train, b={batch}", showlegend=False
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=rows["val_metric"],
+                marker={"color": fill, "pattern": {"shape": "/"}},
+                name=f"validation, b={batch}",
+                showlegend=False,
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Bar(
+                x=list(rows["optimizer"]),
+                y=rows["metric_gap"],
+                marker_color=fill,
+                name=f"batch {batch}",
+                text=[f"{v:+.3f}" if math.isfinite(v) else "—" for v in rows["metric_gap"]],
+                textposition="outside",
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_layout(barmode="group", height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2})
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text="train − validation accuracy", row=1, col=2)
+    return fig
