@@ -1,0 +1,230 @@
+"""Time one optimizer step at 5M parameters for every registered optimizer, beside its reference.
+
+Model: 40 float32 tensors of 250×500 (5,000,000 parameters) on the CPU, one thread
+(``torch.set_num_threads(1)``), fixed random gradients. Each optimizer and its reference are
+built on identical copies and stepped alternately, so both see the same machine load; the
+table shows median milliseconds per step, ours/reference on the medians ("ratio", which the
+targets use) and on the fastest steps ("min ratio", less disturbed by other processes on a
+shared machine). Gradients are restored from a
+saved copy before every step, outside the timed region (pytorch-optimizer writes into
+``p.grad``). Closure optimizers (ExtraSGD) get a closure that restores the gradients: its
+copies (one per gradient evaluation) are inside their time.
+
+Targets (default eager path): Adan ≤ 1.0× pytorch-optimizer's Adan, LARS/LARC ≤ 1.0×
+pytorch-optimizer's LARS, DGS ≤ 1.3× torch Adam(foreach=True); ``fused=True`` for DGS, Adan and
+LARS ≤ 1.25× torch Adam(fused=True), with the one-time compile cost printed separately.
+Rows without a target are for information.
+
+    .venv/bin/python bench/optim_step.py            # 21 timed steps per pair
+    .venv/bin/python bench/optim_step.py --quick    # 5 timed steps per pair
+    .venv/bin/python bench/optim_step.py --only dgs,adan --no-fused
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dgs_core.optim import registry
+from dgs_core.optim._compile import compile_stats
+
+SHAPE, COUNT = (250, 500), 40  # 5,000,000 parameters
+
+Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str  # what the row times
+    ours: Factory
+    reference_label: str | None = None
+    reference: Factory | None = None
+    target: float | None = None  # ours/reference must stay at or below this
+    needs_closure: bool = False
+
+
+def _pytorch_optimizer(name: str) -> Factory | None:
+    try:
+        import pytorch_optimizer
+    except ImportError:  # test-only dependency
+        return None
+    cls = getattr(pytorch_optimizer, name)
+    return lambda ps: cls(ps)
+
+
+def _registry(name: str, **switches) -> Factory:
+    return lambda ps: registry.create(name, ps, **switches)
+
+
+_ADAM_FOREACH = ("torch Adam(foreach=True)", lambda ps: torch.optim.Adam(ps, foreach=True))
+_ADAM_FUSED = ("torch Adam(fused=True)", lambda ps: torch.optim.Adam(ps, fused=True))
+# (reference label, factory, target) for the default path of each registered optimizer
+_REFERENCES: dict[str, tuple[str, Factory | None, float | None]] = {
+    "dgs": (*_ADAM_FOREACH, 1.3),
+    "adan": ("pytorch-optimizer Adan", _pytorch_optimizer("Adan"), 1.0),
+    "lars": ("pytorch-optimizer LARS", _pytorch_optimizer("LARS"), 1.0),
+    "larc": ("pytorch-optimizer LARS", _pytorch_optimizer("LARS"), 1.0),
+    "extrasgd": (
+        "torch SGD(nesterov, foreach)",
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, foreach=True),
+        None,
+    ),
+    "adagrad_norm": ("torch SGD(foreach=True)", lambda ps: torch.optim.SGD(ps, lr=0.1, foreach=True), None),
+    "adadagrad": ("torch Adagrad(foreach=True)", lambda ps: torch.optim.Adagrad(ps, foreach=True), None),
+    "adadagrad_norm": ("torch SGD(foreach=True)", lambda ps: torch.optim.SGD(ps, lr=0.1, foreach=True), None),
+}
+_OURS = ("dgs", "adan", "lars")  # also timed with foreach=True and fused=True
+
+
+def cases(names: list[str], fused: bool) -> list[Case]:
+    out = []
+    for name in names:
+        info = registry.get(name)
+        label, reference, target = _REFERENCES.get(name, (None, None, None))
+        if name in _OURS:
+            out.append(Case(f"{name}", _registry(name), label, reference, target))
+            out.append(Case(f"{name} foreach=True", _registry(name, foreach=True), label, reference))
+        else:
+            out.append(Case(name, _registry(name), label, reference, target, info.needs_closure))
+    if fused:
+        for name in names:
+            if name in _OURS:
+                out.append(Case(f"{name} fused=True", _registry(name, fused=True), *_ADAM_FUSED, 1.25))
+    return out
+
+
+def _model(seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(SHAPE, generator=g) * 0.05 for _ in range(COUNT)]
+    grads = [torch.randn(SHAPE, generator=g) * 1e-3 for _ in range(COUNT)]
+    return params, grads
+
+
+class _Runner:
+    """One optimizer on its own copy of the model, stepped with the saved gradients."""
+
+    def __init__(
+        self, factory: Factory, params: list[torch.Tensor], grads: list[torch.Tensor], closure: bool
+    ):
+        self.params = [p.clone().requires_grad_() for p in params]
+        self.grads = grads
+        self.restore()
+        self.optimizer = factory(self.params)
+        self.closure = self._closure if closure else None
+
+    def restore(self) -> None:
+        for p, g in zip(self.params, self.grads, strict=True):
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.copy_(g)
+
+    def _closure(self) -> torch.Tensor:
+        self.restore()
+        return torch.zeros(())
+
+    def timed_step(self) -> float:
+        self.restore()
+        start = time.perf_counter()
+        self.optimizer.step(self.closure)
+        return time.perf_counter() - start
+
+
+def run_case(case: Case, repeats: int, warmup: int) -> dict:
+    params, grads = _model()
+    compiles_before = _total_compile_seconds()
+    ours = _Runner(case.ours, params, grads, case.needs_closure)
+    reference = _Runner(case.reference, params, grads, False) if case.reference else None
+    first_step = ours.timed_step()  # includes any compile
+    for _ in range(warmup):
+        ours.timed_step()
+        if reference:
+            reference.timed_step()
+    compile_seconds = _total_compile_seconds() - compiles_before
+    times_ours, times_ref = [], []
+    for _ in range(repeats):
+        times_ours.append(ours.timed_step())
+        if reference:
+            times_ref.append(reference.timed_step())
+    ours_ms, ref_ms = 1e3 * statistics.median(times_ours), None
+    row = {"case": case, "ours_ms": ours_ms, "first_step_s": first_step, "compile_s": compile_seconds}
+    if times_ref:
+        ref_ms = 1e3 * statistics.median(times_ref)
+        # the fastest steps show the cost without the other processes' interference
+        row.update(ref_ms=ref_ms, ratio=ours_ms / ref_ms, min_ratio=min(times_ours) / min(times_ref))
+    return row
+
+
+def _total_compile_seconds() -> float:
+    return sum(stats["seconds"] for stats in compile_stats().values())
+
+
+def _print_row(row: dict) -> None:
+    case = row["case"]
+    ref_ms, ratio, min_ratio, verdict = "", "", "", ""
+    if "ratio" in row:
+        ref_ms = f"{row['ref_ms']:8.2f}"
+        ratio, min_ratio = f"{row['ratio']:6.2f}×", f"{row['min_ratio']:6.2f}×"
+        if case.target is not None:
+            verdict = f"≤{case.target:.2f}× " + ("ok" if row["ratio"] <= case.target else "MISSED")
+    print(
+        f"{case.label:<22} {row['ours_ms']:8.2f}  {case.reference_label or '—':<30} {ref_ms:>8} "
+        f"{ratio:>8} {min_ratio:>9}  {verdict}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 timed steps per pair instead of 21")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per pair")
+    parser.add_argument("--only", default="", help="comma-separated registry names")
+    parser.add_argument("--no-fused", action="store_true", help="skip the fused=True rows (no compiling)")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    repeats = args.repeats or (5 if args.quick else 21)
+    warmup = 2 if args.quick else 3  # fused: steps 1–2 compile (floats specialise, then generalise)
+    names = [n for n in args.only.split(",") if n] or registry.names()
+    unknown = [n for n in names if n not in registry.names()]
+    if unknown:
+        parser.error(f"unknown optimizer(s): {', '.join(unknown)}")
+
+    print(
+        f"one step, {COUNT}×{SHAPE[0]}×{SHAPE[1]} = {COUNT * SHAPE[0] * SHAPE[1]:,} float32 parameters, CPU, "
+        f"1 thread, torch {torch.__version__}; median of {repeats} steps (after {warmup + 1} warm-up)"
+    )
+    header = (
+        f"{'optimizer':<22} {'ours ms':>8}  {'reference':<30} {'ref ms':>8} {'ratio':>8} {'min ratio':>9}"
+    )
+    print(header + "  target (on the median ratio)")
+    rows = []
+    for case in cases(names, fused=not args.no_fused):
+        row = run_case(case, repeats, warmup)
+        rows.append(row)
+        _print_row(row)
+    compiled_rows = [r for r in rows if "fused" in r["case"].label]
+    if compiled_rows:
+        print(
+            "\none-time compile cost of fused=True (torch.compile, counted by dgs_core.optim._compile;"
+            " Inductor's on-disk cache shortens it on later runs):"
+        )
+        for row in compiled_rows:
+            label, seconds, first = row["case"].label, row["compile_s"], row["first_step_s"]
+            print(f"  {label:<22} {seconds:6.1f} s (first step {first:.1f} s)")
+    missed = [r["case"].label for r in rows if r["case"].target and r.get("ratio", 0.0) > r["case"].target]
+    print("\ntargets: " + ("all met" if not missed else "missed by " + ", ".join(missed)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
