@@ -1,0 +1,713 @@
+"""The compute behind the Annealing lab: composed schedules, a plateau demo, and progressive runs.
+
+Three pieces, each configured by plain JSON values and usable without the UI:
+
+* **Composed schedules** — :class:`CurveSpec` is one curve of the schedule composer: an
+  optional linear warmup followed by any schedule of :data:`~dgs_core.schedules.SCHEDULES`
+  (a chain of the two). :func:`schedule_curves` samples several of them over a run.
+* **Plateau demo** — :func:`plateau_demo` runs a :class:`~dgs_core.schedules.PlateauAnnealer`
+  in closed loop on a toy validation curve whose noise floor is proportional to the lr, so
+  every reduction visibly lowers the curve.
+* **Progressive runs** — :class:`StudyRuns` advances several :class:`~dgs_core.training.Trainer`
+  runs round-robin in time slices (a page draws between slices). :func:`two_phase_configs`
+  builds the four variants of the two-phase ("iterative learning-rate reduction") demo with
+  the same seed, budget, initialisation and data order; :func:`effective_lr_config` the run
+  that compares a schedule's lr with the per-parameter effective lr of several optimizers.
+
+>>> settings = TwoPhaseSettings(main_steps=20, anneal_steps=10, eval_every=5,
+...                             task_params={"n_samples": 200, "label_noise": 0.2})
+>>> study = StudyRuns(two_phase_configs(settings))
+>>> while not study.finished:
+...     progress = study.advance(max_seconds=0.5)
+>>> sorted(study.results) == sorted(VARIANTS)
+True
+>>> study.results["anneal_hq"].metrics["data_source"].iloc[[19, 20]].tolist()
+['main', 'hq']
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dgs_core.annealing import AnnealingPlan, Phase, PlateauSettings, StopRule, two_phase_plan
+from dgs_core.optim import registry
+from dgs_core.optim._params import HyperParam
+from dgs_core.schedules import (
+    PlateauAnnealer,
+    ReductionEvent,
+    ScheduleSpec,
+    build,
+    get,
+    sample,
+)
+
+# The trainer's models are tiny: one intra-op thread is an order of magnitude faster on a busy
+# CPU (measured: 3 optimizers × 300 steps, 3.4 s with 1 thread against 52 s with 2 threads
+# under load). The surface lab's context manager does exactly that and restores the count.
+from dgs_core.surfaces import _small_tensor_mode
+from dgs_core.tasks import get_task_info
+from dgs_core.training import RUNNING, STOPPED, OptimizerSpec, RunResult, TrainConfig, Trainer
+
+MAX_CURVE_STEPS = 100_000
+"""The longest run the composer samples (pure Python, about 0.1 s per curve)."""
+
+MAX_TRAIN_STEPS = 5_000
+"""The steps cap of every training run started from the Annealing lab."""
+
+_RUN_STEPS = HyperParam("run_steps", 300, low=1, high=MAX_CURVE_STEPS, integer=True, help="length of the run")
+_PREFIX_WARMUP = HyperParam(
+    "warmup_before", 0, low=0, high=MAX_CURVE_STEPS, integer=True, help="warmup steps before the schedule"
+)
+
+
+def _validated(spec: HyperParam, value: Any) -> Any:
+    return spec.validate(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule composer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurveSpec:
+    """One composer curve: ``warmup_before`` of linear warmup from 0, then ``schedule``.
+
+    The warmup rises to the schedule's ``base_lr`` (its peak) and the schedule then starts at
+    its own step 0. With ``warmup_before = 0`` the curve is the schedule itself.
+
+    Attributes:
+        schedule: a registered schedule (not a chain).
+        warmup_before: length of the warmup prefix, 0 for none.
+        label: the curve's name in the legend; defaults to the schedule's label.
+    """
+
+    schedule: ScheduleSpec
+    warmup_before: int = 0
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.schedule, Mapping):
+            object.__setattr__(self, "schedule", ScheduleSpec.from_dict(self.schedule))
+        if not isinstance(self.schedule, ScheduleSpec) or self.schedule.segments:
+            raise ValueError(f"Invalid schedule: {self.schedule!r} (must be a registered schedule's spec)")
+        object.__setattr__(self, "warmup_before", _validated(_PREFIX_WARMUP, self.warmup_before))
+        if not isinstance(self.label, str):
+            raise ValueError(f"Invalid label: {self.label!r} (must be a string)")
+        if not self.label:
+            info = get(self.schedule.name)
+            name = info.label if not self.warmup_before else f"Warmup {self.warmup_before} → {info.label}"
+            object.__setattr__(self, "label", name)
+
+    @property
+    def base_lr(self) -> float:
+        return float(self.schedule.params["base_lr"])
+
+    def check_run(self, run_steps: int) -> None:
+        """Refuse a curve whose warmup does not fit in a run of ``run_steps`` steps."""
+        run_steps = check_run_steps(run_steps)
+        if self.warmup_before >= run_steps:
+            raise ValueError(
+                f"Invalid warmup_before: {self.warmup_before!r} (must be < the run length {run_steps}: "
+                "the warmup would fill the whole run)"
+            )
+        inner = self.schedule.params.get("warmup_steps")
+        if inner is not None and self.warmup_before + inner > run_steps:
+            raise ValueError(
+                f"Invalid warmup_steps: {inner!r} (must be <= the run length {run_steps}"
+                + (f" minus the {self.warmup_before} warmup steps before it" if self.warmup_before else "")
+                + ")"
+            )
+
+    def spec(self, run_steps: int) -> ScheduleSpec:
+        """The curve as one :class:`ScheduleSpec` (a chain when there is a warmup), checked
+        against the run length."""
+        self.check_run(run_steps)
+        if not self.warmup_before:
+            return self.schedule
+        warmup = ScheduleSpec("warmup", {"base_lr": self.base_lr, "warmup_steps": self.warmup_before})
+        rest = run_steps - self.warmup_before
+        return ScheduleSpec.chain([(self.warmup_before, warmup), (rest, self.schedule)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.to_dict(), "warmup_before": self.warmup_before, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CurveSpec:
+        if not isinstance(data, Mapping) or "schedule" not in data:
+            raise ValueError(f"Invalid curve: {data!r} (must be a mapping with a 'schedule')")
+        unknown = sorted(set(data) - {"schedule", "warmup_before", "label"})
+        if unknown:
+            raise ValueError(f"Invalid curve key: {unknown[0]!r} (must be schedule, warmup_before or label)")
+        schedule = ScheduleSpec.from_dict(data["schedule"])
+        return cls(schedule, data.get("warmup_before", 0), data.get("label", ""))
+
+
+def curve(name: str, *, warmup_before: int = 0, label: str = "", **params: Any) -> CurveSpec:
+    """Shorthand: ``curve("cosine", warmup_before=20, base_lr=0.1, total_steps=280)``."""
+    return CurveSpec(ScheduleSpec(name, params), warmup_before, label)
+
+
+def check_run_steps(run_steps: Any) -> int:
+    """The composer's run length, validated (an integer in [1, MAX_CURVE_STEPS])."""
+    return int(_validated(_RUN_STEPS, run_steps))
+
+
+def default_params(name: str, run_steps: int) -> dict[str, Any]:
+    """Starting values for schedule ``name`` that fit a run of ``run_steps`` steps.
+
+    Lengths scale with the run (warmup 10 %, WSD's stable phase 70 % and decay 20 %, step
+    decay every quarter, milestones at 50 % and 75 %, SGDR cycles of a third, exponential decay
+    to 1 % at the end); the rest are the registry's defaults.
+    """
+    run_steps = check_run_steps(run_steps)
+    params = get(name).defaults
+    tenth = max(1, run_steps // 10)
+    scaled = {
+        "total_steps": run_steps,
+        "warmup_steps": tenth,
+        "step_size": max(1, run_steps // 4),
+        "milestones": tuple(sorted({max(1, run_steps // 2), max(2, 3 * run_steps // 4)})),
+        "first_cycle": max(1, run_steps // 3),
+        "stable_steps": max(0, 7 * run_steps // 10),
+        "decay_steps": max(0, run_steps - tenth - 7 * run_steps // 10),
+    }
+    params.update({k: v for k, v in scaled.items() if k in params})
+    if name == "exponential":  # down to 1 % of base_lr at the end of the run
+        params["gamma"] = 0.01 ** (1.0 / run_steps)
+    return params
+
+
+def parse_step_list(text: Any, name: str = "milestones") -> tuple[int, ...]:
+    """``"100, 200"`` → ``(100, 200)``; ``ValueError`` naming ``name`` when a part is no integer."""
+    if not isinstance(text, str):
+        raise ValueError(f"Invalid {name}: {text!r} (must be integers separated by commas)")
+    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"Invalid {name}: {text!r} (must be integers separated by commas)") from None
+
+
+def schedule_curves(curves: Sequence[CurveSpec], run_steps: int) -> pd.DataFrame:
+    """Every curve sampled at steps 0 … run_steps − 1, long format: curve, step, lr.
+
+    Labels must be unique (they key the legend). Raises ``ValueError`` naming a curve's bad
+    value (see :meth:`CurveSpec.check_run`).
+    """
+    run_steps = check_run_steps(run_steps)
+    labels = [c.label for c in curves]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Invalid labels: {labels!r} (must be unique)")
+    frames = []
+    steps = np.arange(run_steps)
+    for c in curves:
+        lrs = sample(build(c.spec(run_steps)), run_steps)
+        frames.append(pd.DataFrame({"curve": c.label, "step": steps, "lr": lrs}))
+    if not frames:
+        return pd.DataFrame({"curve": pd.Series(dtype=str), "step": pd.Series(dtype="int64"), "lr": []})
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plateau demo
+# ---------------------------------------------------------------------------------------------
+
+_DEMO_EVALUATIONS = HyperParam("evaluations", 150, low=1, high=10_000, integer=True, help="validations")
+_DEMO_LR = HyperParam("lr", 0.1, low=0.0, high=1e3, low_open=True, log=True, help="starting lr")
+_DEMO_NOISE = HyperParam("noise", 0.05, low=0.0, high=1.0, help="relative noise of each validation")
+_DEMO_SEED = HyperParam("seed", 0, low=0, high=2**32 - 1, integer=True, help="seed of the noise")
+PLATEAU_DEMO_HYPERPARAMS: tuple[HyperParam, ...] = (_DEMO_LR, _DEMO_EVALUATIONS, _DEMO_NOISE, _DEMO_SEED)
+"""The toy curve's settings of :func:`plateau_demo` (the annealer's are ``PLATEAU_HYPERPARAMS``)."""
+
+# The toy validation curve (a noisy quadratic model, Zhang et al. 2019, arXiv 1907.04164, in
+# one line): SGD on a quadratic contracts the excess loss e by a rate ∝ lr towards a noise
+# floor ∝ lr, so each lr reduction lowers the floor and slows the approach.
+_TOY_FLOOR = 0.3  # excess loss floor at the starting lr (the floor is FLOOR · lr / lr₀)
+_TOY_RATE = 0.15  # contraction per evaluation at the starting lr
+_TOY_OFFSET = 0.1  # irreducible loss
+
+
+@dataclass(frozen=True)
+class PlateauDemo:
+    """A plateau annealer run on the toy validation curve.
+
+    Attributes:
+        frame: one row per evaluation: ``evaluation`` (0, 1, …), ``metric``, ``lr`` (the lr the
+            metric was measured under) and ``best`` (the best metric so far).
+        events: the reductions; a reduction at evaluation k applies from evaluation k + 1.
+        hyperparams: the annealer's validated settings (ReduceLROnPlateau's names).
+    """
+
+    frame: pd.DataFrame
+    events: tuple[ReductionEvent, ...]
+    hyperparams: dict[str, Any]
+
+
+def plateau_demo(
+    *, evaluations: int = 150, lr: float = 0.1, noise: float = 0.05, seed: int = 0, **plateau: Any
+) -> PlateauDemo:
+    """Closed loop: validate the toy curve, let the annealer answer with the next lr, repeat.
+
+    Excess loss e₀ = 1; for evaluation k at lr η_k (r = η_k / η₀):
+    ``metric_k = offset + e_k · (1 + noise · z_k)``, then ``e_{k+1} = f + (e_k − f)·exp(−κ r)``
+    with the floor ``f = FLOOR · r``, and ``η_{k+1} = annealer.step(metric_k)``.
+    ``plateau`` takes ReduceLROnPlateau's arguments (mode must stay "min": it is a loss).
+    """
+    evaluations = _validated(_DEMO_EVALUATIONS, evaluations)
+    lr = _validated(_DEMO_LR, lr)
+    noise = _validated(_DEMO_NOISE, noise)
+    seed = _validated(_DEMO_SEED, seed)
+    if plateau.get("mode", "min") != "min":
+        raise ValueError(f"Invalid mode: {plateau['mode']!r} (must be 'min': the demo's metric is a loss)")
+    annealer = PlateauAnnealer(lr, **plateau)
+    z = np.random.default_rng(seed).standard_normal(evaluations)
+    excess, best = 1.0, math.inf
+    rows = []
+    for k in range(evaluations):
+        current = annealer.lr
+        metric = _TOY_OFFSET + excess * (1.0 + noise * z[k])
+        best = min(best, metric)
+        rows.append((k, metric, current, best))
+        ratio = current / lr
+        floor = _TOY_FLOOR * ratio
+        excess = floor + (excess - floor) * math.exp(-_TOY_RATE * ratio)
+        annealer.step(metric)
+    frame = pd.DataFrame(rows, columns=["evaluation", "metric", "lr", "best"])
+    return PlateauDemo(frame, tuple(annealer.events), annealer.hyperparams)
+
+
+# ---------------------------------------------------------------------------------------------
+# Progressive runs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """Where a :class:`StudyRuns` stands after :meth:`StudyRuns.advance`."""
+
+    steps_done: int
+    steps_total: int
+    finished: bool
+    elapsed_s: float  # wall time of the advance call
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.finished else min(1.0, self.steps_done / max(1, self.steps_total))
+
+
+class StudyRuns:
+    """Several trainer runs advanced round-robin in slices, so a page can draw in between.
+
+    Each run is an ordinary :class:`~dgs_core.training.Trainer`; a slice trains every
+    unfinished run by ``chunk`` steps (default: its ``eval_every``) in turn until
+    ``max_seconds`` have passed. Slicing does not change the numbers: a run advanced in
+    slices equals the same run trained in one go (the trainer resumes where it stopped).
+    Trainers are built lazily, on the first slice that needs them.
+    """
+
+    def __init__(self, configs: Mapping[str, TrainConfig]) -> None:
+        if not isinstance(configs, Mapping) or not configs:
+            raise ValueError(f"Invalid configs: {configs!r} (must map names to TrainConfigs)")
+        for name, config in configs.items():
+            if not isinstance(config, TrainConfig):
+                raise ValueError(f"Invalid config {name!r}: {config!r} (must be a TrainConfig)")
+        self.configs: dict[str, TrainConfig] = dict(configs)
+        self.trainers: dict[str, Trainer] = {}
+
+    def _trainer(self, name: str) -> Trainer:
+        if name not in self.trainers:
+            self.trainers[name] = Trainer(self.configs[name])
+        return self.trainers[name]
+
+    def _done(self, name: str) -> bool:
+        trainer = self.trainers.get(name)
+        if trainer is None:
+            return False
+        # "stopped" only means paused between slices; "done" and "diverged at …" are final
+        settled = all(r.status not in (RUNNING, STOPPED) for r in trainer.results.values())
+        return settled or trainer.step >= trainer.config.steps
+
+    @property
+    def finished(self) -> bool:
+        return all(self._done(name) for name in self.configs)
+
+    def progress(self, elapsed_s: float = 0.0) -> StudyProgress:
+        total = sum(c.steps for c in self.configs.values())
+        done = 0
+        for name, config in self.configs.items():
+            trainer = self.trainers.get(name)
+            if trainer is not None:
+                done += config.steps if self._done(name) else trainer.step
+        return StudyProgress(done, total, self.finished, elapsed_s)
+
+    def advance(self, *, max_seconds: float = 1.0, chunk: int | None = None) -> StudyProgress:
+        """Train round-robin, ``chunk`` steps per run per turn, for about ``max_seconds``.
+
+        At least one turn always runs (so every call makes progress); a turn may overrun the
+        deadline by one chunk of one run.
+        """
+        if not (isinstance(max_seconds, int | float) and max_seconds > 0):
+            raise ValueError(f"Invalid max_seconds: {max_seconds!r} (must be > 0)")
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"Invalid chunk: {chunk!r} (must be an integer >= 1)")
+        start = time.perf_counter()
+        with _small_tensor_mode():
+            while not self.finished:
+                for name in self.configs:
+                    if self._done(name):
+                        continue
+                    trainer = self._trainer(name)
+                    target = trainer.step + (chunk or trainer.config.eval_every)
+                    for _ in trainer.run(stop=lambda t=trainer, s=target: t.step >= s):
+                        pass
+                if time.perf_counter() - start >= max_seconds:
+                    break
+        return self.progress(time.perf_counter() - start)
+
+    @property
+    def results(self) -> dict[str, RunResult]:
+        """Per run, the single optimizer's result (runs with one optimizer, as the two-phase
+        variants); see :meth:`all_results` for runs with several."""
+        return {
+            name: next(iter(trainer.results.values()))
+            for name, trainer in self.trainers.items()
+            if len(trainer.results) == 1
+        }
+
+    def all_results(self, name: str) -> dict[str, RunResult]:
+        """Every optimizer's result of run ``name`` (empty before its first slice)."""
+        trainer = self.trainers.get(name)
+        return {} if trainer is None else trainer.results
+
+    def reductions(self, name: str) -> list[ReductionEvent]:
+        """The plateau cuts of run ``name``'s first optimizer (``step``: the validation's
+        0-based training step; the new lr applies from metrics row ``step + 2`` on)."""
+        trainer = self.trainers.get(name)
+        if trainer is None:
+            return []
+        controller = next(iter(trainer.lanes.values())).controller
+        return [] if controller is None else controller.reductions
+
+    def record(self) -> dict[str, Any]:
+        """Plain JSON: per run its config (annealing plan included) and, per optimizer, the
+        annealing controller's state (plan, validations, phase spans and end reasons)."""
+        runs = {}
+        for name, config in self.configs.items():
+            trainer = self.trainers.get(name)
+            lanes = {}
+            if trainer is not None:
+                for label, lane in trainer.lanes.items():
+                    controller = lane.controller
+                    cuts = [] if controller is None else controller.reductions
+                    lanes[label] = {
+                        "status": lane.result.status,
+                        "steps": lane.result.steps_done,
+                        "annealing": None if controller is None else controller.state_dict(),
+                        "reductions": [e.to_dict() for e in cuts],
+                    }
+            runs[name] = {"config": config.to_dict(), "lanes": lanes}
+        return {"runs": runs}
+
+
+# ---------------------------------------------------------------------------------------------
+# The two-phase demo
+# ---------------------------------------------------------------------------------------------
+
+VARIANTS: Mapping[str, str] = MappingProxyType(
+    {
+        "none": "No annealing",
+        "anneal_main": "Annealing, same data",
+        "anneal_hq": "Annealing + HQ data",
+        "plateau_hq": "Plateau annealing + HQ data",
+    }
+)
+"""The four variants of the two-phase demo, key → display label."""
+
+ANNEAL_SHAPES = ("cosine", "linear", "exponential")
+METRICS = {"val_loss": "min", "val_accuracy": "max"}
+
+_SETTINGS_SPECS = {
+    "model_size": HyperParam("model_size", "small", choices=("tiny", "small", "medium")),
+    "seed": HyperParam("seed", 0, low=0, high=2**63 - 1, integer=True),
+    "batch_size": HyperParam("batch_size", 32, low=1, high=4096, integer=True),
+    "main_steps": HyperParam("main_steps", 150, low=1, high=MAX_TRAIN_STEPS, integer=True),
+    "anneal_steps": HyperParam("anneal_steps", 100, low=1, high=MAX_TRAIN_STEPS, integer=True),
+    "eval_every": HyperParam("eval_every", 5, low=1, high=MAX_TRAIN_STEPS, integer=True),
+    "anneal_shape": HyperParam("anneal_shape", "cosine", choices=ANNEAL_SHAPES),
+    "min_lr_ratio": HyperParam(
+        "min_lr_ratio", 0.01, low=0.0, high=1.0, low_open=True, high_open=True, log=True
+    ),
+    "plateau_factor": HyperParam("plateau_factor", 0.5, low=0.0, high=1.0, low_open=True, high_open=True),
+    "plateau_patience": HyperParam("plateau_patience", 2, low=0, high=1000, integer=True),
+    "stop_patience": HyperParam("stop_patience", 8, low=0, high=1000, integer=True),
+    "metric": HyperParam("metric", "val_loss", choices=tuple(METRICS)),
+}
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class TwoPhaseSettings:
+    """The two-phase demo: plain values, validated (``ValueError`` names the field).
+
+    Main phase: ``main_steps`` at the optimizer's lr η₀ on the training data, whose labels carry
+    ``task_params["label_noise"]``. Annealing phase: at most ``anneal_steps`` more, the lr
+    decaying from η₀ to ``min_lr_ratio``·η₀ (``anneal_shape``, or plateau cuts by
+    ``plateau_factor`` after ``plateau_patience`` bad evaluations), stopped early once the lr
+    reaches the floor or ``metric`` has not improved for ``stop_patience`` evaluations
+    (0: never). Validation every ``eval_every`` steps.
+
+    Attributes:
+        task, task_params: the task (label_noise and hq_fraction among the parameters).
+        optimizer, hparams: a registry name and its hyperparameters (``lr`` is η₀).
+    """
+
+    task: str = "moons"
+    task_params: Mapping[str, Any] = field(
+        default_factory=lambda: _frozen({"n_samples": 600, "label_noise": 0.3, "hq_fraction": 0.2})
+    )
+    optimizer: str = "momentum"
+    hparams: Mapping[str, Any] = field(default_factory=lambda: _frozen({"lr": 0.1}))
+    model_size: str = "small"
+    seed: int = 0
+    batch_size: int = 32
+    main_steps: int = 150
+    anneal_steps: int = 100
+    eval_every: int = 5
+    anneal_shape: str = "cosine"
+    min_lr_ratio: float = 0.01
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    stop_patience: int = 8
+    metric: str = "val_loss"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if not isinstance(self.task_params, Mapping):
+            raise ValueError(f"Invalid task_params: {self.task_params!r} (must be a mapping)")
+        get_task_info(self.task).resolve(self.task_params)  # names a bad task or parameter
+        set_(self, "task_params", _frozen(self.task_params))
+        spec = OptimizerSpec(self.optimizer, self.hparams)  # names a bad optimizer or hyperparameter
+        set_(self, "hparams", spec.hparams)
+        for name, param in _SETTINGS_SPECS.items():
+            set_(self, name, param.validate(getattr(self, name)))
+        if self.main_steps + self.anneal_steps > MAX_TRAIN_STEPS:
+            raise ValueError(
+                f"Invalid anneal_steps: {self.anneal_steps!r} (main_steps + anneal_steps must be <= "
+                f"{MAX_TRAIN_STEPS}, the lab's steps cap)"
+            )
+
+    @property
+    def base_lr(self) -> float:
+        """η₀: the optimizer's lr (its registry default when not given)."""
+        return float(registry.get(self.optimizer).resolve(self.hparams)["lr"])
+
+    @property
+    def min_lr(self) -> float:
+        return self.base_lr * self.min_lr_ratio
+
+    @property
+    def total_steps(self) -> int:
+        return self.main_steps + self.anneal_steps
+
+    @property
+    def boundary(self) -> int:
+        """The last main-phase step (metrics row ``step``); the annealing phase starts after it."""
+        return self.main_steps
+
+    def replace(self, **changes: Any) -> TwoPhaseSettings:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["task_params"], out["hparams"] = dict(self.task_params), dict(self.hparams)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TwoPhaseSettings:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"Invalid settings: {data!r} (must be a mapping)")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            allowed = ", ".join(sorted(known))
+            raise ValueError(f"Invalid settings key: {unknown[0]!r} (must be one of {allowed})")
+        return cls(**data)
+
+
+def anneal_schedule(settings: TwoPhaseSettings) -> ScheduleSpec:
+    """The annealing phase's decay from η₀ to the floor over ``anneal_steps`` (local steps)."""
+    base, floor, steps = settings.base_lr, settings.min_lr, settings.anneal_steps
+    if settings.anneal_shape == "cosine":
+        return ScheduleSpec("cosine", {"base_lr": base, "total_steps": steps, "min_lr": floor})
+    if settings.anneal_shape == "linear":
+        ratio = settings.min_lr_ratio
+        return ScheduleSpec("linear", {"base_lr": base, "total_steps": steps, "end_factor": ratio})
+    # exponential: γ^steps = floor / η₀, so the floor is reached at the end of the budget
+    return ScheduleSpec("exponential", {"base_lr": base, "gamma": settings.min_lr_ratio ** (1.0 / steps)})
+
+
+def two_phase_plans(settings: TwoPhaseSettings) -> dict[str, AnnealingPlan]:
+    """The annealing plan of each variant (:data:`VARIANTS`), all with the same budget.
+
+    * none: one phase at η₀ on the main data for the whole budget;
+    * anneal_main / anneal_hq: η₀ for ``main_steps``, then :func:`anneal_schedule` on the main
+      data / on the high-quality subset;
+    * plateau_hq: η₀, then plateau cuts on the high-quality subset.
+    Every annealing phase stops at the floor ``min_lr`` or after ``stop_patience`` evaluations
+    without improvement.
+    """
+    base = settings.base_lr
+    constant = ScheduleSpec("constant", {"base_lr": base})
+    mode = METRICS[settings.metric]
+    patience = settings.stop_patience or None
+    plans = {"none": AnnealingPlan((Phase("main", "main", settings.total_steps, schedule=constant),), mode)}
+    for name, source in (("anneal_main", "main"), ("anneal_hq", "hq")):
+        plans[name] = AnnealingPlan(
+            (
+                Phase("main", "main", settings.main_steps, schedule=constant),
+                Phase(
+                    "anneal",
+                    source,
+                    settings.anneal_steps,
+                    schedule=anneal_schedule(settings),
+                    stop=StopRule(min_lr=settings.min_lr, patience=patience),
+                ),
+            ),
+            mode,
+        )
+    plans["plateau_hq"] = two_phase_plan(
+        main_steps=settings.main_steps,
+        main_schedule=constant,
+        hq_steps=settings.anneal_steps,
+        hq_plateau=PlateauSettings(
+            factor=settings.plateau_factor, patience=settings.plateau_patience, min_lr=settings.min_lr
+        ),
+        min_lr=settings.min_lr,
+        patience=patience,
+        metric_mode=mode,
+    )
+    return plans
+
+
+def two_phase_configs(settings: TwoPhaseSettings) -> dict[str, TrainConfig]:
+    """One :class:`TrainConfig` per variant: same task, seed (so initialisation and data
+    order), optimizer and budget; only the annealing plan differs."""
+    if not isinstance(settings, TwoPhaseSettings):
+        raise ValueError(f"Invalid settings: {settings!r} (must be TwoPhaseSettings)")
+    return {
+        name: TrainConfig(
+            task=settings.task,
+            task_params=settings.task_params,
+            model={"size": settings.model_size},
+            optimizers=(OptimizerSpec(settings.optimizer, settings.hparams),),
+            annealing=plan,
+            batch_size=settings.batch_size,
+            max_batch_size=max(settings.batch_size, 1024),
+            steps=settings.total_steps,
+            seed=settings.seed,
+            eval_every=settings.eval_every,
+            # sparse diagnostics, no per-element copies: the cost is negligible and a variant's
+            # snapshot (dgs_core.snapshots) carries the usual diagnostics tables
+            diag_every=max(1, settings.total_steps // 50),
+            diag_keep="none",
+            max_steps=MAX_TRAIN_STEPS,
+            device="cpu",  # the default run is tiny; also keeps "same seed → same numbers" exact
+        )
+        for name, plan in two_phase_plans(settings).items()
+    }
+
+
+def two_phase_record(settings: TwoPhaseSettings, study: StudyRuns | None = None) -> dict[str, Any]:
+    """The demo's record as plain JSON: the settings, every variant's plan (phases, planned
+    boundaries, schedules) and, once run, what each plan did (spans, end reason, cuts)."""
+    plans = two_phase_plans(settings)
+    record: dict[str, Any] = {
+        "kind": "two_phase",
+        "settings": settings.to_dict(),
+        "variants": {
+            name: {
+                "label": VARIANTS[name],
+                "plan": plan.to_dict(),
+                "planned_boundaries": list(plan.planned_boundaries),
+            }
+            for name, plan in plans.items()
+        },
+    }
+    if study is not None:
+        for name, run in study.record()["runs"].items():
+            for lane in run["lanes"].values():
+                record["variants"][name]["run"] = lane
+    return record
+
+
+def settings_from_record(record: Mapping[str, Any]) -> TwoPhaseSettings:
+    """The settings of a saved :func:`two_phase_record`; the saved plans must match them."""
+    if not isinstance(record, Mapping) or record.get("kind") != "two_phase":
+        raise ValueError(f"Invalid record: {record!r} (must be a two-phase record)")
+    settings = TwoPhaseSettings.from_dict(record.get("settings"))  # type: ignore[arg-type]
+    saved = record.get("variants")
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"Invalid variants: {saved!r} (must be a mapping)")
+    for name, plan in two_phase_plans(settings).items():
+        entry = saved.get(name)
+        if not isinstance(entry, Mapping) or AnnealingPlan.from_dict(entry.get("plan")) != plan:
+            raise ValueError(f"Invalid record: the plan of {name!r} differs from its settings' plan")
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule lr against the effective lr
+# ---------------------------------------------------------------------------------------------
+
+_EFFECTIVE_STEPS = HyperParam("steps", 300, low=1, high=MAX_TRAIN_STEPS, integer=True)
+
+
+def effective_lr_config(
+    *,
+    schedule: ScheduleSpec,
+    optimizers: Sequence[OptimizerSpec | str | Sequence[Any]],
+    steps: int,
+    task: str = "moons",
+    task_params: Mapping[str, Any] | None = None,
+    model_size: str = "small",
+    seed: int = 0,
+    batch_size: int = 32,
+    diag_every: int | None = None,
+) -> TrainConfig:
+    """A run that applies ``schedule`` to every optimizer and records the effective lr.
+
+    The trainer scales the schedule to each optimizer: lr_t = lr · schedule(t) / base_lr, so
+    each optimizer keeps its own lr scale and the schedule gives the shape. Diagnostics are
+    recorded about 60 times over the run (``diag_every``), enough for a smooth band.
+    """
+    steps = _validated(_EFFECTIVE_STEPS, steps)
+    if diag_every is None:
+        diag_every = max(1, steps // 60)
+    return TrainConfig(
+        task=task,
+        task_params=task_params or {"n_samples": 600},
+        model={"size": model_size},
+        optimizers=tuple(OptimizerSpec.of(o) for o in optimizers),
+        schedule=schedule,
+        batch_size=batch_size,
+        steps=steps,
+        seed=seed,
+        eval_every=max(1, steps // 20),
+        diag_every=diag_every,
+        diag_keep="all",
+        device="cpu",
+        max_steps=MAX_TRAIN_STEPS,
+    )
+

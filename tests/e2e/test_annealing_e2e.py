@@ -1,0 +1,103 @@
+"""Annealing lab in a real browser: build a warmup-cosine schedule and see its curve, then run the
+two-phase demo for a few steps and see the phase boundary."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from dgs_core.annealing_study import VARIANTS
+from tests.e2e.conftest import wait_for_app
+
+pytestmark = pytest.mark.e2e
+
+
+def _element(key: str) -> str:
+    """The keyed element's container (Streamlit adds the class st-key-<key>), skipping the stale
+    copy Streamlit may keep for a moment after a rerun."""
+    return f".st-key-{key}:not([data-stale='true'])"
+
+
+def _graph_ready(page, key: str, condition: str = "true", timeout: float = 60_000) -> None:
+    """Wait until the chart's plotly div has drawn and ``condition`` (JS, on ``gd``) holds.
+
+    ``gd._fullData`` holds the traces with decoded arrays (``gd.data`` keeps plotly's base64
+    typed arrays); plotly.js itself loads lazily, which takes seconds on a busy CPU.
+    """
+    selector = f"{_element(key)} .js-plotly-plot"
+    page.wait_for_function(
+        f"""() => {{ const gd = document.querySelector("{selector}");
+                     return Boolean(gd && gd._fullData && gd._fullData.length && ({condition})); }}""",
+        timeout=timeout,
+    )
+
+
+def _graph(page, key: str, expression: str):
+    handle = page.wait_for_selector(f"{_element(key)} .js-plotly-plot", state="attached")
+    return handle.evaluate(f"gd => {expression}")
+
+
+def _legend(page, key: str) -> str:
+    return page.locator(f"{_element(key)} g.legend").first.text_content()
+
+
+def _set_number(page, key: str, value: float) -> None:
+    box = page.locator(f"{_element(key)} input")
+    box.fill(str(value))
+    box.press("Enter")
+    wait_for_app(page)
+
+
+def test_warmup_cosine_curve_then_two_phase_boundary(server, page, tmp_path) -> None:
+    # The server's very first session runs the main page first: a deep link as the first request
+    # can show Streamlit's "Page not found" dialog (which makes the page inert) on a fresh server.
+    page.goto(server.url)
+    wait_for_app(page)
+    page.get_by_text("DGS Lab").first.wait_for()
+    page.goto(f"{server.url}/annealing")
+    wait_for_app(page)
+    page.get_by_text("Run length (steps)").wait_for(timeout=60_000)
+
+    # Build the warmup-cosine schedule: 60 warmup steps, then cosine down to 0.01 at step 300.
+    _set_number(page, "anneal_sched_warmup_cosine_warmup_steps", 60)
+    _set_number(page, "anneal_sched_warmup_cosine_min_lr", 0.01)
+    _graph_ready(
+        page,
+        "anneal_overlay",
+        "Math.abs(gd._fullData[0].y[60] - 0.1) < 1e-12 && Math.abs(gd._fullData[0].y[299] - 0.01) < 1e-4",
+    )
+    name, ys = _graph(page, "anneal_overlay", "[gd._fullData[0].name, Array.from(gd._fullData[0].y)]")
+    assert name == "Warmup + cosine"
+    assert ys[0] == 0.0 and ys[30] == pytest.approx(0.05) and ys[60] == pytest.approx(0.1)
+    assert ys[180] == pytest.approx(0.01 + 0.09 * (1 + math.cos(math.pi * 120 / 240)) / 2)
+    assert "Warmup + cosine" in _legend(page, "anneal_overlay")
+    assert page.query_selector("[data-testid='stException']") is None
+    page.locator(_element("anneal_overlay")).screenshot(path=str(tmp_path / "warmup_cosine.png"))
+
+    # A min_lr above base_lr is refused next to the control (Streamlit's markdown shows <= as ≤).
+    _set_number(page, "anneal_sched_warmup_cosine_min_lr", 0.5)
+    page.get_by_text(re.compile(r"Invalid min_lr: 0\.5 \(must be (<=|≤) base_lr=0\.1\)")).wait_for()
+    _set_number(page, "anneal_sched_warmup_cosine_min_lr", 0.01)
+
+    # The two-phase demo, a few steps: 30 on noisy data, then at most 20 annealing.
+    page.get_by_role("tab", name="Two-phase annealing").click()
+    _set_number(page, "anneal_tp_main_steps", 30)
+    _set_number(page, "anneal_tp_anneal_steps", 20)
+    page.locator(f"{_element('anneal_tp_run')} button").click()
+    page.get_by_text("finished: 200 / 200 steps").wait_for(timeout=120_000)
+    wait_for_app(page)
+    _graph_ready(page, "anneal_tp_chart", "gd.layout.shapes && gd.layout.shapes.length > 0")
+    lines = _graph(
+        page, "anneal_tp_chart", "gd.layout.shapes.filter(s => s.type === 'line').map(s => [s.x0, s.x1])"
+    )
+    assert lines == [[30, 30], [30, 30]]  # the boundary, on both panels
+    legend = _legend(page, "anneal_tp_chart")
+    assert "phase boundary (step 30)" in legend
+    for label in VARIANTS.values():
+        assert label in legend
+    assert "main phase: 30% label noise" in page.locator(_element("anneal_tp_chart")).inner_text()
+    assert page.query_selector("[data-testid='stException']") is None
+    page.locator(_element("anneal_tp_chart")).screenshot(path=str(tmp_path / "two_phase.png"))
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)

@@ -1,0 +1,179 @@
+"""Annealing lab page (AppTest): the composer's curves, refusals at the control, and both live runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dgs_core.annealing_study import VARIANTS
+from tests.pages.conftest import app_at
+
+PAGE = "pages/views/annealing_lab.py"
+
+
+@pytest.fixture
+def at() -> AppTest:
+    app = app_at()
+    app.run()  # the navigation registers on the first run; only then can the test switch page
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def figure(at: AppTest, key: str) -> dict:
+    """The plotly spec of the chart with widget key ``key``."""
+    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(charts) == 1, [c.proto.id for c in at.get("plotly_chart")]
+    return json.loads(charts[0].proto.spec)
+
+
+def values(data) -> np.ndarray:
+    """A trace's array from the spec: a list, or plotly's typed array {"dtype", "bdata"}."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+    return np.asarray(data)
+
+
+def names(spec: dict) -> list[str]:
+    return [trace.get("name") for trace in spec["data"]]
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def run_until_finished(at: AppTest, section: str, limit: int = 40) -> str:
+    """Rerun until the section's progress bar says finished; each rerun trains one slice."""
+    for _ in range(limit):
+        texts = [p.proto.text for p in at.get("progress")]
+        mine = [t for t in texts if t.startswith("finished")]
+        if mine:
+            return mine[0]
+        at.run()
+        assert not at.exception, at.exception
+    raise AssertionError(f"{section} did not finish: {texts}")
+
+
+def test_page_loads_with_the_default_curves_and_the_plateau_demo(at):
+    overlay = figure(at, "anneal_overlay")
+    assert names(overlay) == ["Warmup + cosine", "Step decay", "Warmup-stable-decay"]
+    warmup_cosine = overlay["data"][0]
+    x, y = values(warmup_cosine["x"]), values(warmup_cosine["y"])
+    np.testing.assert_array_equal(x, np.arange(300))
+    assert (y[15], y[30], y[299]) == pytest.approx((0.05, 0.1, 0.1 * (1 + np.cos(np.pi * 269 / 270)) / 2))
+    assert "η₀·t/W" in warmup_cosine["customdata"][0]  # the formula rides along in the hover
+    plateau = figure(at, "anneal_plateau_chart")
+    assert "lr reduction" in names(plateau)
+    (cuts,) = [t for t in plateau["data"] if t["name"] == "lr reduction"]
+    assert len(values(cuts["x"])) >= 2
+    assert any("\\eta" in latex.value for latex in at.latex)  # the registry's formulas
+    assert not errors(at)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("anneal_sched_warmup_cosine_min_lr", 0.5, "Invalid min_lr: 0.5 (must be <= base_lr=0.1)"),
+        ("anneal_sched_warmup_cosine_warmup_steps", 400,
+         "Invalid warmup_steps: 400 (must be <= total_steps=300)"),
+        ("anneal_sched_step_decay_step_size", -5, "Invalid step_size: -5 (must be in [1, 1e+09])"),
+        ("anneal_prefix_step_decay", 300, "Invalid warmup_before: 300 (must be < the run length 300"),
+        ("anneal_sched_wsd_decay_steps", -1, "Invalid decay_steps: -1"),
+    ],
+)
+def test_invalid_schedule_values_are_refused_at_the_control(at, key, value, message):
+    at.number_input(key=key).set_value(value).run()
+    shown = errors(at)
+    assert any(message in e for e in shown), shown
+    label = {"warmup_cosine": "Warmup + cosine", "step_decay": "Step decay", "wsd": "Warmup-stable-decay"}
+    refused = next(v for k, v in label.items() if f"_{k}_" in key + "_")
+    assert refused not in names(figure(at, "anneal_overlay"))  # the others still draw
+
+
+def test_run_shorter_than_a_warmup_is_refused(at):
+    at.number_input(key="anneal_run_steps").set_value(20).run()
+    assert any("Invalid warmup_steps: 30 (must be <= the run length 20)" in e for e in errors(at))
+    at.number_input(key="anneal_run_steps").set_value(-3).run()
+    assert any("Invalid run_steps: -3" in e for e in errors(at))
+
+
+def test_fit_parameters_follow_the_run_length(at):
+    at.number_input(key="anneal_sched_warmup_cosine_min_lr").set_value(0.01).run()
+    at.number_input(key="anneal_run_steps").set_value(1000).run()
+    assert at.number_input(key="anneal_sched_warmup_cosine_total_steps").value == 300  # kept as typed
+    assert len(values(figure(at, "anneal_overlay")["data"][0]["x"])) == 1000
+    at.button(key="anneal_fit").click().run()
+    fitted = {p: at.number_input(key=f"anneal_sched_warmup_cosine_{p}").value for p in ("warmup_steps",
+              "total_steps", "min_lr")}  # fmt: skip
+    assert fitted == {"warmup_steps": 100, "total_steps": 1000, "min_lr": 0.0}
+    assert at.number_input(key="anneal_sched_step_decay_step_size").value == 250
+
+
+def test_multistep_milestones_are_parsed_and_checked(at):
+    at.multiselect(key="anneal_curves").set_value(["multistep"]).run()
+    assert names(figure(at, "anneal_overlay")) == ["Multi-step decay"]
+    y = values(figure(at, "anneal_overlay")["data"][0]["y"])
+    assert (y[149], y[150], y[225]) == pytest.approx((0.1, 0.01, 0.001))
+    at.text_input(key="anneal_sched_multistep_milestones").set_value("200, 100").run()
+    assert any("Invalid milestones: [200, 100]" in e for e in errors(at))
+    at.text_input(key="anneal_sched_multistep_milestones").set_value("10, ten").run()
+    assert any("Invalid milestones: '10, ten'" in e for e in errors(at))
+
+
+def test_plateau_settings_are_validated(at):
+    at.number_input(key="anneal_plateau_plateau_factor").set_value(1.5).run()
+    assert any("Invalid factor: 1.5" in e for e in errors(at))
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("-anneal_plateau_chart")]
+
+
+@pytest.mark.slow  # about 10 s: the first training slice imports torch's compiler stack
+def test_two_phase_demo_runs_live_and_marks_the_boundary(at):
+    at.number_input(key="anneal_tp_main_steps").set_value(20)
+    at.number_input(key="anneal_tp_anneal_steps").set_value(15)
+    at.slider(key="anneal_tp_noise").set_value(0.4)
+    at.button(key="anneal_tp_run").click().run()
+    assert not at.exception, at.exception
+    assert run_until_finished(at, "two-phase") == "finished: 140 / 140 steps"
+    spec = figure(at, "anneal_tp_chart")
+    boundary = [s for s in spec["layout"]["shapes"] if s["type"] == "line"]
+    assert [s["x0"] for s in boundary] == [20, 20]
+    assert "phase boundary (step 20)" in names(spec)
+    assert set(VARIANTS.values()) <= set(names(spec))
+    texts = [a["text"] for a in spec["layout"]["annotations"]]
+    assert "main phase: 40% label noise" in texts
+    table = at.dataframe[-1].value
+    assert table["variant"].tolist() == list(VARIANTS.values())
+    assert (table["steps"] <= 35).all()
+    record = at.json[-1].value
+    record = json.loads(record) if isinstance(record, str) else record
+    assert record["variants"]["anneal_hq"]["planned_boundaries"] == [20]
+    assert record["settings"]["task_params"]["label_noise"] == 0.4
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download the run record (JSON)" in str(labels) or len(labels) >= 2
+    assert at.selectbox(key="anneal_tp_export_variant").options == list(VARIANTS.values())
+
+
+def test_invalid_two_phase_settings_disable_the_run(at):
+    at.number_input(key="anneal_tp_main_steps").set_value(0).run()
+    assert any("Invalid main_steps: 0" in e for e in errors(at))
+    assert at.button(key="anneal_tp_run").disabled
+    at.number_input(key="anneal_tp_main_steps").set_value(4000)
+    at.number_input(key="anneal_tp_anneal_steps").set_value(2000).run()
+    assert any("main_steps + anneal_steps must be <= 5000" in e for e in errors(at))
+
+
+def test_effective_lr_runs_every_optimizer_side_by_side(at):
+    at.number_input(key="anneal_run_steps").set_value(30).run()
+    at.button(key="anneal_eff_run").click().run()
+    assert not at.exception, at.exception
+    assert run_until_finished(at, "effective lr") == "finished: 30 / 30 steps"
+    spec = figure(at, "anneal_eff_chart")
+    titles = [a["text"] for a in spec["layout"]["annotations"]]
+    assert titles == ["SGD", "Adam", "DGS (interpretation)"]
+    assert "schedule lr η_t" in names(spec)
+    table = at.dataframe[-1].value.set_index("optimizer")
+    assert table.loc["SGD", "median η_eff / η_t"] == pytest.approx(1.0, rel=1e-3)
