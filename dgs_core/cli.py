@@ -1,0 +1,142 @@
+"""Command line: prepare runs without a browser, and look inside bundles.
+
+    python -m dgs_core run CONFIG.json --out run.zip [--name NAME] [--png] [--quiet]
+    python -m dgs_core show run.zip
+
+``run`` trains (or, for a surface config, simulates) headless and writes the same bundle
+the labs' download buttons give for that config. CONFIG.json is a training config
+(:meth:`dgs_core.training.TrainConfig.to_dict`, e.g. a bundle's ``config.json``) or a surface
+config (:func:`dgs_core.snapshots.surface_config`, recognised by its ``"surface"`` key).
+Progress goes to stderr. ``SOURCE_DATE_EPOCH`` fixes the bundle's time (reproducible bytes).
+
+``show`` checks a bundle like the Runs page's import does and prints its summary.
+
+Exit status: 0, or 2 with one line "error: …" for a bad config or bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+
+from dgs_core import snapshots
+from dgs_core.training import TrainConfig, Trainer
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MB; is it a config?")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object (a training or surface config)")
+    return data
+
+
+def _progress(event: Any, out: TextIO) -> None:
+    lanes = "  ".join(
+        f"{label}: loss {lane.loss:.4g}"
+        + ("" if math.isnan(lane.val_metric) else f", val acc {lane.val_metric:.3f}")
+        for label, lane in event.lanes.items()
+    )
+    print(f"step {event.step}/{event.total_steps}  {lanes}", file=out, flush=True)
+
+
+def run(config_path: Path, out: Path, *, name: str | None, png: bool, quiet: bool) -> bytes:
+    """Train or simulate ``config_path`` and write its bundle to ``out``; returns the bytes."""
+    raw = _read_config(config_path)
+    log = io.StringIO() if quiet else sys.stderr
+    if "surface" in raw:
+        config = snapshots.surface_config_from_dict(raw)
+        print(f"simulating {config['surface']}: {len(config['optimizers'])} optimizers", file=log)
+        data = snapshots.export_surface(snapshots.run_surface_config(config), config, name=name, png=png)
+    else:
+        trainer = Trainer(TrainConfig.from_dict(raw))
+        print(f"training {trainer.config.task} on {trainer.device}: {', '.join(trainer.results)}", file=log)
+        for event in trainer.run():
+            _progress(event, log)
+        data = snapshots.export_training(trainer, name=name, png=png)
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(out)  # never a half-written bundle under the final name
+    return data
+
+
+def show(path: Path, out: TextIO) -> snapshots.Bundle:
+    """Check a bundle and print its summary."""
+    bundle = snapshots.read_bundle(path)
+    m, c = bundle.manifest, bundle.config
+    print(f"{bundle.name}", file=out)
+    print(
+        f"  {bundle.kind} run · created {m['created']} · DGS Lab {m['dgs_lab_version']} · "
+        f"torch {m['torch_version']} · {m['device']} · seed {m['seed']}",
+        file=out,
+    )
+    if bundle.kind == "training":
+        where = f"task {c['task']} {c.get('task_params') or ''}".rstrip()
+        plan = (
+            "annealing plan" if c.get("annealing") else (c.get("schedule") or {}).get("name", "constant lr")
+        )
+        print(
+            f"  {where} · model {c.get('model')} · {bundle.steps}/{c['steps']} steps · "
+            f"batch {c['batch_size']} ({c['batch_policy']}) · {plan}",
+            file=out,
+        )
+    else:
+        print(
+            f"  surface {c['surface']} · {c['steps']} steps · noise σ={c['noise_std']} · "
+            f"start {c['start'] or 'default'}",
+            file=out,
+        )
+    for entry in c["optimizers"]:
+        print(
+            f"  {entry.get('label') or entry['name']}: {entry['name']} {entry.get('hparams') or {}}", file=out
+        )
+    for note in bundle.notes:
+        print(f"  note: {note}", file=out)
+    figures = ", ".join(f["title"] for f in m["figures"])
+    print(f"  figures: {figures or 'none'}" + (f" (PNG: {len(m['png'])})" if m["png"] else ""), file=out)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        print(bundle.summary().to_string(index=False), file=out)
+    return bundle
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dgs_core", description="DGS Lab runs without a browser.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="train or simulate a config and write its bundle")
+    run_parser.add_argument("config", type=Path, help="a training or surface config (JSON)")
+    run_parser.add_argument("--out", type=Path, required=True, help="the bundle to write (.zip)")
+    run_parser.add_argument("--name", help="the run's display name")
+    run_parser.add_argument("--png", action="store_true", help="also store PNG figures (needs a Chromium)")
+    run_parser.add_argument("--quiet", action="store_true", help="no progress output")
+    show_parser = commands.add_parser("show", help="check a bundle and print its summary")
+    show_parser.add_argument("bundle", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            data = run(args.config, args.out, name=args.name, png=args.png, quiet=args.quiet)
+            print(f"wrote {args.out} ({len(data) / 2**20:.1f} MB)", file=sys.stderr)
+        else:
+            show(args.bundle, sys.stdout)
+    except ValueError as exc:  # SnapshotError included
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename or args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,274 @@
+"""Runs: import run bundles, keep them, redraw their figures, resume training, compare runs.
+
+Bundles come from the labs' download buttons or ``python -m dgs_core run``; everything is
+kept by :class:`dgs_core.runstore.RunStore` on disk. An import or a resumed run is *unsaved*:
+only this browser session (its id sits in the page URL, so a refresh keeps it) sees it until
+**Save** makes it a shared run that every session lists.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dgs_core import snapshots
+from dgs_core.runstore import RunInfo, RunStore, is_session_id, new_session_id
+from dgs_core.viz import runs as viz
+
+MAX_UPLOAD_MB = snapshots.LIMITS.max_bytes // snapshots.MB
+MAX_RESUME_STEPS = 5000
+
+
+# ---------------------------------------------------------------------------------------------
+# Session, store and cached reads
+# ---------------------------------------------------------------------------------------------
+
+
+def _session_id() -> str:
+    """This browser session's id: from the URL (a refresh keeps it), else a new one put there."""
+    session = st.query_params.get("session")
+    if not is_session_id(session):
+        session = st.session_state.get("runs_session")
+        if not is_session_id(session):
+            session = new_session_id()
+        st.query_params["session"] = session
+    st.session_state["runs_session"] = session
+    return session
+
+
+@st.cache_resource(show_spinner=False)
+def _purged(root: str) -> bool:
+    """Old scratch areas go once per server process and runs directory."""
+    RunStore(root).purge()
+    return True
+
+
+@st.cache_resource(max_entries=16, show_spinner="Reading the run…")
+def _bundle(path: str, size: int) -> snapshots.Bundle:
+    """A stored bundle, checked again (read-only; shared by sessions that may see it)."""
+    return snapshots.read_bundle(path)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Drawing the figures…")
+def _figures(path: str, size: int) -> dict:
+    return viz.run_figures(_bundle(path, size))
+
+
+def _load(store: RunStore, info: RunInfo, session: str) -> snapshots.Bundle:
+    path = store.bundle_path(info.id, session)
+    return _bundle(str(path), info.size)
+
+
+def _labels(infos: list[RunInfo]) -> dict[str, str]:
+    """A distinct display label per run id (runs may share a name: "name (2)")."""
+    labels: dict[str, str] = {}
+    for info in reversed(infos):  # oldest first keeps the plain name
+        label, n = info.name, 2
+        while label in labels.values():
+            label, n = f"{info.name} ({n})", n + 1
+        labels[info.id] = label
+    return {i.id: labels[i.id] + ("" if i.saved else " · unsaved") for i in infos}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+def _import(store: RunStore, session: str) -> None:
+    upload = st.file_uploader(
+        "Import a run bundle (.zip)",
+        type=["zip"],
+        max_upload_size=MAX_UPLOAD_MB,
+        key="runs_upload",
+        help=f"A bundle from a lab's download button or `python -m dgs_core run` "
+        f"(at most {MAX_UPLOAD_MB} MB).",
+    )
+    if upload is None or st.session_state.get("runs_last_upload") == upload.file_id:
+        return
+    st.session_state["runs_last_upload"] = upload.file_id  # one import per upload, not per rerun
+    try:
+        info = store.add(upload.getvalue(), session=session)
+    except snapshots.SnapshotError as exc:
+        st.session_state["runs_message"] = ("error", f"Could not import {upload.name}: {exc}")
+        return
+    st.session_state["runs_select_next"] = info.id
+    st.session_state["runs_message"] = (
+        "success",
+        f"Imported “{info.name}” — unsaved: only this browser session sees it until you save it.",
+    )
+
+
+def _message() -> None:
+    message = st.session_state.pop("runs_message", None)
+    if message is not None:
+        kind, text = message
+        (st.error if kind == "error" else st.success)(text)
+
+
+def _run_table(infos: list[RunInfo]) -> None:
+    st.dataframe(
+        [
+            {
+                "name": i.name,
+                "kind": i.kind,
+                "runs": ", ".join(i.labels),
+                "what": i.description,
+                "saved": i.saved,
+                "created": i.created,
+                "MB": round(i.size / snapshots.MB, 2),
+            }
+            for i in infos
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config={"saved": st.column_config.CheckboxColumn("saved (shared)")},
+        key="runs_table",
+    )
+
+
+def _actions(store: RunStore, info: RunInfo, session: str) -> None:
+    save, rename, download, delete = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
+    if not info.saved and save.button(
+        "Save (share)", key="runs_save", help="Every browser session will list it"
+    ):
+        store.save(info.id, session=session)
+        st.session_state["runs_message"] = ("success", f"Saved “{info.name}”: every session lists it now.")
+        st.rerun()
+    with rename.form("runs_rename_form", border=False):
+        new_name = st.text_input("Name", value=info.name, key=f"runs_name_{info.id}")
+        if st.form_submit_button("Rename"):
+            try:
+                store.rename(info.id, new_name, session=session)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                st.rerun()
+    download.download_button(
+        "Download",
+        data=store.data(info.id, session),
+        file_name=f"{info.name[:60]}.zip".replace("/", "_"),
+        mime="application/zip",
+        key="runs_download",
+        on_click="ignore",
+    )
+    confirm = delete.checkbox(
+        "confirm", key=f"runs_delete_confirm_{info.id}", help="Deleting cannot be undone"
+    )
+    if delete.button("Delete", key="runs_delete", disabled=not confirm):
+        store.delete(info.id, session=session)
+        st.session_state["runs_message"] = ("success", f"Deleted “{info.name}”.")
+        st.rerun()
+
+
+def _resume(store: RunStore, bundle: snapshots.Bundle, info: RunInfo, session: str) -> None:
+    st.subheader("Resume training")
+    st.caption(
+        "Continues from the saved weights, optimizer state and data order; the result is a new "
+        "unsaved run. On the CPU it equals a run trained for the longer length in one go."
+    )
+    config = bundle.trainer.config  # type: ignore[union-attr]  # training bundles have one
+    room = max(0, min(MAX_RESUME_STEPS, config.max_steps - config.steps))
+    left = config.steps - bundle.steps
+    if room == 0 and left == 0:
+        st.info(f"This run is at its max_steps cap ({config.max_steps}).")
+        return
+    more = st.number_input(
+        "More steps",
+        min_value=0 if left else 1,
+        max_value=room,
+        value=min(room, max(1, config.steps // 2)) if not left else 0,
+        step=10,
+        key="runs_resume_steps",
+        help=f"Added to the configured {config.steps} steps"
+        + (f"; {left} configured steps are still to go" if left else ""),
+    )
+    if not st.button("Resume", key="runs_resume"):
+        return
+    trainer = snapshots.resume_trainer(bundle, extra_steps=int(more))
+    bar = st.progress(0.0, text="training…")
+    for event in trainer.run():
+        bar.progress(event.step / event.total_steps, text=f"step {event.step}/{event.total_steps}")
+    data = snapshots.export_training(trainer, name=f"{info.name} (to step {trainer.step})")
+    resumed = store.add(data, session=session)
+    st.session_state["runs_select_next"] = resumed.id  # the selectbox exists already: next run
+    st.session_state["runs_message"] = (
+        "success",
+        f"Resumed to step {trainer.step}: “{resumed.name}” (unsaved).",
+    )
+    st.rerun()
+
+
+def _one_run(store: RunStore, infos: list[RunInfo], session: str) -> None:
+    ids = [i.id for i in infos]
+    wanted = st.session_state.pop("runs_select_next", None) or st.session_state.get("runs_selected")
+    st.session_state["runs_selected"] = wanted if wanted in ids else ids[0]
+    by_id, labels = {i.id: i for i in infos}, _labels(infos)
+    chosen = st.selectbox("Run", ids, format_func=labels.get, key="runs_selected")
+    info = by_id[chosen]
+    _actions(store, info, session)
+    try:
+        bundle = _load(store, info, session)
+    except snapshots.SnapshotError as exc:  # the file on disk changed under us
+        st.error(f"This stored run cannot be read: {exc}")
+        return
+    for note in bundle.notes:
+        st.info(note)
+    st.dataframe(bundle.summary(), hide_index=True, width="stretch", key="runs_summary")
+    path = str(store.bundle_path(info.id, session))
+    for title, fig in _figures(path, info.size).items():
+        st.markdown(f"**{title}**")
+        st.plotly_chart(fig, key=f"runs_fig_{title.lower().replace(' ', '_')}", config={"displaylogo": False})
+    if bundle.kind == "training":
+        _resume(store, bundle, info, session)
+
+
+def _compare(store: RunStore, infos: list[RunInfo], session: str) -> None:
+    by_id, labels = {i.id: i for i in infos}, _labels(infos)
+    chosen = st.multiselect(
+        "Runs to compare (two or more)", list(by_id), format_func=labels.get, key="runs_compare"
+    )
+    if len(chosen) < 2:
+        st.caption("Pick two or more runs: their curves overlaid, where each ended, and what differs.")
+        return
+    bundles = {
+        labels[run_id].removesuffix(" · unsaved"): _load(store, by_id[run_id], session) for run_id in chosen
+    }
+    choices = viz.curve_choices(bundles)
+    metric = st.selectbox("Curve", list(choices), format_func=choices.get, key="runs_compare_metric")
+    st.plotly_chart(viz.overlay_figure(bundles, metric), key="runs_compare_overlay")
+    st.markdown("**Where each run ended**")
+    st.dataframe(viz.metric_table(bundles), hide_index=True, width="stretch", key="runs_compare_metrics")
+    st.markdown("**Settings that differ**")
+    everything = st.toggle("Show every setting", key="runs_compare_all")
+    diff = viz.config_diff(bundles, all_settings=everything)
+    if diff.empty:
+        st.caption("The runs have the same settings.")
+    else:
+        st.dataframe(diff, hide_index=True, width="stretch", key="runs_compare_diff")
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+st.title("Runs")
+st.caption(
+    "Import a bundle exported from a lab (or made with `python -m dgs_core run`), redraw its "
+    "figures, resume training, compare runs. Imported and resumed runs are unsaved: only this "
+    "browser session sees them until you save them; saved runs are shared with every session."
+)
+session = _session_id()
+store = RunStore()
+_purged(str(store.root))
+_import(store, session)
+_message()
+infos = store.list(session)
+if not infos:
+    st.info("No runs yet: import a bundle above.")
+else:
+    _run_table(infos)
+    one, compare = st.tabs(["Run", "Compare"])
+    with one:
+        _one_run(store, infos, session)
+    with compare:
+        _compare(store, infos, session)

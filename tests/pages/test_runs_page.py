@@ -1,0 +1,175 @@
+"""Runs page (AppTest): import a bundle and see the same curves, refuse a bad file without
+losing anything, keep sessions apart, save, rename, delete, resume and compare."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dgs_core.runstore import RUNS_DIR_ENV, RunStore, new_session_id
+from tests.test_snapshots import small_training_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "pages/views/runs.py"
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple:
+    return small_training_bundle(steps=20)
+
+
+@pytest.fixture(scope="module")
+def other_run() -> tuple:
+    return small_training_bundle(steps=20, optimizers=[("sgd", {"lr": 0.3}), ("adam", {"lr": 0.01})])
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def open_page(session: str | None = None) -> AppTest:
+    app = AppTest.from_file(str(PAGE), default_timeout=180)
+    if session is not None:
+        app.query_params["session"] = session
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def upload(app: AppTest, data: bytes, name: str = "run.zip") -> AppTest:
+    app.file_uploader(key="runs_upload").set_value((name, data, "application/zip"))
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def click(app: AppTest, key: str) -> AppTest:
+    app.button(key=key).click()
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def chart(app: AppTest, key: str) -> dict:
+    charts = [c for c in app.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(charts) == 1, [c.proto.id for c in app.get("plotly_chart")]
+    return json.loads(charts[0].proto.spec)
+
+
+def values(data) -> np.ndarray:
+    """A trace's array: a list, or plotly's typed array {"dtype", "bdata"}."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+    return np.asarray(data, dtype=float)
+
+
+def table(app: AppTest, *columns: str):
+    """The one dataframe on the page whose first columns are ``columns``."""
+    found = [d.value for d in app.dataframe if list(d.value.columns[: len(columns)]) == list(columns)]
+    assert len(found) == 1, [list(d.value.columns) for d in app.dataframe]
+    return found[0]
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_an_empty_store_invites_an_import(runs_dir: Path) -> None:
+    app = open_page()
+    assert texts(app.info) == ["No runs yet: import a bundle above."]
+    assert len(app.query_params["session"]) >= 16  # the session id went into the URL
+
+
+def test_an_imported_run_redraws_the_same_curves(runs_dir: Path, run: tuple) -> None:
+    trainer, data = run
+    app = upload(open_page(), data)
+    assert "Imported “moons: sgd, adam · 20 steps”" in texts(app.success)[0]
+    assert "unsaved" in texts(app.success)[0]
+    spec = chart(app, "runs_fig_loss")
+    batch = [t for t in spec["data"] if t["name"] == "batch loss"]
+    assert len(batch) == 2
+    for trace, (label, result) in zip(batch, trainer.results.items(), strict=True):
+        np.testing.assert_array_equal(values(trace["y"]), result.metrics["loss"].to_numpy(), err_msg=label)
+    assert len(app.get("plotly_chart")) == 6
+    summary = table(app, "label", "optimizer", "status")
+    assert list(summary["label"]) == ["sgd", "adam"] and list(summary["steps"]) == [20, 20]
+
+
+def test_a_bad_file_is_refused_and_nothing_stored_is_lost(runs_dir: Path, run: tuple) -> None:
+    app = upload(open_page(), run[1])
+    store = RunStore(runs_dir)
+    session = app.query_params["session"]
+    before = store.list(session)
+    upload(app, run[1][:5000], name="broken.zip")
+    message = texts(app.error)[0]
+    assert message.startswith("Could not import broken.zip: not a DGS Lab bundle: not a readable zip archive")
+    assert store.list(session) == before
+    assert not any((runs_dir / "tmp").iterdir())
+
+
+def test_sessions_never_see_each_others_unsaved_runs(runs_dir: Path, run: tuple) -> None:
+    alice, bob = new_session_id(), new_session_id()
+    a = upload(open_page(alice), run[1])
+    b = open_page(bob)
+    assert texts(b.info) == ["No runs yet: import a bundle above."]
+    # a refresh (same URL, a new script session) finds alice's unsaved run again
+    again = open_page(alice)
+    assert again.selectbox(key="runs_selected").options == ["moons: sgd, adam · 20 steps · unsaved"]
+    click(a, "runs_save")
+    assert "every session lists it" in texts(a.success)[0]
+    b.run()
+    assert len(b.selectbox(key="runs_selected").options) == 1
+    assert b.get("plotly_chart")
+
+
+def test_rename_and_delete(runs_dir: Path, run: tuple) -> None:
+    app = upload(open_page(), run[1])
+    run_id = app.selectbox(key="runs_selected").value
+    app.text_input(key=f"runs_name_{run_id}").input("Lecture 3: SGD vs Adam")
+    app.button[[b.label for b in app.button].index("Rename")].click()
+    app.run()
+    session = app.query_params["session"]
+    assert RunStore(runs_dir).get(run_id, session).name == "Lecture 3: SGD vs Adam"
+    assert app.button(key="runs_delete").disabled
+    app.checkbox(key=f"runs_delete_confirm_{run_id}").check()
+    app.run()
+    click(app, "runs_delete")
+    assert texts(app.info) == ["No runs yet: import a bundle above."]
+    assert RunStore(runs_dir).list(session) == []
+
+
+def test_resume_trains_on_into_a_new_run(runs_dir: Path, run: tuple) -> None:
+    app = upload(open_page(), run[1])
+    app.number_input(key="runs_resume_steps").set_value(10)
+    app.run()
+    click(app, "runs_resume")
+    assert "Resumed to step 30" in texts(app.success)[0]
+    assert list(table(app, "label", "optimizer", "status")["steps"]) == [30, 30]
+    infos = RunStore(runs_dir).list(app.query_params["session"])
+    assert [i.name for i in infos] == [
+        "moons: sgd, adam · 20 steps (to step 30)",
+        "moons: sgd, adam · 20 steps",
+    ]
+
+
+def test_compare_overlays_curves_and_diffs_the_configs(runs_dir: Path, run: tuple, other_run: tuple) -> None:
+    app = upload(open_page(), run[1])
+    upload(app, other_run[1], name="other.zip")
+    ids = [info.id for info in RunStore(runs_dir).list(app.query_params["session"])]
+    app.multiselect(key="runs_compare").set_value(ids)
+    app.run()
+    assert not app.exception, app.exception
+    spec = chart(app, "runs_compare_overlay")
+    assert len(spec["data"]) == 4  # two runs × two optimizers
+    metrics = table(app, "run", "label")
+    assert len(metrics) == 4
+    diff = table(app, "setting")
+    assert list(diff["setting"]) == ["optimizers.sgd.hparams.lr"]
+    assert sorted(diff.iloc[0, 1:]) == ["0.1", "0.3"]

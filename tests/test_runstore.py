@@ -1,0 +1,141 @@
+"""The on-disk run store: sessions never see each other's unsaved runs, saved runs are shared,
+a restart loses nothing, and a failed import leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dgs_core.runstore import RUNS_DIR_ENV, RunStore, clean_name, is_session_id, new_session_id
+from dgs_core.snapshots import SnapshotError
+from tests.test_snapshots import assert_identical, small_training_bundle
+
+A, B = new_session_id(), new_session_id()
+
+
+@pytest.fixture(scope="module")
+def data() -> bytes:
+    return small_training_bundle()[1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(tmp_path / "runs")
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_the_runs_directory_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert RunStore().root == tmp_path / "elsewhere"
+    monkeypatch.delenv(RUNS_DIR_ENV)
+    monkeypatch.chdir(tmp_path)
+    assert RunStore().root == tmp_path / "runs"
+
+
+def test_unsaved_runs_belong_to_their_session_until_saved(store: RunStore, data: bytes) -> None:
+    info = store.add(data, session=A)
+    assert not info.saved and info.kind == "training" and info.labels == ("sgd", "adam")
+    assert [i.id for i in store.list(A)] == [info.id]
+    assert store.list(B) == [] and store.list() == []
+    for attempt in (
+        lambda: store.load(info.id, B),
+        lambda: store.data(info.id, B),
+        lambda: store.rename(info.id, "mine now", session=B),
+        lambda: store.delete(info.id, session=B),
+        lambda: store.save(info.id, session=B),
+    ):
+        with pytest.raises(ValueError, match="Unknown run"):
+            attempt()
+    assert store.get(info.id, A).name == info.name  # untouched by B's attempts
+
+    saved = store.save(info.id, session=A)
+    assert saved.saved and saved.name == info.name
+    assert [i.id for i in store.list(B)] == [info.id] == [i.id for i in store.list()]
+    assert store.data(info.id) == data
+
+
+def test_a_restart_finds_everything_and_renames_persist(store: RunStore, data: bytes) -> None:
+    shared = store.save(store.add(data, session=A, name="shared run").id, session=A)
+    unsaved = store.add(data, session=A, name="draft")
+    store.rename(shared.id, "  renamed\tby\nteacher ", session=B)
+    restarted = RunStore(store.root)
+    names = {i.id: i.name for i in restarted.list(A)}
+    assert names == {shared.id: "renamed by teacher", unsaved.id: "draft"}
+    bundle = restarted.load(unsaved.id, A)
+    original = store.load(shared.id)
+    assert_identical(bundle.trainer.state_dict(), original.trainer.state_dict())
+
+
+def test_delete_removes_one_run_and_nothing_else(store: RunStore, data: bytes) -> None:
+    keep = store.add(data, session=A, name="keep")
+    gone = store.add(data, session=A, name="gone")
+    other = store.add(data, session=B, name="other session")
+    store.delete(gone.id, session=A)
+    assert [i.name for i in store.list(A)] == ["keep"] and [i.name for i in store.list(B)] == [
+        "other session"
+    ]
+    with pytest.raises(ValueError, match="Unknown run"):
+        store.load(gone.id, A)
+    assert store.data(keep.id, A) == data == store.data(other.id, B)
+    assert not any((store.root / "tmp").iterdir())
+
+
+def test_a_failed_import_writes_nothing_and_loses_nothing(store: RunStore, data: bytes) -> None:
+    first = store.add(data, session=A, name="first")
+    before = {p: (store.root / p).read_bytes() for p in _files(store.root)}
+    for bad in (data[:1000], b"not a zip", data.replace(b"manifest.json", b"manifest.jsoo")):
+        with pytest.raises(SnapshotError):
+            store.add(bad, session=A)
+    assert {p: (store.root / p).read_bytes() for p in _files(store.root)} == before
+    assert [i.id for i in store.list(A)] == [first.id]
+
+
+def test_an_interrupted_write_leaves_no_partial_run(
+    store: RunStore, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(OSError, match="No space"):
+        store.add(data, session=A)
+    monkeypatch.undo()
+    assert store.list(A) == [] and _files(store.root) == []
+
+
+def test_ids_and_names_are_checked(store: RunStore, data: bytes) -> None:
+    assert is_session_id(new_session_id()) and not is_session_id("../../etc") and not is_session_id("short")
+    for session in ("../../etc/x" * 2, "a/b" * 8, ""):
+        with pytest.raises(ValueError, match="Invalid session id"):
+            store.list(session)
+    for run_id in ("../saved", "0" * 31, "../../" + "0" * 32):
+        with pytest.raises(ValueError, match="Invalid run id"):
+            store.load(run_id, A)
+    assert clean_name("a\x00b\r\nc" + "x" * 200) == "a b c" + "x" * 115
+    with pytest.raises(ValueError, match="must not be empty"):
+        clean_name(" \n ")
+    info = store.add(data, session=A)
+    with pytest.raises(ValueError, match="must not be empty"):
+        store.rename(info.id, "   ", session=A)
+
+
+def test_purge_removes_idle_scratch_areas_only(store: RunStore, data: bytes) -> None:
+    old = store.add(data, session=A)
+    fresh = store.add(data, session=B)
+    shared = store.save(store.add(data, session=B).id, session=B)
+    long_ago = time.time() - 40 * 24 * 3600
+    for path in [store.root / "sessions" / A, *(store.root / "sessions" / A).rglob("*")]:
+        os.utime(path, (long_ago, long_ago))
+    assert store.purge() == 1
+    assert store.list(A) == [store.get(shared.id)]
+    assert {i.id for i in store.list(B)} == {fresh.id, shared.id}
+    with pytest.raises(ValueError, match="Unknown run"):
+        store.get(old.id, A)
