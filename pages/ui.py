@@ -7,9 +7,11 @@ from typing import Any
 
 import streamlit as st
 
+from dgs_core.annealing_study import parse_step_list
 from dgs_core.optim import registry
 from dgs_core.optim._params import HyperParam
 from dgs_core.optim.registry import OptimizerInfo
+from dgs_core.schedules import ScheduleInfo
 
 
 def optimizer_label(name: str) -> str:
@@ -86,3 +88,47 @@ def changed_hparams(
     if surface:
         base.update(info.surface_defaults)
     return {k: v for k, v in chosen.items() if base.get(k) != v}
+
+
+def schedule_param_controls(
+    info: ScheduleInfo,
+    *,
+    key: str,
+    values: Mapping[str, Any] | None = None,
+    hidden: Sequence[str] = (),
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """One control per parameter of a schedule, in the registry's order, like
+    :func:`hyperparam_controls`: step lists (``multistep``'s milestones) are comma-separated
+    text. ``hidden`` parameters get no control and keep their value from ``values`` (or the
+    default). Widget keys are ``f"{key}_{info.name}_{parameter}"``.
+
+    Returns ``(chosen, errors)``; each invalid value's ValueError message is also shown
+    under its control. Cross-parameter rules (``min_lr <= base_lr``) are the caller's:
+    ``ScheduleSpec(info.name, chosen)`` raises them.
+    """
+    start = {**info.defaults, **(values or {})}
+    chosen: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for spec in info.hyperparams:
+        if spec.name in hidden:
+            chosen[spec.name] = start[spec.name]
+            continue
+        widget_key = f"{key}_{info.name}_{spec.name}"
+        try:
+            if spec.kind == "int_list":
+                text = st.text_input(
+                    spec.name,
+                    value=", ".join(str(v) for v in start[spec.name]),
+                    key=widget_key,
+                    help=f"{spec.help} — valid: {spec.describe_range()}, separated by commas",
+                )
+                value: Any = text
+                chosen[spec.name] = spec.validate(parse_step_list(text, spec.name))
+            else:
+                value = _control(spec, start[spec.name], key=widget_key)
+                chosen[spec.name] = spec.validate(value)
+        except ValueError as exc:
+            chosen[spec.name] = value
+            errors[spec.name] = str(exc)
+            st.error(str(exc))
+    return chosen, errors
