@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +32,8 @@ from torch.nn.functional import cross_entropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from dgs_core.device import resolve_device
+from dgs_core.device import resolve_device, small_tensor_mode
 from dgs_core.optim import registry
-from dgs_core.surfaces import _small_tensor_mode
 from dgs_core.tasks import task_names
 from dgs_core.training import TrainConfig, Trainer
 
@@ -57,7 +57,7 @@ def _bare_loop(trainer: Trainer) -> Iterator[None]:
     x_train, y_train = task.x_train, task.y_train
     losses: list[float] = []
     for _ in range(config.steps // config.eval_every):
-        with _small_tensor_mode():  # as the trainer: on while training, off between periods
+        with small_tensor_mode():  # as the trainer: on while training, off between periods
             for _ in range(config.eval_every):
                 index = batches.next("main", config.batch_size)
                 x, y = x_train[index], y_train[index]
@@ -104,7 +104,8 @@ def _periods(
 
 def bench_task(
     task: str, optimizer: str, *, periods: int, eval_every: int, device: str, clock: Callable[[], float]
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
+    """Seconds per step of each loop, one value per period (the loops' periods interleaved)."""
     base = TrainConfig(
         task=task,
         optimizers=[optimizer],
@@ -124,8 +125,8 @@ def bench_task(
     times: dict[str, list[float]] = {key: [] for key in loops}
     for _ in range(periods):
         for key, loop in loops.items():
-            times[key].append(loop())
-    return {key: min(values) / eval_every for key, values in times.items()}
+            times[key].append(loop() / eval_every)
+    return times
 
 
 def main() -> None:
@@ -142,18 +143,26 @@ def main() -> None:
     periods = 4 if args.quick else 30
     what = "wall-clock" if args.wall else "CPU"
     print(f"torch {torch.__version__}, {args.device}, {args.optimizer}, {what} time")
-    print(f"ms per step, best of {periods} periods of 25 steps (evaluations included)")
+    print(f"ms per step, best of {periods} periods of 25 steps (evaluations included);")
+    print("paired: median and quartiles of +diag/bare over periods run back to back")
     print(
         f"{'task':<10}{'bare':>8}{'trainer':>9}{'+diag':>8}{'steps/s':>9}{'trainer/bare':>14}{'+diag/bare':>12}"
+        f"{'paired (quartiles)':>26}"
     )
     worst = 0.0
     for task in args.tasks.split(","):
-        t = bench_task(task, args.optimizer, periods=periods, eval_every=25, device=args.device, clock=clock)
+        times = bench_task(
+            task, args.optimizer, periods=periods, eval_every=25, device=args.device, clock=clock
+        )
+        t = {key: min(values) for key, values in times.items()}
         ratio = t["+diag"] / t["bare"]
         worst = max(worst, ratio)
+        paired = [d / b for b, d in zip(times["bare"], times["+diag"], strict=True)]
+        low, median, high = statistics.quantiles(paired, n=4)
         print(
             f"{task:<10}{t['bare'] * 1e3:>8.2f}{t['trainer'] * 1e3:>9.2f}{t['+diag'] * 1e3:>8.2f}"
             f"{1 / t['+diag']:>9.0f}{t['trainer'] / t['bare']:>14.3f}{ratio:>12.3f}"
+            f"{median:>12.3f} ({low:.3f}–{high:.3f})"
         )
     print(f"worst +diag/bare: {worst:.3f} ({'within' if worst <= BUDGET else 'OVER'} the {BUDGET} budget)")
 

@@ -34,10 +34,8 @@ family) see per-sample gradients ``∇f(x) + σ·ξ_{t,i}``, ``i < b``, with
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -46,6 +44,7 @@ import numpy as np
 import torch
 
 from dgs_core import metrics
+from dgs_core.device import small_tensor_mode
 
 Array = np.ndarray
 # f(x, y, xp, **params) -> value ;  grad(x, y, xp, **params) -> (df/dx, df/dy)
@@ -766,38 +765,9 @@ def _check_float(name: str, value: Any, *, low: float = 0.0, low_open: bool = Fa
     return number
 
 
-_THREADS_LOCK = threading.Lock()
-_THREADS_USERS = 0
-_THREADS_SAVED = 1
-
-
-@contextmanager
-def _small_tensor_mode() -> Iterator[None]:
-    """One intra-op thread and flushed denormals while a simulation runs.
-
-    Why: the simulator's tensors are tiny (at most a few 10⁴ elements), where waking torch's
-    OpenMP/MKL workers costs more than the work (a 10⁴-element ``sqrt`` measured 2 ms with two
-    threads on a busy CPU against 35 µs with one); and converging runs push optimizer state
-    (Adam's v) into the denormal range, where every CPU op is ~100× slower. The thread count is
-    process-wide: the first simulation to enter saves it and the last to leave restores it.
-    Flushing denormals is per thread and is switched off again on exit.
-    """
-    global _THREADS_USERS, _THREADS_SAVED
-    with _THREADS_LOCK:
-        if _THREADS_USERS == 0:
-            _THREADS_SAVED = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _THREADS_USERS += 1
-    flushed = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if flushed:
-            torch.set_flush_denormal(False)
-        with _THREADS_LOCK:
-            _THREADS_USERS -= 1
-            if _THREADS_USERS == 0:
-                torch.set_num_threads(_THREADS_SAVED)
+# The old private name, for modules that still import it from here (annealing_study.py);
+# new code imports dgs_core.device.small_tensor_mode.
+_small_tensor_mode = small_tensor_mode
 
 
 MAX_STEPS = 100_000
@@ -881,7 +851,7 @@ class _Engine:
         ``keep_path=False`` (basin maps: many rows) keeps only the loss per step, the final
         point and the divergence step, not the path, gradients and scaling factors.
         """
-        with _small_tensor_mode():
+        with small_tensor_mode():  # tiny tensors (at most a few 10⁴ elements)
             return self._run(keep_path)
 
     def _run(self, keep_path: bool) -> dict[str, Any]:

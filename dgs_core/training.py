@@ -16,9 +16,9 @@ A non-finite loss stops that optimizer with "diverged at step t"; the others go 
 sets (and, for 2-D tasks, keeps a copy of the weights for the decision boundary) and yields a
 :class:`ProgressEvent`. A stop request ends the run cleanly: what was recorded stays in
 :attr:`Trainer.results`, and :meth:`Trainer.run` continues where it stopped. From
-:meth:`Trainer.state_dict` a run resumes with bit-identical metrics and weights on the CPU
-(the diagnostics' importance EMA restarts: :class:`~dgs_core.diagnostics.Diagnostics` has no
-saved state).
+:meth:`Trainer.state_dict` a run resumes with bit-identical metrics, weights and diagnostics on
+the CPU (the state holds each lane's :class:`~dgs_core.diagnostics.Diagnostics` state: its
+importance EMA and step counts).
 
 Steps: row ``step = t`` of the metrics is the t-th update (t = 1, 2, …); its ``lr`` is
 ``schedule(t − 1)`` (schedules count from 0), its ``loss`` the mini-batch loss the optimizer
@@ -55,13 +55,12 @@ from torch.nn.functional import cross_entropy
 from dgs_core import metrics
 from dgs_core.annealing import AnnealingController, AnnealingPlan
 from dgs_core.batching import per_sample_grads
-from dgs_core.device import resolve_device
+from dgs_core.device import resolve_device, small_tensor_mode
 from dgs_core.diagnostics import DiagnosticRecord, Diagnostics
 from dgs_core.diagnostics import to_frame as diagnostics_frame
 from dgs_core.models import build_model, resolve_model_params
 from dgs_core.optim import registry
 from dgs_core.schedules import ScheduleSpec, build
-from dgs_core.surfaces import _small_tensor_mode  # one thread, no denormals (shared with the Surface lab)
 from dgs_core.tasks import Task, get_task_info, make_task
 
 BATCH_POLICIES = ("fixed", "adaptive")
@@ -772,7 +771,7 @@ class Trainer:
         while training, so the caller's code between progress events runs as it was.
         """
         steps, every = self.config.steps, self.config.eval_every
-        with _small_tensor_mode() if self.device.type == "cpu" else contextlib.nullcontext():
+        with small_tensor_mode() if self.device.type == "cpu" else contextlib.nullcontext():
             while self.step < steps:
                 if should_stop is not None and should_stop():
                     return False
@@ -915,6 +914,7 @@ class Trainer:
                 "records": list(r.records),
                 "checkpoints": dict(r.checkpoints),
                 "annealing": None if lane.controller is None else lane.controller.state_dict(),
+                "diagnostics": None if lane.diagnostics is None else lane.diagnostics.state_dict(),
             }
         return {"config": self.config.to_dict(), "step": self.step, "lanes": lanes}
 
@@ -943,6 +943,9 @@ class Trainer:
             r.checkpoints, r._boundaries = dict(saved["checkpoints"]), {}
             if lane.controller is not None and saved["annealing"] is not None:
                 lane.controller.load_state_dict(saved["annealing"])
+            # states saved before diagnostics had one (no "diagnostics" key): the EMA restarts
+            if lane.diagnostics is not None and saved.get("diagnostics") is not None:
+                lane.diagnostics.load_state_dict(saved["diagnostics"])
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> Trainer:

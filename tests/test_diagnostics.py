@@ -546,3 +546,229 @@ def test_cuda_matches_cpu():
         for key, value in stats.items():
             assert cuda.tensors[0].stats[quantity][key] == pytest.approx(value, rel=1e-6), (quantity, key)
     assert math.isfinite(cpu.tensors[0].stats["lr_eff"]["mean"])
+
+
+# -- the fast paths equal the simple ones -------------------------------------------------------
+
+
+def _records_of(diag, opt, params, grads_per_step, *, lr=None):
+    return [_step(diag, opt, t, grads, lr, params=params) for t, grads in enumerate(grads_per_step, start=1)]
+
+
+def _model_params(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(40, 30), (30,), (3, 40), (3,), (5, 7, 9)]  # sampled (> 100) and whole tensors
+    return [torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_() for shape in shapes]
+
+
+def _grad_steps(params, steps=4, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params] for _ in range(steps)]
+
+
+def test_every_tensor_at_once_equals_one_tensor_at_a_time():
+    # all gradients present: one gather per bank and flat updates; a parameter that never has a
+    # gradient sends every step down the per-tensor path. Both must give the same numbers.
+    params = _model_params()
+    grads = _grad_steps(params)
+    opt = torch.optim.SGD([{"params": params}], lr=0.1, momentum=0.9)
+    fast = _records_of(Diagnostics(opt, sample_size=100, keep=("group0.param2",)), opt, params, grads)
+
+    params = _model_params()
+    idle = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([{"params": [*params, idle]}], lr=0.1, momentum=0.9)
+    diag = Diagnostics(opt, sample_size=100, keep=("group0.param2",))
+    simple = [
+        _step(diag, opt, t, step_grads, params=params) for t, step_grads in enumerate(grads, start=1)
+    ]
+    for a, b in zip(fast, simple, strict=True):
+        assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
+        for x, y in zip(a.tensors, b.tensors, strict=True):
+            assert x.tracked == y.tracked and x.stats.keys() == y.stats.keys()
+            for quantity in x.stats:
+                _assert_stats(x.stats[quantity], y.stats[quantity], rel=1e-12)
+        for key in a.elements:
+            torch.testing.assert_close(a.elements[key], b.elements[key], rtol=0, atol=0)
+
+
+def test_sampled_tensors_track_the_drawn_elements():
+    # block gathers (rows of the (numel // 16) × 16 view) read exactly the elements of the index
+    params = _model_params()
+    opt = torch.optim.SGD(params, lr=0.1)
+    diag = Diagnostics(opt, sample_size=100, importance="taylor")
+    (grads,) = _grad_steps(params, steps=1)
+    start = [p.detach().clone() for p in params]
+    _step(diag, opt, 1, grads, params=params)
+    sampled = [s for s in diag._tracked if s.index is not None]
+    assert sampled and all(s.block_rows is not None for s in sampled)
+    for s in diag._tracked:
+        k = [p is s.param for p in params].index(True)
+        flat = (grads[k] * start[k]).abs().reshape(-1)
+        expected = flat if s.index is None else flat[s.index]
+        torch.testing.assert_close(s.importance, 0.1 * expected, rtol=1e-12, atol=0)  # (1 − β)·|g ⊙ θ|
+
+
+def test_noncontiguous_gradients_and_replaced_parameters_are_read_correctly():
+    w = torch.randn(64, 48, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    diag = Diagnostics(opt, [("w", w)], sample_size=64)
+    (s,) = diag._tracked
+    g = torch.randn(48, 64, dtype=torch.float64).T  # a transposed view: not contiguous
+    w.grad = g
+    diag.before_step()
+    opt.step()
+    diag.after_step(1)
+    torch.testing.assert_close(s.importance, 0.1 * g.abs().reshape(-1)[s.index], rtol=1e-12, atol=0)
+    with torch.no_grad():
+        w.data = torch.randn(64, 48, dtype=torch.float64)  # new storage: the cached view is stale
+    before = w.detach().clone()
+    w.grad = torch.ones(64, 48, dtype=torch.float64)
+    diag.before_step()
+    opt.step()
+    record = diag.after_step(2)
+    torch.testing.assert_close(s.after, w.detach().reshape(-1)[s.index])
+    expected = ((before - w.detach()).abs() / (1 + EPS)).reshape(-1)[s.index]
+    assert record.tensors[0].stats["lr_eff"]["mean"] == pytest.approx(expected.mean().item(), rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_gradients_with_a_graph_leave_the_buffers_out_of_autograd():
+    w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    diag = Diagnostics(opt, [("w", w)], keep="all")
+    (w**3).sum().backward(create_graph=True)  # w.grad = 3w² requires grad
+    assert w.grad.requires_grad
+    expected = (3 * w.detach() ** 2).float()
+    diag.before_step()
+    opt.step()
+    record = diag.after_step(1)
+    torch.testing.assert_close(record.elements["w/importance"], expected)
+    assert not any(bank.storage.requires_grad for bank in diag._banks)
+
+
+def test_half_precision_parameters_are_tracked_in_float32():
+    w = torch.randn(40, 30).half().requires_grad_()
+    b = torch.randn(30).half().requires_grad_()
+    opt = torch.optim.SGD([w, b], lr=0.5)
+    diag = Diagnostics(opt, [("w", w), ("b", b)], sample_size=200, keep=("b",))
+    g = [torch.randn(40, 30).half(), torch.randn(30).half()]
+    record = _step(diag, opt, 1, g, params=[w, b])
+    s_w = diag._tracked[0]
+    assert s_w.importance.dtype == torch.float32
+    torch.testing.assert_close(s_w.importance, 0.1 * g[0].float().abs().reshape(-1)[s_w.index])
+    torch.testing.assert_close(record.elements["b/importance"], g[1].float().abs()[None])
+
+
+def test_kept_tensors_of_groups_with_their_own_lr():
+    a = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    diag = Diagnostics(opt, [("a", a), ("b", b)], keep="all")
+    ones = [torch.ones(2, 3, dtype=torch.float64), torch.ones(4, dtype=torch.float64)]
+    record = _step(diag, opt, 1, ones, params=[a, b])
+    torch.testing.assert_close(record.elements["a/lr_eff"], torch.full((2, 3), 0.1))
+    torch.testing.assert_close(record.elements["b/lr_eff"], torch.full((1, 4), 0.5))
+    torch.testing.assert_close(record.elements["a/scaling_factor"], torch.ones(2, 3))
+    torch.testing.assert_close(record.elements["b/scaling_factor"], torch.ones(1, 4))
+    # a schedule's lr (one for all) divides both: a moves at 1x, b at 5x the schedule
+    record = _step(diag, opt, 2, ones, lr=0.1, params=[a, b])
+    torch.testing.assert_close(record.elements["b/scaling_factor"], torch.full((1, 4), 5.0))
+    # copies of one record are contiguous, never alias the buffers, and save with safetensors
+    assert all(t.is_contiguous() for t in record.elements.values())
+    stored = safetensors.torch.load(safetensors.torch.save(dict(record.elements)))
+    assert stored.keys() == record.elements.keys()
+
+
+def test_summaries_of_rows_of_any_lengths_match_torch():
+    w = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # rows in the buffers' dtype
+    diag = Diagnostics(torch.optim.SGD([w], lr=0.1), [("w", w)])
+    gen = torch.Generator().manual_seed(0)
+    lengths = [5, 5, 1, 37, 37, 37, 2, 5]
+    rows = [torch.randn(n, generator=gen, dtype=torch.float64) for n in lengths]
+    rows[3][4] = math.nan  # a NaN sorts last, as in a sort of its row alone
+    for layout_rows in (rows, rows[3:6]):  # several runs of lengths, then a single one
+        table = diag._summarise(layout_rows)
+        assert table.shape == (len(layout_rows), 1 + len(QUANTILES))
+        for row, values in zip(layout_rows, table.tolist(), strict=True):
+            expected = torch.sort(row).values  # NaN last
+            positions = torch.tensor(QUANTILES, dtype=torch.float64) * (row.numel() - 1)
+            low, high = positions.floor().long(), positions.ceil().long()
+            quantiles = expected[low] + (positions - low) * (expected[high] - expected[low])
+            reference = [row.mean().item(), *quantiles.tolist()]
+            for a, b in zip(values, reference, strict=True):
+                assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12, abs=1e-15)
+    torch.testing.assert_close(
+        torch.tensor(diag._summarise(rows[:1])[0, 1:]),
+        torch.quantile(rows[0], torch.tensor(QUANTILES, dtype=torch.float64)),
+    )
+
+
+def test_a_scale_for_some_tensors_only_is_kept_for_those():
+    class HalfScaled(torch.optim.SGD):
+        def step(self, closure=None):
+            loss = super().step(closure)
+            first = self.param_groups[0]["params"][0]
+            self.state[first]["scale"] = torch.full_like(first, 2.0)  # per-element, for one tensor
+            return loss
+
+    a = torch.zeros(2, 3, requires_grad=True)
+    b = torch.zeros(4, requires_grad=True)
+    opt = HalfScaled([a, b], lr=0.1)
+    diag = Diagnostics(opt, [("a", a), ("b", b)], keep="all")
+    record = _step(diag, opt, 1, [torch.ones(2, 3), torch.ones(4)], params=[a, b])
+    torch.testing.assert_close(record.elements["a/scale"], torch.full((2, 3), 2.0))
+    assert "b/scale" not in record.elements
+    assert record.tensors[0].stats["scale"]["q50"] == 2.0 and "scale" not in record.tensors[1].stats
+    torch.testing.assert_close(record.elements["b/lr_eff"], torch.full((1, 4), 0.1))
+
+
+def test_deferred_updates_equal_the_step_by_step_ema():
+    # a small model's EMA waits on steps that record nothing (at most 32 of them, then applies
+    # them) and catches up on the next record: the same numbers as one update per step
+    params = [torch.randn(4, 3, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64)]
+    params[1].requires_grad_()
+    opt = torch.optim.SGD(params, lr=0.01)
+    diag = Diagnostics(opt, [("w", params[0]), ("b", params[1])], every=40, keep="all")
+    assert diag._banks[0].history is not None, "small: the updates are deferred"
+    grads = _grad_steps(params, steps=81)
+    emas = [torch.zeros_like(p) for p in params]
+    for t, step_grads in enumerate(grads, start=1):
+        emas = [0.9 * e + 0.1 * g.abs() for e, g in zip(emas, step_grads, strict=True)]
+        record = _step(diag, opt, t, step_grads, params=params)
+        assert (record is not None) == (t in (1, 41, 81))
+        if record is not None:
+            for name, ema in zip(("w", "b"), emas, strict=True):
+                expected = (ema / (1 - 0.9**t)).float().reshape(record.elements[f"{name}/importance"].shape)
+                torch.testing.assert_close(record.elements[f"{name}/importance"], expected)
+
+
+def test_state_dict_keeps_the_deferred_gradients():
+    def build():
+        torch.manual_seed(3)
+        w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.Adam([w], lr=0.1)
+        return w, opt, Diagnostics(opt, [("w", w)], every=4, keep="all")
+
+    grads = _grads(3, 4, steps=9)
+    w, opt, diag = build()
+    straight = [_step(diag, opt, t, [g], params=[w]) for t, g in enumerate(grads, start=1)]
+    w, opt, diag = build()
+    for t, g in enumerate(grads[:3], start=1):  # step 1 records, 2 and 3 wait
+        _step(diag, opt, t, [g], params=[w])
+    state = diag.state_dict()
+    assert state["pending"]["w"].shape == (2, 12)
+    saved = (w.detach().clone(), opt.state_dict(), state)
+    w, opt, diag = build()
+    with torch.no_grad():
+        w.copy_(saved[0])
+    opt.load_state_dict(saved[1])
+    diag.load_state_dict(saved[2])
+    resumed = [_step(diag, opt, t, [g], params=[w]) for t, g in enumerate(grads[3:], start=4)]
+    for a, b in zip(resumed, straight[3:], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.tensors == b.tensors  # to the bit
+            assert all(torch.equal(a.elements[k], b.elements[k]) for k in a.elements)
+    bad = {**saved[2], "pending": {"w": torch.zeros(2, 5, dtype=torch.float64)}}
+    with pytest.raises(ValueError, match="Invalid state: pending"):
+        build()[2].load_state_dict(bad)

@@ -256,6 +256,33 @@ def test_resume_from_a_saved_state_equals_an_uninterrupted_run() -> None:
             assert torch.equal(a, b)
 
 
+def test_resume_from_a_saved_state_reproduces_the_diagnostics() -> None:
+    # the importance EMA and its bias correction continue from the saved state: the records
+    # after the resume equal the uninterrupted run's, down to the per-element copies. Step 22
+    # records nothing (records: 1, 5, 10, …): updates of steps 21 and 22 are still deferred.
+    config = _resume_config()
+    reference = Trainer(config)
+    _run(reference)
+    first = Trainer(config)
+    _run(first, stop=lambda: first.step >= 22)
+    state = first.state_dict()
+    assert first.step == 22 and state["lanes"]["dgs"]["diagnostics"]["pending"], "deferred updates saved"
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    resumed = Trainer.from_state_dict(torch.load(buffer, weights_only=False))
+    _run(resumed)
+    for label, result in resumed.results.items():
+        expected = reference.results[label]
+        assert [r.step for r in result.records] == [r.step for r in expected.records]
+        assert result.records[-1].step > 20, "records after the resume are compared"
+        pd.testing.assert_frame_equal(result.diagnostics, expected.diagnostics, check_exact=True)
+        for record, other in zip(result.records, expected.records, strict=True):
+            assert record.elements.keys() == other.elements.keys()
+            for key, values in record.elements.items():
+                assert torch.equal(values, other.elements[key]), (label, record.step, key)
+
+
 def test_state_of_another_config_is_refused() -> None:
     trainer = Trainer(_config())
     with pytest.raises(ValueError, match="Invalid state"):

@@ -99,7 +99,7 @@ def test_loss_falls_on_quadratic_in_20_steps(name: str) -> None:
     params = _quadratic_params()
     opt = registry.create(name, params)
     losses = _run(opt, params, _quadratic_loss, 20)
-    final = float(_quadratic_loss(params))
+    final = float(_quadratic_loss(params).detach())
     assert math.isfinite(final)
     assert final < losses[0], f"{name}: {losses[0]:.6g} → {final:.6g}"
 
