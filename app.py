@@ -1,7 +1,8 @@
 """DGS Lab entry point: page config, navigation, shared session setup. Nothing else.
 
-Run with ``streamlit run app.py``. Page scripts live in ``pages/views/`` (not at the top of
-``pages/``) so Streamlit's legacy page discovery never bypasses this file on a deep link.
+Run with ``streamlit run app.py``. Page scripts live in ``app_pages/``, deliberately not in a
+folder named ``pages/``: with such a folder beside this file, Streamlit (1.67) runs the first
+session of a fresh server in legacy multipage mode and answers a deep link with "Page not found".
 """
 
 import streamlit as st
@@ -9,11 +10,11 @@ import streamlit as st
 st.set_page_config(page_title="DGS Lab", page_icon="🧭", layout="wide")
 
 PAGES = [
-    st.Page("pages/views/home.py", title="Home", icon="🏠", url_path="home", default=True),
-    st.Page("pages/views/surface_lab.py", title="Surface lab", icon="⛰️", url_path="surface"),
-    st.Page("pages/views/training_lab.py", title="Training lab", icon="🧠", url_path="training"),
-    st.Page("pages/views/annealing_lab.py", title="Annealing lab", icon="📉", url_path="annealing"),
-    st.Page("pages/views/runs.py", title="Runs", icon="🗂️", url_path="runs"),
+    st.Page("app_pages/home.py", title="Home", icon="🏠", url_path="home", default=True),
+    st.Page("app_pages/surface_lab.py", title="Surface lab", icon="⛰️", url_path="surface"),
+    st.Page("app_pages/training_lab.py", title="Training lab", icon="🧠", url_path="training"),
+    st.Page("app_pages/annealing_lab.py", title="Annealing lab", icon="📉", url_path="annealing"),
+    st.Page("app_pages/runs.py", title="Runs", icon="🗂️", url_path="runs"),
 ]
 
 st.navigation(PAGES).run()

@@ -191,13 +191,7 @@ def test_play_moves_the_timeline_and_export_downloads_a_bundle(server, page, tmp
     assert (config["surface"], config["steps"]) == ("rosenbrock", 200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a pages/ directory beside app.py puts a fresh server's first run in Streamlit's legacy "
-    "multipage mode (PagesManager.uses_pages_directory), which answers a deep link with a "
-    "'Page not found' dialog before app.py's st.navigation runs the page",
-)
+# The page scripts live in app_pages/, not pages/ (see app.py), so no legacy-mode dialog.
 def test_fresh_server_deep_link_has_no_page_not_found_dialog(page, tmp_path) -> None:
     fresh = StreamlitServer(env={"DGS_LAB_RUNS_DIR": str(tmp_path)})
     try:

@@ -10,7 +10,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 def app_at(page: str | None = None, *, timeout: float = 120) -> AppTest:
-    """An AppTest of app.py, switched to ``page`` (e.g. "pages/views/surface_lab.py"), not yet run."""
+    """An AppTest of app.py, switched to ``page`` (e.g. "app_pages/surface_lab.py"), not yet run."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     if page is not None:
         at.switch_page(page)

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from dgs_core.annealing_study import VARIANTS
 from tests.pages.conftest import app_at
 
-PAGE = "pages/views/annealing_lab.py"
+PAGE = "app_pages/annealing_lab.py"
 
 
 @pytest.fixture

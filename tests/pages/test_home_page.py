@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.pages.conftest import app_at
-
 from dgs_core.optim import registry
+from tests.pages.conftest import app_at
 
 
 def test_home_lists_every_optimizer() -> None:

@@ -15,7 +15,7 @@ from dgs_core.runstore import RUNS_DIR_ENV, RunStore, new_session_id
 from tests.test_snapshots import small_training_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "pages/views/runs.py"
+PAGE = ROOT / "app_pages/runs.py"
 
 
 @pytest.fixture(scope="module")

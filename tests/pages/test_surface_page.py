@@ -17,7 +17,7 @@ from dgs_core.surface_query import DEFAULT_OPTIMIZERS
 from dgs_core.viz.surface import timeline_steps
 from tests.pages.conftest import app_at
 
-PAGE = "pages/views/surface_lab.py"
+PAGE = "app_pages/surface_lab.py"
 
 
 def open_page(query: dict[str, str] | None = None) -> AppTest:
@@ -316,7 +316,7 @@ def test_leaving_and_returning_keeps_the_settings_and_the_link():
         "t": "30",
     }
     at = open_page(query)
-    at.switch_page("pages/views/home.py").run()
+    at.switch_page("app_pages/home.py").run()
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
     assert at.number_input(key="surface_hp_adam_lr").value == 0.05

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from dgs_core import jobs
 from tests.pages.conftest import app_at
 
-PAGE = "pages/views/training_lab.py"
+PAGE = "app_pages/training_lab.py"
 SMALL = {"train_task_moons_n_samples": 200}
 
 

@@ -1,5 +1,7 @@
 """Home: what DGS Lab is, and every registered optimizer."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from dgs_core.viz.tables import optimizer_table
@@ -26,3 +28,5 @@ st.dataframe(
     },
     width="stretch",
 )
+
+st.markdown((Path(__file__).resolve().parents[1] / "assets" / "lessons.md").read_text(encoding="utf-8"))

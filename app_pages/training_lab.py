@@ -23,6 +23,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from app_pages.ui import (
+    changed_hparams,
+    hyperparam_controls,
+    optimizer_label,
+    optimizer_picker,
+    schedule_param_controls,
+)
 from dgs_core import jobs
 from dgs_core.annealing_study import default_params
 from dgs_core.models import SIZES, resolve_model_params
@@ -43,13 +50,6 @@ from dgs_core.training import (
     large_batch_gap,
 )
 from dgs_core.viz import training as viz
-from pages.ui import (
-    changed_hparams,
-    hyperparam_controls,
-    optimizer_label,
-    optimizer_picker,
-    schedule_param_controls,
-)
 
 MAX_STEPS_ENV = "DGS_LAB_MAX_STEPS"  # the server's cap on a run's steps (default DEFAULT_MAX_STEPS)
 TICK_SECONDS = 0.2  # the live status (progress, ETA, latest numbers): 5 redraws/s
@@ -502,7 +502,11 @@ def live_status() -> None:
             if job.finished:
                 export_button(trainer)
         if ticking and not job.running:
-            st.rerun(scope="app")  # the run ended: a full run turns the timers off
+            # The run ended: a full run turns the timers off and redraws every panel at once;
+            # one tick later, so the browser shows "stopped" before it draws them.
+            if st.session_state.get("train_end_shown") == job.id:
+                st.rerun(scope="app")
+            st.session_state["train_end_shown"] = job.id
 
     live()
 

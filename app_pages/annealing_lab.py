@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker
 from dgs_core import annealing_study as study
 from dgs_core import jobs
 from dgs_core.optim import registry
@@ -24,7 +25,6 @@ from dgs_core.schedules import PLATEAU_HYPERPARAMS, SCHEDULES, ScheduleSpec
 from dgs_core.snapshots import export_training
 from dgs_core.tasks import get_task_info, task_names
 from dgs_core.viz import annealing as viz
-from pages.ui import hyperparam_controls, optimizer_label, optimizer_picker
 
 SLICE_SECONDS = 1.5  # training per rerun of a live section: the UI waits at most about this long
 TICK_SECONDS = 0.1  # pause between two slices (the fragment's run_every)

@@ -14,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 
+from app_pages.ui import changed_hparams, hyperparam_controls, optimizer_label, optimizer_picker
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
 from dgs_core.surface_query import (
@@ -32,7 +33,6 @@ from dgs_core.surface_query import (
     parse_query,
 )
 from dgs_core.viz import surface as viz
-from pages.ui import changed_hparams, hyperparam_controls, optimizer_label, optimizer_picker
 
 TICK_SECONDS = 0.8  # one timeline frame per tick while playing (a redraw takes ~0.5 s)
 PLAY_FRAMES = 40  # frames of one play-through, evenly spaced over the run
