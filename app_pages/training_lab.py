@@ -508,7 +508,8 @@ def live_status() -> None:
                 st.rerun(scope="app")
             st.session_state["train_end_shown"] = job.id
 
-    live()
+    with st.container():  # the fragment's own block: its reruns never touch the elements around it
+        live()
 
 
 def export_button(trainer: Trainer) -> None:
@@ -589,7 +590,8 @@ def live_panels(step: int | None) -> None:
 
 
 
-    panels()
+    with st.container():
+        panels()
 
 
 def per_parameter(cache: jobs.LiveCache, results: dict[str, Any], data: tuple, at: int) -> None:
@@ -653,11 +655,16 @@ def _draw_study(job: jobs.Job, cache: jobs.LiveCache) -> None:
     gap = large_batch_gap(results)
     data = (job.id, tuple((b, r.steps_done, r.status) for b, runs in results.items() for r in runs.values()))
     _chart(cache, "lb_gap", data, lambda: viz.large_batch_figure(gap), every_tick=True)
+    st.caption(
+        "Gap = training-set accuracy − validation accuracy at each run's last evaluation: the larger, "
+        "the worse the optimizer generalises at that batch size (below 0: validation is the easier set)."
+    )
     shown = gap[["optimizer", "batch_size", "steps", "epochs", "train_metric", "val_metric", "metric_gap",
                  "train_loss", "val_loss", "status"]]  # fmt: skip
     st.dataframe(
         shown.rename(columns={"batch_size": "batch", "train_metric": "train accuracy",
-                              "val_metric": "val accuracy", "metric_gap": "gap (train − val)"}),
+                              "val_metric": "val accuracy", "metric_gap": "gap (train − val)",
+                              "train_loss": "train loss", "val_loss": "val loss"}),
         hide_index=True, key="train_lb_table",
     )  # fmt: skip
     if job.finished:
@@ -693,7 +700,8 @@ def live_study() -> None:
         if st.session_state.get("train_lb_ticking") and not job.running:
             st.rerun(scope="app")
 
-    live()
+    with st.container():  # the fragment's own block: its reruns never touch the elements around it
+        live()
 
 
 def large_batch_section(shared: dict[str, Any] | None) -> None:

@@ -578,9 +578,7 @@ def test_every_tensor_at_once_equals_one_tensor_at_a_time():
     idle = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.SGD([{"params": [*params, idle]}], lr=0.1, momentum=0.9)
     diag = Diagnostics(opt, sample_size=100, keep=("group0.param2",))
-    simple = [
-        _step(diag, opt, t, step_grads, params=params) for t, step_grads in enumerate(grads, start=1)
-    ]
+    simple = [_step(diag, opt, t, step_grads, params=params) for t, step_grads in enumerate(grads, start=1)]
     for a, b in zip(fast, simple, strict=True):
         assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
         for x, y in zip(a.tensors, b.tensors, strict=True):
