@@ -1,7 +1,7 @@
 """Real-browser fixtures: a fresh Streamlit server per test module and Debian's chromium.
 
 The browser is Debian's ``/usr/bin/chromium`` driven by the ``playwright`` package
-(never ``playwright install``: its download fails here). Streamlit scrolls an inner
+(never the playwright browser download: it fails here). Streamlit scrolls an inner
 container, so pages use a tall viewport.
 """
 
