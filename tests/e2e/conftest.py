@@ -109,7 +109,7 @@ def browser() -> Iterator[object]:
 def page(browser: object) -> Iterator[object]:
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
     pg = context.new_page()
-    pg.set_default_timeout(30_000)
+    pg.set_default_timeout(90_000)  # 2 shared cores: plotly drawing alone can take tens of seconds
     yield pg
     context.close()
 

@@ -170,7 +170,7 @@ def test_play_moves_the_timeline_and_export_downloads_a_bundle(server, page, tmp
         timeout=120_000,
     )
     page.get_by_role("button", name="❚❚ Pause").click()
-    page.get_by_role("button", name="▶ Play").wait_for()
+    page.get_by_role("button", name="▶ Play").wait_for(timeout=120_000)
     page.wait_for_timeout(2500)  # a frame already under way when Pause was clicked may still land
     wait_for_app(page)
     paused = _slider_value(page)
