@@ -7,8 +7,10 @@ the :class:`~dgs_core.training.Trainer` in a background thread → figures from
 The thread never touches Streamlit; the page polls it. Session state holds only the job's id
 (also in the URL as ``?train_job=…``, so a reloaded tab finds its run again in
 :data:`dgs_core.jobs.JOBS`); Stop sets the job's stop signal, which the trainer checks before
-every step. While a run is live the loss curves are rebuilt on every redraw and the other
-panels take turns (:class:`~dgs_core.jobs.LiveCache`), so one redraw stays cheap.
+every step. While a run is live the status (progress, ETA, each optimizer's latest numbers)
+redraws five times a second, and the figures one at a time — the loss curves every other
+second, the other panels in turn (:class:`~dgs_core.jobs.LiveCache`) — so that neither the
+server nor the browser falls behind.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from app_pages.ui import (
     schedule_param_controls,
 )
 from dgs_core import jobs
-from dgs_core.annealing_study import default_params
+from dgs_core.annealing_study import MAX_CURVE_STEPS, default_params
 from dgs_core.models import SIZES, resolve_model_params
 from dgs_core.optim import registry
 from dgs_core.schedules import SCHEDULES, ScheduleSpec
@@ -172,11 +174,7 @@ def _continue(slot: str) -> None:
 
 
 def _chart(cache: jobs.LiveCache, name: str, version: Any, build: Any, *, every_tick: bool = False) -> None:
-    figure = cache.get(name, version, build, every_tick=every_tick)
-    if figure is None:  # live, and not yet its turn
-        st.caption("(drawn at one of the next redraws)")
-    else:
-        st.plotly_chart(figure, key=f"train_{name}_chart")
+    st.plotly_chart(cache.get(name, version, build, every_tick=every_tick), key=f"train_{name}_chart")
 
 
 def _status_line(job: jobs.Job, what: str, rate: float) -> str:
@@ -308,7 +306,7 @@ def run_controls() -> tuple[TrainConfig | None, list[str], dict[str, Any] | None
         help=f"updates per optimizer; this server's cap is max_steps={cap} (${MAX_STEPS_ENV})",
     )  # fmt: skip
     slots["steps"] = slots["max_steps"] = st.empty()
-    schedule, schedule_errors = schedule_controls(max(1, int(steps)))
+    schedule, schedule_errors = schedule_controls(max(1, min(int(steps), cap, MAX_CURVE_STEPS)))
     errors += schedule_errors
     batch = st.number_input("Batch size", value=32, step=8, key="train_batch")
     slots["batch_size"] = st.empty()
@@ -353,7 +351,7 @@ def run_controls() -> tuple[TrainConfig | None, list[str], dict[str, Any] | None
             schedule=schedule,
             batch_size=batch,
             batch_policy=policy,
-            max_batch_size=max(max_batch, batch),
+            max_batch_size=max_batch if policy == "adaptive" else max(max_batch, batch),
             steps=steps,
             eval_every=eval_every or auto,
             diag_every=diag_every or auto,
@@ -460,7 +458,6 @@ def live_status() -> None:
     fragment redrawn every ``TICK_SECONDS`` while the run is live (cheap: no figures)."""
     job = _job("train_job")
     ticking = job is not None and job.running
-    st.session_state["train_ticking"] = ticking
 
     @st.fragment(run_every=TICK_SECONDS if ticking else None)
     def live() -> None:
@@ -473,7 +470,7 @@ def live_status() -> None:
             else:
                 st.info("Choose the settings in the sidebar and press **Start**.")
             return
-        meter = st.session_state.setdefault("train_meter", jobs.RateMeter(window_s=2.0))
+        meter = st.session_state.setdefault("train_meter", jobs.RateMeter(window_s=5.0))
         meter.tick()
         trainer, last = _results(job)
         stop_col, continue_col, bar_col = st.columns([1, 1, 8], vertical_alignment="center")
@@ -528,8 +525,9 @@ def export_button(trainer: Trainer) -> None:
 
 
 def live_panels(step: int | None) -> None:
-    """Every figure: a fragment redrawn every ``PANEL_TICK_SECONDS`` while the run is live; the
-    loss curves each time, the other panels in turn (:class:`~dgs_core.jobs.LiveCache`)."""
+    """Every figure: a fragment redrawn every ``PANEL_TICK_SECONDS`` while the run is live,
+    rebuilding one figure per redraw — the loss curves every ``LOSS_EVERY_SECONDS``, the other
+    panels in turn (:class:`~dgs_core.jobs.LiveCache`); all of them at once when settled."""
     job = _job("train_job")
     ticking = job is not None and job.running
 
@@ -588,9 +586,7 @@ def live_panels(step: int | None) -> None:
                 lambda: viz.decision_boundary_figure(results, trainer.task, step=at),
             )  # fmt: skip
 
-
-
-    with st.container():
+    with st.container():  # the fragment's own block: its reruns never touch the elements around it
         panels()
 
 
@@ -677,7 +673,6 @@ def _draw_study(job: jobs.Job, cache: jobs.LiveCache) -> None:
 def live_study() -> None:
     job = _job("train_lb_job")
     ticking = job is not None and job.running
-    st.session_state["train_lb_ticking"] = ticking
 
     @st.fragment(run_every=PANEL_TICK_SECONDS if ticking else None)
     def live() -> None:
@@ -685,7 +680,7 @@ def live_study() -> None:
         if job is None:
             return
         cache = st.session_state.setdefault("train_lb_cache", jobs.LiveCache(per_tick=1, min_age_s=1.0))
-        meter = st.session_state.setdefault("train_lb_meter", jobs.RateMeter(window_s=3.0))
+        meter = st.session_state.setdefault("train_lb_meter", jobs.RateMeter(window_s=5.0))
         meter.tick()
         cache.begin(live=job.running)
         stop_col, bar_col = st.columns([1, 9], vertical_alignment="center")
@@ -697,8 +692,8 @@ def live_study() -> None:
         if job.state == jobs.FAILED:
             st.error(f"The study failed: {job.error}")
         _draw_study(job, cache)
-        if st.session_state.get("train_lb_ticking") and not job.running:
-            st.rerun(scope="app")
+        if ticking and not job.running:
+            st.rerun(scope="app")  # the study ended: a full run turns the timer off
 
     with st.container():  # the fragment's own block: its reruns never touch the elements around it
         live()

@@ -26,7 +26,6 @@ True
 from __future__ import annotations
 
 import importlib
-import math
 import secrets
 import threading
 import time
@@ -365,9 +364,6 @@ class RateMeter:
         return (len(self._ticks) - 1) / span if span > 0 else 0.0
 
 
-_NEVER = object()  # the version of a value not built yet (equal to no version)
-
-
 @dataclass
 class _Entry:
     version: Hashable
@@ -378,13 +374,14 @@ class _Entry:
 class LiveCache(Generic[V]):
     """Values (figures) rebuilt when their version changes — a few per tick while live.
 
-    Call :meth:`begin` once per redraw, then :meth:`get` for each value. When not live, a
-    value whose version changed is rebuilt at once. While live every version changes all the
-    time, so a value marked ``every_tick`` is rebuilt on every tick and the others take
-    turns: at most ``per_tick`` builds per tick — values never built first, then the least
-    recently refreshed, none more often than every ``min_age_s`` seconds; the rest keep their
-    last value (None if they have none yet). One redraw stays cheap however many panels a page
-    has, for the server that builds them and for the browser that draws them.
+    Call :meth:`begin` once per redraw, then :meth:`get` for each value. A value seen for the
+    first time is built at once. When not live, a value whose version changed is rebuilt at
+    once. While live every version changes all the time, so a value marked ``every_tick`` is
+    rebuilt on every tick and the others take turns: at most ``per_tick`` of them per tick,
+    the least recently refreshed first (ties: in the order they were first asked for), none
+    more often than every ``min_age_s`` seconds; the rest keep their last value. One redraw
+    stays cheap however many panels a page has, for the server that builds them and for the
+    browser that draws them.
     """
 
     def __init__(self, *, per_tick: int = 1, min_age_s: float = 0.5, clock: Clock = time.monotonic) -> None:
@@ -396,38 +393,30 @@ class LiveCache(Generic[V]):
         self._entries: dict[str, _Entry] = {}
         self._live = False
         self._turn: set[str] = set()
-        self._quota = per_tick
         self.rebuilt: list[str] = []  # what the current tick built
 
     def begin(self, *, live: bool, budget: int | None = None) -> None:
         """Start a redraw; ``live``: a run is going on (throttle the rebuilds); ``budget``:
-        this tick's number of builds instead of ``per_tick`` (0 when something else was drawn)."""
+        this tick's number of turns instead of ``per_tick`` (0 when something else was drawn)."""
         self._live = live
-        self._quota = self.per_tick if budget is None else budget
         self.rebuilt = []
         now = self._clock()
         due = [(e.fresh_at, name) for name, e in self._entries.items() if now - e.fresh_at >= self.min_age_s]
-        self._turn = {name for _, name in sorted(due)[: self.per_tick]}
+        due.sort(key=lambda item: item[0])  # stable: ties keep the order of first request
+        self._turn = {name for _, name in due[: self.per_tick if budget is None else budget]}
 
-    def get(
-        self, name: str, version: Hashable, build: Callable[[], V], *, every_tick: bool = False
-    ) -> V | None:
+    def get(self, name: str, version: Hashable, build: Callable[[], V], *, every_tick: bool = False) -> V:
         """The value of ``name`` at ``version`` — or, while live and not its turn, its last value."""
         entry = self._entries.get(name)
         now = self._clock()
         if entry is not None and entry.version == version:
             entry.fresh_at = now
             return entry.value
-        due = entry is None or name in self._turn
-        if not self._live or every_tick or (due and self._quota > 0):
-            if self._live and not every_tick:
-                self._quota -= 1
+        if entry is None or not self._live or every_tick or name in self._turn:
             value = build()
             self._entries[name] = _Entry(version, value, now)
             self.rebuilt.append(name)
             return value
-        if entry is None:  # never built: first in line from the next tick on
-            self._entries[name] = entry = _Entry(_NEVER, None, -math.inf)
         return entry.value
 
     def clear(self, names: Sequence[str] | None = None) -> None:

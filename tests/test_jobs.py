@@ -157,15 +157,15 @@ def test_eta_from_the_rate_since_the_first_event():
 def test_registry_isolates_ids_caps_unfinished_jobs_and_expires_finished_ones():
     clock = FakeClock()
     registry = JobRegistry(max_jobs=2, keep_s=60.0, clock=clock)
-    gates = [threading.Event(), threading.Event()]
-    first = registry.add(Job(lambda: None, lambda _p, _s, g=gates[0]: iter([g.wait(5.0)])).start())
-    second = registry.add(Job(lambda: None, lambda _p, _s, g=gates[1]: iter([g.wait(5.0)])).start())
+    gate = threading.Event()
+    first = registry.add(Job(lambda: None, lambda _p, _s: iter([gate.wait(5.0)])).start())
+    second = registry.add(Job(lambda: None, _until_stopped).start())
     assert first.id != second.id and len(first.id) >= 16  # unguessable, one per session
     assert registry.get(first.id) is first and registry.get("someone-else") is None
     assert registry.get(None) is None
     with pytest.raises(ValueError, match=r"2 runs are in progress on this server \(the cap is max_jobs=2\)"):
         registry.add(Job(lambda: None, _until_stopped))
-    gates[0].set()
+    gate.set()
     assert first.join(5.0)
     third = registry.add(Job(lambda: None, lambda _p, _s: iter(())))  # one slot is free again
     assert len(registry) == 2 and first.id not in registry  # the finished one made room
@@ -175,8 +175,7 @@ def test_registry_isolates_ids_caps_unfinished_jobs_and_expires_finished_ones():
     registry._sweep()
     assert third.id not in registry and second.id in registry  # finished and unseen for > keep_s
     registry.discard(second.id, wait=5.0)
-    gates[1].set()
-    assert second.id not in registry and second.join(5.0) and second.state == "stopped"
+    assert second.id not in registry and second.state == "stopped"
 
 
 def test_registry_get_touches_the_job():
@@ -213,34 +212,29 @@ def test_live_cache_rebuilds_on_change_when_settled_and_takes_turns_while_live()
     cache: LiveCache[str] = LiveCache(per_tick=1, min_age_s=0.5, clock=clock)
     built: list[str] = []
 
-    def draw(version: int) -> list[str | None]:
-        cache.begin(live=True)
+    def draw(version: int, budget: int | None = None) -> list[str]:
+        cache.begin(live=True, budget=budget)
         values = []
-        for name in ("loss", "a", "b", "c"):
+        for name in ("loss", "b", "a", "c"):
             build = lambda n=name: built.append(n) or f"{n}{version}"  # noqa: E731
             values.append(cache.get(name, version, build, every_tick=name == "loss"))
         clock.t += 0.2
         return values
 
-    # first sight while live: one new panel per tick, the others wait (None) — and go first
-    assert draw(0) == ["loss0", "a0", None, None]
-    clock.t += 1.0  # "a" is due again, but the panels never drawn come first
-    assert draw(1) == ["loss1", "a0", "b1", None]
-    assert draw(2) == ["loss2", "a0", "b1", "c2"]
+    assert draw(0) == ["loss0", "b0", "a0", "c0"]  # first sight, even while live: everything
     built.clear()
-    ticks = [draw(v) for v in range(3, 15)]
+    ticks = [draw(v) for v in range(1, 13)]
     assert built.count("loss") == 12  # every tick
     assert all(built.count(n) >= 2 for n in "abc")  # each in turn …
     assert len(built) - 12 <= 12  # … at most one of them per tick
-    assert all(values[0] == f"loss{v}" for v, values in enumerate(ticks, start=3))
+    assert all(values[0] == f"loss{v}" for v, values in enumerate(ticks, start=1))
+    # once old enough (0.5 s: tick 3), the least recently refreshed first; ties in request order
     order = [n for n in built if n != "loss"]
-    assert order[:3] == ["a", "b", "c"]  # the least recently refreshed first, each >= 0.5 s old
+    assert order[:3] == ["b", "a", "c"]
+    assert ticks[2][1:] == ["b3", "a0", "c0"]
 
     clock.t += 5.0
-    cache.begin(live=True, budget=0)  # nothing but every_tick values this time
-    assert [cache.get(n, 50, lambda n=n: f"{n}50") for n in "abc"] == ticks[-1][1:]  # kept as they were
-    assert cache.rebuilt == []
-
+    assert draw(50, budget=0)[1:] == ticks[-1][1:]  # no turns this tick: kept as they were
     cache.begin(live=False)  # settled: a changed version rebuilds at once, an equal one never
     built.clear()
     assert [cache.get(n, 99, lambda n=n: built.append(n) or f"{n}99") for n in "abc"] == ["a99", "b99", "c99"]
