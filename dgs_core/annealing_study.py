@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from dgs_core.annealing import AnnealingPlan, Phase, PlateauSettings, StopRule, two_phase_plan
+from dgs_core.device import small_tensor_mode
 from dgs_core.optim import registry
 from dgs_core.optim._params import HyperParam
 from dgs_core.schedules import (
@@ -52,7 +53,6 @@ from dgs_core.schedules import (
 # The trainer's models are tiny: one intra-op thread is an order of magnitude faster on a busy
 # CPU (measured: 3 optimizers × 300 steps, 3.4 s with 1 thread against 52 s with 2 threads
 # under load). The surface lab's context manager does exactly that and restores the count.
-from dgs_core.surfaces import _small_tensor_mode
 from dgs_core.tasks import get_task_info
 from dgs_core.training import RUNNING, STOPPED, OptimizerSpec, RunResult, TrainConfig, Trainer
 
@@ -360,7 +360,7 @@ class StudyRuns:
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
             raise ValueError(f"Invalid chunk: {chunk!r} (must be an integer >= 1)")
         start = time.perf_counter()
-        with _small_tensor_mode():
+        with small_tensor_mode():
             while not self.finished:
                 for name in self.configs:
                     if self._done(name):

@@ -765,10 +765,6 @@ def _check_float(name: str, value: Any, *, low: float = 0.0, low_open: bool = Fa
     return number
 
 
-# The old private name, for modules that still import it from here (annealing_study.py);
-# new code imports dgs_core.device.small_tensor_mode.
-_small_tensor_mode = small_tensor_mode
-
 
 MAX_STEPS = 100_000
 MAX_ROWS = 1_000_000

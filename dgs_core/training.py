@@ -411,12 +411,16 @@ class RunResult:
         A step's verdict depends only on the losses before it, so the flags are computed once,
         for the new steps with a window of history: the cost per call stays O(new steps).
         """
-        done, total = len(self._spike_mask), self.steps_done
+        # The trainer thread and the page both call this: work on one local snapshot so a
+        # concurrent call can never join its flags onto a list that has grown meanwhile.
+        known = self._spike_mask
+        done, total = len(known), self.steps_done
         if total > done:
             start = max(0, done - metrics.SPIKE_WINDOW)
             fresh = metrics.spike_mask(self.columns["loss"][start:total])[done - start :]
-            self._spike_mask = np.concatenate([self._spike_mask, fresh])
-        return self._spike_mask[:total]
+            known = np.concatenate([known, fresh])
+            self._spike_mask = known
+        return known[:total]
 
     @property
     def spikes(self) -> int:
