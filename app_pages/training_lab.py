@@ -8,9 +8,9 @@ The thread never touches Streamlit; the page polls it. Session state holds only 
 (also in the URL as ``?train_job=…``, so a reloaded tab finds its run again in
 :data:`dgs_core.jobs.JOBS`); Stop sets the job's stop signal, which the trainer checks before
 every step. While a run is live the status (progress, ETA, each optimizer's latest numbers)
-redraws five times a second, and the figures one at a time — the loss curves every other
-second, the other panels in turn (:class:`~dgs_core.jobs.LiveCache`) — so that neither the
-server nor the browser falls behind.
+redraws five times a second, and each figure is a fragment of its own with its own period — the
+loss curves every 1.5 seconds, the other panels every three to seven — so a redraw sends, and the
+browser draws, one figure, and neither the server nor the browser falls behind.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -55,12 +56,21 @@ from dgs_core.viz import training as viz
 
 MAX_STEPS_ENV = "DGS_LAB_MAX_STEPS"  # the server's cap on a run's steps (default DEFAULT_MAX_STEPS)
 TICK_SECONDS = 0.2  # the live status (progress, ETA, latest numbers): 5 redraws/s
-# The figures while live: one per second, the loss curves every other second and the other
-# panels in turn. A figure costs the browser 40-400 ms to draw (plotly newPlot of these figures
-# in headless chromium on 2 busy cores: the loss curves of a few thousand steps cost most), and
-# while it draws nothing else on the page updates: redrawing them all 5×/s stalls the page.
-PANEL_TICK_SECONDS = 1.0
-LOSS_EVERY_SECONDS = 2.0
+# While live each figure is its own fragment with its own period (seconds). A figure costs the
+# browser 20-150 ms to draw (plotly in headless chromium on 2 busy cores), and while it draws
+# nothing else on the page updates: redrawing them all 5×/s would stall the page. Periods that
+# share no small multiple keep the redraws from bunching up.
+LIVE_PERIODS = {
+    "loss": 1.5,
+    "boundary": 3.1,
+    "lr": 3.7,
+    "accuracy": 4.3,
+    "importance": 5.3,
+    "scaling": 5.9,
+    "per_parameter": 6.7,
+    "batch": 7.1,
+}
+PANEL_TICK_SECONDS = 1.0  # the large-batch study's redraws while live
 STOP_WAIT_SECONDS = 0.8  # Stop waits this long for the trainer to end its step
 IDLE_STOP_SECONDS = 180.0  # a run nobody watches (tab closed) stops itself after this long
 DEFAULT_OPTIMIZERS = ("sgd", "adam", "dgs")
@@ -78,8 +88,8 @@ QUANTITY_LABELS = {
 PRELOAD = ("torch._dynamo", "sklearn.datasets")
 LIVE_HELP = (
     "While the run is live the progress and the latest numbers redraw five times a second, the "
-    "loss curves every two seconds and the other panels in turn; the step scrubber appears when "
-    "the run stops."
+    "loss curves every second and the other panels every two to four seconds; the step scrubber "
+    "appears when the run stops."
 )
 
 
@@ -210,9 +220,7 @@ def _reset_schedule_lengths() -> None:
 
 def task_controls() -> tuple[str, dict[str, Any], str, bool]:
     """Task, its parameters, model size; and whether every value is valid."""
-    task = st.selectbox(
-        "Task", task_names(), format_func=lambda n: get_task_info(n).label, key="train_task"
-    )
+    task = st.selectbox("Task", task_names(), format_func=lambda n: get_task_info(n).label, key="train_task")
     info = get_task_info(task)
     st.caption(info.summary)
     params: dict[str, Any] = {}
@@ -524,76 +532,98 @@ def export_button(trainer: Trainer) -> None:
     )
 
 
+def _figure(name: str, version: Any, build: Callable[[], Any]) -> Any:
+    """``build()``'s figure, rebuilt only when ``version`` changed (one cache per session)."""
+    cache = st.session_state.setdefault("train_figures", {})
+    if name not in cache or cache[name][0] != version:
+        cache[name] = (version, build())
+    return cache[name][1]
+
+
+def _plot(name: str, version: Any, build: Callable[[], Any]) -> None:
+    st.plotly_chart(_figure(name, version, build), key=f"train_{name}_chart")
+
+
 def live_panels(step: int | None) -> None:
-    """Every figure: a fragment redrawn every ``PANEL_TICK_SECONDS`` while the run is live,
-    rebuilding one figure per redraw — the loss curves every ``LOSS_EVERY_SECONDS``, the other
-    panels in turn (:class:`~dgs_core.jobs.LiveCache`); all of them at once when settled."""
+    """Every figure, each in its own fragment: while the run is live each one redraws on its own
+    period (:data:`LIVE_PERIODS`), so one redraw sends, and the browser draws, one figure — not
+    the whole page; when the run is settled a full run draws them all at ``step``."""
     job = _job("train_job")
-    ticking = job is not None and job.running
+    trainer, last = _results(job)
+    if job is None:
+        return
+    ticking = job.running
+    if trainer is None or last == 0:
+        if ticking:
+            _await_first_step(job)
+        return
 
-    @st.fragment(run_every=PANEL_TICK_SECONDS if ticking else None)
-    def panels() -> None:
-        job = _job("train_job")
-        trainer, last = _results(job)
-        if job is None or trainer is None or last == 0:
-            return
-        # One figure per redraw while live: the loss curves when LOSS_EVERY_SECONDS have
-        # passed, else the panel whose turn it is.
-        loss_cache = st.session_state.setdefault(
-            "train_loss_cache", jobs.LiveCache(per_tick=1, min_age_s=LOSS_EVERY_SECONDS)
-        )
-        cache = st.session_state.setdefault("train_cache", jobs.LiveCache(per_tick=1, min_age_s=1.0))
-        loss_cache.begin(live=job.running)
-        results = trainer.results
-        data = _data_version(job, trainer)
-        at = last if step is None else step  # the snapshots' step
+    def panel(name: str, draw: Callable[[dict[str, Any], tuple, int], None]) -> None:
+        """``draw(results, data version, step shown)`` in a fragment of its own."""
 
-        st.subheader("Loss: mini-batch, training set and validation")
-        _chart(loss_cache, "loss", (data, step), lambda: viz.loss_figure(results, step=step))
-        cache.begin(live=job.running, budget=0 if loss_cache.rebuilt and job.running else None)
+        @st.fragment(run_every=LIVE_PERIODS[name] if ticking else None)
+        def redraw() -> None:
+            live_job = _job("train_job")
+            live_trainer, latest = _results(live_job)
+            if live_job is None or live_trainer is None or live_job.id != job.id:
+                return
+            at = latest if step is None else step
+            draw(live_trainer.results, _data_version(live_job, live_trainer), at)
 
-        st.subheader("Learning rate: the schedule and the effective-lr band")
-        st.caption(
-            "Black: the lr the schedule set. Band: 5–95 % and 25–75 % of the per-parameter effective "
-            "lr |Δθ| / |g| over the whole model, dotted its median (SPEC §4)."
-        )
-        _chart(cache, "lr", (data, step), lambda: viz.lr_figure(results, step=step))
-        left, right = st.columns(2)
-        with left:
-            st.markdown("**Accuracy** (training set solid, validation dashed)")
-            _chart(cache, "accuracy", (data, step), lambda: viz.accuracy_figure(results, step=step))
-        with right:
-            st.markdown("**Batch size**")
-            _chart(cache, "batch", (data, step), lambda: viz.batch_size_figure(results, step=step))
-        if any(r.records for r in results.values()):
-            st.subheader("Per layer over time")
-            st.caption("Layer × step: the mean over each tensor's elements; one log colour scale.")
-            _chart(
-                cache, "importance", (data, step),
-                lambda: viz.layer_heatmap_figure(results, "importance", step=step),
-            )  # fmt: skip
-            _chart(
-                cache, "scaling", (data, step),
-                lambda: viz.layer_heatmap_figure(results, "scaling_factor", step=step),
-            )  # fmt: skip
-            per_parameter(cache, results, data, at)
-        if trainer.task.is_2d:
-            st.subheader("Decision boundary")
-            st.caption("Predicted class over the plane with the validation points, at the evaluation at or "
-                       "before the step.")  # fmt: skip
-            _chart(
-                cache, "boundary", (data, at),
-                lambda: viz.decision_boundary_figure(results, trainer.task, step=at),
-            )  # fmt: skip
+        with st.container():  # the fragment's own block: its reruns never touch the others
+            redraw()
 
-    with st.container():  # the fragment's own block: its reruns never touch the elements around it
-        panels()
+    def chart(name: str, build: Callable[[dict[str, Any], int], Any]) -> None:
+        """A figure ``build(results, step shown)`` in a fragment of its own."""
+        panel(name, lambda results, data, at: _plot(name, (data, at), lambda: build(results, at)))
+
+    # Curves draw a cursor only at the scrubber's step (none while live); the snapshots show `at`.
+    st.subheader("Loss: mini-batch, training set and validation")
+    chart("loss", lambda results, at: viz.loss_figure(results, step=step))
+    st.subheader("Learning rate: the schedule and the effective-lr band")
+    st.caption(
+        "Black: the lr the schedule set. Band: 5–95 % and 25–75 % of the per-parameter effective "
+        "lr |Δθ| / |g| over the whole model, dotted its median (SPEC §4)."
+    )
+    chart("lr", lambda results, at: viz.lr_figure(results, step=step))
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Accuracy** (training set solid, validation dashed)")
+        chart("accuracy", lambda results, at: viz.accuracy_figure(results, step=step))
+    with right:
+        st.markdown("**Batch size**")
+        chart("batch", lambda results, at: viz.batch_size_figure(results, step=step))
+    if trainer.config.diag_every:  # a record on step 1, then every diag_every steps
+        st.subheader("Per layer over time")
+        st.caption("Layer × step: the mean over each tensor's elements; one log colour scale.")
+        chart("importance", lambda results, at: viz.layer_heatmap_figure(results, "importance", step=step))
+        chart("scaling", lambda results, at: viz.layer_heatmap_figure(results, "scaling_factor", step=step))
+        panel("per_parameter", per_parameter)
+    if trainer.task.is_2d:
+        st.subheader("Decision boundary")
+        st.caption("Predicted class over the plane with the validation points, at the evaluation at or "
+                   "before the step.")  # fmt: skip
+        chart("boundary", lambda results, at: viz.decision_boundary_figure(results, trainer.task, step=at))
 
 
-def per_parameter(cache: jobs.LiveCache, results: dict[str, Any], data: tuple, at: int) -> None:
+def _await_first_step(job: jobs.Job) -> None:
+    """While the run is being built: a full run (which lays out the panels) once it has a step."""
+
+    @st.fragment(run_every=TICK_SECONDS)
+    def wait() -> None:
+        _, last = _results(job)
+        if last > 0 or not job.running:
+            st.rerun(scope="app")
+
+    with st.container():
+        wait()
+
+
+def per_parameter(results: dict[str, Any], data: tuple, at: int) -> None:
     """The distribution over all parameters and one weight matrix, at step ``at``."""
     record = next((r.record_at(at) for r in results.values() if r.record_at(at) is not None), None)
     if record is None:
+        st.caption("No diagnostics record yet.")
         return
     st.subheader(f"Per parameter at step {record.step}")
     sizes = {t.name: t.numel for t in record.tensors if len(t.shape) >= 2}
@@ -602,8 +632,8 @@ def per_parameter(cache: jobs.LiveCache, results: dict[str, Any], data: tuple, a
         quantity = st.selectbox(
             "Quantity", list(QUANTITY_LABELS), format_func=QUANTITY_LABELS.get, key="train_quantity"
         )
-        _chart(
-            cache, "histogram", (data, at, quantity),
+        _plot(
+            "histogram", (data, at, quantity),
             lambda: viz.scaling_histogram_figure(results, step=at, quantity=quantity),
         )  # fmt: skip
     with right:
@@ -611,8 +641,8 @@ def per_parameter(cache: jobs.LiveCache, results: dict[str, Any], data: tuple, a
             if st.session_state.get("train_tensor") not in sizes:
                 st.session_state["train_tensor"] = max(sizes, key=sizes.__getitem__)  # the largest
             tensor = st.selectbox("Weight matrix", list(sizes), key="train_tensor")
-            _chart(
-                cache, "weights", (data, at, quantity, tensor),
+            _plot(
+                "weights", (data, at, quantity, tensor),
                 lambda: viz.weight_heatmap_figure(results, tensor, step=at, quantity=quantity),
             )  # fmt: skip
 
@@ -764,5 +794,3 @@ with tab_train:
     live_panels(step)
 with tab_large:
     large_batch_section(shared_settings)
-
-

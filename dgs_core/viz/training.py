@@ -14,6 +14,7 @@ record at or before it, so one slider moves every panel to the same step.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -22,6 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dgs_core import metrics
 from dgs_core.tasks import Task
 from dgs_core.training import RunResult
 from dgs_core.viz.surface import OPTIMIZER_COLORS, optimizer_label
@@ -31,6 +33,8 @@ Results = Mapping[str, RunResult]
 _PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 _CURSOR = {"dash": "dot", "color": "#555555"}
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}
+MAX_LINE_POINTS = 1000  # per-step lines are thinned to this many points (see thin)
+MAX_SPIKE_MARKERS = 100  # per panel: the largest spikes (a noisy run has thousands)
 _CLASS_COLORS = ("#1F77B4", "#D62728", "#2CA02C", "#FF7F0E", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 QUANTITIES = {
     "importance": "importance Î",
@@ -76,6 +80,40 @@ def _cursor(fig: go.Figure, step: int | None) -> go.Figure:
     return fig
 
 
+def thin(
+    x: Sequence[float], y: Sequence[float], max_points: int = MAX_LINE_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """A per-step line cut to at most ``max_points`` points for drawing: the steps are split into
+    ``max_points // 2`` equal buckets and each keeps its lowest and highest point, in step order,
+    so spikes and dips stay visible. Shorter lines come back unchanged.
+
+    >>> thin([1, 2, 3, 4, 5, 6], [5.0, 9.0, 1.0, 4.0, 4.0, 2.0], max_points=4)
+    (array([2, 3, 4, 6]), array([9., 1., 4., 2.]))
+    """
+    xs, ys = np.asarray(x), np.asarray(y, dtype=float)
+    if len(xs) <= max_points:
+        return xs, ys
+    edges = np.linspace(0, len(xs), max_points // 2 + 1).astype(int)
+    low, high = np.where(np.isnan(ys), np.inf, ys), np.where(np.isnan(ys), -np.inf, ys)
+    keep = []
+    for start, stop in itertools.pairwise(edges):
+        pair = sorted({start + int(np.argmin(low[start:stop])), start + int(np.argmax(high[start:stop]))})
+        keep += pair
+    return xs[keep], ys[keep]
+
+
+def largest_spikes(frame: pd.DataFrame, limit: int = MAX_SPIKE_MARKERS) -> pd.DataFrame:
+    """The rows of ``frame`` (a :attr:`RunResult.metrics` table) that are spikes, at most ``limit``
+    of them: those whose loss jumps most above the median of the previous ``SPIKE_WINDOW``
+    losses (the spike rule's own ratio, SPEC §3), in step order."""
+    spikes = frame[frame["spike"]]
+    if len(spikes) <= limit:
+        return spikes
+    previous = frame["loss"].shift(1).rolling(metrics.SPIKE_WINDOW, min_periods=1).median()
+    ratio = (frame["loss"] / previous)[spikes.index]
+    return spikes.loc[ratio.nlargest(limit).index].sort_values("step")
+
+
 def _hex_to_rgba(color: str, alpha: float) -> str:
     r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
@@ -92,14 +130,16 @@ def loss_figure(
     """Mini-batch loss (thin), training-set and validation loss (markers at evaluations).
 
     Side by side per optimizer, or ``overlay`` in one panel (validation dashed). A divergence
-    shows in the panel's title; spikes (SPEC §3) are marked with a triangle.
+    shows in the panel's title; spikes (SPEC §3) are marked with a triangle — the
+    ``MAX_SPIKE_MARKERS`` largest of each run (a noisy run has thousands). Lines longer than
+    ``MAX_LINE_POINTS`` are thinned for drawing (:func:`thin`).
     """
     palette = colors(results)
     fig = go.Figure() if overlay else _panels(results, shared_yaxes=True)
     for i, (label, result) in enumerate(results.items()):
         frame = result.metrics
         evals = frame[frame["val_loss"].notna()]
-        spikes = frame[frame["spike"]]
+        spikes = largest_spikes(frame)
         color = palette[label]
         where = {} if overlay else {"row": 1, "col": i + 1}
         show = overlay or i == 0  # side by side: one legend entry per kind of line
@@ -110,10 +150,11 @@ def loss_figure(
                 "legendgroup": label if overlay else what,
             }
 
+        batch_x, batch_y = thin(frame["step"], frame["loss"])
         traces = [
             go.Scatter(
-                x=frame["step"],
-                y=frame["loss"],
+                x=batch_x,
+                y=batch_y,
                 mode="lines",
                 line={"color": color, "width": 1},
                 opacity=0.35 if overlay else 0.5,
@@ -248,10 +289,11 @@ def lr_figure(results: Results, *, step: int | None = None, height: int = 340) -
                 row=1,
                 col=col,
             )
+        lr_x, lr_y = thin(frame["step"], frame["lr"])
         fig.add_trace(
             go.Scatter(
-                x=frame["step"],
-                y=frame["lr"],
+                x=lr_x,
+                y=lr_y,
                 mode="lines",
                 line={"color": "black", "width": 1.5},
                 name="schedule lr η_t",
@@ -273,10 +315,11 @@ def batch_size_figure(results: Results, *, step: int | None = None, height: int 
     fig = go.Figure()
     for label, result in results.items():
         frame = result.metrics
+        x, y = thin(frame["step"], frame["batch_size"])
         fig.add_trace(
             go.Scatter(
-                x=frame["step"],
-                y=frame["batch_size"],
+                x=x,
+                y=y,
                 mode="lines",
                 name=label,
                 line={"color": palette[label], "shape": "hv"},

@@ -18,10 +18,12 @@ pytestmark = pytest.mark.e2e
 LOSS = ".st-key-train_loss_chart .js-plotly-plot"
 STATUS = "[data-testid='stProgress']"
 
-# Points of each panel's mini-batch loss line (plotly's decoded arrays live in _fullData).
+# The last step of each panel's mini-batch loss line (plotly's decoded arrays live in _fullData;
+# long lines are thinned for drawing, so their length stops growing but their last step does not).
 BATCH_POINTS = """() => { const gd = document.querySelector('.st-key-train_loss_chart .js-plotly-plot');
   if (!gd || !gd._fullData) return null;
-  return gd._fullData.filter(t => t.name === 'batch loss').map(t => t.x.length); }"""
+  return gd._fullData.filter(t => t.name === 'batch loss')
+    .map(t => t.x.length ? t.x[t.x.length - 1] : 0); }"""
 
 # Distinct status texts seen in `ms` milliseconds: each redraw writes a new step count.
 REDRAWS = """ms => new Promise(done => { const seen = new Set(); const t0 = performance.now();

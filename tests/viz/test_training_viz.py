@@ -153,3 +153,30 @@ def test_large_batch_figure() -> None:
     assert [t.name for t in gaps] == ["batch 15", "batch 45"]
     assert list(gaps[0].x) == ["sgd", "lars", "extrasgd"]
     np.testing.assert_allclose(list(gaps[1].y), gap[gap["batch_size"] == 45]["metric_gap"])
+
+
+def test_thin_keeps_every_bucket_extreme_and_short_lines_whole() -> None:
+    x = np.arange(1, 10_001)
+    y = np.ones(10_000)
+    y[4321] = 50.0  # a spike and a dip must survive
+    y[777] = 0.01
+    tx, ty = viz.thin(x, y, max_points=200)
+    assert len(tx) <= 200 and np.all(np.diff(tx) > 0)
+    assert 4322 in tx and 778 in tx and ty.max() == 50.0 and ty.min() == 0.01
+    short_x, short_y = viz.thin([1, 2, 3], [3.0, 1.0, 2.0], max_points=200)
+    assert list(short_x) == [1, 2, 3] and list(short_y) == [3.0, 1.0, 2.0]
+
+
+def test_loss_figure_marks_only_the_largest_spikes() -> None:
+    import pandas as pd
+
+    steps = np.arange(1, 2001)
+    loss = np.ones(2000)
+    loss[10::10] = 1.6  # 200 spikes of ratio 1.6 ...
+    loss[500] = 9.0  # ... and two much larger ones
+    loss[1500] = 5.0
+    frame = pd.DataFrame({"step": steps, "loss": loss, "spike": loss > 1.5})
+    kept = viz.largest_spikes(frame, limit=5)
+    assert len(kept) == 5 and kept["step"].is_monotonic_increasing
+    assert {501, 1501} <= set(kept["step"]) and set(kept["loss"]) <= {1.6, 9.0, 5.0}
+    assert len(viz.largest_spikes(frame, limit=1000)) == int(frame["spike"].sum())
