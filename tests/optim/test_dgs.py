@@ -126,7 +126,29 @@ def test_scale_clips_at_s_min_and_s_max() -> None:
     opt.step()
     expected = torch.tensor([0.2] + [5.0] * 9, dtype=F64)
     torch.testing.assert_close(opt.state[w]["scale"], expected, rtol=0, atol=0)
-    assert opt.tensor_summaries(w) == {"t": 1.0, "clipped": 1.0}
+    summaries = opt.tensor_summaries(w)
+    assert summaries["t"] == 1.0 and float(summaries["clipped"]) == 1.0
+
+
+def test_clipped_fraction_counts_evenly_spaced_elements_of_large_tensors() -> None:
+    from dgs_core.optim.dgs import CLIPPED_SAMPLE
+
+    n = 4 * CLIPPED_SAMPLE
+    w = torch.zeros(n, dtype=F64, requires_grad=True)
+    opt = DGS([w], s_min=0.2, s_max=5.0)
+    w.grad = torch.ones(n, dtype=F64)
+    opt.step()
+    scale = opt.state[w]["scale"]
+    scale.fill_(1.0)
+    scale[: n // 2].fill_(5.0)  # half at s_max ...
+    scale[1::4] = 1.0  # ... but not on the elements that are never counted (stride 4 from 0)
+    assert float(opt.tensor_summaries(w)["clipped"]) == 0.5
+    small = torch.zeros(8, dtype=F64, requires_grad=True)
+    opt = DGS([small], s_min=0.2, s_max=5.0)
+    small.grad = torch.ones(8, dtype=F64)
+    opt.step()
+    opt.state[small]["scale"].copy_(torch.tensor([0.2, 1, 1, 1, 1, 1, 1, 5.0], dtype=F64))
+    assert float(opt.tensor_summaries(small)["clipped"]) == 0.25  # exact below the sample size
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
