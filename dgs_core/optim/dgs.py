@@ -12,7 +12,7 @@ from dgs_core.metrics import spike_mask
 from dgs_core.optim._compile import as_input, check_switches, compiled, row_reduce, use_foreach
 from dgs_core.optim._params import HyperParam, check_group, validate_hparams
 
-CLIPPED_SAMPLE = 65_536  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced)
+CLIPPED_SAMPLE = 4096  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced)
 HYPERPARAMS: tuple[HyperParam, ...] = (
     HyperParam("lr", 0.1, low=0.0, high=1e3, log=True, help="base learning rate η"),
     HyperParam("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β"),
