@@ -37,7 +37,7 @@ def _time_major(values: Any, name: str) -> Array:
     return array
 
 
-def spike_mask(losses: Any, *, window: int = SPIKE_WINDOW, tau: float = SPIKE_TAU) -> Array:
+def spike_mask(losses: Any, *, window: int = SPIKE_WINDOW, tau: float = SPIKE_TAU, since: int = 0) -> Array:
     """Which steps are loss spikes: ``L_t > (1 + τ)·median(L_{t−W} … L_{t−1})``.
 
     The first ``W`` steps use the history they have (at least one previous loss), so a short
@@ -49,6 +49,8 @@ def spike_mask(losses: Any, *, window: int = SPIKE_WINDOW, tau: float = SPIKE_TA
         losses: ``(T,)`` or ``(T, N)``.
         window: W ≥ 1, the number of previous losses in the median (default 20).
         tau: τ ≥ 0, the relative jump that counts as a spike (default 0.5).
+        since: judge only the steps from ``since`` on (the earlier ones are False): for a
+            caller that already has the earlier flags and passes a window of history.
 
     Returns:
         A boolean array shaped like ``losses``; step 0 is never a spike.
@@ -57,23 +59,38 @@ def spike_mask(losses: Any, *, window: int = SPIKE_WINDOW, tau: float = SPIKE_TA
         raise ValueError(f"Invalid window: {window!r} (must be an integer >= 1)")
     if not (np.isfinite(tau) and tau >= 0):
         raise ValueError(f"Invalid tau: {tau!r} (must be >= 0)")
-    window = int(window)
+    if int(since) != since or since < 0:
+        raise ValueError(f"Invalid since: {since!r} (must be an integer >= 0)")
+    window, since = int(window), int(since)
     values = _time_major(losses, "losses")
     finite = np.isfinite(values)
     history = np.where(finite, values, np.nan)
     medians = np.full(values.shape, np.nan)
     steps = values.shape[0]
-    # np.median is several times faster than np.nanmedian; use it when nothing is missing.
-    median = np.median if finite.all() else np.nanmedian
+    # A sort is several times faster than np.nanmedian (and than np.median, for small windows);
+    # use it when nothing is missing.
+    median = _median if finite.all() else np.nanmedian
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN window: no median, no spike
         # Short histories first (t < W, at most W small medians), then every full window at once.
-        for t in range(1, min(window, steps)):
+        for t in range(max(1, since), min(window, steps)):
             medians[t] = median(history[:t], axis=0)
-        if steps > window:
-            windows = np.lib.stride_tricks.sliding_window_view(history[:-1], window, axis=0)
-            medians[window:] = median(windows, axis=-1)
+        first = max(window, since)  # the first full window judged
+        if steps > first:
+            windows = np.lib.stride_tricks.sliding_window_view(history[first - window : -1], window, axis=0)
+            medians[first:] = median(windows, axis=-1)
         return finite & (values > (1.0 + tau) * medians)
+
+
+def _median(values: Array, axis: int) -> Array:
+    """``np.median`` of finite values, bit for bit: the middle order statistic, or the mean of
+    the two middle ones (their sum halved, as ``np.median`` takes it)."""
+    ordered = np.sort(values, axis=axis)
+    n = ordered.shape[axis]
+    upper = np.take(ordered, n // 2, axis=axis)
+    if n % 2:
+        return upper
+    return (np.take(ordered, n // 2 - 1, axis=axis) + upper) / 2.0
 
 
 def count_runs(mask: Any) -> Any:

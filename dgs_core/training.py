@@ -417,7 +417,7 @@ class RunResult:
         done, total = len(known), self.steps_done
         if total > done:
             start = max(0, done - metrics.SPIKE_WINDOW)
-            fresh = metrics.spike_mask(self.columns["loss"][start:total])[done - start :]
+            fresh = metrics.spike_mask(self.columns["loss"][start:total], since=done - start)[done - start :]
             known = np.concatenate([known, fresh])
             self._spike_mask = known
         return known[:total]

@@ -43,7 +43,36 @@ def test_non_finite_losses_are_not_spikes_and_leave_the_median() -> None:
     assert mask.tolist() == [False, False, False, False, False, True]
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"window": 0}, "window"), ({"tau": -1.0}, "tau")])
+@pytest.mark.parametrize("window", [1, 2, 3, 20, 21])
+def test_spike_medians_equal_numpys(window: int) -> None:
+    # the finite path's sort-based median must give np.median's value bit for bit
+    rng = np.random.default_rng(window)
+    losses = np.exp(rng.normal(size=(120, 3)) * 3)
+    windows = np.lib.stride_tricks.sliding_window_view(losses[:-1], window, axis=0)
+    medians = np.median(windows, axis=-1)
+    expected = losses[window:] > 1.5 * medians
+    assert (metrics.spike_mask(losses, window=window)[window:] == expected).all()
+    for t in range(1, window):
+        assert (
+            metrics.spike_mask(losses[: t + 1], window=window)[t]
+            == (losses[t] > 1.5 * np.median(losses[:t], axis=0))
+        ).all()
+
+
+@pytest.mark.parametrize("since", [0, 1, 3, 19, 20, 21, 57, 199, 200, 250])
+def test_spike_mask_since_judges_only_the_later_steps(since: int) -> None:
+    rng = np.random.default_rng(1)
+    losses = np.exp(rng.normal(size=200))
+    losses[[30, 31, 120]] *= 10.0  # sure spikes
+    full = metrics.spike_mask(losses)
+    part = metrics.spike_mask(losses, since=since)
+    assert part.tolist() == [False] * min(since, 200) + full[since:].tolist()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"window": 0}, "window"), ({"tau": -1.0}, "tau"), ({"since": -1}, "since"), ({"since": 1.5}, "since")],
+)
 def test_spike_arguments_are_validated(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=f"Invalid {match}"):
         metrics.spike_mask([1.0, 2.0], **kwargs)

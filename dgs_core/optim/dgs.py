@@ -242,8 +242,12 @@ class DGS(torch.optim.Optimizer):
                 continue
             # Is this loss a spike, and was the previous one? (The leading NaN only makes the
             # sequence long enough to unpack; spike_mask leaves non-finite losses out.)
+            losses = [math.nan, *history, value]
             *_, previous_was_spike, is_spike = spike_mask(
-                [math.nan, *history, value], window=int(group["spike_window"]), tau=group["spike_threshold"]
+                losses,
+                window=int(group["spike_window"]),
+                tau=group["spike_threshold"],
+                since=len(losses) - 2,
             )
             if is_spike and not previous_was_spike:
                 self._reset_group(group, group["reset_mode"])
