@@ -9,7 +9,8 @@ Per parameter tensor, on sampled steps:
 
 summarised as a mean and quantiles over the tensor's elements, plus the norms ‖g‖, ‖Δθ‖, ‖θ‖,
 DGS's own scaling factor s_t (``optimizer.state[p]["scale"]``), whatever the optimizer reports
-through a ``tensor_summaries(p)`` method (LARS's trust ratio, AdaGrad-Norm's b_t, Adan's ‖v‖)
+through a ``tensor_summaries(p)`` method (LARS's trust ratio, AdaGrad-Norm's b_t, Adan's ‖v‖;
+``tensor_summaries_many(params)``, when the optimizer has it, answers for every tensor at once)
 and the batch size when the optimizer has a ``batch_size`` attribute (AdAdaGrad).
 
 The importance EMA belongs to the diagnostics, not to the optimizer, so every optimizer gets
@@ -680,7 +681,7 @@ class Diagnostics:
             first_row.append(len(rows))
             rows += [s.importance, s.before] if scale is None else [s.importance, s.before, scale]
         table = self._summarise(rows).tolist()  # rows × (mean, quantiles…)
-        extras = [_optimizer_summaries(self.optimizer, s.param) for s in live]
+        extras = _optimizer_summaries(self.optimizer, [s.param for s in live])
         extra_values = iter(_to_floats([v for summary in extras for v in summary.values()]))
 
         names = self._statistics
@@ -933,11 +934,18 @@ def _state_scale(optimizer: torch.optim.Optimizer, s: _Tracked) -> torch.Tensor 
     return out
 
 
-def _optimizer_summaries(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> Mapping[str, object]:
-    summaries: Callable[[torch.Tensor], Mapping[str, object]] | None = getattr(
-        optimizer, "tensor_summaries", None
+def _optimizer_summaries(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
+) -> list[Mapping[str, object]]:
+    """The optimizer's ``tensor_summaries`` of each tensor: through its
+    ``tensor_summaries_many(params)`` when it has one (all tensors in one go), else one call each."""
+    many: Callable[[Sequence[torch.Tensor]], list[Mapping[str, object]]] | None = getattr(
+        optimizer, "tensor_summaries_many", None
     )
-    return {} if summaries is None else summaries(p)
+    if many is not None:
+        return list(many(params))
+    one: Callable[[torch.Tensor], Mapping[str, object]] | None = getattr(optimizer, "tensor_summaries", None)
+    return [{} if one is None else one(p) for p in params]
 
 
 def _to_floats(values: list) -> list[float]:
@@ -949,10 +957,18 @@ def _to_floats(values: list) -> list[float]:
         if isinstance(v, torch.Tensor):
             by_device[v.device].append(k)
     for members in by_device.values():
-        stacked = torch.stack([values[k].detach().to(torch.float64).mean() for k in members])
+        # 0-d float64 tensors (DGS's clipped) as they are; others' means (one op each)
+        stacked = torch.stack([_scalar(values[k]) for k in members])
         for k, value in zip(members, stacked.tolist(), strict=True):
             out[k] = value
     return out  # type: ignore[return-value]
+
+
+def _scalar(value: torch.Tensor) -> torch.Tensor:
+    value = value.detach()
+    if value.dtype != torch.float64:
+        value = value.to(torch.float64)
+    return value if value.dim() == 0 else value.mean()
 
 
 def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
