@@ -190,16 +190,25 @@ def _on_pick(key: str) -> None:
     st.session_state.surface_rerun_app = True  # a click inside the timeline fragment: rerun all
 
 
-def _toggle_play() -> None:
-    """Play from the slider's step (from 0 at the end of the run), or pause where play is."""
+def _play() -> None:
+    """Play from the slider's step (from 0 at the end of the run).
+
+    Play and Pause are two buttons, each doing only what it says: a click delivered twice (a
+    click racing a timer tick can be) repeats the same action instead of undoing it.
+    """
+    if not st.session_state.get("surface_playing"):
+        step = st.session_state.get("surface_step", 0)
+        st.session_state.surface_play_step = 0 if step >= st.session_state.surface_steps else step
+        st.session_state.surface_playing = True
+    st.session_state.surface_rerun_app = True  # the fragment's timer is set by a full run
+
+
+def _pause() -> None:
+    """Pause where play is (see :func:`_play`)."""
     if st.session_state.get("surface_playing"):
         st.session_state.surface_playing = False
         # the play position, not whatever value the browser's slider sent with this click
         st.session_state.surface_step = st.session_state.get("surface_play_step", 0)
-    else:
-        step = st.session_state.get("surface_step", 0)
-        st.session_state.surface_play_step = 0 if step >= st.session_state.surface_steps else step
-        st.session_state.surface_playing = True
     st.session_state.surface_rerun_app = True  # the fragment's timer is set by a full run
 
 
@@ -372,8 +381,10 @@ def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> No
             step = min(max(int(st.session_state.get("surface_step", steps)), 0), steps)
         st.session_state.surface_step = step
         play, slider = st.columns([1, 9], vertical_alignment="bottom")
-        label = "❚❚ Pause" if playing_now else "▶ Play"
-        play.button(label, key="surface_play", on_click=_toggle_play, width="stretch")
+        if playing_now:
+            play.button("❚❚ Pause", key="surface_pause", on_click=_pause, width="stretch")
+        else:
+            play.button("▶ Play", key="surface_play", on_click=_play, width="stretch")
         step = slider.slider(
             "Timeline: step t (moves every panel and curve)",
             0,

@@ -235,14 +235,16 @@ def test_play_advances_every_panel_one_frame_per_run():
     frames = timeline_steps(200, 40)
     at.button(key="surface_play").click().run()  # at the end: play starts over from step 0
     assert at.slider(key="surface_step").value == frames[1]
-    assert at.button(key="surface_play").proto.label == "❚❚ Pause"
+    assert at.button(key="surface_pause").proto.label == "❚❚ Pause"
+    assert not [b for b in at.button if b.key == "surface_play"]  # one button at a time
     at.run()  # the fragment's timer tick
     assert at.slider(key="surface_step").value == frames[2]
     assert {len(p) for p in paths(figure(at, "surface_main")).values()} == {frames[2] + 1}
-    at.button(key="surface_play").click().run()  # pause
+    at.button(key="surface_pause").click().run()  # pause
     at.run()
     assert at.slider(key="surface_step").value == frames[2]
     assert at.button(key="surface_play").proto.label == "▶ Play"
+    assert not [b for b in at.button if b.key == "surface_pause"]
 
 
 def test_gradient_clipping_only_when_turned_on():
