@@ -299,7 +299,7 @@ class DGS(torch.optim.Optimizer):
 def _clipped_sample(scale: torch.Tensor) -> torch.Tensor:
     """The elements of s_t that ``clipped`` counts, flat: all of a small tensor, else every k-th
     block of ``CLIPPED_BLOCK`` (the last ``numel % CLIPPED_BLOCK`` elements never counted), with
-    k = ceil(blocks / (CLIPPED_SAMPLE / CLIPPED_BLOCK)); a view where s_t is contiguous."""
+    k = ceil(blocks / (CLIPPED_SAMPLE / CLIPPED_BLOCK))."""
     n = scale.numel()
     if n <= CLIPPED_SAMPLE:
         return scale.reshape(-1)
