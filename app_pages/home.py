@@ -26,7 +26,10 @@ st.dataframe(
         "interpretation": st.column_config.CheckboxColumn("interpretation"),
         "needs closure": st.column_config.CheckboxColumn("needs closure"),
     },
+    # the interpretation flag beside the name, where a narrow screen still shows it
+    column_order=("optimizer", "interpretation", "summary", "paper", "key", "needs closure"),
     width="stretch",
+    height="content",  # every optimizer at once, no scrolling inside the table
 )
 
 st.markdown((Path(__file__).resolve().parents[1] / "assets" / "lessons.md").read_text(encoding="utf-8"))
