@@ -20,39 +20,27 @@ Run:  .venv/bin/python bench/page_live.py [--window 10] [--rounds 3] [--defaults
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+# the browser tests' server and chromium settings, and their Stop timing
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, StreamlitServer  # noqa: E402
+from tests.e2e.test_training_e2e import STOP_LATENCY  # noqa: E402
+
 STEPS = 1_000_000  # long enough never to finish while measured
-STATUS = "[data-testid='stProgress']"
 # Distinct status texts (each redraw writes a new step count) and their times, over `ms`.
 REDRAWS = """ms => new Promise(done => { const seen = []; let last = null; const t0 = performance.now();
   const timer = setInterval(() => { const p = document.querySelector("[data-testid='stProgress']");
     const text = p ? p.innerText : null;
     if (text !== last) { seen.push([performance.now() - t0, text]); last = text; }
     if (performance.now() - t0 > ms) { clearInterval(timer); done(seen); } }, 10); })"""
-STOP = """() => new Promise((done, fail) => { const t0 = performance.now();
-  document.querySelector('.st-key-train_stop button').click();
-  const timer = setInterval(() => { const p = document.querySelector("[data-testid='stProgress']");
-    if (p && p.innerText.startsWith('stopped')) { clearInterval(timer); done(performance.now() - t0); }
-    if (performance.now() - t0 > 30000) { clearInterval(timer); fail(new Error('not stopped in 30 s')); }
-  }, 10); })"""
 
 
 def headless_steps_per_second(seconds: float) -> float:
@@ -73,33 +61,6 @@ def headless_steps_per_second(seconds: float) -> float:
     return rate
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
-        "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("streamlit did not become healthy")
-
-
 def _step(text: str) -> int:
     return int(re.search(r"step (\d+)", text).group(1))
 
@@ -109,12 +70,14 @@ def measure_page(window: float, rounds: int, extra_env: dict[str, str]) -> dict[
     from playwright.sync_api import sync_playwright
 
     env = {"DGS_LAB_MAX_STEPS": str(STEPS), "DGS_LAB_RUNS_DIR": tempfile.mkdtemp(), **extra_env}
-    proc, url = _server(env)
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # StreamlitServer's log
+    server = StreamlitServer(env=env)
+    url = server.url
     out: dict[str, list[float]] = {"redraws": [], "steps": [], "stop": []}
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 3000})
+            page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(120_000)
             page.goto(f"{url}/training")
             page.get_by_text("Run settings").wait_for()
@@ -136,11 +99,10 @@ def measure_page(window: float, rounds: int, extra_env: dict[str, str]) -> dict[
                 if len(steps_seen) >= 2:
                     (t0, s0), (t1, s1) = steps_seen[0], steps_seen[-1]
                     out["steps"].append((s1 - s0) / ((t1 - t0) / 1000))
-                out["stop"].append(page.evaluate(STOP) / 1000)
+                out["stop"].append(page.evaluate(STOP_LATENCY) / 1000)
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        server.stop()
     return out
 
 
