@@ -327,8 +327,15 @@ class LaneProgress:
     val_metric: float
     lr: float
     batch_size: int
-    spikes: int
     diagnostics: DiagnosticRecord | None
+    result: RunResult = field(repr=False, compare=False)
+
+    @property
+    def spikes(self) -> int:
+        """Loss spikes up to this event's step, counted when read (most events are not asked:
+        the flags of a step never change, so a later count of the first ``step`` steps is the
+        same number)."""
+        return int(metrics.count_runs(self.result.spike_mask()[: self.step]))
 
 
 @dataclass(frozen=True)
@@ -612,6 +619,7 @@ class _Lane:
     controller: AnnealingController | None
     fixed_batch: int
     samples: int = 0  # examples seen, for the epoch column
+    weights: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # state_dict's items
 
     @property
     def active(self) -> bool:
@@ -861,7 +869,10 @@ class Trainer:
         """
         result, model = lane.result, lane.model
         step = result.columns["step"][-1]
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if not lane.weights:  # the model's tensors; updated in place, so looked up once
+            lane.weights = list(model.state_dict().items())
+        # one flat copy: a few thousand numbers, cheaper than a check per tensor
+        if not bool(torch.cat([p.reshape(-1) for p in model.parameters()]).isfinite().all()):
             result.status = metrics.divergence_message(step)
             return
         train_loss, train_metric = _loss_and_accuracy(model, *self._sources["main"])
@@ -870,9 +881,7 @@ class Trainer:
             result.columns[name][-1] = value
         result.last_evaluation = result.steps_done - 1
         if self.task.is_2d:
-            result.checkpoints[step] = {
-                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-            }
+            result.checkpoints[step] = {k: v.detach().to("cpu", copy=True) for k, v in lane.weights}
         if observe and lane.controller is not None:
             metric = val_loss if lane.controller.plan.metric_mode == "min" else val_metric
             lane.controller.observe_validation(step - 1, metric)
@@ -891,8 +900,8 @@ class Trainer:
                 val_metric=r.columns["val_metric"][last_eval] if last_eval is not None else math.nan,
                 lr=r.columns["lr"][-1] if r.steps_done else lane.lr,
                 batch_size=r.columns["batch_size"][-1] if r.steps_done else lane.batch_size,
-                spikes=r.spikes,
                 diagnostics=r.records[-1] if r.records else None,
+                result=r,
             )
         return ProgressEvent(self.step, self.config.steps, MappingProxyType(lanes), finished, elapsed)
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dgs_core import metrics
 from dgs_core.annealing import PlateauSettings, two_phase_plan
 from dgs_core.diagnostics import to_frame as diagnostics_frame
 from dgs_core.optim import registry
@@ -134,6 +135,17 @@ def test_metrics_columns_events_and_statuses() -> None:
     with torch.no_grad():
         direct = result.model(trainer.task.grid(30)[2]).softmax(dim=-1).reshape(30, 30, 2).numpy()
     np.testing.assert_allclose(last, direct, rtol=1e-6)
+
+
+def test_each_event_counts_the_spikes_up_to_its_step() -> None:
+    # a large SGD lr on spirals: a spiky loss; an event's count is read after the run went on
+    trainer = Trainer(TrainConfig(task="spirals", optimizers=[("sgd", {"lr": 2.0})], steps=200,
+                                  eval_every=20, diag_every=0))  # fmt: skip
+    events = _run(trainer)
+    losses = trainer.results["sgd"].losses
+    counts = [e.lanes["sgd"].spikes for e in events]
+    assert counts == [metrics.count_spikes(losses[: e.step]) for e in events]
+    assert counts[-1] > counts[0] > 0
 
 
 def test_diagnostics_views() -> None:
