@@ -58,6 +58,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -681,7 +683,8 @@ class Diagnostics:
             first_row.append(len(rows))
             rows += [s.importance, s.before] if scale is None else [s.importance, s.before, scale]
         table = self._summarise(rows).tolist()  # rows × (mean, quantiles…)
-        extras = _optimizer_summaries(self.optimizer, [s.param for s in live])
+        sample = _sampler(self.optimizer, live, scales)
+        extras = _optimizer_summaries(self.optimizer, [s.param for s in live], sample)
         extra_values = iter(_to_floats([v for summary in extras for v in summary.values()]))
 
         names = self._statistics
@@ -934,18 +937,53 @@ def _state_scale(optimizer: torch.optim.Optimizer, s: _Tracked) -> torch.Tensor 
     return out
 
 
+def _sampler(
+    optimizer: torch.optim.Optimizer, live: list[_Tracked], scales: list[torch.Tensor | None]
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``sample(param, tensor)``: the tracked elements of ``tensor`` (shaped like ``param``), for
+    an optimizer's ``tensor_summaries_many``; DGS's s_t is the copy already read for the scale."""
+    tracked = {id(s.param): (s, scale) for s, scale in zip(live, scales, strict=True)}
+
+    def sample(param: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+        found = tracked.get(id(param))
+        if found is None or tensor.shape != param.shape:
+            raise ValueError("Invalid sample: a tensor shaped like one of the recorded parameters is needed")
+        s, scale = found
+        if scale is not None and tensor is optimizer.state[param].get("scale"):
+            return scale
+        out = torch.empty(s.tracked, dtype=tensor.dtype, device=tensor.device)
+        s.gather(tensor, out)
+        return out
+
+    return sample
+
+
 def _optimizer_summaries(
-    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> list[Mapping[str, object]]:
     """The optimizer's ``tensor_summaries`` of each tensor: through its
-    ``tensor_summaries_many(params)`` when it has one (all tensors in one go), else one call each."""
-    many: Callable[[Sequence[torch.Tensor]], list[Mapping[str, object]]] | None = getattr(
-        optimizer, "tensor_summaries_many", None
-    )
+    ``tensor_summaries_many(params)`` when it has one (all tensors in one go), else one call
+    each; given ``sample=`` where the method takes it (values from per-element states are then
+    estimated on the tracked elements)."""
+    many: Callable[..., list[Mapping[str, object]]] | None = getattr(optimizer, "tensor_summaries_many", None)
     if many is not None:
-        return list(many(params))
+        return list(many(params, sample=sample) if _takes_sample(many) else many(params))
     one: Callable[[torch.Tensor], Mapping[str, object]] | None = getattr(optimizer, "tensor_summaries", None)
     return [{} if one is None else one(p) for p in params]
+
+
+def _takes_sample(method: Callable[..., Any]) -> bool:
+    return _signature_has(getattr(method, "__func__", method), "sample")
+
+
+@functools.cache
+def _signature_has(function: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 def _to_floats(values: list) -> list[float]:

@@ -770,3 +770,54 @@ def test_state_dict_keeps_the_deferred_gradients():
     bad = {**saved[2], "pending": {"w": torch.zeros(2, 5, dtype=torch.float64)}}
     with pytest.raises(ValueError, match="Invalid state: pending"):
         build()[2].load_state_dict(bad)
+
+
+def test_state_derived_summaries_come_from_the_tracked_elements():
+    # Adan's ‖v‖ is extrapolated from the tracked elements like ‖g‖; DGS's clipped fraction is
+    # counted on the tracked elements of s_t (the ones its quantiles come from)
+    from dgs_core.optim.adan import Adan
+    from dgs_core.optim.dgs import DGS
+
+    for make in (lambda ps: Adan(ps, lr=0.01), lambda ps: DGS(ps, lr=0.1, s_min=0.8, s_max=1.25)):
+        torch.manual_seed(0)
+        big, small = torch.randn(300, 100, requires_grad=True), torch.randn(7, 3, requires_grad=True)
+        opt = make([big, small])
+        diag = Diagnostics(opt, [("big", big), ("small", small)], sample_size=1000, seed=3)
+        for t in range(1, 4):
+            record = _step(diag, opt, t, [torch.randn(300, 100), torch.randn(7, 3)], params=[big, small])
+        tracked = {s.name: s for s in diag._tracked}
+        assert tracked["big"].index is not None and tracked["small"].index is None
+        for tensor, p in zip(record.tensors, (big, small), strict=True):
+            index = tracked[tensor.name].index
+            if isinstance(opt, Adan):
+                v = opt.state[p]["exp_avg_diff"].reshape(-1)
+                sub = v if index is None else v[index]
+                expected = sub.norm().item() * math.sqrt(v.numel() / sub.numel())
+                assert tensor.stats["diff_norm"]["value"] == pytest.approx(expected, rel=1e-5)
+                if index is None:  # tracked whole: exact
+                    assert tensor.stats["diff_norm"]["value"] == pytest.approx(v.norm().item(), rel=1e-6)
+                else:  # an estimate of the whole
+                    assert tensor.stats["diff_norm"]["value"] == pytest.approx(v.norm().item(), rel=0.1)
+            else:
+                s_t = opt.state[p]["scale"].reshape(-1)
+                sub = s_t if index is None else s_t[index]
+                expected = ((sub <= 0.8) | (sub >= 1.25)).double().mean().item()
+                assert 0 < expected < 1
+                assert tensor.stats["clipped"]["value"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_optimizer_summaries_without_a_sampler_are_exact():
+    from dgs_core.optim.adan import Adan
+
+    w = torch.randn(50, 40, requires_grad=True)
+    opt = Adan([w], lr=0.01)
+    for _ in range(2):
+        w.grad = torch.randn(50, 40)
+        opt.step()
+    v = opt.state[w]["exp_avg_diff"]
+    assert float(opt.tensor_summaries(w)["diff_norm"]) == pytest.approx(v.norm().item(), rel=1e-6)
+    every = lambda param, tensor: tensor.reshape(-1)  # noqa: E731 — a sampler tracking all elements
+    sampled = opt.tensor_summaries(w, sample=every)["diff_norm"]
+    assert float(sampled) == pytest.approx(v.norm().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="Invalid param"):
+        opt.tensor_summaries_many([torch.zeros(2)])
