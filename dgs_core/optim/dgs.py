@@ -240,8 +240,8 @@ class DGS(torch.optim.Optimizer):
             if device.type == "cpu":  # numpy's comparisons are ~4x faster than torch's here
                 values = flat.to(torch.float64 if flat.dtype == torch.float64 else torch.float32).numpy()
                 at_bound = (values <= s_min) | (values >= s_max)
-                ends = np.cumsum(sizes)
-                counts = np.diff(np.concatenate([[0], np.cumsum(at_bound)[ends - 1]]))
+                starts = np.concatenate([[0], np.cumsum(sizes[:-1])]).astype(np.int64)
+                counts = np.add.reduceat(at_bound, starts, dtype=np.int64)
                 fractions = (counts / np.asarray(sizes)).tolist()
             else:  # no device sync: 0-d tensors
                 lengths = torch.tensor(sizes, device=device)
