@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dgs_core.optim._compile import Sampler
 from dgs_core.optim._params import HyperParam
 
 EPS = 1e-12  # SPEC §4: η_eff = |Δθ| / (|g| + 1e-12)
@@ -939,7 +940,7 @@ def _state_scale(optimizer: torch.optim.Optimizer, s: _Tracked) -> torch.Tensor 
 
 def _sampler(
     optimizer: torch.optim.Optimizer, live: list[_Tracked], scales: list[torch.Tensor | None]
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+) -> Sampler:
     """``sample(param, tensor)``: the tracked elements of ``tensor`` (shaped like ``param``), for
     an optimizer's ``tensor_summaries_many``; DGS's s_t is the copy already read for the scale."""
     tracked = {id(s.param): (s, scale) for s, scale in zip(live, scales, strict=True)}
@@ -961,7 +962,7 @@ def _sampler(
 def _optimizer_summaries(
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.Tensor],
-    sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sample: Sampler,
 ) -> list[Mapping[str, object]]:
     """The optimizer's ``tensor_summaries`` of each tensor: through its
     ``tensor_summaries_many(params)`` when it has one (all tensors in one go), else one call

@@ -158,9 +158,7 @@ class Adan(torch.optim.Optimizer):
             if state:
                 _restart_state(state)
 
-    def tensor_summaries(
-        self, param: torch.Tensor, *, sample: Sampler | None = None
-    ) -> dict[str, float]:
+    def tensor_summaries(self, param: torch.Tensor, *, sample: Sampler | None = None) -> dict[str, float]:
         """Adan's own per-tensor values for the diagnostics layer, empty before the first step.
 
         ``diff_norm``: ‖v‖, the norm of the gradient-difference EMA (Adan's Nesterov term);

@@ -200,12 +200,12 @@ class DGS(torch.optim.Optimizer):
 
         ``t``: the step count of the bias correction, which a hard reset sets back to 0;
         ``clipped``: the fraction of elements whose scale sits at s_min or s_max (a float on the
-        CPU, a 0-d tensor elsewhere: no device sync here) — counted exactly on tensors of up to
-        ``CLIPPED_SAMPLE`` elements;
-        on larger ones, on about that many in evenly spaced blocks of ``CLIPPED_BLOCK``
-        contiguous elements (a full pass over s_t cost as much as the rest of the diagnostics
-        together, and single spaced elements one cache miss each), or, given ``sample``, on the
-        caller's tracked elements (see :meth:`tensor_summaries_many`). Empty before the first step.
+        CPU, a 0-d tensor elsewhere: no device sync here). Counted exactly on tensors of up to
+        ``CLIPPED_SAMPLE`` elements; on larger ones, on about that many in evenly spaced blocks
+        of ``CLIPPED_BLOCK`` contiguous elements (a full pass over s_t cost as much as the rest
+        of the diagnostics together, and single spaced elements one cache miss each), or, given
+        ``sample``, on the caller's tracked elements (see :meth:`tensor_summaries_many`).
+        Empty before the first step.
         """
         return self.tensor_summaries_many([param], sample=sample)[0]
 
