@@ -619,7 +619,7 @@ class _Lane:
     controller: AnnealingController | None
     fixed_batch: int
     samples: int = 0  # examples seen, for the epoch column
-    weights: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # state_dict's items
+    weights: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # state_dict's items (in place)
 
     @property
     def active(self) -> bool:
@@ -732,6 +732,7 @@ class Trainer:
             diagnostics=diagnostics,
             controller=controller,
             fixed_batch=config.batch_size,
+            weights=list(model.state_dict().items()),  # updated in place: looked up once
         )
 
     # -- results ---------------------------------------------------------------------------
@@ -869,8 +870,6 @@ class Trainer:
         """
         result, model = lane.result, lane.model
         step = result.columns["step"][-1]
-        if not lane.weights:  # the model's tensors; updated in place, so looked up once
-            lane.weights = list(model.state_dict().items())
         # one flat copy: a few thousand numbers, cheaper than a check per tensor
         if not bool(torch.cat([p.reshape(-1) for p in model.parameters()]).isfinite().all()):
             result.status = metrics.divergence_message(step)
