@@ -32,7 +32,9 @@ all tensors live end to end in one buffer per dtype and device, tensors tracked 
 gathered by one ``torch._foreach_copy_`` (subsampled ones by one block gather each) and the EMA
 is one ``abs_`` and one ``lerp_`` on that buffer. Sampled steps add the summaries: one numpy
 sort per run of rows of one length, the norms of all tensors at once, and the kept tensors'
-copies as views of one stacked copy.
+copies as views of one stacked copy. With ``lazy=True`` a sampled step only copies the tracked
+values (one copy per bank) and reads what the optimizer reports; the summaries wait until the
+record is read, and then the unread records are summarised together.
 
 Which gradient: ``before_step()`` reads ``p.grad`` after backward (and after any clipping or
 unscaling) and before ``optimizer.step()``: the gradient the step consumes, whatever the step
@@ -61,6 +63,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +111,6 @@ class TensorDiagnostics:
     stats: Mapping[str, Mapping[str, float]]
 
 
-@dataclass(frozen=True)
 class DiagnosticRecord:
     """What :meth:`Diagnostics.after_step` returns on a sampled step.
 
@@ -120,13 +123,48 @@ class DiagnosticRecord:
         elements: per-element copies of the kept tensors, float32 on the CPU, shaped like
             :attr:`Diagnostics.element_index`'s grid, keyed ``"{tensor}/{quantity}"``
             (importance, lr_eff, scaling_factor, scale): ready for ``safetensors``.
+
+    A record of ``Diagnostics(lazy=True)`` computes ``tensors`` and ``elements`` when one of
+    them is first read, from a copy of the tracked values taken at its step: the same numbers.
+    Treat a record as read-only.
     """
 
-    step: int
-    lr: float
-    batch_size: int | None
-    tensors: tuple[TensorDiagnostics, ...]
-    elements: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    __slots__ = ("__weakref__", "_elements", "_raw", "_tensors", "batch_size", "lr", "step")
+
+    def __init__(
+        self,
+        step: int,
+        lr: float,
+        batch_size: int | None,
+        tensors: tuple[TensorDiagnostics, ...] = (),
+        elements: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.step, self.lr, self.batch_size = step, lr, batch_size
+        self._tensors = tuple(tensors)
+        self._elements: Mapping[str, torch.Tensor] = {} if elements is None else elements
+        self._raw: _Raw | None = None  # set while the summaries wait to be computed
+
+    @property
+    def tensors(self) -> tuple[TensorDiagnostics, ...]:
+        if self._raw is not None:
+            self._raw.owner._summarise_unread()
+        return self._tensors
+
+    @property
+    def elements(self) -> Mapping[str, torch.Tensor]:
+        if self._raw is not None:
+            self._raw.owner._summarise_unread()
+        return self._elements
+
+    def __repr__(self) -> str:
+        return (
+            f"DiagnosticRecord(step={self.step}, lr={self.lr}, batch_size={self.batch_size}, "
+            f"tensors={self.tensors!r})"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        """Copies and pickles hold the summaries, not what computes them."""
+        return DiagnosticRecord, (self.step, self.lr, self.batch_size, self.tensors, dict(self.elements))
 
     def rows(self) -> list[tuple[int, str, str, str, float]]:
         """The long-format rows of :meth:`to_frame`."""
@@ -158,6 +196,7 @@ def quantile_name(q: float) -> str:
 
 
 _BUFFERS = ("importance", "grad", "before", "after")
+_ROW = {key: row for row, key in enumerate(_BUFFERS)}  # the rows of a bank's storage
 
 
 @dataclass(eq=False, slots=True)
@@ -324,14 +363,14 @@ class _Bank:
         for s, grad in zip(self.members[whole:], grads[whole:], strict=True):
             s.gather(grad, s.grad, "grad")  # type: ignore[arg-type]
 
-    def norms(self) -> list[list[float]]:
-        """Per member: ‖grad‖, ‖before‖, ‖after‖ of its buffers.
+    def norms(self, storage: torch.Tensor) -> list[list[float]]:
+        """Per member: ‖grad‖, ‖before‖, ‖after‖ of ``storage``'s rows (the buffers or a copy).
 
         Members of one size: one ``vector_norm`` over the rows, in the buffers' dtype (torch's
         cascade summation: float32 to ~1e-7, 3x faster than summing in float64). Else numpy's
         segment sum (``reduceat``) in float64, ~20x faster here than torch's CPU index_add_.
         """
-        values = self.storage[1:]
+        values = storage[1:]
         if len(set(self.sizes)) == 1:
             rows = values.view(3, len(self.sizes), -1)
             return torch.linalg.vector_norm(rows, dim=2).T.tolist()
@@ -339,6 +378,20 @@ class _Bank:
             self.squares = np.empty(tuple(values.shape))
         np.square(values.cpu().numpy(), out=self.squares, dtype=np.float64)
         return np.sqrt(np.add.reduceat(self.squares, self.starts, axis=1)).T.tolist()
+
+
+@dataclass(eq=False, slots=True)
+class _Raw:
+    """What a record's summaries are computed from, captured on its step (see _record)."""
+
+    owner: Diagnostics
+    live: list[_Tracked]
+    lrs: list[float]  # η_t per live tensor, for the scaling factor
+    corrections: list[float]  # the importance's bias corrections 1 / (1 − β^t)
+    scales: list[torch.Tensor | None]  # DGS's s_t on the tracked elements (copies)
+    extras: list[tuple[str, ...]]  # the optimizer's own summaries' keys, per live tensor
+    extra_values: list[float]  # their values, in that order
+    storages: dict[int, torch.Tensor]  # per bank (id): rows importance, |g|, θ_t, θ_{t+1}
 
 
 class Diagnostics:
@@ -363,6 +416,11 @@ class Diagnostics:
         grads: "before" reads ``p.grad`` in :meth:`before_step`, "after" in :meth:`after_step`
             (closure optimizers), "auto" chooses (see the module docstring).
         seed: seed of the random subsets.
+        lazy: compute a record's summaries (``tensors``, ``elements``) when the record is first
+            read instead of on its step; the step then keeps a copy of the tracked values (4
+            per element). Reading one record computes every unread one, in a row: this costs less
+            in all (the code and data stay in the caches) and moves the work out of the training
+            loop to where the records are shown. The numbers are the same.
 
     Raises ``ValueError`` naming the argument for an invalid value or an unknown ``keep`` name.
 
@@ -396,6 +454,7 @@ class Diagnostics:
         keep_max_elements: int = 4096,
         grads: str = "auto",
         seed: int = 0,
+        lazy: bool = False,
     ) -> None:
         self.optimizer = optimizer
         self.every = _EVERY.validate(every)
@@ -458,6 +517,11 @@ class Diagnostics:
             self._row_dtype = torch.promote_types(self._row_dtype, dtype)
         self._t = 0
         self._pending: tuple[bool, bool, list[_Tracked], int | None] | None = None
+        self.lazy = bool(lazy)
+        # records whose summaries wait (lazy), oldest first; the lock guards them and the
+        # scratch buffers of the summaries, which another thread may compute (a page)
+        self._unread: list[weakref.ref[DiagnosticRecord]] = []
+        self._lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -586,17 +650,22 @@ class Diagnostics:
         with torch.no_grad():
             return self._record(int(step), lr, live, batch_size)
 
-    def _operands(self, key: str, live: list[_Tracked]) -> list[torch.Tensor]:
-        """The ``key`` buffers of the live tensors, as few tensors as possible (see _Bank)."""
+    def _operands(
+        self, key: str, live: list[_Tracked], storages: Mapping[int, torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """The ``key`` rows of the live tensors, as few tensors as possible (see _Bank): of the
+        banks' buffers, or of ``storages`` (per bank id, a record's copy of them)."""
+        row = _ROW[key]
+        rows = {id(b): (b.storage if storages is None else storages[id(b)])[row] for b in self._banks}
         if len(live) == len(self._tracked):
-            return [bank.buffers[key] for bank in self._banks]
+            return list(rows.values())
         ids = {id(s) for s in live}
         out = []
         for bank in self._banks:
             if all(id(s) in ids for s in bank.members):
-                out.append(bank.buffers[key])
+                out.append(rows[id(bank)])
             else:
-                out += [getattr(s, key) for s in bank.members if id(s) in ids]
+                out += [_member_row(rows[id(bank)], s) for s in bank.members if id(s) in ids]
         return out
 
     def _read_grads(self, sampled: bool) -> list[_Tracked]:
@@ -653,40 +722,82 @@ class Diagnostics:
     def _record(
         self, step: int, lr: float | None, live: list[_Tracked], batch_size: int | None
     ) -> DiagnosticRecord:
+        """The record of this step: what depends on the step is read now (θ_{t+1}, the
+        optimizer's state); the summaries follow now, or when first read (``lazy``)."""
         groups = self.optimizer.param_groups
         lrs = [float(lr if lr is not None else groups[s.group]["lr"]) for s in live]
         record_lr = float(lr if lr is not None else groups[0]["lr"])
+        record = DiagnosticRecord(step, record_lr, batch_size, ())
         if not live:
-            return DiagnosticRecord(step, record_lr, batch_size, ())
-
-        # On the tracked elements: before ← θ_t − θ_{t+1} → |Δθ| → η_eff = |Δθ| / (|g| + ε).
+            return record
         if len(live) == len(self._tracked):
             for bank in self._banks:
                 bank.gather_params("after")
         else:
             for s in live:
                 s.gather_param("after")
-        abs_grads, lr_eff = self._operands("grad", live), self._operands("before", live)
-        torch._foreach_sub_(lr_eff, self._operands("after", live))
+        scales = [_state_scale(self.optimizer, s) for s in live]
+        sample = _sampler(self.optimizer, live, scales)
+        extras = _optimizer_summaries(self.optimizer, [s.param for s in live], sample)
+        raw = _Raw(
+            owner=self,
+            live=live,
+            lrs=lrs,
+            # Î = I / (1 − β^t): a positive factor, so it multiplies the mean and the quantiles too
+            corrections=[1.0 / (1.0 - self.beta**s.count) for s in live],
+            scales=scales,
+            extras=[tuple(str(key) for key in summary) for summary in extras],
+            extra_values=_to_floats([v for summary in extras for v in summary.values()]),
+            storages={id(bank): bank.storage.clone() if self.lazy else bank.storage for bank in self._banks},
+        )
+        record._raw = raw
+        if self.lazy:
+            with self._lock:
+                if len(self._unread) >= 256:  # forget the records dropped unread
+                    self._unread = [ref for ref in self._unread if ref() is not None]
+                self._unread.append(weakref.ref(record))
+        else:
+            with self._lock:
+                self._fill(record, raw)
+        return record
+
+    def _summarise_unread(self) -> None:
+        """Compute the summaries of every record still waiting for them, oldest first."""
+        with self._lock, torch.no_grad():
+            unread, self._unread = self._unread, []
+            for ref in unread:
+                record = ref()
+                if record is not None and record._raw is not None:
+                    self._fill(record, record._raw)
+
+    def _fill(self, record: DiagnosticRecord, raw: _Raw) -> None:
+        record._tensors, record._elements = self._summaries(raw)
+        record._raw = None
+
+    def _summaries(self, raw: _Raw) -> tuple[tuple[TensorDiagnostics, ...], dict[str, torch.Tensor]]:
+        """The record's per-tensor summaries and per-element copies, from ``raw``'s rows (which
+        this changes: before ← θ_t − θ_{t+1} → |Δθ| → η_eff = |Δθ| / (|g| + ε), grad ← |g| + ε)."""
+        live, lrs, corrections, scales = raw.live, raw.lrs, raw.corrections, raw.scales
+        storages = raw.storages
+        abs_grads, lr_eff = self._operands("grad", live, storages), self._operands("before", live, storages)
+        torch._foreach_sub_(lr_eff, self._operands("after", live, storages))
         # per bank and member: ‖g‖, ‖Δθ‖, ‖θ_{t+1}‖ (the non-live members' are ignored)
-        bank_norms = {id(bank): bank.norms() for bank in self._banks}
+        bank_norms = {id(bank): bank.norms(raw.storages[id(bank)]) for bank in self._banks}
         torch._foreach_abs_(lr_eff)
         torch._foreach_add_(abs_grads, EPS)
         torch._foreach_div_(lr_eff, abs_grads)
-        scales = [_state_scale(self.optimizer, s) for s in live]
-        # Î = I / (1 − β^t): a positive factor, so it multiplies the mean and the quantiles too.
-        corrections = [1.0 / (1.0 - self.beta**s.count) for s in live]
 
         # rows to summarise, per tensor: importance, lr_eff (and DGS's scale)
         rows: list[torch.Tensor] = []
         first_row: list[int] = []
         for s, scale in zip(live, scales, strict=True):
             first_row.append(len(rows))
-            rows += [s.importance, s.before] if scale is None else [s.importance, s.before, scale]
+            storage = raw.storages[id(s.bank)]
+            rows += [_member_row(storage[_ROW["importance"]], s), _member_row(storage[_ROW["before"]], s)]
+            if scale is not None:
+                rows.append(scale)
         table = self._summarise(rows).tolist()  # rows × (mean, quantiles…)
-        sample = _sampler(self.optimizer, live, scales)
-        extras = _optimizer_summaries(self.optimizer, [s.param for s in live], sample)
-        extra_values = iter(_to_floats([v for summary in extras for v in summary.values()]))
+        extra_values = iter(raw.extra_values)
 
         names = self._statistics
         tensors = []
@@ -704,26 +815,20 @@ class Diagnostics:
             stats["grad_norm"] = {"value": grad_norm * s.extrapolate}
             stats["update_norm"] = {"value": update_norm * s.extrapolate}
             stats["param_norm"] = {"value": param_norm * s.extrapolate}
-            for key in extras[i]:
-                stats[str(key)] = {"value": next(extra_values)}
+            for key in raw.extras[i]:
+                stats[key] = {"value": next(extra_values)}
             tensors.append(TensorDiagnostics(s.name, tuple(s.param.shape), s.param.numel(), s.tracked, stats))
-        elements = self._elements(live, corrections, lrs, scales)
-        return DiagnosticRecord(step, record_lr, batch_size, tuple(tensors), elements)
+        return tuple(tensors), self._elements(raw)
 
-    def _elements(
-        self,
-        live: list[_Tracked],
-        corrections: list[float],
-        lrs: list[float],
-        scales: list[torch.Tensor | None],
-    ) -> dict[str, torch.Tensor]:
+    def _elements(self, raw: _Raw) -> dict[str, torch.Tensor]:
         """The per-element copies of the kept tensors, float32 on the CPU.
 
         Copies, since the buffers (and DGS's state) change on the next step. Where a whole bank
         is live and kept (a small model with keep="all") the quantities are one stacked copy of
-        the bank's buffers, handed out as views: a few ops per record instead of a few per
+        the bank's rows, handed out as views: a few ops per record instead of a few per
         tensor and quantity.
         """
+        live, corrections, lrs, scales = raw.live, raw.corrections, raw.lrs, raw.scales
         everything = len(live) == len(self._tracked)
         index = {} if everything else {id(s): i for i, s in enumerate(live)}
         pieces: dict[int, list[tuple[str, torch.Tensor]]] = {}  # live index → its views
@@ -736,9 +841,10 @@ class Diagnostics:
             if any(with_scale) and not all(with_scale):
                 continue  # DGS's scale for some tensors only: one by one below
             quantities = ["importance", "lr_eff", "scaling_factor"]
-            before = bank.buffers["before"]
+            storage = raw.storages[id(bank)]
+            importance, before = storage[_ROW["importance"]], storage[_ROW["before"]]
             rows = [
-                bank.buffers["importance"] * _per_element(bank, [corrections[i] for i in at]),
+                importance * _per_element(bank, [corrections[i] for i in at]),
                 before,
                 before * _per_element(bank, [_ratio(1.0, lrs[i]) for i in at]),
             ]
@@ -757,10 +863,12 @@ class Diagnostics:
                 continue
             own = pieces.get(i)
             if own is None:
+                storage = raw.storages[id(s.bank)]
+                before = _member_row(storage[_ROW["before"]], s)
                 copies = {
-                    "importance": s.importance * corrections[i],
-                    "lr_eff": s.before,
-                    "scaling_factor": s.before * _ratio(1.0, lrs[i]),
+                    "importance": _member_row(storage[_ROW["importance"]], s) * corrections[i],
+                    "lr_eff": before,
+                    "scaling_factor": before * _ratio(1.0, lrs[i]),
                 }
                 if scales[i] is not None:
                     copies["scale"] = scales[i]  # type: ignore[assignment]
@@ -926,6 +1034,12 @@ def _grid_index(p: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
     row_index, col_index = _grid_axes(p, grid)
     cols = _view_2d(p)[1]
     return (row_index[:, None] * cols + col_index[None, :]).reshape(-1).to(p.device)
+
+
+def _member_row(row: torch.Tensor, s: _Tracked) -> torch.Tensor:
+    """``s``'s elements of a row of its bank's storage (or of a copy of it)."""
+    start = int(s.bank.starts[s.position])  # type: ignore[union-attr]
+    return row[start : start + s.tracked]
 
 
 def _state_scale(optimizer: torch.optim.Optimizer, s: _Tracked) -> torch.Tensor | None:

@@ -716,6 +716,7 @@ class Trainer:
                 keep_max_elements=1024,
                 grads="after",  # the loop clears p.grad before step(closure); read what it consumed
                 seed=config.seed,
+                lazy=True,  # summaries computed where the records are read (the page), not here
             )
             result.element_index = diagnostics.element_index
         controller = None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
+import pickle
+import threading
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,7 @@ from dgs_core.diagnostics import (
     quantile_name,
     to_frame,
 )
+from dgs_core.optim import registry
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -318,9 +322,7 @@ _HAS_EXTRASGD = importlib.util.find_spec("dgs_core.optim.extrasgd") is not None
 
 def _registry_complete() -> bool:
     try:
-        from dgs_core.optim import registry
-
-        registry.infos()
+            registry.infos()
     except ImportError:
         return False
     return True
@@ -821,3 +823,90 @@ def test_optimizer_summaries_without_a_sampler_are_exact():
     assert float(sampled) == pytest.approx(v.norm().item(), rel=1e-6)
     with pytest.raises(ValueError, match="Invalid param"):
         opt.tensor_summaries_many([torch.zeros(2)])
+
+
+# -- lazy summaries ------------------------------------------------------------------------------
+
+
+def _assert_same_records(lazy, eager):
+    assert [r.step for r in lazy] == [r.step for r in eager]
+    pd.testing.assert_frame_equal(to_frame(lazy), to_frame(eager), check_exact=True)
+    for a, b in zip(lazy, eager, strict=True):
+        assert a.elements.keys() == b.elements.keys()
+        for key in a.elements:
+            torch.testing.assert_close(a.elements[key], b.elements[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("optimizer", ["dgs", "lars", "sgd"])
+def test_lazy_records_read_at_the_end_equal_eager_ones(optimizer):
+    # summaries computed after many later steps (and after steps where one tensor had no
+    # gradient) from the copy taken on their step: the same numbers as computed on the step
+    runs = {}
+    for lazy in (True, False):
+        params = _model_params()
+        opt = registry.create(optimizer, params, lr=0.05)
+        diag = Diagnostics(opt, sample_size=100, keep=("group0.param0", "group0.param2"), every=3, lazy=lazy)
+        records = []
+        for t, grads in enumerate(_grad_steps(params, steps=12), start=1):
+            if t in (4, 7):
+                grads[1] = None  # no gradient for one tensor on a recorded step
+            for p, g in zip(params, grads, strict=True):
+                p.grad = None if g is None else g.clone()
+            diag.before_step()
+            opt.step()
+            record = diag.after_step(t, lr=0.05)
+            if record is not None:
+                records.append(record)
+        assert all(r._raw is not None for r in records) == lazy  # nothing computed yet when lazy
+        runs[lazy] = records
+    _assert_same_records(runs[True], runs[False])
+    assert "scale" in runs[True][0].tensors[0].stats if optimizer == "dgs" else True
+
+
+def test_reading_one_lazy_record_summarises_every_unread_one():
+    w = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.01)
+    diag = Diagnostics(opt, [("w", w)], keep="all", lazy=True)
+    records = _records_of(diag, opt, [w], [[g] for g in _grads(5, 4, steps=4)])
+    dropped = records.pop(1)  # a record nobody keeps is forgotten, not summarised for nothing
+    del dropped
+    assert records[2].tensors[0].name == "w"
+    assert all(r._raw is None for r in records) and diag._unread == []
+    later = _step(diag, opt, 5, _grads(5, 4, steps=1, seed=9), params=[w])
+    assert later._raw is not None and len(diag._unread) == 1
+
+
+def test_lazy_records_copy_and_pickle_as_their_summaries():
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    diag = Diagnostics(opt, [("w", w)], keep="all", lazy=True)
+    record = _step(diag, opt, 1, _grads(3, 3, steps=1), params=[w])
+    for other in (copy.deepcopy(record), pickle.loads(pickle.dumps(record))):
+        assert other._raw is None and other.step == 1 and other.lr == 0.1
+        _assert_same_records([other], [record])
+
+
+def test_lazy_records_read_by_another_thread_while_training():
+    # the Training lab's pattern: a job thread steps, the page's thread reads the records
+    def run(lazy: bool, reader: bool) -> list:
+        params = _model_params()
+        opt = torch.optim.Adam(params, lr=0.01)
+        diag = Diagnostics(opt, sample_size=100, keep="all", every=2, lazy=lazy)
+        records, done = [], threading.Event()
+        if reader:
+            def read():
+                while not done.wait(0.001):
+                    for r in list(records):
+                        r.tensors  # noqa: B018
+            thread = threading.Thread(target=read)
+            thread.start()
+        for t, grads in enumerate(_grad_steps(params, steps=60), start=1):
+            record = _step(diag, opt, t, grads, params=params)
+            if record is not None:
+                records.append(record)
+        done.set()
+        if reader:
+            thread.join()
+        return records
+
+    _assert_same_records(run(True, reader=True), run(False, reader=False))

@@ -28,6 +28,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from dgs_core.diagnostics import DiagnosticRecord
 from dgs_core.schedules import ScheduleSpec
 from dgs_core.snapshots import (
     FORMAT_VERSION,
@@ -122,6 +123,10 @@ def assert_identical(a: Any, b: Any, where: str = "state") -> None:
     elif isinstance(a, np.ndarray):
         assert isinstance(b, np.ndarray) and (a.dtype, a.shape) == (b.dtype, b.shape), where
         assert a.tobytes() == b.tobytes(), where
+    elif isinstance(a, DiagnosticRecord):
+        assert type(a) is type(b), where
+        for name in ("step", "lr", "batch_size", "tensors", "elements"):
+            assert_identical(getattr(a, name), getattr(b, name), f"{where}.{name}")
     elif dataclasses.is_dataclass(a):
         assert type(a) is type(b), where
         for f in dataclasses.fields(a):
