@@ -11,6 +11,10 @@ live views grow together. One step of one optimizer, top to bottom::
     loss     = optimizer.step(closure)    closure: zero grads, loss(model(x), y), backward
     record   = diagnostics.after_step(t, lr)                         (every diag_every steps)
 
+A record keeps a copy of the tracked values of its step; its summaries are computed when it is
+first read (``Diagnostics(lazy=True)``), by whoever reads it: the page when it redraws, all the
+records it has not read yet in one go.
+
 A non-finite loss stops that optimizer with "diverged at step t"; the others go on. Every
 ``eval_every`` steps the trainer evaluates each model on the whole training and validation
 sets (and, for 2-D tasks, keeps a copy of the weights for the decision boundary) and yields a
