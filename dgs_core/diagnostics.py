@@ -147,13 +147,13 @@ class DiagnosticRecord:
     @property
     def tensors(self) -> tuple[TensorDiagnostics, ...]:
         if self._raw is not None:
-            self._raw.owner._summarise_unread()
+            self._raw.owner._summarise_unread(self)
         return self._tensors
 
     @property
     def elements(self) -> Mapping[str, torch.Tensor]:
         if self._raw is not None:
-            self._raw.owner._summarise_unread()
+            self._raw.owner._summarise_unread(self)
         return self._elements
 
     def __repr__(self) -> str:
@@ -761,14 +761,17 @@ class Diagnostics:
                 self._fill(record, raw)
         return record
 
-    def _summarise_unread(self) -> None:
-        """Compute the summaries of every record still waiting for them, oldest first."""
+    def _summarise_unread(self, record: DiagnosticRecord) -> None:
+        """Compute the summaries of ``record`` and of every other record still waiting for
+        them, oldest first."""
         with self._lock, torch.no_grad():
             unread, self._unread = self._unread, []
             for ref in unread:
-                record = ref()
-                if record is not None and record._raw is not None:
-                    self._fill(record, record._raw)
+                other = ref()
+                if other is not None and other._raw is not None:
+                    self._fill(other, other._raw)
+            if record._raw is not None:  # not listed: a summary before it raised
+                self._fill(record, record._raw)
 
     def _fill(self, record: DiagnosticRecord, raw: _Raw) -> None:
         record._tensors, record._elements = self._summaries(raw)

@@ -910,3 +910,22 @@ def test_lazy_records_read_by_another_thread_while_training():
         return records
 
     _assert_same_records(run(True, reader=True), run(False, reader=False))
+
+
+def test_a_failed_summary_leaves_every_record_readable(monkeypatch):
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    diag = Diagnostics(opt, [("w", w)], lazy=True)
+    records = _records_of(diag, opt, [w], [[g] for g in _grads(4, 4, steps=3)])
+    summaries, failed = Diagnostics._summaries, []
+
+    def fails_once(self, raw):
+        if not failed:
+            failed.append(raw)
+            raise RuntimeError("boom")
+        return summaries(self, raw)
+
+    monkeypatch.setattr(Diagnostics, "_summaries", fails_once)
+    with pytest.raises(RuntimeError, match="boom"):
+        records[0].tensors  # noqa: B018
+    assert [r.tensors[0].stats["lr_eff"]["q50"] for r in reversed(records)] == pytest.approx([0.1] * 3)
