@@ -785,7 +785,7 @@ class Diagnostics:
         abs_grads, lr_eff = self._operands("grad", live, storages), self._operands("before", live, storages)
         torch._foreach_sub_(lr_eff, self._operands("after", live, storages))
         # per bank and member: ‖g‖, ‖Δθ‖, ‖θ_{t+1}‖ (the non-live members' are ignored)
-        bank_norms = {id(bank): bank.norms(raw.storages[id(bank)]) for bank in self._banks}
+        bank_norms = {id(bank): bank.norms(storages[id(bank)]) for bank in self._banks}
         torch._foreach_abs_(lr_eff)
         torch._foreach_add_(abs_grads, EPS)
         torch._foreach_div_(lr_eff, abs_grads)
@@ -795,7 +795,7 @@ class Diagnostics:
         first_row: list[int] = []
         for s, scale in zip(live, scales, strict=True):
             first_row.append(len(rows))
-            storage = raw.storages[id(s.bank)]
+            storage = storages[id(s.bank)]
             rows += [_member_row(storage[_ROW["importance"]], s), _member_row(storage[_ROW["before"]], s)]
             if scale is not None:
                 rows.append(scale)
