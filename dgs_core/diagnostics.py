@@ -655,17 +655,16 @@ class Diagnostics:
     ) -> list[torch.Tensor]:
         """The ``key`` rows of the live tensors, as few tensors as possible (see _Bank): of the
         banks' buffers, or of ``storages`` (per bank id, a record's copy of them)."""
-        row = _ROW[key]
-        rows = {id(b): (b.storage if storages is None else storages[id(b)])[row] for b in self._banks}
+        of = {id(b): b.storage for b in self._banks} if storages is None else storages
         if len(live) == len(self._tracked):
-            return list(rows.values())
+            return [of[id(bank)][_ROW[key]] for bank in self._banks]
         ids = {id(s) for s in live}
         out = []
         for bank in self._banks:
             if all(id(s) in ids for s in bank.members):
-                out.append(rows[id(bank)])
+                out.append(of[id(bank)][_ROW[key]])
             else:
-                out += [_member_row(rows[id(bank)], s) for s in bank.members if id(s) in ids]
+                out += [_member_row(of[id(bank)], s, key) for s in bank.members if id(s) in ids]
         return out
 
     def _read_grads(self, sampled: bool) -> list[_Tracked]:
@@ -796,7 +795,7 @@ class Diagnostics:
         for s, scale in zip(live, scales, strict=True):
             first_row.append(len(rows))
             storage = storages[id(s.bank)]
-            rows += [_member_row(storage[_ROW["importance"]], s), _member_row(storage[_ROW["before"]], s)]
+            rows += [_member_row(storage, s, "importance"), _member_row(storage, s, "before")]
             if scale is not None:
                 rows.append(scale)
         table = self._summarise(rows).tolist()  # rows × (mean, quantiles…)
@@ -867,9 +866,9 @@ class Diagnostics:
             own = pieces.get(i)
             if own is None:
                 storage = raw.storages[id(s.bank)]
-                before = _member_row(storage[_ROW["before"]], s)
+                before = _member_row(storage, s, "before")
                 copies = {
-                    "importance": _member_row(storage[_ROW["importance"]], s) * corrections[i],
+                    "importance": _member_row(storage, s, "importance") * corrections[i],
                     "lr_eff": before,
                     "scaling_factor": before * _ratio(1.0, lrs[i]),
                 }
@@ -1039,10 +1038,12 @@ def _grid_index(p: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
     return (row_index[:, None] * cols + col_index[None, :]).reshape(-1).to(p.device)
 
 
-def _member_row(row: torch.Tensor, s: _Tracked) -> torch.Tensor:
-    """``s``'s elements of a row of its bank's storage (or of a copy of it)."""
+def _member_row(storage: torch.Tensor, s: _Tracked, key: str) -> torch.Tensor:
+    """``s``'s elements of the ``key`` row of its bank's storage (its own view) or of a copy."""
+    if storage is s.bank.storage:  # type: ignore[union-attr]
+        return getattr(s, key)
     start = int(s.bank.starts[s.position])  # type: ignore[union-attr]
-    return row[start : start + s.tracked]
+    return storage[_ROW[key], start : start + s.tracked]
 
 
 def _state_scale(optimizer: torch.optim.Optimizer, s: _Tracked) -> torch.Tensor | None:
