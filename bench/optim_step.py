@@ -100,14 +100,14 @@ class _Traffic(torch.optim.Optimizer):
 
     def __init__(self, params: list[torch.Tensor], kind: str) -> None:
         super().__init__(params, {})
-        self.kind = kind
-        self.update = compiled(_TRAFFIC[kind])
+        update, self.names = _TRAFFIC[kind]
+        self.update = compiled(update)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> None:
         params = self.param_groups[0]["params"]
         states = [self.state[p] for p in params]
-        names = _STATES[self.kind]
+        names = self.names
         for p, state in zip(params, states, strict=True):
             if not state:
                 state.update({name: torch.zeros_like(p) for name in names})
@@ -148,17 +148,12 @@ def _dgs_unkept_traffic(ps: list, gs: list, imps: list, bufs: list) -> None:
         p.add_(buf, alpha=-1e-6)
 
 
+# kind → (stand-in update, its state tensors in the update's argument order)
 _TRAFFIC = {
-    "adam": _adam_traffic,
-    "adan": _adan_traffic,
-    "dgs": _dgs_traffic,
-    "dgs, s_t not kept": _dgs_unkept_traffic,
-}
-_STATES = {
-    "adam": ("m", "v"),
-    "adan": ("m", "v", "n", "prev"),
-    "dgs": ("imp", "buf", "scale"),
-    "dgs, s_t not kept": ("imp", "buf"),
+    "adam": (_adam_traffic, ("m", "v")),
+    "adan": (_adan_traffic, ("m", "v", "n", "prev")),
+    "dgs": (_dgs_traffic, ("imp", "buf", "scale")),
+    "dgs, s_t not kept": (_dgs_unkept_traffic, ("imp", "buf")),
 }
 
 
