@@ -30,7 +30,9 @@ parameters' memory. The cost per step is O(tracked elements), whatever the model
 The work per step (the EMA) is a few torch calls for the whole model: the tracked elements of
 all tensors live end to end in one buffer per dtype and device, tensors tracked whole are
 gathered by one ``torch._foreach_copy_`` (subsampled ones by one block gather each) and the EMA
-is one ``abs_`` and one ``lerp_`` on that buffer. Sampled steps add the summaries: one numpy
+is one ``abs_`` and one ``lerp_`` on that buffer. Where the gradients are views laid end to end in
+one buffer of their own (the Training lab's trainer keeps them so), that buffer is read as it is:
+no gather at all. Sampled steps add the summaries: one numpy
 sort per run of rows of one length, the norms of all tensors at once, and the kept tensors'
 copies as views of one stacked copy. With ``lazy=True`` a sampled step only copies the tracked
 values (one copy per bank) and reads what the optimizer reports; the summaries wait until the
@@ -63,6 +65,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import operator
 import threading
 import weakref
 from collections import defaultdict
@@ -84,6 +87,7 @@ DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _BLOCK = 16  # elements per sampled block: one 64-byte cache line of float32
 # Deferred EMA updates: at most this many steps, and this many elements in all (1 MiB of float32)
 _HISTORY_ROWS, _HISTORY_ELEMENTS = 32, 1 << 18
+_GRAD = operator.attrgetter("grad")
 
 _EVERY = HyperParam("every", 1, low=1, integer=True, help="record every k-th step")
 _BETA = HyperParam("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β")
@@ -291,6 +295,10 @@ class _Bank:
     weights: torch.Tensor | None = None  # (1 − β) β^(rows − 1 − j), j = 0 … rows − 1
     beta: float = 0.9
     waiting: int = 0  # rows filled
+    # Gradients that are views laid end to end in one buffer (a trainer's flat gradient buffer):
+    # read as that one tensor, no copy. ``flat_views``: the p.grad objects it was found for.
+    flat: torch.Tensor | None = None
+    flat_views: list[torch.Tensor] = field(default_factory=list)
 
     @classmethod
     def build(cls, members: list[_Tracked], dtype: torch.dtype, device: torch.device) -> _Bank:
@@ -354,6 +362,37 @@ class _Bank:
             history = self.history[:k].abs_()
             self.buffers["importance"].addmv_(history.T, self.weights[-k:], beta=self.beta**k)
             self.waiting = 0
+
+    def flat_grads(self, grads: Sequence[torch.Tensor]) -> torch.Tensor | None:
+        """``grads`` (the members', none None) as one tensor when they are views laid end to end
+        in one buffer, in the members' order, every member tracked whole; else None.
+
+        Checked by identity on every step (a few hundred ns), and in full only when the
+        gradients are views at all: torch's fresh gradients never are.
+        """
+        if len(grads) == len(self.flat_views) and all(map(operator.is_, grads, self.flat_views)):
+            return self.flat
+        self.flat, self.flat_views = None, []  # none yet, or the owner replaced them: let go
+        first = grads[0]
+        if first is None or first._base is None or self.whole < len(self.members):
+            return None
+        storage, start = first.untyped_storage().data_ptr(), first.storage_offset()
+        end = start
+        for g, size in zip(grads, self.sizes, strict=True):
+            if (
+                g is None
+                or g.requires_grad
+                or g.dtype != self.storage.dtype
+                or g.device != self.storage.device
+                or not g.is_contiguous()
+                or g.untyped_storage().data_ptr() != storage
+                or g.storage_offset() != end
+            ):
+                return None
+            end += size
+        self.flat = first.detach().as_strided((end - start,), (1,), start)
+        self.flat_views = list(grads)
+        return self.flat
 
     def gather_grads(self, grads: Sequence[torch.Tensor]) -> None:
         """Each member's tracked elements of its gradient (members' order, none requiring grad)."""
@@ -672,34 +711,63 @@ class Diagnostics:
 
         The EMA runs on every step, so this is the per-step cost: with every tensor's gradient
         present it is one gather per bank (or per sampled tensor), then abs and lerp on each
-        bank's flat buffers, with no per-tensor Python beyond the gathers. A small model's bank
+        bank's flat buffers, with no per-tensor Python beyond the gathers; none where the
+        gradients already lie in one buffer (:meth:`_read_flat`). Otherwise a small model's bank
         defers the update on steps that record nothing (:meth:`_Bank.defer`).
         """
+        if self._read_flat():
+            return self._tracked
         grads = [[p.grad for p in bank.params] for bank in self._banks]
-        # no autograd here (no no_grad() context either: ~5 µs a step): only gradients that
-        # need none, e.g. not from backward(create_graph=True), take this path
-        for bank_grads in grads:
-            for g in bank_grads:
-                if g is None or g.requires_grad:
-                    with torch.no_grad():
-                        self._settle()
-                        return self._read_some_grads()
+        flats = [bank.flat_grads(bank_grads) for bank, bank_grads in zip(self._banks, grads, strict=True)]
+        if any(flat is None for flat in flats):
+            # no autograd here (no no_grad() context either: ~5 µs a step): only gradients that
+            # need none, e.g. not from backward(create_graph=True), take this path
+            for bank_grads in grads:
+                for g in bank_grads:
+                    if g is None or g.requires_grad:
+                        with torch.no_grad():
+                            self._settle()
+                            return self._read_some_grads()
         weight = 1.0 - self.beta
-        for bank, bank_grads in zip(self._banks, grads, strict=True):
-            if bank.history is not None and not sampled:
+        for bank, bank_grads, flat in zip(self._banks, grads, flats, strict=True):
+            if flat is None and bank.history is not None and not sampled:
                 bank.defer(bank_grads)
                 for s in bank.members:
                     s.count += 1
                 continue
-            bank.settle()
-            bank.gather_grads(bank_grads)
-            scores = bank.buffers["grad"].abs_()
+            if bank.waiting:
+                bank.settle()
+            if flat is not None:  # the gradients as one tensor already: |g| in one call
+                scores = torch.abs(flat, out=bank.buffers["grad"])
+            else:
+                bank.gather_grads(bank_grads)
+                scores = bank.buffers["grad"].abs_()
             if self.importance == "taylor":
                 scores = torch.mul(scores, bank.buffers["before"]).abs_()
             bank.buffers["importance"].lerp_(scores, weight)
             for s in bank.members:
                 s.count += 1
         return self._tracked
+
+    def _read_flat(self) -> bool:
+        """:meth:`_read_grads` where every bank's gradients are still the views of one buffer
+        that :meth:`_Bank.flat_grads` found (a trainer's flat gradient buffer): two calls per
+        bank and the least Python, since this runs on every step. False (nothing done) if not."""
+        for bank in self._banks:
+            views = bank.flat_views
+            if not views or not all(map(operator.is_, map(_GRAD, bank.params), views)):
+                return False
+        weight = 1.0 - self.beta
+        for bank in self._banks:
+            if bank.waiting:  # deferred by a state loaded from a run without the buffer
+                bank.settle()
+            scores = torch.abs(bank.flat, out=bank.buffers["grad"])  # type: ignore[arg-type]
+            if self.importance == "taylor":
+                scores = torch.mul(scores, bank.buffers["before"]).abs_()
+            bank.buffers["importance"].lerp_(scores, weight)
+            for s in bank.members:
+                s.count += 1
+        return True
 
     def _read_some_grads(self) -> list[_Tracked]:
         """:meth:`_read_grads` when some tensors have no gradient: only the others move on."""

@@ -594,6 +594,25 @@ def _loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tu
     return float(cross_entropy(logits, y)), float((logits.argmax(dim=-1) == y).float().mean())
 
 
+def _flat_grads(model: nn.Module) -> torch.Tensor | None:
+    """One zeroed buffer for all of ``model``'s gradients, each ``p.grad`` a view of it, in the
+    parameters' order; None when the parameters differ in dtype or device.
+
+    Zeroing it is one call where ``zero_grad(set_to_none=True)`` is a Python loop, and backward
+    adds each new gradient into its view (``p.grad += g`` when a gradient exists): the same
+    values, since every parameter of the lab's models gets a gradient on every step (a test
+    checks it), so none would have been None. The diagnostics then read all the gradients as
+    one tensor (see ``dgs_core.diagnostics``).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params or len({(p.dtype, p.device) for p in params}) > 1:
+        return None
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+    for p, view in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad = view.view(p.shape)
+    return flat
+
+
 def _schedule_peak(spec: ScheduleSpec) -> float:
     """The lr a schedule is relative to: its base_lr, or the largest base_lr of a chain."""
     if spec.segments:
@@ -624,6 +643,7 @@ class _Lane:
     fixed_batch: int
     samples: int = 0  # examples seen, for the epoch column
     weights: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # state_dict's items (in place)
+    grads: torch.Tensor | None = None  # every p.grad is a view of this flat buffer (_flat_grads)
 
     @property
     def active(self) -> bool:
@@ -655,6 +675,7 @@ class Trainer:
             raise ValueError(f"Invalid device: {config.device!r} (CUDA is not available here)")
         self.task: Task = make_task(config.task, seed=config.seed, **config.task_params).to(self.device)
         self._sources = {name: self.task.source(name) for name in ("main", "hq")}
+        self._n_train = self.task.n_train
         plan = config.annealing
         if (
             plan is not None
@@ -738,6 +759,7 @@ class Trainer:
             controller=controller,
             fixed_batch=config.batch_size,
             weights=list(model.state_dict().items()),  # updated in place: looked up once
+            grads=_flat_grads(model),
         )
 
     # -- results ---------------------------------------------------------------------------
@@ -789,19 +811,22 @@ class Trainer:
         while training, so the caller's code between progress events runs as it was.
         """
         steps, every = self.config.steps, self.config.eval_every
+        lanes = list(self.lanes.values())
+        plans = any(lane.controller is not None for lane in lanes)
         with small_tensor_mode() if self.device.type == "cpu" else contextlib.nullcontext():
             while self.step < steps:
                 if should_stop is not None and should_stop():
                     return False
-                self._end_finished_plans()
-                if self.finished:
+                if plans:
+                    self._end_finished_plans()
+                running = [lane for lane in lanes if lane.result.status == RUNNING]
+                if not running:
                     return False
-                for lane in self.lanes.values():
-                    if lane.active:
-                        self._train_step(lane, self.step)
+                for lane in running:
+                    self._train_step(lane, self.step)
                 self.step += 1
                 if self.step % every == 0 or self.step == steps:
-                    for lane in self.lanes.values():
+                    for lane in running:
                         if lane.active:
                             self._evaluate(lane)
                     return self.step < steps and not self.finished
@@ -834,8 +859,13 @@ class Trainer:
         index = lane.batches.next(source, batch_size)
         x, y = x_all[index], y_all[index]
 
+        grads = lane.grads
+
         def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
+            if grads is not None:
+                grads.zero_()  # backward adds into the views: as fresh gradients, in one call
+            else:
+                optimizer.zero_grad(set_to_none=True)
             loss = cross_entropy(model(x), y)
             loss.backward()
             return loss
@@ -852,13 +882,14 @@ class Trainer:
             if record is not None:
                 result.records.append(record)
 
-        lane.samples += len(index)
+        used = len(index)
+        lane.samples += used
         columns = result.columns
         columns["step"].append(step + 1)
-        columns["epoch"].append(lane.samples / self.task.n_train)
+        columns["epoch"].append(lane.samples / self._n_train)
         columns["data_source"].append(source)
         columns["lr"].append(lr)
-        columns["batch_size"].append(len(index))
+        columns["batch_size"].append(used)
         columns["loss"].append(loss)
         for name in _EVAL_COLUMNS:
             columns[name].append(math.nan)

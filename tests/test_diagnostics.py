@@ -742,6 +742,55 @@ def test_deferred_updates_equal_the_step_by_step_ema():
                 torch.testing.assert_close(record.elements[f"{name}/importance"], expected)
 
 
+def _flat_grad_run(order, switch_at=None, steps=12):
+    """A two-tensor model whose p.grad are views of one buffer laid out in ``order`` (indices
+    of the parameters), written in place each step; from step ``switch_at`` on the loop sets
+    fresh gradients instead. Returns the records and the diagnostics."""
+    torch.manual_seed(0)
+    params = [torch.randn(4, 3, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64)]
+    params[1].requires_grad_()
+    opt = torch.optim.Adam(params, lr=0.01)
+    diag = Diagnostics(opt, [("w", params[0]), ("b", params[1])], every=5, keep="all")
+    buffer = torch.zeros(15, dtype=torch.float64)
+    views = dict(zip(order, buffer.split([params[i].numel() for i in order]), strict=True))
+    for i, p in enumerate(params):
+        p.grad = views[i].view(p.shape)
+    records = []
+    for t, grads in enumerate(_grad_steps(params, steps=steps), start=1):
+        for p, g in zip(params, grads, strict=True):
+            if switch_at is not None and t >= switch_at:
+                p.grad = g.clone()
+            else:
+                p.grad.copy_(g)  # in place: the buffer's views stay p.grad
+        diag.before_step()
+        opt.step()
+        record = diag.after_step(t)
+        if record is not None:
+            records.append(record)
+    return records, diag
+
+
+def test_gradients_in_one_buffer_are_read_as_it_and_give_the_same_records():
+    # p.grad views laid end to end in the parameters' order: the EMA reads the buffer itself
+    # (updated every step, not deferred); in another order, or once the loop replaces p.grad,
+    # the gradients are gathered as usual. The records agree in all three cases.
+    flat, diag = _flat_grad_run(order=(0, 1))
+    assert diag._banks[0].flat is not None and diag._banks[0].waiting == 0
+    other, other_diag = _flat_grad_run(order=(1, 0))
+    assert other_diag._banks[0].flat is None
+    switched, switched_diag = _flat_grad_run(order=(0, 1), switch_at=7)
+    assert switched_diag._banks[0].flat is None and not switched_diag._banks[0].flat_views, "let go"
+    assert [r.step for r in flat] == [r.step for r in other] == [r.step for r in switched] == [1, 6, 11]
+    for records in (other, switched):
+        for a, b in zip(flat, records, strict=True):
+            for key, values in a.elements.items():
+                torch.testing.assert_close(values, b.elements[key], rtol=1e-6, atol=0)
+            for ta, tb in zip(a.tensors, b.tensors, strict=True):
+                for quantity, stats in ta.stats.items():
+                    for statistic, value in stats.items():
+                        assert value == pytest.approx(tb.stats[quantity][statistic], rel=1e-6), quantity
+
+
 def test_state_dict_keeps_the_deferred_gradients():
     def build():
         torch.manual_seed(3)
