@@ -804,8 +804,9 @@ class Diagnostics:
             for s in live:
                 s.gather_param("after")
         scales = [_state_scale(self.optimizer, s) for s in live]
-        sample = _sampler(self.optimizer, live, scales)
-        extras = _optimizer_summaries(self.optimizer, [s.param for s in live], sample)
+        extras = _optimizer_summaries(
+            self.optimizer, [s.param for s in live], lambda: _sampler(self.optimizer, live, scales)
+        )
         raw = _Raw(
             owner=self,
             live=live,
@@ -1148,15 +1149,15 @@ def _sampler(
 def _optimizer_summaries(
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.Tensor],
-    sample: Sampler,
+    sampler: Callable[[], Sampler],
 ) -> list[Mapping[str, object]]:
     """The optimizer's ``tensor_summaries`` of each tensor: through its
     ``tensor_summaries_many(params)`` when it has one (all tensors in one go), else one call
-    each; given ``sample=`` where the method takes it (values from per-element states are then
-    estimated on the tracked elements)."""
+    each; given ``sample=sampler()`` where the method takes it (values from per-element states
+    are then estimated on the tracked elements; made only then: it costs a few µs a record)."""
     many: Callable[..., list[Mapping[str, object]]] | None = getattr(optimizer, "tensor_summaries_many", None)
     if many is not None:
-        return list(many(params, sample=sample) if _takes_sample(many) else many(params))
+        return list(many(params, sample=sampler()) if _takes_sample(many) else many(params))
     one: Callable[[torch.Tensor], Mapping[str, object]] | None = getattr(optimizer, "tensor_summaries", None)
     return [{} if one is None else one(p) for p in params]
 
@@ -1177,6 +1178,8 @@ def _to_floats(values: list) -> list[float]:
     """Python floats, with one device transfer per device for the tensors among ``values``
     (a tensor of several elements, e.g. AdaGrad-Norm's per-row b_t, gives its mean)."""
     out: list[float | None] = [None if isinstance(v, torch.Tensor) else float(v) for v in values]
+    if None not in out:  # no tensors (or no values: most optimizers report none)
+        return out  # type: ignore[return-value]
     by_device: dict[torch.device, list[int]] = defaultdict(list)
     for k, v in enumerate(values):
         if isinstance(v, torch.Tensor):
