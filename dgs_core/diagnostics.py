@@ -738,16 +738,20 @@ class Diagnostics:
             if bank.waiting:
                 bank.settle()
             if flat is not None:  # the gradients as one tensor already: |g| in one call
-                scores = torch.abs(flat, out=bank.buffers["grad"])
+                self._update(bank, torch.abs(flat, out=bank.buffers["grad"]), weight)
             else:
                 bank.gather_grads(bank_grads)
-                scores = bank.buffers["grad"].abs_()
-            if self.importance == "taylor":
-                scores = torch.mul(scores, bank.buffers["before"]).abs_()
-            bank.buffers["importance"].lerp_(scores, weight)
-            for s in bank.members:
-                s.count += 1
+                self._update(bank, bank.buffers["grad"].abs_(), weight)
         return self._tracked
+
+    def _update(self, bank: _Bank, abs_grads: torch.Tensor, weight: float) -> None:
+        """The importance EMA of ``bank``'s tensors with this step's |g| (its grad buffer)."""
+        scores = abs_grads
+        if self.importance == "taylor":
+            scores = torch.mul(abs_grads, bank.buffers["before"]).abs_()
+        bank.buffers["importance"].lerp_(scores, weight)
+        for s in bank.members:
+            s.count += 1
 
     def _read_flat(self) -> bool:
         """:meth:`_read_grads` where every bank's gradients are still the views of one buffer
@@ -761,12 +765,7 @@ class Diagnostics:
         for bank in self._banks:
             if bank.waiting:  # deferred by a state loaded from a run without the buffer
                 bank.settle()
-            scores = torch.abs(bank.flat, out=bank.buffers["grad"])  # type: ignore[arg-type]
-            if self.importance == "taylor":
-                scores = torch.mul(scores, bank.buffers["before"]).abs_()
-            bank.buffers["importance"].lerp_(scores, weight)
-            for s in bank.members:
-                s.count += 1
+            self._update(bank, torch.abs(bank.flat, out=bank.buffers["grad"]), weight)  # type: ignore[arg-type]
         return True
 
     def _read_some_grads(self) -> list[_Tracked]:
