@@ -20,7 +20,7 @@ from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker
 from dgs_core import annealing_study as study
 from dgs_core import jobs
 from dgs_core.optim import registry
-from dgs_core.optim._params import HyperParam
+from dgs_core.params import Param
 from dgs_core.schedules import PLATEAU_HYPERPARAMS, SCHEDULES, ScheduleSpec
 from dgs_core.snapshots import export_training
 from dgs_core.tasks import get_task_info, task_names
@@ -37,7 +37,7 @@ DEMO_PLATEAU = {"factor": 0.5, "patience": 5}  # torch's 0.1 / 10 cut rarely in 
 PRELOAD = ("torch._dynamo", "sklearn.datasets")  # imported by the first run: seconds, done early
 
 
-def _specs(name: str, specs: tuple[HyperParam, ...]) -> SimpleNamespace:
+def _specs(name: str, specs: tuple[Param, ...]) -> SimpleNamespace:
     """A spec group in the shape ``hyperparam_controls`` reads (name, hyperparams, defaults)."""
     return SimpleNamespace(name=name, hyperparams=specs, defaults={s.name: s.default for s in specs})
 

@@ -9,8 +9,8 @@ import streamlit as st
 
 from dgs_core.annealing_study import parse_step_list
 from dgs_core.optim import registry
-from dgs_core.optim._params import HyperParam
 from dgs_core.optim.registry import OptimizerInfo
+from dgs_core.params import Param
 from dgs_core.schedules import ScheduleInfo
 
 
@@ -35,7 +35,7 @@ def optimizer_picker(
     return [n for n in options if n in chosen]
 
 
-def _control(spec: HyperParam, value: Any, key: str) -> Any:
+def _control(spec: Param, value: Any, key: str) -> Any:
     help_text = f"{spec.help} — valid: {spec.describe_range()}" if spec.help else spec.describe_range()
     if spec.kind == "bool":
         return st.checkbox(spec.name, value=bool(value), key=key, help=help_text)

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dgs_core.optim._params import HyperParam
+from dgs_core.params import Param
 from dgs_core.schedules import (
     PLATEAU_HYPERPARAMS,
     ChainSchedule,
@@ -75,11 +75,11 @@ BUDGET = "budget"
 
 PLAN_VERSION = 1
 
-_LR = HyperParam("lr", 0.1, low=0.0, high=1e3, log=True)
-_STEPS = HyperParam("steps", 1000, low=1, high=1e9, integer=True)
-_PATIENCE = HyperParam("patience", 5, low=1, high=1e6, integer=True)
-_THRESHOLD = HyperParam("threshold", 1e-4, low=0.0, high=1e6)
-_THRESHOLD_MODE = HyperParam("threshold_mode", "rel", choices=("rel", "abs"))
+_LR = Param("lr", 0.1, low=0.0, high=1e3, log=True)
+_STEPS = Param("steps", 1000, low=1, high=1e9, integer=True)
+_PATIENCE = Param("patience", 5, low=1, high=1e6, integer=True)
+_THRESHOLD = Param("threshold", 1e-4, low=0.0, high=1e6)
+_THRESHOLD_MODE = Param("threshold_mode", "rel", choices=("rel", "abs"))
 _PLATEAU_SPECS = {s.name: s for s in PLATEAU_HYPERPARAMS if s.name != "mode"}
 
 
@@ -88,9 +88,9 @@ def reaches(lr: float, min_lr: float) -> bool:
     return lr <= min_lr or math.isclose(lr, min_lr, rel_tol=1e-9)
 
 
-def _named(spec: HyperParam, name: str) -> HyperParam:
+def _named(spec: Param, name: str) -> Param:
     """``spec`` reporting errors under ``name`` (e.g. "stop.min_lr of phase 'hq'")."""
-    return HyperParam(
+    return Param(
         name,
         spec.default,
         low=spec.low,

@@ -40,7 +40,7 @@ import pandas as pd
 from dgs_core.annealing import AnnealingPlan, Phase, PlateauSettings, StopRule, two_phase_plan
 from dgs_core.device import small_tensor_mode
 from dgs_core.optim import registry
-from dgs_core.optim._params import HyperParam
+from dgs_core.params import Param, ParamSet
 from dgs_core.schedules import (
     PlateauAnnealer,
     ReductionEvent,
@@ -62,13 +62,13 @@ MAX_CURVE_STEPS = 100_000
 MAX_TRAIN_STEPS = 5_000
 """The steps cap of every training run started from the Annealing lab."""
 
-_RUN_STEPS = HyperParam("run_steps", 300, low=1, high=MAX_CURVE_STEPS, integer=True, help="length of the run")
-_PREFIX_WARMUP = HyperParam(
+_RUN_STEPS = Param("run_steps", 300, low=1, high=MAX_CURVE_STEPS, integer=True, help="length of the run")
+_PREFIX_WARMUP = Param(
     "warmup_before", 0, low=0, high=MAX_CURVE_STEPS, integer=True, help="warmup steps before the schedule"
 )
 
 
-def _validated(spec: HyperParam, value: Any) -> Any:
+def _validated(spec: Param, value: Any) -> Any:
     return spec.validate(value)
 
 
@@ -221,11 +221,11 @@ def schedule_curves(curves: Sequence[CurveSpec], run_steps: int) -> pd.DataFrame
 # The plateau demo
 # ---------------------------------------------------------------------------------------------
 
-_DEMO_EVALUATIONS = HyperParam("evaluations", 150, low=1, high=10_000, integer=True, help="validations")
-_DEMO_LR = HyperParam("lr", 0.1, low=0.0, high=1e3, low_open=True, log=True, help="starting lr")
-_DEMO_NOISE = HyperParam("noise", 0.05, low=0.0, high=1.0, help="relative noise of each validation")
-_DEMO_SEED = HyperParam("seed", 0, low=0, high=2**32 - 1, integer=True, help="seed of the noise")
-PLATEAU_DEMO_HYPERPARAMS: tuple[HyperParam, ...] = (_DEMO_LR, _DEMO_EVALUATIONS, _DEMO_NOISE, _DEMO_SEED)
+_DEMO_EVALUATIONS = Param("evaluations", 150, low=1, high=10_000, integer=True, help="validations")
+_DEMO_LR = Param("lr", 0.1, low=0.0, high=1e3, low_open=True, log=True, help="starting lr")
+_DEMO_NOISE = Param("noise", 0.05, low=0.0, high=1.0, help="relative noise of each validation")
+_DEMO_SEED = Param("seed", 0, low=0, high=2**32 - 1, integer=True, help="seed of the noise")
+PLATEAU_DEMO_HYPERPARAMS = ParamSet((_DEMO_LR, _DEMO_EVALUATIONS, _DEMO_NOISE, _DEMO_SEED))
 """The toy curve's settings of :func:`plateau_demo` (the annealer's are ``PLATEAU_HYPERPARAMS``)."""
 
 # The toy validation curve (a noisy quadratic model, Zhang et al. 2019, arXiv 1907.04164, in
@@ -436,20 +436,20 @@ ANNEAL_SHAPES = ("cosine", "linear", "exponential")
 METRICS = {"val_loss": "min", "val_accuracy": "max"}
 
 _SETTINGS_SPECS = {
-    "model_size": HyperParam("model_size", "small", choices=("tiny", "small", "medium")),
-    "seed": HyperParam("seed", 0, low=0, high=2**63 - 1, integer=True),
-    "batch_size": HyperParam("batch_size", 32, low=1, high=4096, integer=True),
-    "main_steps": HyperParam("main_steps", 150, low=1, high=MAX_TRAIN_STEPS, integer=True),
-    "anneal_steps": HyperParam("anneal_steps", 100, low=1, high=MAX_TRAIN_STEPS, integer=True),
-    "eval_every": HyperParam("eval_every", 5, low=1, high=MAX_TRAIN_STEPS, integer=True),
-    "anneal_shape": HyperParam("anneal_shape", "cosine", choices=ANNEAL_SHAPES),
-    "min_lr_ratio": HyperParam(
+    "model_size": Param("model_size", "small", choices=("tiny", "small", "medium")),
+    "seed": Param("seed", 0, low=0, high=2**63 - 1, integer=True),
+    "batch_size": Param("batch_size", 32, low=1, high=4096, integer=True),
+    "main_steps": Param("main_steps", 150, low=1, high=MAX_TRAIN_STEPS, integer=True),
+    "anneal_steps": Param("anneal_steps", 100, low=1, high=MAX_TRAIN_STEPS, integer=True),
+    "eval_every": Param("eval_every", 5, low=1, high=MAX_TRAIN_STEPS, integer=True),
+    "anneal_shape": Param("anneal_shape", "cosine", choices=ANNEAL_SHAPES),
+    "min_lr_ratio": Param(
         "min_lr_ratio", 0.01, low=0.0, high=1.0, low_open=True, high_open=True, log=True
     ),
-    "plateau_factor": HyperParam("plateau_factor", 0.5, low=0.0, high=1.0, low_open=True, high_open=True),
-    "plateau_patience": HyperParam("plateau_patience", 2, low=0, high=1000, integer=True),
-    "stop_patience": HyperParam("stop_patience", 8, low=0, high=1000, integer=True),
-    "metric": HyperParam("metric", "val_loss", choices=tuple(METRICS)),
+    "plateau_factor": Param("plateau_factor", 0.5, low=0.0, high=1.0, low_open=True, high_open=True),
+    "plateau_patience": Param("plateau_patience", 2, low=0, high=1000, integer=True),
+    "stop_patience": Param("stop_patience", 8, low=0, high=1000, integer=True),
+    "metric": Param("metric", "val_loss", choices=tuple(METRICS)),
 }
 
 
@@ -671,7 +671,7 @@ def settings_from_record(record: Mapping[str, Any]) -> TwoPhaseSettings:
 # Schedule lr against the effective lr
 # ---------------------------------------------------------------------------------------------
 
-_EFFECTIVE_STEPS = HyperParam("steps", 300, low=1, high=MAX_TRAIN_STEPS, integer=True)
+_EFFECTIVE_STEPS = Param("steps", 300, low=1, high=MAX_TRAIN_STEPS, integer=True)
 
 
 def effective_lr_config(

@@ -54,8 +54,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from dgs_core.optim import adagrad_norm, registry
-from dgs_core.optim._params import HyperParam, check_group, validate_hparams
 from dgs_core.optim.adagrad_norm import AdaGradNorm
+from dgs_core.params import Param, ParamSet
 
 #: b' for a positive variance over a zero mean gradient ("no finite batch suffices").
 UNBOUNDED_BATCH = 2**62
@@ -236,15 +236,15 @@ TESTS: dict[str, Callable[..., int | Tensor]] = {
 # -- the controller ----------------------------------------------------------------------------
 
 # Batch sizes start at 2: the tests need a variance over at least two samples.
-BATCH_HYPERPARAMS: tuple[HyperParam, ...] = (
-    HyperParam(
+BATCH_HYPERPARAMS = ParamSet((
+    Param(
         "initial_batch_size", 16, low=2, high=2**20, integer=True, help="batch size b₀ of the first step"
     ),
-    HyperParam("max_batch_size", 1024, low=2, high=2**20, integer=True, help="cap b_max on the batch size"),
-    HyperParam(
+    Param("max_batch_size", 1024, low=2, high=2**20, integer=True, help="cap b_max on the batch size"),
+    Param(
         "test_interval", 1, low=1, high=10**6, integer=True, help="run the test every this many steps"
     ),
-    HyperParam(
+    Param(
         "test_constant",
         0.1,
         low=0.0,
@@ -253,7 +253,7 @@ BATCH_HYPERPARAMS: tuple[HyperParam, ...] = (
         log=True,
         help="test constant (η_n, θ, ν): smaller demands less noise, so batches grow faster",
     ),
-)
+))
 
 
 class BatchSizeController:
@@ -292,9 +292,7 @@ class BatchSizeController:
             self.test_name, self._test = getattr(test, "__name__", "custom"), test
         else:
             raise ValueError(f"Invalid test: {test!r} (must be a test name or a callable)")
-        values = validate_hparams(
-            BATCH_HYPERPARAMS,
-            {
+        values = BATCH_HYPERPARAMS.validate({
                 "initial_batch_size": initial,
                 "max_batch_size": max_batch,
                 "test_interval": interval,
@@ -364,7 +362,7 @@ class _AdaptiveBatchSize:
 
     batch_controller: BatchSizeController
     # group hyperparameters that the base class's step() does not re-validate itself
-    _unchecked_hyperparams: tuple[HyperParam, ...] = ()
+    _unchecked_hyperparams: ParamSet = ParamSet()
 
     def _init_batching(self, test: str, initial: int, max_batch: int, interval: int, constant: float) -> None:
         self.batch_controller = BatchSizeController(
@@ -422,7 +420,7 @@ class _AdaptiveBatchSize:
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         for group in self.param_groups:  # type: ignore[attr-defined]
-            check_group(self._unchecked_hyperparams, group)
+            self._unchecked_hyperparams.check(group)
         loss = super().step(closure)  # type: ignore[misc]
         self.batch_controller.record_step()
         return loss
@@ -492,9 +490,7 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        validate_hparams(
-            _ADAGRAD_HYPERPARAMS,
-            {
+        _ADAGRAD_HYPERPARAMS.validate({
                 "lr": lr,
                 "lr_decay": lr_decay,
                 "weight_decay": weight_decay,

@@ -78,7 +78,7 @@ import pandas as pd
 import torch
 
 from dgs_core.optim._compile import Sampler
-from dgs_core.optim._params import HyperParam
+from dgs_core.params import Param
 
 EPS = 1e-12  # SPEC §4: η_eff = |Δθ| / (|g| + 1e-12)
 GLOBAL = "*"  # the ``tensor`` of rows that concern the whole step (lr, batch size)
@@ -89,13 +89,13 @@ _BLOCK = 16  # elements per sampled block: one 64-byte cache line of float32
 _HISTORY_ROWS, _HISTORY_ELEMENTS = 32, 1 << 18
 _GRAD = operator.attrgetter("grad")
 
-_EVERY = HyperParam("every", 1, low=1, integer=True, help="record every k-th step")
-_BETA = HyperParam("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β")
-_IMPORTANCE = HyperParam("importance", "grad", choices=("grad", "taylor"), help="|g| or |g ⊙ θ|")
-_GRADS = HyperParam("grads", "auto", choices=("auto", "before", "after"), help="when p.grad is read")
-_QUANTILE = HyperParam("quantiles", 0.5, low=0.0, high=1.0, help="quantile levels")
-_SAMPLE_SIZE = HyperParam("sample_size", 2048, low=1, integer=True, help="elements tracked per tensor")
-_KEEP_MAX = HyperParam("keep_max_elements", 4096, low=1, integer=True, help="per-element copy cap")
+_EVERY = Param("every", 1, low=1, integer=True, help="record every k-th step")
+_BETA = Param("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β")
+_IMPORTANCE = Param("importance", "grad", choices=("grad", "taylor"), help="|g| or |g ⊙ θ|")
+_GRADS = Param("grads", "auto", choices=("auto", "before", "after"), help="when p.grad is read")
+_QUANTILE = Param("quantiles", 0.5, low=0.0, high=1.0, help="quantile levels")
+_SAMPLE_SIZE = Param("sample_size", 2048, low=1, integer=True, help="elements tracked per tensor")
+_KEEP_MAX = Param("keep_max_elements", 4096, low=1, integer=True, help="per-element copy cap")
 
 
 @dataclass(frozen=True)

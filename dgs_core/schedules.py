@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from dgs_core.optim._params import HyperParam, defaults_of
+from dgs_core.params import Param, ParamSet
 
 CHAIN = "chain"
 """The :class:`ScheduleSpec` name of a concatenation of schedules."""
@@ -214,7 +214,7 @@ def wsd(
 
 
 @dataclass(frozen=True)
-class StepListParam(HyperParam):
+class StepListParam(Param):
     """A strictly increasing list of step indices (``multistep``'s milestones).
 
     ``kind`` is ``"int_list"``; ``low``/``high`` bound every element. Validated values are tuples.
@@ -225,14 +225,14 @@ class StepListParam(HyperParam):
         return "int_list"
 
     def describe_range(self) -> str:
-        bounds = HyperParam(self.name, 0, low=self.low, high=self.high, integer=True).describe_range()
+        bounds = Param(self.name, 0, low=self.low, high=self.high, integer=True).describe_range()
         return f"a strictly increasing list of integers {bounds}"
 
     def validate(self, value: Any) -> tuple[int, ...]:  # type: ignore[override]
         if isinstance(value, str | bytes) or not isinstance(value, Iterable):
             raise ValueError(f"Invalid {self.name}: {value!r} (must be {self.describe_range()})")
         items = list(value)
-        element = HyperParam(self.name, 0, low=self.low, high=self.high, integer=True)
+        element = Param(self.name, 0, low=self.low, high=self.high, integer=True)
         try:
             steps = tuple(int(element.validate(v)) for v in items)
         except ValueError:
@@ -246,19 +246,19 @@ _MAX_STEPS = 1e9
 _MAX_LR = 1e3
 
 
-def _lr_param(name: str, default: float, help: str) -> HyperParam:
-    return HyperParam(name, default, low=0.0, high=_MAX_LR, log=True, help=help)
+def _lr_param(name: str, default: float, help: str) -> Param:
+    return Param(name, default, low=0.0, high=_MAX_LR, log=True, help=help)
 
 
-def _steps_param(name: str, default: int, help: str, low: int = 1) -> HyperParam:
-    return HyperParam(name, default, low=low, high=_MAX_STEPS, integer=True, help=help)
+def _steps_param(name: str, default: int, help: str, low: int = 1) -> Param:
+    return Param(name, default, low=low, high=_MAX_STEPS, integer=True, help=help)
 
 
 _BASE_LR = _lr_param("base_lr", 0.1, "base learning rate η₀")
 _MIN_LR = _lr_param("min_lr", 0.0, "lowest learning rate η_min (at most base_lr)")
 _TOTAL = _steps_param("total_steps", 1000, "length of the schedule T in steps")
 _WARMUP = _steps_param("warmup_steps", 100, "linear warmup length W in steps", low=0)
-_DECAY_GAMMA = HyperParam(
+_DECAY_GAMMA = Param(
     "gamma", 0.1, low=0.0, high=1.0, low_open=True, log=True, help="multiplicative decay factor γ"
 )
 
@@ -297,34 +297,25 @@ class ScheduleInfo:
     name: str
     label: str
     fn: Callable[..., float]
-    hyperparams: tuple[HyperParam, ...]
+    hyperparams: ParamSet
     formula: str
     description: str
     torch_equivalent: str = ""
     check: Callable[[Mapping[str, Any]], None] | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hyperparams", ParamSet(self.hyperparams))
+
     @property
     def defaults(self) -> dict[str, Any]:
-        return defaults_of(self.hyperparams)
+        return self.hyperparams.defaults()
 
-    def hyperparam(self, name: str) -> HyperParam:
-        for spec in self.hyperparams:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
+    def hyperparam(self, name: str) -> Param:
+        return self.hyperparams[name]
 
     def resolve(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated by ``params``, validated; ``ValueError`` names the bad argument."""
-        params = dict(params or {})
-        known = [s.name for s in self.hyperparams]
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ValueError(
-                f"Invalid parameter for {self.name}: {unknown[0]!r} (must be one of {', '.join(known)})"
-            )
-        values = self.defaults
-        values.update(params)
-        resolved = {s.name: s.validate(values[s.name]) for s in self.hyperparams}
+        """Defaults updated by ``params``, validated; ``ParamError`` names the bad argument."""
+        resolved = self.hyperparams.resolve(params, what=f"parameter for {self.name}")
         if self.check is not None:
             self.check(resolved)
         return resolved
@@ -370,7 +361,7 @@ _INFOS: tuple[ScheduleInfo, ...] = (
         fn=exponential,
         hyperparams=(
             _BASE_LR,
-            HyperParam("gamma", 0.999, low=0.0, high=1.0, low_open=True, help="per-step decay factor γ"),
+            Param("gamma", 0.999, low=0.0, high=1.0, low_open=True, help="per-step decay factor γ"),
         ),
         formula=r"\eta_t = \eta_0\,\gamma^{t}",
         description="Multiply the lr by γ every step.",
@@ -383,8 +374,8 @@ _INFOS: tuple[ScheduleInfo, ...] = (
         hyperparams=(
             _BASE_LR,
             _TOTAL,
-            HyperParam("start_factor", 1.0, low=0.0, high=1.0, help="lr factor at step 0"),
-            HyperParam("end_factor", 0.0, low=0.0, high=1.0, help="lr factor from step T on"),
+            Param("start_factor", 1.0, low=0.0, high=1.0, help="lr factor at step 0"),
+            Param("end_factor", 0.0, low=0.0, high=1.0, help="lr factor from step T on"),
         ),
         formula=r"\eta_t = \eta_0\left(f_s + (f_e - f_s)\,\tfrac{\min(t,T)}{T}\right)",
         description="Interpolate the lr factor linearly from start_factor to end_factor over T steps.",
@@ -419,7 +410,7 @@ _INFOS: tuple[ScheduleInfo, ...] = (
         hyperparams=(
             _BASE_LR,
             _steps_param("first_cycle", 200, "length T₀ of the first cycle"),
-            HyperParam("cycle_mult", 1, low=1, high=10, integer=True, help="each cycle is m times longer"),
+            Param("cycle_mult", 1, low=1, high=10, integer=True, help="each cycle is m times longer"),
             _MIN_LR,
         ),
         formula=r"\eta_t = \eta_{\min} + \tfrac12(\eta_0 - \eta_{\min})\left(1 + \cos\tfrac{\pi T_{cur}}"
@@ -433,13 +424,13 @@ _INFOS: tuple[ScheduleInfo, ...] = (
         label="One-cycle",
         fn=one_cycle,
         hyperparams=(
-            HyperParam("base_lr", 0.1, low=0.0, high=_MAX_LR, log=True, help="peak learning rate (max_lr)"),
+            Param("base_lr", 0.1, low=0.0, high=_MAX_LR, log=True, help="peak learning rate (max_lr)"),
             _TOTAL,
-            HyperParam("pct_start", 0.3, low=0.0, high=1.0, help="fraction of the run spent rising"),
-            HyperParam(
+            Param("pct_start", 0.3, low=0.0, high=1.0, help="fraction of the run spent rising"),
+            Param(
                 "div_factor", 25.0, low=1.0, high=1e6, log=True, help="initial lr = peak / div_factor"
             ),
-            HyperParam(
+            Param(
                 "final_div_factor", 1e4, low=1.0, high=1e9, log=True, help="final lr = initial / this"
             ),
         ),
@@ -455,7 +446,7 @@ _INFOS: tuple[ScheduleInfo, ...] = (
         hyperparams=(
             _BASE_LR,
             _TOTAL,
-            HyperParam("power", 2.0, low=0.0, high=10.0, low_open=True, help="exponent p (LARS: 2)"),
+            Param("power", 2.0, low=0.0, high=10.0, low_open=True, help="exponent p (LARS: 2)"),
             _lr_param("end_lr", 0.0, "lr from step T on (at most base_lr)"),
         ),
         formula=r"\eta_t = (\eta_0 - \eta_{end})\left(1 - \tfrac{\min(t,T)}{T}\right)^{p} + \eta_{end}",
@@ -485,7 +476,7 @@ _INFOS: tuple[ScheduleInfo, ...] = (
             _WARMUP,
             _steps_param("stable_steps", 700, "steps at base_lr after warmup", low=0),
             _steps_param("decay_steps", 200, "decay length D", low=0),
-            HyperParam("decay_shape", "linear", choices=_DECAY_SHAPES, help="shape of the decay"),
+            Param("decay_shape", "linear", choices=_DECAY_SHAPES, help="shape of the decay"),
             _MIN_LR,
         ),
         formula=r"\eta_t = \begin{cases} \eta_0\,t/W & t < W \\ \eta_0 & t < W + S \\ \eta_{\min} + "
@@ -814,16 +805,16 @@ def is_improvement(value: float, best: float, *, mode: str, threshold: float, th
     return value > (best * (threshold + 1.0) if threshold_mode == "rel" else best + threshold)
 
 
-PLATEAU_HYPERPARAMS: tuple[HyperParam, ...] = (
-    HyperParam("mode", "min", choices=("min", "max"), help="min: lower metric is better; max: higher"),
-    HyperParam("factor", 0.1, low=0.0, high=1.0, high_open=True, help="new lr = lr · factor"),
-    HyperParam("patience", 10, low=0, high=1e6, integer=True, help="bad evaluations tolerated"),
-    HyperParam("threshold", 1e-4, low=0.0, high=1e6, help="improvement needed to count"),
-    HyperParam("threshold_mode", "rel", choices=("rel", "abs"), help="relative or absolute threshold"),
-    HyperParam("cooldown", 0, low=0, high=1e6, integer=True, help="evaluations ignored after a cut"),
+PLATEAU_HYPERPARAMS = ParamSet((
+    Param("mode", "min", choices=("min", "max"), help="min: lower metric is better; max: higher"),
+    Param("factor", 0.1, low=0.0, high=1.0, high_open=True, help="new lr = lr · factor"),
+    Param("patience", 10, low=0, high=1e6, integer=True, help="bad evaluations tolerated"),
+    Param("threshold", 1e-4, low=0.0, high=1e6, help="improvement needed to count"),
+    Param("threshold_mode", "rel", choices=("rel", "abs"), help="relative or absolute threshold"),
+    Param("cooldown", 0, low=0, high=1e6, integer=True, help="evaluations ignored after a cut"),
     _lr_param("min_lr", 0.0, "floor of the lr"),
-    HyperParam("eps", 1e-8, low=0.0, high=1.0, log=True, help="cuts smaller than eps are skipped"),
-)
+    Param("eps", 1e-8, low=0.0, high=1.0, log=True, help="cuts smaller than eps are skipped"),
+))
 """``ReduceLROnPlateau``'s arguments with torch's defaults, for validation and the UI."""
 
 
@@ -869,7 +860,7 @@ class PlateauAnnealer:
                 f"Invalid hyperparameter for PlateauAnnealer: {unknown[0]!r} "
                 f"(must be one of {', '.join(known)})"
             )
-        values = defaults_of(PLATEAU_HYPERPARAMS)
+        values = PLATEAU_HYPERPARAMS.defaults()
         values.update(hyperparams)
         checked = {s.name: s.validate(values[s.name]) for s in PLATEAU_HYPERPARAMS}
         self.mode: str = checked["mode"]

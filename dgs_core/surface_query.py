@@ -37,7 +37,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dgs_core.optim import registry
-from dgs_core.optim._params import HyperParam, Value
+from dgs_core.params import Param, Value
 from dgs_core.surfaces import SURFACES, Surface, check_starts, get_surface
 
 DEFAULT_SURFACE = "rosenbrock"
@@ -306,7 +306,7 @@ def _parse_start(text: str) -> tuple[float, float]:
     return (_parse_float(parts[0]), _parse_float(parts[1]))
 
 
-def parse_hparam(spec: HyperParam, text: str) -> Value:
+def parse_hparam(spec: Param, text: str) -> Value:
     """One hyperparameter's query text → its validated value (``ValueError`` naming it)."""
     kind = spec.kind
     if kind == "bool":

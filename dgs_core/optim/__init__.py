@@ -19,7 +19,7 @@ _LAZY = {
     "AdaGradNorm": "dgs_core.optim.adagrad_norm",
     "AdAdaGrad": "dgs_core.batching",
     "AdAdaGradNorm": "dgs_core.batching",
-    "HyperParam": "dgs_core.optim._params",
+    "Param": "dgs_core.optim._params",
     "OptimizerInfo": "dgs_core.optim.registry",
     "create": "dgs_core.optim.registry",
     "get": "dgs_core.optim.registry",

@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim._compile import check_switches, compiled, use_foreach
-from dgs_core.optim._params import HyperParam, check_group, validate_hparams
+from dgs_core.params import Param, ParamSet
 
-HYPERPARAMS: tuple[HyperParam, ...] = (
-    HyperParam("lr", 1.0, low=0.0, high=1e3, log=True, help="learning rate η"),
-    HyperParam(
+HYPERPARAMS = ParamSet((
+    Param("lr", 1.0, low=0.0, high=1e3, log=True, help="learning rate η"),
+    Param(
         "b0",
         0.01,
         low=0.0,
@@ -28,8 +28,8 @@ HYPERPARAMS: tuple[HyperParam, ...] = (
         log=True,
         help="initial accumulator b₀ (b₀² is the start)",
     ),
-    HyperParam("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
-)
+    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
+))
 
 
 class AdaGradNorm(torch.optim.Optimizer):
@@ -82,7 +82,7 @@ class AdaGradNorm(torch.optim.Optimizer):
         foreach: bool | None = None,
         fused: bool = False,
     ) -> None:
-        values = validate_hparams(HYPERPARAMS, {"lr": lr, "b0": b0, "weight_decay": weight_decay})
+        values = HYPERPARAMS.validate({"lr": lr, "b0": b0, "weight_decay": weight_decay})
         switches = {"foreach": foreach, "fused": fused, "independent_rows": independent_rows}
         check_switches(switches)
         super().__init__(params, {**values, **switches})
@@ -90,7 +90,7 @@ class AdaGradNorm(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        check_group(HYPERPARAMS, group)
+        HYPERPARAMS.check(group)
         check_switches(group)
         if group["independent_rows"]:
             _rows(group["params"])  # fail early on mismatched row counts
@@ -98,7 +98,7 @@ class AdaGradNorm(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         for group in self.param_groups:
-            check_group(HYPERPARAMS, group)
+            HYPERPARAMS.check(group)
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -9,21 +9,21 @@ from typing import Any
 import torch
 
 from dgs_core.optim._compile import Sampler, check_switches, compiled, row_reduce, use_foreach
-from dgs_core.optim._params import HyperParam, check_group, validate_hparams
+from dgs_core.params import Param, ParamSet
 
-HYPERPARAMS: tuple[HyperParam, ...] = (
-    HyperParam("lr", 1e-3, low=0.0, high=1e3, log=True, help="learning rate η"),
-    HyperParam("beta1", 0.98, low=0.0, high=1.0, high_open=True, help="gradient EMA b1 (= 1 − paper's β1)"),
-    HyperParam("beta2", 0.92, low=0.0, high=1.0, high_open=True, help="difference EMA b2 (= 1 − paper's β2)"),
-    HyperParam(
+HYPERPARAMS = ParamSet((
+    Param("lr", 1e-3, low=0.0, high=1e3, log=True, help="learning rate η"),
+    Param("beta1", 0.98, low=0.0, high=1.0, high_open=True, help="gradient EMA b1 (= 1 − paper's β1)"),
+    Param("beta2", 0.92, low=0.0, high=1.0, high_open=True, help="difference EMA b2 (= 1 − paper's β2)"),
+    Param(
         "beta3", 0.99, low=0.0, high=1.0, high_open=True, help="second-moment EMA b3 (= 1 − paper's β3)"
     ),
-    HyperParam("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε"),
-    HyperParam("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (proximal unless no_prox)"),
-    HyperParam("max_grad_norm", 0.0, low=0.0, high=1e6, help="global gradient-norm clip (0 = off)"),
-    HyperParam("no_prox", False, help="decay as θ(1 − ηλ) instead of the proximal θ/(1 + ηλ)"),
-    HyperParam("restart_every", 0, low=0, high=1e9, integer=True, help="restart every N steps (0 = never)"),
-)
+    Param("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε"),
+    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (proximal unless no_prox)"),
+    Param("max_grad_norm", 0.0, low=0.0, high=1e6, help="global gradient-norm clip (0 = off)"),
+    Param("no_prox", False, help="decay as θ(1 − ηλ) instead of the proximal θ/(1 + ηλ)"),
+    Param("restart_every", 0, low=0, high=1e9, integer=True, help="restart every N steps (0 = never)"),
+))
 _BETAS = HYPERPARAMS[1:4]
 
 
@@ -94,7 +94,7 @@ class Adan(torch.optim.Optimizer):
         switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
         check_switches(switches)
         defaults = {
-            **validate_hparams(HYPERPARAMS, hparams),
+            **HYPERPARAMS.validate(hparams),
             "betas": tuple(float(b) for b in betas),
             **switches,
         }
@@ -219,7 +219,7 @@ def _check_betas(betas: Any) -> None:
 
 
 def _check(group: dict[str, Any]) -> None:
-    check_group(HYPERPARAMS, group)
+    HYPERPARAMS.check(group)
     _check_betas(group["betas"])
     check_switches(group)
 

@@ -11,27 +11,27 @@ import torch
 
 from dgs_core.metrics import spike_mask
 from dgs_core.optim._compile import Sampler, as_input, check_switches, compiled, row_reduce, use_foreach
-from dgs_core.optim._params import HyperParam, check_group, validate_hparams
+from dgs_core.params import Param, ParamSet
 
 CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
 CLIPPED_BLOCK = 16  # contiguous elements per block: one 64-byte cache line of float32
-HYPERPARAMS: tuple[HyperParam, ...] = (
-    HyperParam("lr", 0.1, low=0.0, high=1e3, log=True, help="base learning rate η"),
-    HyperParam("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β"),
-    HyperParam("gamma", 1.0, low=0.0, high=4.0, help="scaling exponent γ: s = r^(−γ); 0 gives SGD"),
-    HyperParam("s_min", 0.1, low=0.0, high=1.0, low_open=True, log=True, help="smallest scale s_min"),
-    HyperParam("s_max", 10.0, low=1.0, high=1e3, log=True, help="largest scale s_max"),
-    HyperParam("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
-    HyperParam("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
-    HyperParam("eps", 1e-12, low=0.0, high=1.0, low_open=True, log=True, help="ε in r and in (r + ε)^(−γ)"),
-    HyperParam("importance", "grad", choices=("grad", "taylor"), help="a = |g| or |g ⊙ θ|"),
-    HyperParam("reset", "never", choices=("never", "every", "spike"), help="when to reset the state"),
-    HyperParam("reset_every", 100, low=1, high=1e9, integer=True, help="N for reset='every'"),
-    HyperParam("reset_mode", "soft", choices=("soft", "hard"), help="soft: I, v ← ρ·I, ρ·v; hard: clear"),
-    HyperParam("rho", 0.5, low=0.0, high=1.0, help="soft-reset factor ρ"),
-    HyperParam("spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (SPEC §3)"),
-    HyperParam("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (SPEC §3)"),
-)
+HYPERPARAMS = ParamSet((
+    Param("lr", 0.1, low=0.0, high=1e3, log=True, help="base learning rate η"),
+    Param("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β"),
+    Param("gamma", 1.0, low=0.0, high=4.0, help="scaling exponent γ: s = r^(−γ); 0 gives SGD"),
+    Param("s_min", 0.1, low=0.0, high=1.0, low_open=True, log=True, help="smallest scale s_min"),
+    Param("s_max", 10.0, low=1.0, high=1e3, log=True, help="largest scale s_max"),
+    Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
+    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
+    Param("eps", 1e-12, low=0.0, high=1.0, low_open=True, log=True, help="ε in r and in (r + ε)^(−γ)"),
+    Param("importance", "grad", choices=("grad", "taylor"), help="a = |g| or |g ⊙ θ|"),
+    Param("reset", "never", choices=("never", "every", "spike"), help="when to reset the state"),
+    Param("reset_every", 100, low=1, high=1e9, integer=True, help="N for reset='every'"),
+    Param("reset_mode", "soft", choices=("soft", "hard"), help="soft: I, v ← ρ·I, ρ·v; hard: clear"),
+    Param("rho", 0.5, low=0.0, high=1.0, help="soft-reset factor ρ"),
+    Param("spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (SPEC §3)"),
+    Param("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (SPEC §3)"),
+))
 # s_min ≤ 1 ≤ s_max by these ranges, so γ = 0 always gives s = 1: plain SGD with momentum.
 
 _RESET_MODES = ("soft", "hard")
@@ -132,7 +132,7 @@ class DGS(torch.optim.Optimizer):
         switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
         check_switches(switches)
         self._loss_history: list[float] = []
-        super().__init__(params, {**validate_hparams(HYPERPARAMS, hparams), **switches})
+        super().__init__(params, {**HYPERPARAMS.validate(hparams), **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -331,7 +331,7 @@ def _clipped_sample(scale: torch.Tensor) -> torch.Tensor:
 
 
 def _check(group: dict[str, Any]) -> None:
-    check_group(HYPERPARAMS, group)
+    HYPERPARAMS.check(group)
     check_switches(group)
 
 

@@ -27,15 +27,15 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim._compile import check_switches, compiled, use_foreach
-from dgs_core.optim._params import HyperParam, check_group, validate_hparams
+from dgs_core.params import Param, ParamSet
 
 VARIANTS = ("extragradient", "past", "noise")
 
-HYPERPARAMS: tuple[HyperParam, ...] = (
-    HyperParam("lr", 0.1, low=0.0, high=1e3, log=True, help="learning rate η"),
-    # SPEC's default is γ̂ = η. A HyperParam needs a concrete default, so this is a float equal
+HYPERPARAMS = ParamSet((
+    Param("lr", 0.1, low=0.0, high=1e3, log=True, help="learning rate η"),
+    # SPEC's default is γ̂ = η. A Param needs a concrete default, so this is a float equal
     # to lr's default (0.1); when you change lr, set extrapolation_lr with it.
-    HyperParam(
+    Param(
         "extrapolation_lr",
         0.1,
         low=0.0,
@@ -43,19 +43,19 @@ HYPERPARAMS: tuple[HyperParam, ...] = (
         log=True,
         help="extrapolation step γ̂ of the 'extragradient' and 'past' variants (SPEC default γ̂ = η)",
     ),
-    HyperParam("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="Nesterov momentum μ (0 = plain)"),
-    HyperParam(
+    Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="Nesterov momentum μ (0 = plain)"),
+    Param(
         "variant",
         "extragradient",
         choices=VARIANTS,
         help="extrapolation δ: −γ̂·g(x) (2 gradients/step), −γ̂·last step's gradient, or N(0, σ²) noise",
     ),
-    HyperParam("noise_std", 0.01, low=0.0, high=1e3, log=True, help="σ of the 'noise' variant"),
-    HyperParam("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
-    HyperParam(
+    Param("noise_std", 0.01, low=0.0, high=1e3, log=True, help="σ of the 'noise' variant"),
+    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
+    Param(
         "seed", 0, low=0, high=2**32 - 1, integer=True, help="seed of the 'noise' variant's generator"
     ),
-)
+))
 
 
 class ExtraSGD(torch.optim.Optimizer):
@@ -128,9 +128,7 @@ class ExtraSGD(torch.optim.Optimizer):
         foreach: bool | None = None,
         fused: bool = False,
     ) -> None:
-        values = validate_hparams(
-            HYPERPARAMS,
-            {
+        values = HYPERPARAMS.validate({
                 "lr": lr,
                 "extrapolation_lr": extrapolation_lr,
                 "momentum": momentum,
@@ -149,7 +147,7 @@ class ExtraSGD(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        check_group(HYPERPARAMS, self.param_groups[-1])
+        HYPERPARAMS.check(self.param_groups[-1])
         check_switches(self.param_groups[-1])
 
     # -- noise generator: one per device, seeded once, saved with the state ------------------
@@ -186,7 +184,7 @@ class ExtraSGD(torch.optim.Optimizer):
                 "recomputes the loss on the same batch and calls backward())"
             )
         for group in self.param_groups:
-            check_group(HYPERPARAMS, group)
+            HYPERPARAMS.check(group)
 
         if any(group["variant"] == "extragradient" for group in self.param_groups):
             with torch.enable_grad():

@@ -9,20 +9,20 @@ from typing import Any
 import torch
 
 from dgs_core.optim._compile import as_input, check_switches, compiled, row_reduce, use_foreach
-from dgs_core.optim._params import HyperParam, check_group, validate_hparams
+from dgs_core.params import Param, ParamSet
 
-HYPERPARAMS: tuple[HyperParam, ...] = (
-    HyperParam("lr", 1e-3, low=0.0, high=1e3, log=True, help="global learning rate η"),
-    HyperParam("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
-    HyperParam("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (inside the trust ratio)"),
-    HyperParam(
+HYPERPARAMS = ParamSet((
+    Param("lr", 1e-3, low=0.0, high=1e3, log=True, help="global learning rate η"),
+    Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
+    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (inside the trust ratio)"),
+    Param(
         "trust_coefficient", 1e-3, low=0.0, high=1e3, low_open=True, log=True, help="trust coefficient τ"
     ),
-    HyperParam("eps", 1e-8, low=0.0, high=1.0, help="ε in the trust ratio's denominator"),
-    HyperParam("exclude_1d", True, help="1-D tensors (biases, norms): plain momentum SGD"),
-)
+    Param("eps", 1e-8, low=0.0, high=1.0, help="ε in the trust ratio's denominator"),
+    Param("exclude_1d", True, help="1-D tensors (biases, norms): plain momentum SGD"),
+))
 # Defines the variant (registry: "lars" / "larc"), so it is validated but not shown as a knob.
-_TRUST_CLIP = HyperParam("trust_clip", False, help="LARC: tr = min(tr/η, 1)")
+_TRUST_CLIP = Param("trust_clip", False, help="LARC: tr = min(tr/η, 1)")
 
 
 class LARS(torch.optim.Optimizer):
@@ -86,7 +86,7 @@ class LARS(torch.optim.Optimizer):
         )  # fmt: skip
         switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
         check_switches(switches)
-        defaults = {**validate_hparams(HYPERPARAMS, hparams), "trust_clip": _TRUST_CLIP.validate(trust_clip)}
+        defaults = {**HYPERPARAMS.validate(hparams), "trust_clip": _TRUST_CLIP.validate(trust_clip)}
         super().__init__(params, {**defaults, **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -141,8 +141,11 @@ class LARS(torch.optim.Optimizer):
         return {} if trust_ratio is None else {"trust_ratio": trust_ratio}
 
 
+_GROUP_PARAMS = ParamSet((*HYPERPARAMS, _TRUST_CLIP))
+
+
 def _check(group: dict[str, Any]) -> None:
-    check_group((*HYPERPARAMS, _TRUST_CLIP), group)
+    _GROUP_PARAMS.check(group)
     check_switches(group)
 
 

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from dgs_core.optim import adagrad_norm, adan, dgs, extrasgd, lars
-from dgs_core.optim._params import HyperParam, Value, defaults_of, validate_hparams
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.optim.adan import Adan
 from dgs_core.optim.dgs import DGS
 from dgs_core.optim.extrasgd import ExtraSGD
 from dgs_core.optim.lars import LARS
+from dgs_core.params import Param, ParamSet, Value
 
 
 def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -62,42 +62,31 @@ class OptimizerInfo:
     description: str
     paper: str
     interpretation: bool = False
-    hyperparams: tuple[HyperParam, ...] = ()
+    hyperparams: ParamSet = field(default_factory=ParamSet)
     fixed: Mapping[str, Any] = field(default_factory=_frozen)
     tuple_args: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen)
     needs_closure: bool = False
     batch_test: str | None = None
     surface_defaults: Mapping[str, Value] = field(default_factory=_frozen)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hyperparams", ParamSet(self.hyperparams))
+
     @property
     def defaults(self) -> dict[str, Value]:
         """Flat default hyperparameters, as the UI shows them."""
-        return defaults_of(self.hyperparams)
+        return self.hyperparams.defaults()
 
-    def hyperparam(self, name: str) -> HyperParam:
-        for spec in self.hyperparams:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
+    def hyperparam(self, name: str) -> Param:
+        return self.hyperparams[name]
 
     def resolve(self, hparams: Mapping[str, Any] | None = None, *, surface: bool = False) -> dict[str, Value]:
         """Defaults (plus surface overrides) updated by ``hparams``, validated.
 
-        Raises ``ValueError`` naming an unknown argument or an invalid value.
+        Raises :class:`~dgs_core.params.ParamError` naming an unknown argument or an invalid value.
         """
-        known = {s.name for s in self.hyperparams}
-        hparams = dict(hparams or {})
-        unknown = sorted(set(hparams) - known)
-        if unknown:
-            raise ValueError(
-                f"Invalid hyperparameter for {self.name}: {unknown[0]!r} "
-                f"(must be one of {', '.join(sorted(known))})"
-            )
-        values = self.defaults
-        if surface:
-            values.update(self.surface_defaults)
-        values.update(hparams)
-        return validate_hparams(self.hyperparams, values)
+        base = self.surface_defaults if surface else None
+        return self.hyperparams.resolve(hparams, base=base, what=f"hyperparameter for {self.name}")
 
     def constructor_kwargs(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
         """Map flat, validated hyperparameters to the class's constructor arguments."""
@@ -112,15 +101,15 @@ _LR = "learning rate η"
 _WD = "weight decay λ (coupled: g ← g + λθ)"
 
 
-def _lr(default: float) -> HyperParam:
-    return HyperParam("lr", default, low=0.0, high=1e3, log=True, help=_LR)
+def _lr(default: float) -> Param:
+    return Param("lr", default, low=0.0, high=1e3, log=True, help=_LR)
 
 
-_BASELINE_WD = HyperParam("weight_decay", 0.0, low=0.0, high=10.0, help=_WD)
-_MOMENTUM = HyperParam("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ")
-_BETA1 = HyperParam("beta1", 0.9, low=0.0, high=1.0, high_open=True, help="first-moment EMA β₁")
-_BETA2 = HyperParam("beta2", 0.999, low=0.0, high=1.0, high_open=True, help="second-moment EMA β₂")
-_ADAM_EPS = HyperParam("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε")
+_BASELINE_WD = Param("weight_decay", 0.0, low=0.0, high=10.0, help=_WD)
+_MOMENTUM = Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ")
+_BETA1 = Param("beta1", 0.9, low=0.0, high=1.0, high_open=True, help="first-moment EMA β₁")
+_BETA2 = Param("beta2", 0.999, low=0.0, high=1.0, high_open=True, help="second-moment EMA β₂")
+_ADAM_EPS = Param("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε")
 
 _TORCH_DOCS = "https://docs.pytorch.org/docs/stable/optim.html"
 
@@ -186,7 +175,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
             _BETA1,
             _BETA2,
             _ADAM_EPS,
-            HyperParam("weight_decay", 0.01, low=0.0, high=10.0, help="decoupled weight decay λ"),
+            Param("weight_decay", 0.01, low=0.0, high=10.0, help="decoupled weight decay λ"),
         ),
         tuple_args=_frozen({"betas": ("beta1", "beta2")}),
         surface_defaults=_frozen({"lr": 0.1, "weight_decay": 0.0}),
@@ -201,10 +190,10 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper="https://jmlr.org/papers/v12/duchi11a.html",
         hyperparams=(
             _lr(0.01),
-            HyperParam("lr_decay", 0.0, low=0.0, high=1.0, help="lr ← lr/(1 + (t−1)·decay)"),
+            Param("lr_decay", 0.0, low=0.0, high=1.0, help="lr ← lr/(1 + (t−1)·decay)"),
             _BASELINE_WD,
-            HyperParam("eps", 1e-10, low=0.0, high=1.0, log=True, help="denominator ε"),
-            HyperParam("initial_accumulator_value", 0.0, low=0.0, high=1e3, help="G₀"),
+            Param("eps", 1e-10, low=0.0, high=1.0, log=True, help="denominator ε"),
+            Param("initial_accumulator_value", 0.0, low=0.0, high=1e3, help="G₀"),
         ),
         surface_defaults=_frozen({"lr": 2.0}),
     ),

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dgs_core.optim import registry
-from dgs_core.optim._params import HyperParam
+from dgs_core.params import Param
 
 NAMES = registry.names()
 
@@ -53,7 +53,7 @@ def _run(opt: torch.optim.Optimizer, params: list[torch.Tensor], loss_fn, steps:
     return losses
 
 
-def _bad_value(spec: HyperParam) -> object:
+def _bad_value(spec: Param) -> object:
     if spec.kind == "bool":
         return "yes"
     if spec.kind == "choice":

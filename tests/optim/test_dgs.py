@@ -9,7 +9,6 @@ import torch
 
 from dgs_core import metrics
 from dgs_core.optim._compile import compile_stats
-from dgs_core.optim._params import defaults_of
 from dgs_core.optim.dgs import DGS, HYPERPARAMS, _dgs_update
 
 F64 = torch.float64
@@ -40,7 +39,7 @@ class _Reference:
     """SPEC §1.2 written out literally (Î, r and s as separate tensors), one tensor."""
 
     def __init__(self, **hparams) -> None:
-        self.hp = {**defaults_of(HYPERPARAMS), **hparams}
+        self.hp = {**HYPERPARAMS.defaults(), **hparams}
         self.t, self.importance, self.v, self.s = 0, None, None, None
 
     def step(self, theta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ def test_page_loads_with_the_default_curves_and_the_plateau_demo(at):
         ("anneal_sched_warmup_cosine_min_lr", 0.5, "Invalid min_lr: 0.5 (must be <= base_lr=0.1)"),
         ("anneal_sched_warmup_cosine_warmup_steps", 400,
          "Invalid warmup_steps: 400 (must be <= total_steps=300)"),
-        ("anneal_sched_step_decay_step_size", -5, "Invalid step_size: -5 (must be in [1, 1e+09])"),
+        ("anneal_sched_step_decay_step_size", -5, "Invalid step_size: -5 (must be an integer in [1, 1e+09])"),
         ("anneal_prefix_step_decay", 300, "Invalid warmup_before: 300 (must be < the run length 300"),
         ("anneal_sched_wsd_decay_steps", -1, "Invalid decay_steps: -1"),
     ],
