@@ -87,7 +87,7 @@ class Param:
 
     @property
     def kind(self) -> str:
-        """"bool", "choice", "int_list", "int" or "float"."""
+        """ "bool", "choice", "int_list", "int" or "float"."""
         if isinstance(self.default, bool):
             return "bool"
         if self.choices is not None:

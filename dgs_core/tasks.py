@@ -27,7 +27,6 @@ never noised). The validation set is always clean.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -36,44 +35,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgs_core.params import Param, ParamSet, invalid
+
 DATA_SOURCES = ("main", "hq")
 
 
-@dataclass(frozen=True)
-class TaskParam:
-    """One task parameter with its default and valid range (inclusive)."""
-
-    name: str
-    default: float | int | str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] | None = None
-    integer: bool = False
-    help: str = ""
-
-    def validate(self, value: Any) -> float | int | str:
-        if self.choices is not None:
-            if value not in self.choices:
-                raise ValueError(f"Invalid {self.name}: {value!r} (must be one of {', '.join(self.choices)})")
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"Invalid {self.name}: {value!r} (must be a number)")
-        if self.integer and float(value) != int(value):
-            raise ValueError(f"Invalid {self.name}: {value!r} (must be an integer)")
-        value = int(value) if self.integer else float(value)
-        if (
-            not math.isfinite(value)
-            or (self.low is not None and value < self.low)
-            or (self.high is not None and value > self.high)
-        ):
-            raise ValueError(f"Invalid {self.name}: {value!r} (must be in [{self.low:g}, {self.high:g}])")
-        return value
-
-
 _COMMON = (
-    TaskParam("val_fraction", 0.25, 0.05, 0.9, help="fraction of the pool held out for validation"),
-    TaskParam("label_noise", 0.0, 0.0, 0.9, help="fraction of training labels replaced by another class"),
-    TaskParam("hq_fraction", 0.2, 0.0, 1.0, help="fraction of training examples kept clean (the HQ subset)"),
+    Param("val_fraction", 0.25, low=0.05, high=0.9, help="fraction of the pool held out for validation"),
+    Param(
+        "label_noise", 0.0, low=0.0, high=0.9, help="fraction of training labels replaced by another class"
+    ),
+    Param(
+        "hq_fraction", 0.2, low=0.0, high=1.0, help="fraction of training examples kept clean (the HQ subset)"
+    ),
 )
 
 
@@ -85,29 +59,23 @@ class TaskInfo:
     label: str
     summary: str
     model: str  # "mlp", "cnn" or "transformer"
-    params: tuple[TaskParam, ...]
+    params: ParamSet
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", ParamSet(self.params))
 
     @property
     def defaults(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.params}
+        return self.params.defaults()
 
     def resolve(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated by ``params``, validated; ``ValueError`` names a bad parameter."""
-        params = dict(params or {})
-        by_name = {p.name: p for p in self.params}
-        unknown = sorted(set(params) - set(by_name))
-        if unknown:
-            choices = ", ".join(by_name)
-            raise ValueError(
-                f"Invalid task parameter for {self.name}: {unknown[0]!r} (must be one of {choices})"
-            )
-        values = self.defaults
-        values.update(params)
-        resolved = {k: by_name[k].validate(v) for k, v in values.items()}
+        """Defaults updated by ``params``, validated; ``ParamError`` names a bad parameter."""
+        resolved = self.params.resolve(params, what=f"task parameter for {self.name}")
         if resolved["label_noise"] + resolved["hq_fraction"] > 1.0:
-            raise ValueError(
-                f"Invalid label_noise: {resolved['label_noise']!r} (label_noise + hq_fraction must be <= 1, "
-                "the HQ subset is never noised)"
+            raise invalid(
+                "label_noise",
+                resolved["label_noise"],
+                "<= 1 - hq_fraction: label_noise + hq_fraction must be <= 1, the HQ subset is never noised",
             )
         return resolved
 
@@ -119,8 +87,8 @@ _INFOS = (
         "Two interleaved half circles in 2-D; an MLP learns a curved boundary.",
         "mlp",
         (
-            TaskParam("n_samples", 1000, 20, 100_000, integer=True),
-            TaskParam("noise", 0.2, 0.0, 2.0),
+            Param("n_samples", 1000, low=20, high=100_000, integer=True),
+            Param("noise", 0.2, low=0.0, high=2.0),
             *_COMMON,
         ),
     ),
@@ -130,9 +98,9 @@ _INFOS = (
         "A circle inside a ring in 2-D; the boundary must close on itself.",
         "mlp",
         (
-            TaskParam("n_samples", 1000, 20, 100_000, integer=True),
-            TaskParam("noise", 0.1, 0.0, 2.0),
-            TaskParam("factor", 0.5, 0.05, 0.95, help="inner radius / outer radius"),
+            Param("n_samples", 1000, low=20, high=100_000, integer=True),
+            Param("noise", 0.1, low=0.0, high=2.0),
+            Param("factor", 0.5, low=0.05, high=0.95, help="inner radius / outer radius"),
             *_COMMON,
         ),
     ),
@@ -142,10 +110,10 @@ _INFOS = (
         "Interleaved spiral arms in 2-D, the hardest of the three for a small MLP.",
         "mlp",
         (
-            TaskParam("n_samples", 1200, 20, 100_000, integer=True),
-            TaskParam("noise", 0.05, 0.0, 1.0),
-            TaskParam("classes", 3, 2, 8, integer=True),
-            TaskParam("turns", 1.0, 0.25, 4.0, help="turns of each arm"),
+            Param("n_samples", 1200, low=20, high=100_000, integer=True),
+            Param("noise", 0.05, low=0.0, high=1.0),
+            Param("classes", 3, low=2, high=8, integer=True),
+            Param("turns", 1.0, low=0.25, high=4.0, help="turns of each arm"),
             *_COMMON,
         ),
     ),
@@ -162,9 +130,11 @@ _INFOS = (
         "Predict c = a ∘ b mod p from the tokens 'a ∘ b =' with a tiny causal transformer.",
         "transformer",
         (
-            TaskParam("modulus", 23, 2, 97, integer=True, help="p; the pool is all p² pairs"),
-            TaskParam("operation", "add", choices=("add", "sub", "mul")),
-            TaskParam("val_fraction", 0.5, 0.05, 0.9, help="fraction of the pairs held out for validation"),
+            Param("modulus", 23, low=2, high=97, integer=True, help="p; the pool is all p² pairs"),
+            Param("operation", "add", choices=("add", "sub", "mul")),
+            Param(
+                "val_fraction", 0.5, low=0.05, high=0.9, help="fraction of the pairs held out for validation"
+            ),
             *_COMMON[1:],
         ),
     ),
