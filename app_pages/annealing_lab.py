@@ -23,7 +23,7 @@ from dgs_core.optim import registry
 from dgs_core.params import Param
 from dgs_core.schedules import PLATEAU_HYPERPARAMS, SCHEDULES, ScheduleSpec
 from dgs_core.snapshots import export_training
-from dgs_core.tasks import get_task_info, task_names
+from dgs_core.training.tasks import get_task_info, task_names
 from dgs_core.viz import annealing as viz
 
 SLICE_SECONDS = 1.5  # training per rerun of a live section: the UI waits at most about this long

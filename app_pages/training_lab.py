@@ -35,23 +35,21 @@ from app_pages.ui import (
 )
 from dgs_core import jobs
 from dgs_core.annealing_study import MAX_CURVE_STEPS, default_params
-from dgs_core.models import SIZES, resolve_model_params
 from dgs_core.optim import registry
 from dgs_core.schedules import SCHEDULES, ScheduleSpec
 from dgs_core.snapshots import export_training
-from dgs_core.tasks import get_task_info, task_names
-from dgs_core.training import (
-    DEFAULT_MAX_STEPS,
+from dgs_core.studies.large_batch import (
     LR_SCALINGS,
     LargeBatchStudy,
-    OptimizerSpec,
     StudyEvent,
-    TrainConfig,
-    Trainer,
     large_batch_base,
     large_batch_configs,
     large_batch_gap,
 )
+from dgs_core.training.config import DEFAULT_MAX_STEPS, OptimizerSpec, TrainConfig
+from dgs_core.training.models import SIZES, resolve_model_params
+from dgs_core.training.tasks import get_task_info, task_names
+from dgs_core.training.trainer import Trainer
 from dgs_core.viz import training as viz
 
 MAX_STEPS_ENV = "DGS_LAB_MAX_STEPS"  # the server's cap on a run's steps (default DEFAULT_MAX_STEPS)

@@ -46,7 +46,8 @@ REDRAWS = """ms => new Promise(done => { const seen = []; let last = null; const
 def headless_steps_per_second(seconds: float) -> float:
     """The page's run (SGD + DGS on moons, page defaults) with no page: the reference."""
     from dgs_core import jobs
-    from dgs_core.training import TrainConfig, Trainer
+    from dgs_core.training.config import TrainConfig
+    from dgs_core.training.trainer import Trainer
 
     config = TrainConfig(task="moons", optimizers=("sgd", "dgs"), steps=STEPS, max_steps=STEPS,
                          eval_every=STEPS // 60, diag_every=STEPS // 60)  # fmt: skip

@@ -43,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from dgs_core.device import resolve_device, small_tensor_mode
 from dgs_core.optim import registry
-from dgs_core.tasks import task_names
-from dgs_core.training import TrainConfig, Trainer
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.tasks import task_names
+from dgs_core.training.trainer import Trainer
 
 BUDGET = 1.10
 

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dgs_core.params import Param
+from dgs_core.params import Param, invalid
 from dgs_core.schedules import (
     PLATEAU_HYPERPARAMS,
     ChainSchedule,
@@ -282,10 +282,10 @@ class AnnealingPlan:
             raise ValueError(f"Invalid phases: {self.phases!r} (must have at least one phase)")
         for phase in phases:
             if not isinstance(phase, Phase):
-                raise ValueError(f"Invalid phase: {phase!r} (must be a Phase)")
+                raise invalid("phase", phase, "a Phase")
         object.__setattr__(self, "phases", phases)
         if self.metric_mode not in METRIC_MODES:
-            raise ValueError(f"Invalid metric_mode: {self.metric_mode!r} (must be one of 'min', 'max')")
+            raise invalid("metric_mode", self.metric_mode, "one of 'min', 'max'")
         seen: set[str] = set()
         for phase in phases:
             if phase.name in seen:
@@ -325,10 +325,10 @@ class AnnealingPlan:
         """Rebuild and validate a plan from :meth:`to_dict`'s output."""
         d = _from_mapping(data, "annealing plan", ("version", "metric_mode", "phases"))
         if d.get("version", PLAN_VERSION) != PLAN_VERSION:
-            raise ValueError(f"Invalid version: {d['version']!r} (must be {PLAN_VERSION})")
+            raise invalid("version", d['version'], f"{PLAN_VERSION}")
         raw = d.get("phases")
         if not isinstance(raw, list | tuple):
-            raise ValueError(f"Invalid phases: {raw!r} (must be a list)")
+            raise invalid("phases", raw, "a list")
         return cls(tuple(Phase.from_dict(p) for p in raw), d.get("metric_mode", "min"))
 
 
@@ -408,7 +408,7 @@ class AnnealingController:
 
     def __init__(self, plan: AnnealingPlan) -> None:
         if not isinstance(plan, AnnealingPlan):
-            raise ValueError(f"Invalid plan: {plan!r} (must be an AnnealingPlan)")
+            raise invalid("plan", plan, "an AnnealingPlan")
         self.plan = plan
         self._schedules: list[Schedule | ChainSchedule | None] = [
             None if p.schedule is None else build(p.schedule) for p in plan.phases
@@ -537,9 +537,7 @@ class AnnealingController:
         """
         step = _check_step(step)
         if self._observations and step <= self._observations[-1][0]:
-            raise ValueError(
-                f"Invalid step: {step!r} (must be > the previous validation step {self._observations[-1][0]})"
-            )
+            raise invalid("step", step, f"> the previous validation step {self._observations[-1][0]}")
         span = self._span_at(step)
         metric = float(metric)
         i, phase = span.index, self.plan.phases[span.index]
@@ -596,11 +594,11 @@ class AnnealingController:
             raise ValueError("Invalid controller state: its plan differs from this controller's plan")
         observations = d.get("observations")
         if not isinstance(observations, list | tuple):
-            raise ValueError(f"Invalid observations: {observations!r} (must be a list)")
+            raise invalid("observations", observations, "a list")
         replayed = type(self)(self.plan)
         for item in observations:
             if not isinstance(item, list | tuple) or len(item) != 2:
-                raise ValueError(f"Invalid observation: {item!r} (must be [step, metric])")
+                raise invalid("observation", item, "[step, metric]")
             replayed.observe_validation(item[0], _float_from_json(item[1], "metric"))
         spans = [span.to_dict() for span in replayed.spans()]
         if "spans" in d and d["spans"] != spans:

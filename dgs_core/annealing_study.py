@@ -40,7 +40,7 @@ import pandas as pd
 from dgs_core.annealing import AnnealingPlan, Phase, PlateauSettings, StopRule, two_phase_plan
 from dgs_core.device import small_tensor_mode
 from dgs_core.optim import registry
-from dgs_core.params import Param, ParamSet
+from dgs_core.params import Param, ParamSet, invalid
 from dgs_core.schedules import (
     PlateauAnnealer,
     ReductionEvent,
@@ -49,12 +49,14 @@ from dgs_core.schedules import (
     get,
     sample,
 )
+from dgs_core.training.config import OptimizerSpec, TrainConfig
+from dgs_core.training.results import RUNNING, STOPPED, RunResult
 
 # The trainer's models are tiny: one intra-op thread is an order of magnitude faster on a busy
 # CPU (measured: 3 optimizers × 300 steps, 3.4 s with 1 thread against 52 s with 2 threads
 # under load). The surface lab's context manager does exactly that and restores the count.
-from dgs_core.tasks import get_task_info
-from dgs_core.training import RUNNING, STOPPED, OptimizerSpec, RunResult, TrainConfig, Trainer
+from dgs_core.training.tasks import get_task_info
+from dgs_core.training.trainer import Trainer
 
 MAX_CURVE_STEPS = 100_000
 """The longest run the composer samples (pure Python, about 0.1 s per curve)."""
@@ -98,10 +100,10 @@ class CurveSpec:
         if isinstance(self.schedule, Mapping):
             object.__setattr__(self, "schedule", ScheduleSpec.from_dict(self.schedule))
         if not isinstance(self.schedule, ScheduleSpec) or self.schedule.segments:
-            raise ValueError(f"Invalid schedule: {self.schedule!r} (must be a registered schedule's spec)")
+            raise invalid("schedule", self.schedule, "a registered schedule's spec")
         object.__setattr__(self, "warmup_before", _validated(_PREFIX_WARMUP, self.warmup_before))
         if not isinstance(self.label, str):
-            raise ValueError(f"Invalid label: {self.label!r} (must be a string)")
+            raise invalid("label", self.label, "a string")
         if not self.label:
             info = get(self.schedule.name)
             name = info.label if not self.warmup_before else f"Warmup {self.warmup_before} → {info.label}"
@@ -143,7 +145,7 @@ class CurveSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CurveSpec:
         if not isinstance(data, Mapping) or "schedule" not in data:
-            raise ValueError(f"Invalid curve: {data!r} (must be a mapping with a 'schedule')")
+            raise invalid("curve", data, "a mapping with a 'schedule'")
         unknown = sorted(set(data) - {"schedule", "warmup_before", "label"})
         if unknown:
             raise ValueError(f"Invalid curve key: {unknown[0]!r} (must be schedule, warmup_before or label)")
@@ -206,7 +208,7 @@ def schedule_curves(curves: Sequence[CurveSpec], run_steps: int) -> pd.DataFrame
     run_steps = check_run_steps(run_steps)
     labels = [c.label for c in curves]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"Invalid labels: {labels!r} (must be unique)")
+        raise invalid("labels", labels, "unique")
     frames = []
     steps = np.arange(run_steps)
     for c in curves:
@@ -267,7 +269,7 @@ def plateau_demo(
     noise = _validated(_DEMO_NOISE, noise)
     seed = _validated(_DEMO_SEED, seed)
     if plateau.get("mode", "min") != "min":
-        raise ValueError(f"Invalid mode: {plateau['mode']!r} (must be 'min': the demo's metric is a loss)")
+        raise invalid("mode", plateau['mode'], "'min': the demo's metric is a loss")
     annealer = PlateauAnnealer(lr, **plateau)
     z = np.random.default_rng(seed).standard_normal(evaluations)
     excess, best = 1.0, math.inf
@@ -356,9 +358,9 @@ class StudyRuns:
         deadline by one chunk of one run.
         """
         if not (isinstance(max_seconds, int | float) and max_seconds > 0):
-            raise ValueError(f"Invalid max_seconds: {max_seconds!r} (must be > 0)")
+            raise invalid("max_seconds", max_seconds, "> 0")
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise ValueError(f"Invalid chunk: {chunk!r} (must be an integer >= 1)")
+            raise invalid("chunk", chunk, "an integer >= 1")
         start = time.perf_counter()
         with small_tensor_mode():
             while not self.finished:
@@ -495,7 +497,7 @@ class TwoPhaseSettings:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if not isinstance(self.task_params, Mapping):
-            raise ValueError(f"Invalid task_params: {self.task_params!r} (must be a mapping)")
+            raise invalid("task_params", self.task_params, "a mapping")
         get_task_info(self.task).resolve(self.task_params)  # names a bad task or parameter
         set_(self, "task_params", _frozen(self.task_params))
         spec = OptimizerSpec(self.optimizer, self.hparams)  # names a bad optimizer or hyperparameter
@@ -537,7 +539,7 @@ class TwoPhaseSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TwoPhaseSettings:
         if not isinstance(data, Mapping):
-            raise ValueError(f"Invalid settings: {data!r} (must be a mapping)")
+            raise invalid("settings", data, "a mapping")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -605,7 +607,7 @@ def two_phase_configs(settings: TwoPhaseSettings) -> dict[str, TrainConfig]:
     """One :class:`TrainConfig` per variant: same task, seed (so initialisation and data
     order), optimizer and budget; only the annealing plan differs."""
     if not isinstance(settings, TwoPhaseSettings):
-        raise ValueError(f"Invalid settings: {settings!r} (must be TwoPhaseSettings)")
+        raise invalid("settings", settings, "TwoPhaseSettings")
     return {
         name: TrainConfig(
             task=settings.task,
@@ -655,11 +657,11 @@ def two_phase_record(settings: TwoPhaseSettings, study: StudyRuns | None = None)
 def settings_from_record(record: Mapping[str, Any]) -> TwoPhaseSettings:
     """The settings of a saved :func:`two_phase_record`; the saved plans must match them."""
     if not isinstance(record, Mapping) or record.get("kind") != "two_phase":
-        raise ValueError(f"Invalid record: {record!r} (must be a two-phase record)")
+        raise invalid("record", record, "a two-phase record")
     settings = TwoPhaseSettings.from_dict(record.get("settings"))  # type: ignore[arg-type]
     saved = record.get("variants")
     if not isinstance(saved, Mapping):
-        raise ValueError(f"Invalid variants: {saved!r} (must be a mapping)")
+        raise invalid("variants", saved, "a mapping")
     for name, plan in two_phase_plans(settings).items():
         entry = saved.get(name)
         if not isinstance(entry, Mapping) or AnnealingPlan.from_dict(entry.get("plan")) != plan:

@@ -28,7 +28,8 @@ from typing import Any, TextIO
 import pandas as pd
 
 from dgs_core import snapshots
-from dgs_core.training import TrainConfig, Trainer
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.trainer import Trainer
 
 MAX_CONFIG_BYTES = 1 << 20
 

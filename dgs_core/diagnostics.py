@@ -78,7 +78,7 @@ import pandas as pd
 import torch
 
 from dgs_core.optim._compile import Sampler
-from dgs_core.params import Param
+from dgs_core.params import Param, invalid
 
 EPS = 1e-12  # SPEC §4: η_eff = |Δθ| / (|g| + 1e-12)
 GLOBAL = "*"  # the ``tensor`` of rows that concern the whole step (lr, batch size)
@@ -526,7 +526,7 @@ class Diagnostics:
         keep = set([keep] if isinstance(keep, str) else keep)
         unknown = sorted(keep - set(all_names))
         if unknown:
-            raise ValueError(f"Invalid keep: {unknown[0]!r} (must be one of {', '.join(all_names)})")
+            raise invalid("keep", unknown[0], f"one of {', '.join(all_names)}")
 
         generator = torch.Generator().manual_seed(seed)
         self._tracked: list[_Tracked] = []

@@ -35,6 +35,8 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from dgs_core.params import invalid
+
 P = TypeVar("P")  # the payload
 E = TypeVar("E")  # an event
 V = TypeVar("V")  # a cached value
@@ -101,7 +103,7 @@ class Job(Generic[P, E]):
         clock: Clock = time.monotonic,
     ) -> None:
         if idle_stop_s is not None and not idle_stop_s > 0:
-            raise ValueError(f"Invalid idle_stop_s: {idle_stop_s!r} (must be > 0 or None)")
+            raise invalid("idle_stop_s", idle_stop_s, "> 0 or None")
         self.id = secrets.token_urlsafe(12)
         self.name = name
         self._prepare, self._work, self._measure, self._poll = prepare, work, measure, poll
@@ -269,9 +271,9 @@ class JobRegistry:
 
     def __init__(self, *, max_jobs: int = 16, keep_s: float = 3600.0, clock: Clock = time.monotonic) -> None:
         if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
-            raise ValueError(f"Invalid max_jobs: {max_jobs!r} (must be an integer >= 1)")
+            raise invalid("max_jobs", max_jobs, "an integer >= 1")
         if not keep_s > 0:
-            raise ValueError(f"Invalid keep_s: {keep_s!r} (must be > 0)")
+            raise invalid("keep_s", keep_s, "> 0")
         self.max_jobs, self.keep_s, self._clock = max_jobs, keep_s, clock
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
@@ -342,7 +344,7 @@ class RateMeter:
 
     def __init__(self, window_s: float = 2.0, clock: Clock = time.monotonic) -> None:
         if not window_s > 0:
-            raise ValueError(f"Invalid window_s: {window_s!r} (must be > 0)")
+            raise invalid("window_s", window_s, "> 0")
         self.window_s, self._clock = window_s, clock
         self._ticks: deque[float] = deque()
 
@@ -386,9 +388,9 @@ class LiveCache(Generic[V]):
 
     def __init__(self, *, per_tick: int = 1, min_age_s: float = 0.5, clock: Clock = time.monotonic) -> None:
         if isinstance(per_tick, bool) or not isinstance(per_tick, int) or per_tick < 0:
-            raise ValueError(f"Invalid per_tick: {per_tick!r} (must be an integer >= 0)")
+            raise invalid("per_tick", per_tick, "an integer >= 0")
         if not min_age_s >= 0:
-            raise ValueError(f"Invalid min_age_s: {min_age_s!r} (must be >= 0)")
+            raise invalid("min_age_s", min_age_s, ">= 0")
         self.per_tick, self.min_age_s, self._clock = per_tick, min_age_s, clock
         self._entries: dict[str, _Entry] = {}
         self._live = False

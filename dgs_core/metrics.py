@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from dgs_core.params import invalid
+
 Array = np.ndarray
 
 SPIKE_WINDOW = 20  # W, SPEC §3
@@ -56,11 +58,11 @@ def spike_mask(losses: Any, *, window: int = SPIKE_WINDOW, tau: float = SPIKE_TA
         A boolean array shaped like ``losses``; step 0 is never a spike.
     """
     if int(window) != window or window < 1:
-        raise ValueError(f"Invalid window: {window!r} (must be an integer >= 1)")
+        raise invalid("window", window, "an integer >= 1")
     if not (np.isfinite(tau) and tau >= 0):
-        raise ValueError(f"Invalid tau: {tau!r} (must be >= 0)")
+        raise invalid("tau", tau, ">= 0")
     if int(since) != since or since < 0:
-        raise ValueError(f"Invalid since: {since!r} (must be an integer >= 0)")
+        raise invalid("since", since, "an integer >= 0")
     window, since = int(window), int(since)
     values = _time_major(losses, "losses")
     finite = np.isfinite(values)

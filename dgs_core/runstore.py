@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dgs_core.params import invalid
 from dgs_core.snapshots import Bundle, read_bundle
 
 RUNS_DIR_ENV = "DGS_LAB_RUNS_DIR"
@@ -76,7 +77,7 @@ def _check_run_id(run_id: str) -> str:
 def clean_name(name: Any) -> str:
     """A display name: printable, one line, at most :data:`MAX_NAME` characters, not empty."""
     if not isinstance(name, str):
-        raise ValueError(f"Invalid name: {name!r} (must be text)")
+        raise invalid("name", name, "text")
     cleaned = " ".join("".join(c if c.isprintable() else " " for c in name).split())[:MAX_NAME]
     if not cleaned:
         raise ValueError("Invalid name: '' (must not be empty)")

@@ -26,7 +26,6 @@ Pieces:
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,7 +35,7 @@ from typing import Any
 
 import torch
 
-from dgs_core.params import Param, ParamSet
+from dgs_core.params import Param, ParamSet, invalid
 
 CHAIN = "chain"
 """The :class:`ScheduleSpec` name of a concatenation of schedules."""
@@ -204,42 +203,13 @@ def wsd(
     elif decay_shape == "1-sqrt":
         remaining = 1.0 - math.sqrt(progress)
     else:
-        raise ValueError(f"Invalid decay_shape: {decay_shape!r} (must be one of {', '.join(_DECAY_SHAPES)})")
+        raise invalid("decay_shape", decay_shape, f"one of {', '.join(_DECAY_SHAPES)}")
     return min_lr + (base_lr - min_lr) * remaining
 
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameter specs and the registry
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepListParam(Param):
-    """A strictly increasing list of step indices (``multistep``'s milestones).
-
-    ``kind`` is ``"int_list"``; ``low``/``high`` bound every element. Validated values are tuples.
-    """
-
-    @property
-    def kind(self) -> str:
-        return "int_list"
-
-    def describe_range(self) -> str:
-        bounds = Param(self.name, 0, low=self.low, high=self.high, integer=True).describe_range()
-        return f"a strictly increasing list of integers {bounds}"
-
-    def validate(self, value: Any) -> tuple[int, ...]:  # type: ignore[override]
-        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-            raise ValueError(f"Invalid {self.name}: {value!r} (must be {self.describe_range()})")
-        items = list(value)
-        element = Param(self.name, 0, low=self.low, high=self.high, integer=True)
-        try:
-            steps = tuple(int(element.validate(v)) for v in items)
-        except ValueError:
-            raise ValueError(f"Invalid {self.name}: {items!r} (must be {self.describe_range()})") from None
-        if any(a >= b for a, b in itertools.pairwise(steps)):
-            raise ValueError(f"Invalid {self.name}: {items!r} (must be {self.describe_range()})")
-        return steps
 
 
 _MAX_STEPS = 1e9
@@ -273,9 +243,7 @@ def _lr_at_most_base(name: str) -> Callable[[Mapping[str, Any]], None]:
 
 def _check_warmup_cosine(p: Mapping[str, Any]) -> None:
     if p["warmup_steps"] > p["total_steps"]:
-        raise ValueError(
-            f"Invalid warmup_steps: {p['warmup_steps']!r} (must be <= total_steps={p['total_steps']!r})"
-        )
+        raise invalid("warmup_steps", p['warmup_steps'], f"<= total_steps={p['total_steps']!r}")
     _lr_at_most_base("min_lr")(p)
 
 
@@ -346,8 +314,8 @@ _INFOS: tuple[ScheduleInfo, ...] = (
         fn=multistep,
         hyperparams=(
             _BASE_LR,
-            StepListParam(
-                "milestones", (500, 750), low=1, high=_MAX_STEPS, integer=True, help="steps where γ applies"
+            Param(
+                "milestones", (500, 750), low=1, high=_MAX_STEPS, step_list=True, help="steps where γ applies"
             ),
             _DECAY_GAMMA,
         ),
@@ -501,7 +469,7 @@ def get(name: str) -> ScheduleInfo:
     try:
         return SCHEDULES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"Invalid schedule: {name!r} (must be one of {', '.join(SCHEDULES)})") from None
+        raise invalid("schedule", name, f"one of {', '.join(SCHEDULES)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,7 +523,7 @@ class ScheduleSpec:
                 raise ValueError(f"Invalid params for chain: {dict(self.params)!r} (must be empty)")
             segments = tuple(self.segments) if isinstance(self.segments, Iterable) else None
             if not segments:
-                raise ValueError(f"Invalid segments: {self.segments!r} (must be a non-empty list)")
+                raise invalid("segments", self.segments, "a non-empty list")
             checked = []
             for i, segment in enumerate(segments):
                 if not (isinstance(segment, tuple | list) and len(segment) == 2):
@@ -617,7 +585,7 @@ class ScheduleSpec:
             return cls(name, params)
         raw = data.get("segments")
         if not isinstance(raw, list | tuple) or not raw:
-            raise ValueError(f"Invalid segments: {raw!r} (must be a non-empty list)")
+            raise invalid("segments", raw, "a non-empty list")
         segments = []
         for i, item in enumerate(raw):
             if not isinstance(item, Mapping) or set(item) != {"steps", "schedule"}:
@@ -676,7 +644,7 @@ class ChainSchedule:
     def __init__(self, segments: Iterable[tuple[int, Callable[[int], float]]]) -> None:
         segments = list(segments) if isinstance(segments, Iterable) else None
         if not segments:
-            raise ValueError(f"Invalid segments: {segments!r} (must be a non-empty list)")
+            raise invalid("segments", segments, "a non-empty list")
         starts, pieces, lengths, start = [], [], [], 0
         for i, segment in enumerate(segments):
             if not (isinstance(segment, tuple | list) and len(segment) == 2):
@@ -748,7 +716,7 @@ def chain(segments: Iterable[tuple[int, Callable[[int], float]]]) -> ChainSchedu
 def build(spec: ScheduleSpec) -> Schedule | ChainSchedule:
     """The callable a :class:`ScheduleSpec` describes."""
     if not isinstance(spec, ScheduleSpec):
-        raise ValueError(f"Invalid spec: {spec!r} (must be a ScheduleSpec)")
+        raise invalid("spec", spec, "a ScheduleSpec")
     if spec.name == CHAIN:
         return ChainSchedule([(n, build(s)) for n, s in spec.segments])
     return Schedule(spec)
@@ -777,7 +745,7 @@ def lambda_lr(
     0.1
     """
     if not callable(schedule):
-        raise ValueError(f"Invalid schedule: {schedule!r} (must be callable)")
+        raise invalid("schedule", schedule, "callable")
     for group in optimizer.param_groups:
         group["initial_lr"] = 1.0
 
@@ -946,9 +914,9 @@ class PlateauAnnealer:
         if missing:
             raise ValueError(f"Invalid PlateauAnnealer state: missing {missing[0]!r}")
         if not isinstance(state["hyperparams"], Mapping):
-            raise ValueError(f"Invalid hyperparams: {state['hyperparams']!r} (must be a mapping)")
+            raise invalid("hyperparams", state['hyperparams'], "a mapping")
         if not isinstance(state["events"], list | tuple):
-            raise ValueError(f"Invalid events: {state['events']!r} (must be a list)")
+            raise invalid("events", state['events'], "a list")
         fresh = PlateauAnnealer(state["lr"], **state["hyperparams"])
         fresh.best = _float_from_json(state["best"], "best")
         fresh.num_bad_evaluations = _check_step(state["num_bad_evaluations"], "num_bad_evaluations")

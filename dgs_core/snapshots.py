@@ -116,8 +116,11 @@ from dgs_core.device import resolve_device
 from dgs_core.diagnostics import DiagnosticRecord, TensorDiagnostics
 from dgs_core.metrics import divergence_message
 from dgs_core.optim import registry
+from dgs_core.params import invalid
 from dgs_core.surfaces import MAX_STEPS, Run, check_starts, get_surface, simulate
-from dgs_core.training import METRIC_COLUMNS, TrainConfig, Trainer
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.results import METRIC_COLUMNS
+from dgs_core.training.trainer import Trainer
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -644,11 +647,11 @@ def surface_config(
         if lrs is not None:
             values = np.atleast_1d(np.asarray(lrs, dtype=float))
             if values.ndim != 1 or not values.size:
-                raise ValueError(f"Invalid lrs: {lrs!r} (must be a non-empty list of numbers)")
+                raise invalid("lrs", lrs, "a non-empty list of numbers")
             lrs = [float(info.hyperparam("lr").validate(float(v))) for v in values]
         label = entry.get("label") or info.name
         if not isinstance(label, str):
-            raise ValueError(f"Invalid label: {label!r} (must be a string)")
+            raise invalid("label", label, "a string")
         base, k = label, 2
         while label in labels:
             label, k = f"{base}#{k}", k + 1

@@ -37,7 +37,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dgs_core.optim import registry
-from dgs_core.params import Param, Value
+from dgs_core.params import Param, Value, invalid
 from dgs_core.surfaces import SURFACES, Surface, check_starts, get_surface
 
 DEFAULT_SURFACE = "rosenbrock"
@@ -87,7 +87,7 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 def _check_optimizer(name: Any) -> str:
     if not isinstance(name, str):
-        raise ValueError(f"Invalid optimizer: {name!r} (must be a registry name)")
+        raise invalid("optimizer", name, "a registry name")
     return registry.get(name).name
 
 
@@ -173,9 +173,7 @@ class SurfaceConfig:
         _check_choice("basin_kind", self.basin_kind, BASIN_KINDS)
         if self.basin_resolution not in BASIN_RESOLUTIONS:
             allowed = ", ".join(map(str, BASIN_RESOLUTIONS))
-            raise ValueError(
-                f"Invalid basin_resolution: {self.basin_resolution!r} (must be one of {allowed})"
-            )
+            raise invalid("basin_resolution", self.basin_resolution, f"one of {allowed}")
         _check_choice("lr_metric", self.lr_metric, LR_METRICS)
         _check_choice("tuning", self.tuning, TUNING_CRITERIA)
 
@@ -234,9 +232,9 @@ def _start_pair(start: Any) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in start)
     except (TypeError, ValueError):
-        raise ValueError(f"Invalid start: {start!r} (must be a point (x, y))") from None
+        raise invalid("start", start, "a point (x, y)") from None
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise ValueError(f"Invalid start: {start!r} (must be finite)")
+        raise invalid("start", start, "finite")
     return (x, y)
 
 
@@ -286,7 +284,7 @@ def _parse_int(text: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise ValueError(f"Invalid number: {text!r} (must be an integer)") from None
+        raise invalid("number", text, "an integer") from None
 
 
 def _parse_float(text: str) -> float:
@@ -295,14 +293,14 @@ def _parse_float(text: str) -> float:
     except ValueError:
         raise ValueError(f"Invalid number: {text!r}") from None
     if not math.isfinite(value):
-        raise ValueError(f"Invalid number: {text!r} (must be finite)")
+        raise invalid("number", text, "finite")
     return value
 
 
 def _parse_start(text: str) -> tuple[float, float]:
     parts = text.split(",")
     if len(parts) != 2:
-        raise ValueError(f"Invalid start: {text!r} (must be two numbers, 'x,y')")
+        raise invalid("start", text, "two numbers, 'x,y'")
     return (_parse_float(parts[0]), _parse_float(parts[1]))
 
 

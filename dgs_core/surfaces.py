@@ -45,6 +45,8 @@ import torch
 
 from dgs_core import metrics
 from dgs_core.device import small_tensor_mode
+from dgs_core.optim import adadagrad
+from dgs_core.params import invalid
 
 Array = np.ndarray
 # f(x, y, xp, **params) -> value ;  grad(x, y, xp, **params) -> (df/dx, df/dy)
@@ -461,7 +463,7 @@ def get_surface(name: str | Surface, **params: float) -> Surface:
     try:
         surface = SURFACES[name]
     except KeyError:
-        raise ValueError(f"Invalid surface: {name!r} (must be one of {', '.join(SURFACES)})") from None
+        raise invalid("surface", name, f"one of {', '.join(SURFACES)}") from None
     return surface.with_params(**params) if params else surface
 
 
@@ -479,18 +481,18 @@ def check_starts(surface: Surface, start: Any = None, *, outside: str = "clamp")
     so) or refused (``outside="raise"``, ``ValueError``). ``None`` is the surface's default.
     """
     if outside not in OUTSIDE:
-        raise ValueError(f"Invalid outside: {outside!r} (must be one of {', '.join(OUTSIDE)})")
+        raise invalid("outside", outside, f"one of {', '.join(OUTSIDE)}")
     raw = surface.default_start if start is None else start
     try:
         starts = np.array(raw, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(f"Invalid start: {raw!r} (must be a point (x, y) or a list of points)") from None
+        raise invalid("start", raw, "a point (x, y) or a list of points") from None
     if starts.ndim == 1:
         starts = starts[None]
     if starts.ndim != 2 or starts.shape[1] != 2 or starts.shape[0] == 0:
         raise ValueError(f"Invalid start: shape {np.shape(raw)} (must be (2,) or (N, 2))")
     if not np.isfinite(starts).all():
-        raise ValueError(f"Invalid start: {raw!r} (must be finite)")
+        raise invalid("start", raw, "finite")
     notes: list[str] = []
     inside = surface.contains(starts)
     if not inside.all():
@@ -517,9 +519,9 @@ def lr_grid(
     array([0.001     , 0.00316228, 0.01      , 0.03162278, 0.1       ])
     """
     if not (math.isfinite(center) and center > 0):
-        raise ValueError(f"Invalid center: {center!r} (must be > 0)")
+        raise invalid("center", center, "> 0")
     if int(per_decade) != per_decade or per_decade < 1:
-        raise ValueError(f"Invalid per_decade: {per_decade!r} (must be an integer >= 1)")
+        raise invalid("per_decade", per_decade, "an integer >= 1")
     for name, value in (("decades_below", decades_below), ("decades_above", decades_above)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"Invalid {name}: {value!r} (must be >= 0)")
@@ -813,7 +815,7 @@ class _Engine:
         else:
             values = np.atleast_1d(np.asarray(lrs, dtype=float))
             if values.ndim != 1 or values.size == 0:
-                raise ValueError(f"Invalid lrs: {lrs!r} (must be a non-empty sequence of numbers)")
+                raise invalid("lrs", lrs, "a non-empty sequence of numbers")
             lr_spec = self.info.hyperparam("lr")
             self.lr_values = np.array([lr_spec.validate(v) for v in values], dtype=float)
         # hyperparameters tied to the lr (not set by the caller) take each group's lr
@@ -1022,9 +1024,7 @@ class _RowBatches:
     ) -> _RowBatches | None:
         if engine.info.batch_test is None:
             return None
-        from dgs_core import batching
-
-        return cls(engine, opt, params, bounds, batching.TESTS[engine.info.batch_test])
+        return cls(engine, opt, params, bounds, adadagrad.TESTS[engine.info.batch_test])
 
     def noise(self, t: int) -> Array | None:
         if self.engine.noise_std == 0:
@@ -1255,7 +1255,7 @@ class LrSweep:
         final gap; ``"final_gap"``: smallest final gap.
         """
         if criterion not in CRITERIA:
-            raise ValueError(f"Invalid criterion: {criterion!r} (must be one of {', '.join(CRITERIA)})")
+            raise invalid("criterion", criterion, f"one of {', '.join(CRITERIA)}")
         gap = np.where(np.isnan(self.final_gap), np.inf, self.final_gap)
         if np.all(self.diverged_at >= 0):
             return None

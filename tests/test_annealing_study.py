@@ -16,7 +16,8 @@ from dgs_core import annealing_study as study
 from dgs_core.annealing import MIN_LR_REACHED, NO_IMPROVEMENT, AnnealingController
 from dgs_core.schedules import SCHEDULES, ScheduleSpec, build, sample
 from dgs_core.snapshots import export_training, read_bundle
-from dgs_core.training import TrainConfig, Trainer
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.trainer import Trainer
 
 SMALL = {"n_samples": 200, "label_noise": 0.3, "hq_fraction": 0.3}
 

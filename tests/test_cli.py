@@ -21,7 +21,8 @@ from dgs_core.snapshots import (
     run_surface_config,
     surface_config,
 )
-from dgs_core.training import TrainConfig, Trainer
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.trainer import Trainer
 from tests.test_snapshots import CREATED, assert_identical
 
 ROOT = Path(__file__).resolve().parents[1]

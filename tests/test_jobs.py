@@ -10,7 +10,8 @@ import pytest
 
 from dgs_core import jobs
 from dgs_core.jobs import Job, JobRegistry, LiveCache, RateMeter, StopSignal
-from dgs_core.training import TrainConfig, Trainer
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.trainer import Trainer
 
 
 class FakeClock:

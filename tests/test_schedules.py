@@ -286,7 +286,11 @@ def test_make_schedule_uses_defaults_and_returns_floats():
             "Invalid warmup_steps: 200 (must be <= total_steps=100)",
         ),
         ("cosine", {"total_steps": -5}, "Invalid total_steps: -5 (must be an integer in [1, 1e+09])"),
-        ("warmup_cosine", {"warmup_steps": -1}, "Invalid warmup_steps: -1 (must be an integer in [0, 1e+09])"),
+        (
+            "warmup_cosine",
+            {"warmup_steps": -1},
+            "Invalid warmup_steps: -1 (must be an integer in [0, 1e+09])",
+        ),
         ("cosine", {"total_steps": 0}, "Invalid total_steps: 0"),
         ("cosine", {"total_steps": 2.5}, "Invalid total_steps: 2.5"),
         ("cosine", {"base_lr": -0.1}, "Invalid base_lr: -0.1"),

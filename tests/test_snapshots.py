@@ -41,7 +41,8 @@ from dgs_core.snapshots import (
     run_surface_config,
     surface_config,
 )
-from dgs_core.training import TrainConfig, Trainer
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.trainer import Trainer
 from dgs_core.viz.runs import run_figures, surface_figures, training_figures
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """DGS Lab optimizers and their registry.
 
->>> from dgs_core.optim import DGS, Adan, LARS, ExtraSGD, AdaGradNorm, create, names
+>>> from dgs_core.optim import DGS, Adan, LARS, ExtraSGD, AdaGradNorm, AdAdaGrad, create, names
 
 Attributes are loaded on first use, so importing one optimizer module
 (``from dgs_core.optim.dgs import DGS``) does not import the others.
@@ -17,15 +17,13 @@ _LAZY = {
     "LARS": "dgs_core.optim.lars",
     "ExtraSGD": "dgs_core.optim.extrasgd",
     "AdaGradNorm": "dgs_core.optim.adagrad_norm",
-    "AdAdaGrad": "dgs_core.batching",
-    "AdAdaGradNorm": "dgs_core.batching",
-    "Param": "dgs_core.optim._params",
+    "AdAdaGrad": "dgs_core.optim.adadagrad",
+    "AdAdaGradNorm": "dgs_core.optim.adadagrad",
     "OptimizerInfo": "dgs_core.optim.registry",
     "create": "dgs_core.optim.registry",
     "get": "dgs_core.optim.registry",
     "infos": "dgs_core.optim.registry",
     "names": "dgs_core.optim.registry",
-    "register": "dgs_core.optim.registry",
 }
 
 __all__ = sorted(_LAZY)

@@ -47,6 +47,8 @@ from typing import Any
 
 import torch
 
+from dgs_core.params import invalid
+
 # ``sample(param, tensor)``: a caller's tracked elements (flat) of a tensor shaped like
 # ``param``. The diagnostics layer hands one to ``tensor_summaries_many`` so that values derived
 # from a per-element state (Adan's ‖v‖, DGS's clipped fraction) come from the elements it
@@ -141,7 +143,7 @@ def check_switches(values: dict[str, Any]) -> None:
     """
     foreach = values.get("foreach")
     if foreach is not None and not isinstance(foreach, bool):
-        raise ValueError(f"Invalid foreach: {foreach!r} (must be None, True or False)")
+        raise invalid("foreach", foreach, "None, True or False")
     for name in ("fused", "independent_rows"):
         value = values.get(name, False)
         if not isinstance(value, bool):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from dgs_core.optim._compile import Sampler, check_switches, compiled, row_reduce, use_foreach
-from dgs_core.params import Param, ParamSet
+from dgs_core.params import Param, ParamSet, invalid
 
 HYPERPARAMS = ParamSet((
     Param("lr", 1e-3, low=0.0, high=1e3, log=True, help="learning rate η"),
@@ -213,7 +213,7 @@ class Adan(torch.optim.Optimizer):
 
 def _check_betas(betas: Any) -> None:
     if not isinstance(betas, Sequence) or len(betas) != 3:
-        raise ValueError(f"Invalid betas: {betas!r} (must be three values (beta1, beta2, beta3))")
+        raise invalid("betas", betas, "three values (beta1, beta2, beta3)")
     for spec, beta in zip(_BETAS, betas, strict=True):
         spec.validate(beta)
 

@@ -11,7 +11,7 @@ import torch
 
 from dgs_core.metrics import spike_mask
 from dgs_core.optim._compile import Sampler, as_input, check_switches, compiled, row_reduce, use_foreach
-from dgs_core.params import Param, ParamSet
+from dgs_core.params import Param, ParamSet, invalid
 
 CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
 CLIPPED_BLOCK = 16  # contiguous elements per block: one 64-byte cache line of float32
@@ -263,7 +263,7 @@ class DGS(torch.optim.Optimizer):
         ``mode=None`` uses each group's ``reset_mode``.
         """
         if mode is not None and mode not in _RESET_MODES:
-            raise ValueError(f"Invalid mode: {mode!r} (must be one of 'soft', 'hard')")
+            raise invalid("mode", mode, "one of 'soft', 'hard'")
         for group in self.param_groups:
             _check(group)
             self._reset_group(group, mode or group["reset_mode"])

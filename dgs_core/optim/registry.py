@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 
-from dgs_core.optim import adagrad_norm, adan, dgs, extrasgd, lars
+from dgs_core.optim import adadagrad, adagrad_norm, adan, dgs, extrasgd, lars
+from dgs_core.optim.adadagrad import AdAdaGrad, AdAdaGradNorm
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.optim.adan import Adan
 from dgs_core.optim.dgs import DGS
 from dgs_core.optim.extrasgd import ExtraSGD
 from dgs_core.optim.lars import LARS
-from dgs_core.params import Param, ParamSet, Value
+from dgs_core.params import Param, ParamSet, Value, invalid
 
 
 def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -112,6 +113,7 @@ _BETA2 = Param("beta2", 0.999, low=0.0, high=1.0, high_open=True, help="second-m
 _ADAM_EPS = Param("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε")
 
 _TORCH_DOCS = "https://docs.pytorch.org/docs/stable/optim.html"
+_BATCH_SURFACE_DEFAULTS = {"initial_batch_size": 2, "max_batch_size": 256}
 
 _INFOS: tuple[OptimizerInfo, ...] = (
     OptimizerInfo(
@@ -188,13 +190,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         description="Each coordinate's step shrinks with its accumulated squared gradients: "
         "fast at first, ever more cautious later.",
         paper="https://jmlr.org/papers/v12/duchi11a.html",
-        hyperparams=(
-            _lr(0.01),
-            Param("lr_decay", 0.0, low=0.0, high=1.0, help="lr ← lr/(1 + (t−1)·decay)"),
-            _BASELINE_WD,
-            Param("eps", 1e-10, low=0.0, high=1.0, log=True, help="denominator ε"),
-            Param("initial_accumulator_value", 0.0, low=0.0, high=1e3, help="G₀"),
-        ),
+        hyperparams=adadagrad.ADAGRAD_HYPERPARAMS,
         surface_defaults=_frozen({"lr": 2.0}),
     ),
     OptimizerInfo(
@@ -275,45 +271,58 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         hyperparams=adagrad_norm.HYPERPARAMS,
         surface_defaults=_frozen({"lr": 3.0}),
     ),
+    OptimizerInfo(
+        name="adadagrad",
+        label="AdAdaGrad",
+        cls=AdAdaGrad,
+        summary="AdaGrad with a growing batch size set by a coordinate-wise variance test.",
+        description="Trains with AdaGrad and, every few steps, measures how noisy the batch "
+        "gradient is in AdaGrad's own per-coordinate metric from per-sample gradients; when the "
+        "noise outweighs the signal the batch grows (never shrinks, up to a cap). The exact "
+        "coordinate-wise test is DGS Lab's reading of the paper (docs/algorithms.md, AdAdaGrad).",
+        paper=adadagrad.PAPER,
+        interpretation=True,
+        hyperparams=adadagrad.ADADAGRAD_HYPERPARAMS,
+        batch_test="coordinatewise",
+        # the update rule is AdaGrad's: its 2-D settings carry over
+        surface_defaults=_frozen({"lr": 2.0, **_BATCH_SURFACE_DEFAULTS}),
+    ),
+    OptimizerInfo(
+        name="adadagrad_norm",
+        label="AdAdaGrad-Norm",
+        cls=AdAdaGradNorm,
+        summary="AdaGrad-Norm with a growing batch size set by the norm test.",
+        description="One adaptive step size η/b_t for the whole model (AdaGrad-Norm) and a batch "
+        "that grows whenever the per-sample gradients' variance is large against the squared "
+        "norm of their mean (the norm test): small, cheap batches early, large ones near a "
+        "minimum, where noise dominates.",
+        paper=adadagrad.PAPER,
+        hyperparams=adadagrad.ADADAGRAD_NORM_HYPERPARAMS,
+        batch_test="norm",
+        # the update rule is AdaGrad-Norm's: its 2-D settings carry over
+        surface_defaults=_frozen({"lr": 3.0, **_BATCH_SURFACE_DEFAULTS}),
+    ),
 )
 
-_REGISTRY: dict[str, OptimizerInfo] = {info.name: info for info in _INFOS}
-
-
-def register(info: OptimizerInfo) -> None:
-    """Add an optimizer (used by :mod:`dgs_core.batching` for the AdAdaGrad family)."""
-    if info.name in _REGISTRY and _REGISTRY[info.name] is not info:
-        raise ValueError(f"Invalid name: {info.name!r} (already registered)")
-    _REGISTRY[info.name] = info
-
-
-def _ensure_complete() -> None:
-    # The AdAdaGrad family lives in dgs_core.batching (it needs per-sample gradients);
-    # importing it registers them, so every lookup sees the whole table.
-    import dgs_core.batching  # noqa: F401
+_REGISTRY: Mapping[str, OptimizerInfo] = MappingProxyType({info.name: info for info in _INFOS})
 
 
 def names() -> list[str]:
     """Registered optimizer names, in display order."""
-    _ensure_complete()
     return list(_REGISTRY)
 
 
 def infos() -> list[OptimizerInfo]:
     """Every registered optimizer's record, in display order."""
-    _ensure_complete()
     return list(_REGISTRY.values())
 
 
 def get(name: str) -> OptimizerInfo:
     """The record for ``name``; ``ValueError`` naming it when unknown."""
-    _ensure_complete()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"Invalid optimizer: {name!r} (must be one of {', '.join(_REGISTRY)})"
-        ) from None
+        raise invalid("optimizer", name, f"one of {', '.join(_REGISTRY)}") from None
 
 
 def create(

@@ -26,7 +26,7 @@ from dgs_core.annealing import BUDGET
 from dgs_core.annealing_study import VARIANTS, CurveSpec, PlateauDemo, TwoPhaseSettings
 from dgs_core.optim import registry
 from dgs_core.schedules import ReductionEvent
-from dgs_core.training import DONE, RUNNING, STOPPED, RunResult
+from dgs_core.training.results import DONE, RUNNING, STOPPED, RunResult
 from dgs_core.viz.training import lr_figure
 
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}

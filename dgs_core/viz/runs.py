@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from dgs_core.params import invalid
 from dgs_core.surfaces import Run
-from dgs_core.tasks import Task
-from dgs_core.training import RunResult
+from dgs_core.training.results import RunResult
+from dgs_core.training.tasks import Task
 from dgs_core.viz import surface as surface_viz
 from dgs_core.viz import training as training_viz
 
@@ -126,7 +127,7 @@ def overlay_figure(
     """
     choices = {**TRAINING_CURVES, **SURFACE_CURVES}
     if metric not in choices:
-        raise ValueError(f"Invalid metric: {metric!r} (must be one of {', '.join(choices)})")
+        raise invalid("metric", metric, f"one of {', '.join(choices)}")
     fig = go.Figure()
     positive = True
     for i, (run_name, bundle) in enumerate(bundles.items()):

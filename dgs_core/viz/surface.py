@@ -40,6 +40,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dgs_core import metrics
+from dgs_core.params import invalid
 from dgs_core.surfaces import (
     BASIN_DIVERGED,
     BASIN_ELSEWHERE,
@@ -951,7 +952,7 @@ def basin_map_figure(
     grid (see :func:`click_grid_trace`) lets the page start a run from a clicked pixel.
     """
     if kind not in _BASIN_KINDS:
-        raise ValueError(f"Invalid kind: {kind!r} (must be one of {', '.join(_BASIN_KINDS)})")
+        raise invalid("kind", kind, f"one of {', '.join(_BASIN_KINDS)}")
     surf = basin.surface
     label = optimizer_label(basin.optimizer)
     if kind == "basin":
@@ -1051,7 +1052,7 @@ def lr_sensitivity_figure(
     default lr is ringed (○) and its tuned lr (best by ``criterion``) starred (★).
     """
     if metric not in ("final_gap", "steps_to_tolerance"):
-        raise ValueError(f"Invalid metric: {metric!r} (must be final_gap or steps_to_tolerance)")
+        raise invalid("metric", metric, "final_gap or steps_to_tolerance")
     if isinstance(sweeps, LrSweep):
         sweeps = {sweeps.run.optimizer: sweeps}
     items = {_label(key, sweep.run): sweep for key, sweep in sweeps.items()}

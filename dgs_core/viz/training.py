@@ -24,8 +24,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dgs_core import metrics
-from dgs_core.tasks import Task
-from dgs_core.training import RunResult
+from dgs_core.params import invalid
+from dgs_core.training.results import RunResult
+from dgs_core.training.tasks import Task
 from dgs_core.viz.surface import OPTIMIZER_COLORS, optimizer_label
 
 Results = Mapping[str, RunResult]
@@ -506,7 +507,7 @@ def decision_boundary_figure(
     if not task.is_2d:
         raise ValueError(f"Invalid task for a decision boundary: {task.name!r} (not a 2-D task)")
     if points not in ("val", "train", "none"):
-        raise ValueError(f"Invalid points: {points!r} (must be one of val, train, none)")
+        raise invalid("points", points, "one of val, train, none")
     xs, ys, _ = task.grid(resolution)
     titles = []
     snapshots = {}

@@ -6,7 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from dgs_core.training import LargeBatchStudy, TrainConfig, Trainer, large_batch_base
+from dgs_core.studies.large_batch import LargeBatchStudy, large_batch_base
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.trainer import Trainer
 from dgs_core.viz import training as viz
 
 

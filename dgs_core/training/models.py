@@ -7,7 +7,7 @@ depend on it. Normalisation is GroupNorm (CNN) or LayerNorm (transformer).
 
 Sizes are presets ("tiny", "small", "medium") that any field can override:
 
->>> from dgs_core.tasks import make_task
+>>> from dgs_core.training.tasks import make_task
 >>> task = make_task("moons", n_samples=100)
 >>> model = build_model(task, {"size": "small", "hidden": 24})
 >>> model(task.x_train[:5]).shape
@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dgs_core.tasks import Task, get_task_info
+from dgs_core.params import invalid
+from dgs_core.training.tasks import Task, get_task_info
 
 SIZES = ("tiny", "small", "medium")
 
@@ -68,7 +69,7 @@ def resolve_model_params(task_name: str, model: Mapping[str, Any] | None = None)
     model = dict(model or {})
     size = model.pop("size", "small")
     if size not in SIZES:
-        raise ValueError(f"Invalid size: {size!r} (must be one of {', '.join(SIZES)})")
+        raise invalid("size", size, f"one of {', '.join(SIZES)}")
     params = dict(PRESETS[family][size])
     unknown = sorted(set(model) - set(params))
     if unknown:

@@ -20,17 +20,16 @@ from dgs_core.device import small_tensor_mode
 from dgs_core.diagnostics import to_frame as diagnostics_frame
 from dgs_core.optim import registry
 from dgs_core.schedules import ScheduleSpec, make_schedule
-from dgs_core.tasks import task_names
-from dgs_core.training import (
-    METRIC_COLUMNS,
+from dgs_core.studies.large_batch import (
     LargeBatchStudy,
-    OptimizerSpec,
-    TrainConfig,
-    Trainer,
     large_batch_base,
     large_batch_configs,
     large_batch_gap,
 )
+from dgs_core.training.config import OptimizerSpec, TrainConfig
+from dgs_core.training.results import METRIC_COLUMNS
+from dgs_core.training.tasks import task_names
+from dgs_core.training.trainer import Trainer
 
 MOONS = {"n_samples": 200}
 

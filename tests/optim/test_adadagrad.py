@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from dgs_core import batching
-from dgs_core.batching import (
+from dgs_core.optim import adadagrad, registry
+from dgs_core.optim.adadagrad import (
     UNBOUNDED_BATCH,
     AdAdaGrad,
     AdAdaGradNorm,
@@ -23,10 +23,9 @@ from dgs_core.batching import (
     inner_product_test,
     norm_test,
     orthogonality_test,
-    per_sample_grads,
 )
-from dgs_core.optim import registry
 from dgs_core.optim.adagrad_norm import AdaGradNorm
+from dgs_core.training.batching import per_sample_grads
 
 # Four samples, three coordinates. Mean g_B = (1, 0.5, -0.25).
 ROWS = [
@@ -418,10 +417,10 @@ def test_registry_records() -> None:
     ):
         info = registry.get(name)
         assert info.cls is cls and info.batch_test == test and info.interpretation is interpretation
-        assert info.paper == batching.PAPER
+        assert info.paper == adadagrad.PAPER
         assert {"initial_batch_size", "max_batch_size", "test_interval", "test_constant"} <= set(
             info.defaults
         )
         opt = registry.create(name, [torch.zeros(2, requires_grad=True)], surface=True)
         assert opt.batch_size == info.resolve(surface=True)["initial_batch_size"]
-    assert batching.TESTS[registry.get("adadagrad").batch_test] is coordinatewise_test
+    assert adadagrad.TESTS[registry.get("adadagrad").batch_test] is coordinatewise_test

@@ -154,7 +154,7 @@ def get_task_info(name: str) -> TaskInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"Invalid task: {name!r} (must be one of {', '.join(_REGISTRY)})") from None
+        raise invalid("task", name, f"one of {', '.join(_REGISTRY)}") from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgs_core.tasks import get_task_info, make_task, task_names
+from dgs_core.training.tasks import get_task_info, make_task, task_names
 
 SMALL = {"moons": {"n_samples": 200}, "circles": {"n_samples": 200}, "spirals": {"n_samples": 210}}
 

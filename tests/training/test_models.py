@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-from dgs_core.batching import per_sample_grads
-from dgs_core.models import SIZES, TinyTransformer, build_model, resolve_model_params
-from dgs_core.tasks import make_task, task_names
+from dgs_core.training.batching import per_sample_grads
+from dgs_core.training.models import SIZES, TinyTransformer, build_model, resolve_model_params
+from dgs_core.training.tasks import make_task, task_names
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Adaptive batch sizes: per-sample gradients, batch-size tests, AdAdaGrad and AdAdaGrad-Norm.
+"""AdAdaGrad and AdAdaGrad-Norm: adaptive batch sizes by batch-size tests (SPEC §1.7).
 
 Lau, Liu, Kolar, "AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient Methods"
 (https://arxiv.org/abs/2402.11215), SPEC §1.7. On the current batch B (b = |B|) with
@@ -23,7 +23,7 @@ the steps that test; ``x, y`` is this step's batch of ``optimizer.batch_size`` e
 
     loss_fn(model(x), y).backward()
     if optimizer.test_due:
-        optimizer.propose_batch_size(per_sample_grads(model, loss_fn, x, y))
+        optimizer.propose_batch_size(per_sample_grads(model, loss_fn, x, y))  # dgs_core.training.batching
     optimizer.step()                      # applies the proposal
     next_batch_size = optimizer.batch_size
 
@@ -46,66 +46,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch import Tensor
 
-from dgs_core.optim import adagrad_norm, registry
+from dgs_core.optim import adagrad_norm
 from dgs_core.optim.adagrad_norm import AdaGradNorm
-from dgs_core.params import Param, ParamSet
+from dgs_core.params import Param, ParamSet, invalid
 
 #: b' for a positive variance over a zero mean gradient ("no finite batch suffices").
 UNBOUNDED_BATCH = 2**62
 
 PAPER = "https://arxiv.org/abs/2402.11215"
-
-
-# -- per-sample gradients ----------------------------------------------------------------------
-
-
-def per_sample_grads(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    inputs: Tensor | tuple[Tensor, ...],
-    targets: Tensor,
-    *,
-    chunk_size: int | None = None,
-) -> dict[str, Tensor]:
-    """Per-example gradients ``{name: tensor of shape (n, *param.shape)}`` via torch.func.
-
-    ``vmap(grad(loss))`` over the batch dimension of ``inputs`` and ``targets`` (dimension 0;
-    a tuple of ``inputs`` is passed as the model's positional arguments), with the model
-    called through ``functional_call``
-    on its current parameters and buffers. ``loss_fn(output, target)`` receives a batch of
-    one example (the leading dimension kept) and must return a scalar, as a mean-reduced
-    loss does. Only parameters with ``requires_grad`` appear, in ``named_parameters()`` order.
-
-    Works for MLPs, CNNs and transformers. Not for BatchNorm in training mode (its batch
-    statistics mix the examples and it writes running statistics in place): use eval mode,
-    GroupNorm/LayerNorm, or ``torch.func.replace_all_batch_norm_modules_``. Dropout draws a
-    different mask per example (``randomness="different"``), like a real batch.
-    ``chunk_size`` bounds memory by processing that many examples at a time.
-
-    >>> model = nn.Linear(3, 2)
-    >>> x, y = torch.randn(5, 3), torch.zeros(5, dtype=torch.long)
-    >>> grads = per_sample_grads(model, nn.functional.cross_entropy, x, y)
-    >>> grads["weight"].shape
-    torch.Size([5, 2, 3])
-    """
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def loss_of_one(trainable: dict[str, Tensor], x: Tensor | tuple[Tensor, ...], y: Tensor) -> Tensor:
-        args = tuple(t.unsqueeze(0) for t in (x if isinstance(x, tuple) else (x,)))
-        output = functional_call(model, ({**trainable, **frozen}, buffers), args)
-        return loss_fn(output, y.unsqueeze(0))
-
-    per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), randomness="different", chunk_size=chunk_size)
-    return per_example(params, inputs, targets)
 
 
 def flatten_per_sample(grads: Mapping[str, Tensor] | Iterable[Tensor]) -> Tensor:
@@ -213,7 +166,7 @@ def coordinatewise_test(
             f"Invalid accumulator: {shape} (must be a tensor whose last dimension is d = {G.shape[-1]})"
         )
     if isinstance(eps, int | float) and (isinstance(eps, bool) or not math.isfinite(eps) or eps < 0):
-        raise ValueError(f"Invalid eps: {eps!r} (must be a finite number >= 0)")
+        raise invalid("eps", eps, "a finite number >= 0")
     metric = 1.0 / (accumulator.to(G.dtype).sqrt() + eps)
     mean, var = _mean_and_variance(G)
     return _batch_size((metric * var).sum(-1), eta**2 * (metric * mean.square()).sum(-1))
@@ -236,24 +189,24 @@ TESTS: dict[str, Callable[..., int | Tensor]] = {
 # -- the controller ----------------------------------------------------------------------------
 
 # Batch sizes start at 2: the tests need a variance over at least two samples.
-BATCH_HYPERPARAMS = ParamSet((
-    Param(
-        "initial_batch_size", 16, low=2, high=2**20, integer=True, help="batch size b₀ of the first step"
-    ),
-    Param("max_batch_size", 1024, low=2, high=2**20, integer=True, help="cap b_max on the batch size"),
-    Param(
-        "test_interval", 1, low=1, high=10**6, integer=True, help="run the test every this many steps"
-    ),
-    Param(
-        "test_constant",
-        0.1,
-        low=0.0,
-        high=1e3,
-        low_open=True,
-        log=True,
-        help="test constant (η_n, θ, ν): smaller demands less noise, so batches grow faster",
-    ),
-))
+BATCH_HYPERPARAMS = ParamSet(
+    (
+        Param(
+            "initial_batch_size", 16, low=2, high=2**20, integer=True, help="batch size b₀ of the first step"
+        ),
+        Param("max_batch_size", 1024, low=2, high=2**20, integer=True, help="cap b_max on the batch size"),
+        Param("test_interval", 1, low=1, high=10**6, integer=True, help="run the test every this many steps"),
+        Param(
+            "test_constant",
+            0.1,
+            low=0.0,
+            high=1e3,
+            low_open=True,
+            log=True,
+            help="test constant (η_n, θ, ν): smaller demands less noise, so batches grow faster",
+        ),
+    )
+)
 
 
 class BatchSizeController:
@@ -286,13 +239,14 @@ class BatchSizeController:
     ) -> None:
         if isinstance(test, str):
             if test not in TESTS:
-                raise ValueError(f"Invalid test: {test!r} (must be one of {', '.join(TESTS)})")
+                raise invalid("test", test, f"one of {', '.join(TESTS)}")
             self.test_name, self._test = test, TESTS[test]
         elif callable(test):
             self.test_name, self._test = getattr(test, "__name__", "custom"), test
         else:
-            raise ValueError(f"Invalid test: {test!r} (must be a test name or a callable)")
-        values = BATCH_HYPERPARAMS.validate({
+            raise invalid("test", test, "a test name or a callable")
+        values = BATCH_HYPERPARAMS.validate(
+            {
                 "initial_batch_size": initial,
                 "max_batch_size": max_batch,
                 "test_interval": interval,
@@ -300,9 +254,7 @@ class BatchSizeController:
             },
         )
         if values["initial_batch_size"] > values["max_batch_size"]:
-            raise ValueError(
-                f"Invalid initial_batch_size: {initial!r} (must be <= max_batch_size = {max_batch!r})"
-            )
+            raise invalid("initial_batch_size", initial, f"<= max_batch_size = {max_batch!r}")
         self.max_batch: int = values["max_batch_size"]  # type: ignore[assignment]
         self.interval: int = values["test_interval"]  # type: ignore[assignment]
         self.constant: float = values["test_constant"]  # type: ignore[assignment]
@@ -438,9 +390,21 @@ class _AdaptiveBatchSize:
             self.batch_controller.load_state_dict(controller)
 
 
-# AdAdaGrad's update is torch's Adagrad: reuse the registry's specs for its arguments.
-_ADAGRAD_HYPERPARAMS = registry.get("adagrad").hyperparams
-ADADAGRAD_HYPERPARAMS = _ADAGRAD_HYPERPARAMS + BATCH_HYPERPARAMS
+_BASELINE_WD = Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)")
+# AdAdaGrad's update is torch's Adagrad: these are torch.optim.Adagrad's arguments (the
+# registry's "adagrad" entry uses them too).
+ADAGRAD_HYPERPARAMS = ParamSet(
+    (
+        Param("lr", 0.01, low=0.0, high=1e3, log=True, help="learning rate η"),
+        Param("lr_decay", 0.0, low=0.0, high=1.0, help="lr ← lr/(1 + (t−1)·decay)"),
+        _BASELINE_WD,
+        Param("eps", 1e-10, low=0.0, high=1.0, log=True, help="denominator ε"),
+        Param("initial_accumulator_value", 0.0, low=0.0, high=1e3, help="G₀"),
+    )
+)
+_ADAGRAD_HYPERPARAMS = ADAGRAD_HYPERPARAMS
+ADADAGRAD_HYPERPARAMS = ADAGRAD_HYPERPARAMS + BATCH_HYPERPARAMS
+ADADAGRAD_NORM_HYPERPARAMS = adagrad_norm.HYPERPARAMS + BATCH_HYPERPARAMS
 
 
 class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
@@ -490,7 +454,8 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        _ADAGRAD_HYPERPARAMS.validate({
+        _ADAGRAD_HYPERPARAMS.validate(
+            {
                 "lr": lr,
                 "lr_decay": lr_decay,
                 "weight_decay": weight_decay,
@@ -564,45 +529,3 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
             foreach=foreach, fused=fused, independent_rows=independent_rows,
         )  # fmt: skip
         self._init_batching("norm", initial_batch_size, max_batch_size, test_interval, test_constant)
-
-
-# The update rules are AdaGrad's and AdaGrad-Norm's: their 2-D settings carry over.
-_BATCH_SURFACE_DEFAULTS = {"initial_batch_size": 2, "max_batch_size": 256}
-
-registry.register(
-    registry.OptimizerInfo(
-        name="adadagrad",
-        label="AdAdaGrad",
-        cls=AdAdaGrad,
-        summary="AdaGrad with a growing batch size set by a coordinate-wise variance test.",
-        description="Trains with AdaGrad and, every few steps, measures how noisy the batch "
-        "gradient is in AdaGrad's own per-coordinate metric from per-sample gradients; when the "
-        "noise outweighs the signal the batch grows (never shrinks, up to a cap). The exact "
-        "coordinate-wise test is DGS Lab's reading of the paper (SPEC §1.7).",
-        paper=PAPER,
-        interpretation=True,
-        hyperparams=ADADAGRAD_HYPERPARAMS,
-        batch_test="coordinatewise",
-        surface_defaults=MappingProxyType(
-            {**registry.get("adagrad").surface_defaults, **_BATCH_SURFACE_DEFAULTS}
-        ),
-    )
-)
-registry.register(
-    registry.OptimizerInfo(
-        name="adadagrad_norm",
-        label="AdAdaGrad-Norm",
-        cls=AdAdaGradNorm,
-        summary="AdaGrad-Norm with a growing batch size set by the norm test.",
-        description="One adaptive step size η/b_t for the whole model (AdaGrad-Norm) and a batch "
-        "that grows whenever the per-sample gradients' variance is large against the squared "
-        "norm of their mean (the norm test): small, cheap batches early, large ones near a "
-        "minimum, where noise dominates.",
-        paper=PAPER,
-        hyperparams=adagrad_norm.HYPERPARAMS + BATCH_HYPERPARAMS,
-        batch_test="norm",
-        surface_defaults=MappingProxyType(
-            {**registry.get("adagrad_norm").surface_defaults, **_BATCH_SURFACE_DEFAULTS}
-        ),
-    )
-)
