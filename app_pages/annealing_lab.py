@@ -1,6 +1,6 @@
 """Annealing lab: learning-rate schedules, plateau cuts, the effective lr, and the two-phase recipe.
 
-Widgets in → plain values → :mod:`dgs_core.annealing_study` → :mod:`dgs_core.viz.annealing`.
+Widgets in → plain values → :mod:`dgs_core.schedules.curves`, :mod:`dgs_core.studies.annealing` → :mod:`dgs_core.viz.annealing`.
 Training runs advance in slices of about a second inside fragments that rerun themselves,
 so the rest of the page stays usable while they grow.
 """
@@ -17,12 +17,30 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker
-from dgs_core import annealing_study as study
 from dgs_core import jobs
 from dgs_core.optim import registry
 from dgs_core.params import Param
 from dgs_core.schedules import PLATEAU_HYPERPARAMS, SCHEDULES, ScheduleSpec
+from dgs_core.schedules.curves import (
+    CurveSpec,
+    check_run_steps,
+    default_params,
+    parse_step_list,
+    schedule_curves,
+)
+from dgs_core.schedules.plateau import PLATEAU_DEMO_HYPERPARAMS, PlateauDemo, plateau_demo
 from dgs_core.snapshots import export_training
+from dgs_core.studies.annealing import (
+    ANNEAL_SHAPES,
+    MAX_TRAIN_STEPS,
+    METRICS,
+    VARIANTS,
+    StudyRuns,
+    TwoPhaseSettings,
+    effective_lr_config,
+    two_phase_configs,
+    two_phase_record,
+)
 from dgs_core.training.tasks import get_task_info, task_names
 from dgs_core.viz import annealing as viz
 
@@ -61,13 +79,13 @@ def _shown_error(message: str | None) -> bool:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _curves_frame(curves_json: str, run_steps: int) -> pd.DataFrame:
-    curves = [study.CurveSpec.from_dict(c) for c in json.loads(curves_json)]
-    return study.schedule_curves(curves, run_steps)
+    curves = [CurveSpec.from_dict(c) for c in json.loads(curves_json)]
+    return schedule_curves(curves, run_steps)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _plateau(settings_json: str) -> study.PlateauDemo:
-    return study.plateau_demo(**json.loads(settings_json))
+def _plateau(settings_json: str) -> PlateauDemo:
+    return plateau_demo(**json.loads(settings_json))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +98,7 @@ def _start(section: str, key: str, configs: Callable[[], dict[str, Any]], extra:
     done: dict[str, dict[str, Any]] = st.session_state.setdefault(f"anneal_{section}_done", {})
     job = done.get(key)
     if job is None:
-        job = {"key": key, "study": study.StudyRuns(configs()), "stopped": False, **extra}
+        job = {"key": key, "study": StudyRuns(configs()), "stopped": False, **extra}
     job["stopped"] = False
     st.session_state[f"anneal_{section}_job"] = job
 
@@ -104,7 +122,7 @@ def _live(section: str, draw: Callable[[dict[str, Any], bool], None]) -> None:
         job = st.session_state.get(f"anneal_{section}_job")
         if job is None:
             return
-        runs: study.StudyRuns = job["study"]
+        runs: StudyRuns = job["study"]
         was_running = not job["stopped"] and not runs.finished
         if was_running:
             progress = runs.advance(max_seconds=SLICE_SECONDS)
@@ -129,10 +147,10 @@ def _live(section: str, draw: Callable[[dict[str, Any], bool], None]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def schedule_controls(name: str, run_steps: int) -> study.CurveSpec | None:
+def schedule_controls(name: str, run_steps: int) -> CurveSpec | None:
     """One curve's controls; the curve, or None (with the reason shown) when invalid."""
     info = SCHEDULES[name]
-    start = study.default_params(name, run_steps)
+    start = default_params(name, run_steps)
     scalars = replace(info, hyperparams=tuple(h for h in info.hyperparams if h.kind != "int_list"))
     params, errors = hyperparam_controls(scalars, key="anneal_sched", values=start)  # type: ignore[arg-type]
     for spec in info.hyperparams:
@@ -145,7 +163,7 @@ def schedule_controls(name: str, run_steps: int) -> study.CurveSpec | None:
             help=f"{spec.help} — valid: {spec.describe_range()}, separated by commas",
         )
         try:
-            params[spec.name] = spec.validate(study.parse_step_list(text, spec.name))
+            params[spec.name] = spec.validate(parse_step_list(text, spec.name))
         except ValueError as exc:
             errors[spec.name] = str(exc)
             st.error(str(exc))
@@ -161,7 +179,7 @@ def schedule_controls(name: str, run_steps: int) -> study.CurveSpec | None:
     if errors:
         return None
     try:
-        curve = study.CurveSpec(ScheduleSpec(name, params), prefix)
+        curve = CurveSpec(ScheduleSpec(name, params), prefix)
         curve.check_run(run_steps)
     except ValueError as exc:  # cross-parameter rules: min_lr <= base_lr, warmup within the run
         st.error(str(exc))
@@ -169,7 +187,7 @@ def schedule_controls(name: str, run_steps: int) -> study.CurveSpec | None:
     return curve
 
 
-def schedules_section() -> tuple[list[study.CurveSpec], int]:
+def schedules_section() -> tuple[list[CurveSpec], int]:
     """The composer and the plateau demo; returns the valid curves and the run length."""
     st.markdown(
         "Pick schedules to overlay. Each box holds one schedule's formula and parameters; the "
@@ -188,13 +206,13 @@ def schedules_section() -> tuple[list[study.CurveSpec], int]:
     fit_help = "reset every schedule's parameters to defaults scaled to the run length (warmup 10 %, …)"
     if top[2].button("Fit parameters to the run", key="anneal_fit", help=fit_help):
         for key in [k for k in st.session_state if k.startswith(("anneal_sched_", "anneal_prefix_"))]:
-            del st.session_state[key]  # the controls below start again from study.default_params
+            del st.session_state[key]  # the controls below start again from default_params
     try:
-        run_steps = study.check_run_steps(raw_steps)
+        run_steps = check_run_steps(raw_steps)
     except ValueError as exc:
         top[0].error(str(exc))
         return [], 0
-    curves: list[study.CurveSpec] = []
+    curves: list[CurveSpec] = []
     for row_start in range(0, len(chosen), 3):
         columns = st.columns(3)
         for column, name in zip(columns, chosen[row_start : row_start + 3], strict=False):
@@ -231,7 +249,7 @@ def schedules_section() -> tuple[list[study.CurveSpec], int]:
         )
     with toy_column:
         toy, toy_errors = hyperparam_controls(
-            _specs("toy", study.PLATEAU_DEMO_HYPERPARAMS), key="anneal_plateau"  # type: ignore[arg-type]
+            _specs("toy", PLATEAU_DEMO_HYPERPARAMS), key="anneal_plateau"  # type: ignore[arg-type]
         )
     with right:
         if plateau_errors or toy_errors:
@@ -265,7 +283,7 @@ def _draw_effective(job: dict[str, Any], live: bool) -> None:
     )
 
 
-def effective_section(curves: list[study.CurveSpec], run_steps: int) -> None:
+def effective_section(curves: list[CurveSpec], run_steps: int) -> None:
     st.markdown(
         "Apply one of the composed schedules to several optimizers on a task. Each panel shows "
         "the lr the schedule set (black; scaled to the optimizer's own lr) against what the "
@@ -290,7 +308,7 @@ def effective_section(curves: list[study.CurveSpec], run_steps: int) -> None:
                 st.markdown(f"**{optimizer_label(name)}**")
                 hparams[name], errors = hyperparam_controls(registry.get(name), key="anneal_eff")
                 failed = failed or bool(errors)
-        st.caption(f"Trains for the composer's run length: {run_steps} steps (cap {study.MAX_TRAIN_STEPS}).")
+        st.caption(f"Trains for the composer's run length: {run_steps} steps (cap {MAX_TRAIN_STEPS}).")
         error = None
         config = None
         if not names:
@@ -298,7 +316,7 @@ def effective_section(curves: list[study.CurveSpec], run_steps: int) -> None:
         elif not failed:
             curve = curves[labels.index(label)]
             try:
-                config = study.effective_lr_config(
+                config = effective_lr_config(
                     schedule=curve.spec(run_steps),
                     optimizers=[(n, registry.get(n).resolve(hparams[n])) for n in names],
                     steps=run_steps,
@@ -321,9 +339,9 @@ def effective_section(curves: list[study.CurveSpec], run_steps: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def two_phase_controls() -> study.TwoPhaseSettings | None:
+def two_phase_controls() -> TwoPhaseSettings | None:
     """The demo's settings from the controls, or None with the reason shown."""
-    defaults = study.TwoPhaseSettings()
+    defaults = TwoPhaseSettings()
     c1, c2, c3 = st.columns(3)
     with c1:
         task = st.selectbox(
@@ -342,7 +360,7 @@ def two_phase_controls() -> study.TwoPhaseSettings | None:
         with st.expander("Optimizer hyperparameters (lr is the base rate η₀)"):
             hparams, errors = hyperparam_controls(registry.get(optimizer), key="anneal_tp", values=start)
         metric = st.selectbox(
-            "Validation metric", list(study.METRICS), format_func=lambda m: m.replace("val_", "validation "),
+            "Validation metric", list(METRICS), format_func=lambda m: m.replace("val_", "validation "),
             key="anneal_tp_metric",
         )  # fmt: skip
         eval_every = st.number_input("Validate every (steps)", value=defaults.eval_every, step=1,
@@ -352,7 +370,7 @@ def two_phase_controls() -> study.TwoPhaseSettings | None:
                                      key="anneal_tp_main_steps")  # fmt: skip
         anneal_steps = st.number_input("Annealing phase budget (steps)", value=defaults.anneal_steps, step=10,
                                        key="anneal_tp_anneal_steps")  # fmt: skip
-        shape = st.selectbox("Annealing schedule", study.ANNEAL_SHAPES, key="anneal_tp_shape")
+        shape = st.selectbox("Annealing schedule", ANNEAL_SHAPES, key="anneal_tp_shape")
         ratio = st.number_input("Floor min_lr / η₀", value=defaults.min_lr_ratio, format="%.3e",
                                 key="anneal_tp_floor")  # fmt: skip
         factor = st.number_input("Plateau factor", value=defaults.plateau_factor, key="anneal_tp_factor")
@@ -368,7 +386,7 @@ def two_phase_controls() -> study.TwoPhaseSettings | None:
     if task == "moons":
         task_params["n_samples"] = 600  # small and quick: the demo's default run takes seconds
     try:
-        return study.TwoPhaseSettings(
+        return TwoPhaseSettings(
             task=task, task_params=task_params, optimizer=optimizer, hparams=hparams, seed=seed,
             main_steps=main_steps, anneal_steps=anneal_steps, eval_every=eval_every, anneal_shape=shape,
             min_lr_ratio=ratio, plateau_factor=factor, plateau_patience=patience, stop_patience=stop_patience,
@@ -380,8 +398,8 @@ def two_phase_controls() -> study.TwoPhaseSettings | None:
 
 
 def _draw_two_phase(job: dict[str, Any], live: bool) -> None:
-    runs: study.StudyRuns = job["study"]
-    settings: study.TwoPhaseSettings = job["settings"]
+    runs: StudyRuns = job["study"]
+    settings: TwoPhaseSettings = job["settings"]
     results = runs.results
     if not results:
         return
@@ -401,20 +419,20 @@ def _draw_two_phase(job: dict[str, Any], live: bool) -> None:
     if live:
         return  # the record is written once the run has settled
     with st.expander("Annealing plan (saved with the run)"):
-        record = study.two_phase_record(settings, runs)
+        record = two_phase_record(settings, runs)
         text = json.dumps(record, indent=1)
         st.download_button("Download the run record (JSON)", text, file_name="annealing_run.json",
                            mime="application/json", key="anneal_tp_download")  # fmt: skip
         st.json(record, expanded=1)
     left, right = st.columns([2, 1])
     variant = left.selectbox(
-        "Variant to export", list(runs.trainers), format_func=lambda n: study.VARIANTS[n],
+        "Variant to export", list(runs.trainers), format_func=lambda n: VARIANTS[n],
         key="anneal_tp_export_variant",
     )  # fmt: skip
     trainer = runs.trainers[variant]
     right.download_button(
         "Export snapshot (.zip)",
-        data=lambda: export_training(trainer, name=f"Annealing lab: {study.VARIANTS[variant]}"),
+        data=lambda: export_training(trainer, name=f"Annealing lab: {VARIANTS[variant]}"),
         file_name=f"dgs-lab-annealing-{variant}-{trainer.step}steps.zip",
         mime="application/zip",
         key="anneal_tp_export",
@@ -435,7 +453,7 @@ def two_phase_section() -> None:
     settings = two_phase_controls()
     key = None if settings is None else json.dumps(settings.to_dict(), sort_keys=True)
     if st.button("Run two-phase demo", key="anneal_tp_run", type="primary", disabled=settings is None):
-        _start("tp", key, lambda: study.two_phase_configs(settings), {"settings": settings})  # type: ignore[arg-type]
+        _start("tp", key, lambda: two_phase_configs(settings), {"settings": settings})  # type: ignore[arg-type]
     job = st.session_state.get("anneal_tp_job")
     if job is not None and key is not None and job["key"] != key:
         st.caption("The controls changed since this run; press Run for a new one.")

@@ -34,9 +34,9 @@ from app_pages.ui import (
     schedule_param_controls,
 )
 from dgs_core import jobs
-from dgs_core.annealing_study import MAX_CURVE_STEPS, default_params
 from dgs_core.optim import registry
 from dgs_core.schedules import SCHEDULES, ScheduleSpec
+from dgs_core.schedules.curves import MAX_CURVE_STEPS, default_params
 from dgs_core.snapshots import export_training
 from dgs_core.studies.large_batch import (
     LR_SCALINGS,

@@ -7,11 +7,11 @@ from typing import Any
 
 import streamlit as st
 
-from dgs_core.annealing_study import parse_step_list
 from dgs_core.optim import registry
 from dgs_core.optim.registry import OptimizerInfo
 from dgs_core.params import Param
 from dgs_core.schedules import ScheduleInfo
+from dgs_core.schedules.curves import parse_step_list
 
 
 def optimizer_label(name: str) -> str:

@@ -284,3 +284,29 @@ class ParamSet(tuple):
         resolved.update(base or {})
         resolved.update(values)
         return {p.name: p.validate(resolved[p.name]) for p in self}
+
+
+def check_keys(data: Mapping[str, Any], allowed: Iterable[str], what: str) -> None:
+    """Refuse a mapping with a key outside ``allowed`` (a config read from JSON or a URL):
+    ``Invalid <what> key: 'x' (must be one of …)``, the key as the error's field."""
+    allowed = list(allowed)
+    unknown = sorted(set(data) - set(allowed), key=str)
+    if unknown:
+        raise ParamError(
+            str(unknown[0]),
+            unknown[0],
+            f"Invalid {what} key: {unknown[0]!r} (must be one of {', '.join(allowed)})",
+        )
+
+
+def check_step(value: Any, name: str = "step") -> int:
+    """A step index: an integer >= 0 (``ParamError`` naming ``name`` otherwise)."""
+    return Param(name, 0, low=0, integer=True).validate(value)  # type: ignore[return-value]
+
+
+MAX_LR = 1e3
+
+
+def lr_param(default: float, name: str = "lr", help: str = "learning rate η") -> Param:
+    """A learning rate: a float in [0, 1000] on a log-scaled control."""
+    return Param(name, default, low=0.0, high=MAX_LR, log=True, help=help)

@@ -767,7 +767,6 @@ def _check_float(name: str, value: Any, *, low: float = 0.0, low_open: bool = Fa
     return number
 
 
-
 MAX_STEPS = 100_000
 MAX_ROWS = 1_000_000
 

@@ -17,19 +17,21 @@ from torch import Tensor
 from dgs_core.optim._compile import check_switches, compiled, use_foreach
 from dgs_core.params import Param, ParamSet
 
-HYPERPARAMS = ParamSet((
-    Param("lr", 1.0, low=0.0, high=1e3, log=True, help="learning rate η"),
-    Param(
-        "b0",
-        0.01,
-        low=0.0,
-        high=1e3,
-        low_open=True,
-        log=True,
-        help="initial accumulator b₀ (b₀² is the start)",
-    ),
-    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
-))
+HYPERPARAMS = ParamSet(
+    (
+        Param("lr", 1.0, low=0.0, high=1e3, log=True, help="learning rate η"),
+        Param(
+            "b0",
+            0.01,
+            low=0.0,
+            high=1e3,
+            low_open=True,
+            log=True,
+            help="initial accumulator b₀ (b₀² is the start)",
+        ),
+        Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
+    )
+)
 
 
 class AdaGradNorm(torch.optim.Optimizer):

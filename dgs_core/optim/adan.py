@@ -11,19 +11,21 @@ import torch
 from dgs_core.optim._compile import Sampler, check_switches, compiled, row_reduce, use_foreach
 from dgs_core.params import Param, ParamSet, invalid
 
-HYPERPARAMS = ParamSet((
-    Param("lr", 1e-3, low=0.0, high=1e3, log=True, help="learning rate η"),
-    Param("beta1", 0.98, low=0.0, high=1.0, high_open=True, help="gradient EMA b1 (= 1 − paper's β1)"),
-    Param("beta2", 0.92, low=0.0, high=1.0, high_open=True, help="difference EMA b2 (= 1 − paper's β2)"),
-    Param(
-        "beta3", 0.99, low=0.0, high=1.0, high_open=True, help="second-moment EMA b3 (= 1 − paper's β3)"
-    ),
-    Param("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε"),
-    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (proximal unless no_prox)"),
-    Param("max_grad_norm", 0.0, low=0.0, high=1e6, help="global gradient-norm clip (0 = off)"),
-    Param("no_prox", False, help="decay as θ(1 − ηλ) instead of the proximal θ/(1 + ηλ)"),
-    Param("restart_every", 0, low=0, high=1e9, integer=True, help="restart every N steps (0 = never)"),
-))
+HYPERPARAMS = ParamSet(
+    (
+        Param("lr", 1e-3, low=0.0, high=1e3, log=True, help="learning rate η"),
+        Param("beta1", 0.98, low=0.0, high=1.0, high_open=True, help="gradient EMA b1 (= 1 − paper's β1)"),
+        Param("beta2", 0.92, low=0.0, high=1.0, high_open=True, help="difference EMA b2 (= 1 − paper's β2)"),
+        Param(
+            "beta3", 0.99, low=0.0, high=1.0, high_open=True, help="second-moment EMA b3 (= 1 − paper's β3)"
+        ),
+        Param("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε"),
+        Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (proximal unless no_prox)"),
+        Param("max_grad_norm", 0.0, low=0.0, high=1e6, help="global gradient-norm clip (0 = off)"),
+        Param("no_prox", False, help="decay as θ(1 − ηλ) instead of the proximal θ/(1 + ηλ)"),
+        Param("restart_every", 0, low=0, high=1e9, integer=True, help="restart every N steps (0 = never)"),
+    )
+)
 _BETAS = HYPERPARAMS[1:4]
 
 

@@ -15,23 +15,25 @@ from dgs_core.params import Param, ParamSet, invalid
 
 CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
 CLIPPED_BLOCK = 16  # contiguous elements per block: one 64-byte cache line of float32
-HYPERPARAMS = ParamSet((
-    Param("lr", 0.1, low=0.0, high=1e3, log=True, help="base learning rate η"),
-    Param("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β"),
-    Param("gamma", 1.0, low=0.0, high=4.0, help="scaling exponent γ: s = r^(−γ); 0 gives SGD"),
-    Param("s_min", 0.1, low=0.0, high=1.0, low_open=True, log=True, help="smallest scale s_min"),
-    Param("s_max", 10.0, low=1.0, high=1e3, log=True, help="largest scale s_max"),
-    Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
-    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
-    Param("eps", 1e-12, low=0.0, high=1.0, low_open=True, log=True, help="ε in r and in (r + ε)^(−γ)"),
-    Param("importance", "grad", choices=("grad", "taylor"), help="a = |g| or |g ⊙ θ|"),
-    Param("reset", "never", choices=("never", "every", "spike"), help="when to reset the state"),
-    Param("reset_every", 100, low=1, high=1e9, integer=True, help="N for reset='every'"),
-    Param("reset_mode", "soft", choices=("soft", "hard"), help="soft: I, v ← ρ·I, ρ·v; hard: clear"),
-    Param("rho", 0.5, low=0.0, high=1.0, help="soft-reset factor ρ"),
-    Param("spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (SPEC §3)"),
-    Param("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (SPEC §3)"),
-))
+HYPERPARAMS = ParamSet(
+    (
+        Param("lr", 0.1, low=0.0, high=1e3, log=True, help="base learning rate η"),
+        Param("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β"),
+        Param("gamma", 1.0, low=0.0, high=4.0, help="scaling exponent γ: s = r^(−γ); 0 gives SGD"),
+        Param("s_min", 0.1, low=0.0, high=1.0, low_open=True, log=True, help="smallest scale s_min"),
+        Param("s_max", 10.0, low=1.0, high=1e3, log=True, help="largest scale s_max"),
+        Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
+        Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
+        Param("eps", 1e-12, low=0.0, high=1.0, low_open=True, log=True, help="ε in r and in (r + ε)^(−γ)"),
+        Param("importance", "grad", choices=("grad", "taylor"), help="a = |g| or |g ⊙ θ|"),
+        Param("reset", "never", choices=("never", "every", "spike"), help="when to reset the state"),
+        Param("reset_every", 100, low=1, high=1e9, integer=True, help="N for reset='every'"),
+        Param("reset_mode", "soft", choices=("soft", "hard"), help="soft: I, v ← ρ·I, ρ·v; hard: clear"),
+        Param("rho", 0.5, low=0.0, high=1.0, help="soft-reset factor ρ"),
+        Param("spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (SPEC §3)"),
+        Param("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (SPEC §3)"),
+    )
+)
 # s_min ≤ 1 ≤ s_max by these ranges, so γ = 0 always gives s = 1: plain SGD with momentum.
 
 _RESET_MODES = ("soft", "hard")

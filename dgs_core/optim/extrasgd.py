@@ -31,31 +31,31 @@ from dgs_core.params import Param, ParamSet
 
 VARIANTS = ("extragradient", "past", "noise")
 
-HYPERPARAMS = ParamSet((
-    Param("lr", 0.1, low=0.0, high=1e3, log=True, help="learning rate η"),
-    # SPEC's default is γ̂ = η. A Param needs a concrete default, so this is a float equal
-    # to lr's default (0.1); when you change lr, set extrapolation_lr with it.
-    Param(
-        "extrapolation_lr",
-        0.1,
-        low=0.0,
-        high=1e3,
-        log=True,
-        help="extrapolation step γ̂ of the 'extragradient' and 'past' variants (SPEC default γ̂ = η)",
-    ),
-    Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="Nesterov momentum μ (0 = plain)"),
-    Param(
-        "variant",
-        "extragradient",
-        choices=VARIANTS,
-        help="extrapolation δ: −γ̂·g(x) (2 gradients/step), −γ̂·last step's gradient, or N(0, σ²) noise",
-    ),
-    Param("noise_std", 0.01, low=0.0, high=1e3, log=True, help="σ of the 'noise' variant"),
-    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
-    Param(
-        "seed", 0, low=0, high=2**32 - 1, integer=True, help="seed of the 'noise' variant's generator"
-    ),
-))
+HYPERPARAMS = ParamSet(
+    (
+        Param("lr", 0.1, low=0.0, high=1e3, log=True, help="learning rate η"),
+        # SPEC's default is γ̂ = η. A Param needs a concrete default, so this is a float equal
+        # to lr's default (0.1); when you change lr, set extrapolation_lr with it.
+        Param(
+            "extrapolation_lr",
+            0.1,
+            low=0.0,
+            high=1e3,
+            log=True,
+            help="extrapolation step γ̂ of the 'extragradient' and 'past' variants (SPEC default γ̂ = η)",
+        ),
+        Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="Nesterov momentum μ (0 = plain)"),
+        Param(
+            "variant",
+            "extragradient",
+            choices=VARIANTS,
+            help="extrapolation δ: −γ̂·g(x) (2 gradients/step), −γ̂·last step's gradient, or N(0, σ²) noise",
+        ),
+        Param("noise_std", 0.01, low=0.0, high=1e3, log=True, help="σ of the 'noise' variant"),
+        Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (coupled: g ← g + λθ)"),
+        Param("seed", 0, low=0, high=2**32 - 1, integer=True, help="seed of the 'noise' variant's generator"),
+    )
+)
 
 
 class ExtraSGD(torch.optim.Optimizer):
@@ -128,7 +128,8 @@ class ExtraSGD(torch.optim.Optimizer):
         foreach: bool | None = None,
         fused: bool = False,
     ) -> None:
-        values = HYPERPARAMS.validate({
+        values = HYPERPARAMS.validate(
+            {
                 "lr": lr,
                 "extrapolation_lr": extrapolation_lr,
                 "momentum": momentum,

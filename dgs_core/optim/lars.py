@@ -11,16 +11,18 @@ import torch
 from dgs_core.optim._compile import as_input, check_switches, compiled, row_reduce, use_foreach
 from dgs_core.params import Param, ParamSet
 
-HYPERPARAMS = ParamSet((
-    Param("lr", 1e-3, low=0.0, high=1e3, log=True, help="global learning rate η"),
-    Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
-    Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (inside the trust ratio)"),
-    Param(
-        "trust_coefficient", 1e-3, low=0.0, high=1e3, low_open=True, log=True, help="trust coefficient τ"
-    ),
-    Param("eps", 1e-8, low=0.0, high=1.0, help="ε in the trust ratio's denominator"),
-    Param("exclude_1d", True, help="1-D tensors (biases, norms): plain momentum SGD"),
-))
+HYPERPARAMS = ParamSet(
+    (
+        Param("lr", 1e-3, low=0.0, high=1e3, log=True, help="global learning rate η"),
+        Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="momentum μ"),
+        Param("weight_decay", 0.0, low=0.0, high=10.0, help="weight decay λ (inside the trust ratio)"),
+        Param(
+            "trust_coefficient", 1e-3, low=0.0, high=1e3, low_open=True, log=True, help="trust coefficient τ"
+        ),
+        Param("eps", 1e-8, low=0.0, high=1.0, help="ε in the trust ratio's denominator"),
+        Param("exclude_1d", True, help="1-D tensors (biases, norms): plain momentum SGD"),
+    )
+)
 # Defines the variant (registry: "lars" / "larc"), so it is validated but not shown as a knob.
 _TRUST_CLIP = Param("trust_clip", False, help="LARC: tr = min(tr/η, 1)")
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
-from dgs_core.annealing import AnnealingPlan
 from dgs_core.device import resolve_device
 from dgs_core.optim import registry
 from dgs_core.params import Param, ParamSet, invalid
 from dgs_core.schedules import ScheduleSpec
+from dgs_core.schedules.annealing import AnnealingPlan
 from dgs_core.training.models import resolve_model_params
 from dgs_core.training.tasks import get_task_info
 

@@ -54,12 +54,12 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from dgs_core import metrics
-from dgs_core.annealing import AnnealingController, AnnealingPlan
 from dgs_core.device import resolve_device, small_tensor_mode
 from dgs_core.diagnostics import Diagnostics
 from dgs_core.optim import registry
 from dgs_core.params import invalid
 from dgs_core.schedules import ScheduleSpec, build
+from dgs_core.schedules.annealing import AnnealingController, AnnealingPlan
 from dgs_core.training.batching import per_sample_grads
 from dgs_core.training.config import OptimizerSpec, TrainConfig
 from dgs_core.training.models import build_model

@@ -1,10 +1,10 @@
 """Figures of the Annealing lab: schedules, plateau cuts, effective lr and the two-phase demo.
 
-No streamlit here. Inputs are the plain outputs of :mod:`dgs_core.annealing_study` (sampled
-curves, a :class:`~dgs_core.annealing_study.PlateauDemo`, the trainer's ``RunResult`` s);
+No streamlit here. Inputs are the plain outputs of :mod:`dgs_core.schedules.curves`, :mod:`dgs_core.studies.annealing` (sampled
+curves, a :class:`~dgs_core.schedules.plateau.PlateauDemo`, the trainer's ``RunResult`` s);
 outputs are ``go.Figure`` s and ``pandas`` tables.
 
->>> from dgs_core.annealing_study import curve, schedule_curves
+>>> from dgs_core.schedules.curves import curve, schedule_curves
 >>> curves = [curve("warmup_cosine", base_lr=0.1, warmup_steps=20, total_steps=200)]
 >>> fig = schedule_overlay_figure(schedule_curves(curves, 200), curves)
 >>> fig.data[0].name
@@ -22,10 +22,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dgs_core.annealing import BUDGET
-from dgs_core.annealing_study import VARIANTS, CurveSpec, PlateauDemo, TwoPhaseSettings
 from dgs_core.optim import registry
 from dgs_core.schedules import ReductionEvent
+from dgs_core.schedules.annealing import BUDGET
+from dgs_core.schedules.curves import CurveSpec
+from dgs_core.schedules.plateau import PlateauDemo
+from dgs_core.studies.annealing import VARIANTS, TwoPhaseSettings
 from dgs_core.training.results import DONE, RUNNING, STOPPED, RunResult
 from dgs_core.viz.training import lr_figure
 
@@ -91,7 +93,7 @@ def schedule_overlay_figure(
 ) -> go.Figure:
     """Every composed curve over the run, overlaid; hover shows the formula and parameters.
 
-    ``frame`` is :func:`~dgs_core.annealing_study.schedule_curves`' long table (curve, step, lr).
+    ``frame`` is :func:`~dgs_core.schedules.curves.schedule_curves`' long table (curve, step, lr).
     A curve with a warmup marks the end of its warmup with a dotted line.
     """
     fig = go.Figure()
@@ -227,7 +229,8 @@ def effective_lr_table(results: Mapping[str, RunResult]) -> pd.DataFrame:
             last = band.iloc[-1]
             rows.append(
                 {
-                    "optimizer": f"{label} ({optimizer_title(result.name)})" if label != result.name
+                    "optimizer": f"{label} ({optimizer_title(result.name)})"
+                    if label != result.name
                     else optimizer_title(result.name),
                     "schedule lr (last)": float(lrs[-1]),
                     "η_eff median (last)": float(last["q50"]),
@@ -364,7 +367,7 @@ def two_phase_table(
     for name, result in results.items():
         evals = result.evaluations
         last = evals.iloc[-1] if len(evals) else None
-        value = (lambda c, last=last: float(last[c]) if last is not None else math.nan)  # noqa: E731
+        value = lambda c, last=last: float(last[c]) if last is not None else math.nan  # noqa: E731
         rows.append(
             {
                 "variant": VARIANTS.get(name, name),
@@ -383,4 +386,3 @@ def two_phase_table(
         reference = float(baseline.iloc[0]) if len(baseline) else math.nan
         table["Δ val accuracy"] = table["val accuracy"] - reference
     return table
-

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from dgs_core.annealing_study import VARIANTS
+from dgs_core.studies.annealing import VARIANTS
 from tests.e2e.conftest import wait_for_app
 
 pytestmark = pytest.mark.e2e

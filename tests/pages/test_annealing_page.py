@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dgs_core.annealing_study import VARIANTS
+from dgs_core.studies.annealing import VARIANTS
 from tests.pages.conftest import app_at
 
 PAGE = "app_pages/annealing_lab.py"

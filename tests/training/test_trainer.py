@@ -15,11 +15,11 @@ import torch
 from torch.nn.functional import cross_entropy
 
 from dgs_core import metrics
-from dgs_core.annealing import PlateauSettings, two_phase_plan
 from dgs_core.device import small_tensor_mode
 from dgs_core.diagnostics import to_frame as diagnostics_frame
 from dgs_core.optim import registry
 from dgs_core.schedules import ScheduleSpec, make_schedule
+from dgs_core.schedules.annealing import PlateauSettings, two_phase_plan
 from dgs_core.studies.large_batch import (
     LargeBatchStudy,
     large_batch_base,

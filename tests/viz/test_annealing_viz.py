@@ -5,15 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dgs_core import annealing_study as study
 from dgs_core.schedules import SCHEDULES, build, sample
+from dgs_core.schedules.curves import curve, schedule_curves
+from dgs_core.schedules.plateau import plateau_demo
+from dgs_core.studies.annealing import (
+    VARIANTS,
+    StudyRuns,
+    TwoPhaseSettings,
+    effective_lr_config,
+    two_phase_configs,
+)
 from dgs_core.viz import annealing as viz
 
 SMALL = {"n_samples": 200, "label_noise": 0.3, "hq_fraction": 0.3}
 
 
-def _run(configs) -> study.StudyRuns:
-    runs = study.StudyRuns(configs)
+def _run(configs) -> StudyRuns:
+    runs = StudyRuns(configs)
     while not runs.finished:
         runs.advance(max_seconds=5.0)
     return runs
@@ -22,11 +30,11 @@ def _run(configs) -> study.StudyRuns:
 @pytest.fixture(scope="module")
 def two_phase():
     # patience 0 with a slow floor: the plateau variant cuts, and one variant stops early
-    settings = study.TwoPhaseSettings(
+    settings = TwoPhaseSettings(
         task_params=SMALL, model_size="tiny", main_steps=30, anneal_steps=30, eval_every=5,
         plateau_patience=0, stop_patience=2,
     )  # fmt: skip
-    return settings, _run(study.two_phase_configs(settings))
+    return settings, _run(two_phase_configs(settings))
 
 
 def _named(fig, name):
@@ -40,10 +48,10 @@ def test_every_schedule_has_a_plain_text_formula():
 
 def test_overlay_draws_each_curve_with_its_formula():
     curves = [
-        study.curve("warmup_cosine", base_lr=0.1, warmup_steps=20, total_steps=100, min_lr=0.01),
-        study.curve("step_decay", warmup_before=10, base_lr=0.05, step_size=30, gamma=0.5),
+        curve("warmup_cosine", base_lr=0.1, warmup_steps=20, total_steps=100, min_lr=0.01),
+        curve("step_decay", warmup_before=10, base_lr=0.05, step_size=30, gamma=0.5),
     ]
-    fig = viz.schedule_overlay_figure(study.schedule_curves(curves, 100), curves, log_y=True)
+    fig = viz.schedule_overlay_figure(schedule_curves(curves, 100), curves, log_y=True)
     assert [t.name for t in fig.data] == ["Warmup + cosine", "Warmup 10 → Step decay"]
     for trace, c in zip(fig.data, curves, strict=True):
         np.testing.assert_array_equal(trace.y, sample(build(c.spec(100)), 100))
@@ -57,7 +65,7 @@ def test_overlay_draws_each_curve_with_its_formula():
 
 
 def test_plateau_figure_marks_every_reduction():
-    demo = study.plateau_demo(factor=0.5, patience=5)
+    demo = plateau_demo(factor=0.5, patience=5)
     assert len(demo.events) >= 2
     fig = viz.plateau_demo_figure(demo)
     (cuts,) = _named(fig, viz.REDUCTION)
@@ -72,8 +80,8 @@ def test_plateau_figure_marks_every_reduction():
 
 
 def test_effective_lr_figure_and_table_side_by_side_per_optimizer():
-    spec = study.curve("cosine", base_lr=1.0, total_steps=30, min_lr=0.1).spec(30)
-    config = study.effective_lr_config(
+    spec = curve("cosine", base_lr=1.0, total_steps=30, min_lr=0.1).spec(30)
+    config = effective_lr_config(
         schedule=spec, optimizers=[("sgd", {"lr": 0.05}), ("dgs", {})], steps=30, task_params=SMALL,
         model_size="tiny",
     )  # fmt: skip
@@ -106,7 +114,7 @@ def test_two_phase_figure_marks_the_phase_boundary(two_phase):
     assert "main phase: 30% label noise" in texts and "annealing phase" in texts
     (legend,) = _named(fig, f"{viz.PHASE_BOUNDARY} (step {boundary})")
     assert legend.meta == {"boundary": boundary}
-    for name, label in study.VARIANTS.items():
+    for name, label in VARIANTS.items():
         (curve,) = _named(fig, label)
         evals = results[name].evaluations
         np.testing.assert_array_equal(curve.x, evals["step"])
@@ -122,13 +130,13 @@ def test_two_phase_figure_marks_the_phase_boundary(two_phase):
     stopped = [t for t in fig.data if t.name and t.name.endswith(": stopped")]
     early = [n for n, r in results.items() if r.steps_done < settings.total_steps]
     assert early, "stop patience 2 ends some annealing phase early"
-    assert sorted(t.name for t in stopped) == sorted(f"{study.VARIANTS[n]}: stopped" for n in early)
+    assert sorted(t.name for t in stopped) == sorted(f"{VARIANTS[n]}: stopped" for n in early)
 
 
 def test_two_phase_figure_in_accuracy_draws_accuracy(two_phase):
     settings, runs = two_phase
     fig = viz.two_phase_figure(runs.results, settings.replace(metric="val_accuracy"))
-    (curve,) = _named(fig, study.VARIANTS["anneal_hq"])
+    (curve,) = _named(fig, VARIANTS["anneal_hq"])
     np.testing.assert_array_equal(curve.y, runs.results["anneal_hq"].evaluations["val_metric"])
     assert fig.layout.annotations[0].text == "validation accuracy"
 
@@ -136,7 +144,7 @@ def test_two_phase_figure_in_accuracy_draws_accuracy(two_phase):
 def test_two_phase_table_reads_the_last_evaluation(two_phase):
     settings, runs = two_phase
     table = viz.two_phase_table(runs.results, settings)
-    assert table["variant"].tolist() == list(study.VARIANTS.values())
+    assert table["variant"].tolist() == list(VARIANTS.values())
     none = table.set_index("variant").loc["No annealing"]
     assert (none["steps"], none["end"], none["Δ val accuracy"]) == (settings.total_steps, "budget", 0.0)
     for row, (name, result) in zip(table.itertuples(), runs.results.items(), strict=True):

@@ -12,23 +12,43 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from dgs_core import annealing_study as study
-from dgs_core.annealing import MIN_LR_REACHED, NO_IMPROVEMENT, AnnealingController
 from dgs_core.schedules import SCHEDULES, ScheduleSpec, build, sample
+from dgs_core.schedules.annealing import MIN_LR_REACHED, NO_IMPROVEMENT, AnnealingController
+from dgs_core.schedules.curves import (
+    CurveSpec,
+    check_run_steps,
+    curve,
+    default_params,
+    parse_step_list,
+    schedule_curves,
+)
+from dgs_core.schedules.plateau import plateau_demo
 from dgs_core.snapshots import export_training, read_bundle
+from dgs_core.studies.annealing import (
+    ANNEAL_SHAPES,
+    VARIANTS,
+    StudyRuns,
+    TwoPhaseSettings,
+    anneal_schedule,
+    effective_lr_config,
+    settings_from_record,
+    two_phase_configs,
+    two_phase_plans,
+    two_phase_record,
+)
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
 
 SMALL = {"n_samples": 200, "label_noise": 0.3, "hq_fraction": 0.3}
 
 
-def small_settings(**changes) -> study.TwoPhaseSettings:
+def small_settings(**changes) -> TwoPhaseSettings:
     base = {"task_params": SMALL, "main_steps": 30, "anneal_steps": 20, "eval_every": 5, "model_size": "tiny"}
-    return study.TwoPhaseSettings(**{**base, **changes})
+    return TwoPhaseSettings(**{**base, **changes})
 
 
-def run_all(configs) -> study.StudyRuns:
-    runs = study.StudyRuns(configs)
+def run_all(configs) -> StudyRuns:
+    runs = StudyRuns(configs)
     while not runs.finished:
         runs.advance(max_seconds=5.0)
     return runs
@@ -37,7 +57,7 @@ def run_all(configs) -> study.StudyRuns:
 @pytest.fixture(scope="module")
 def demo():
     settings = small_settings()
-    return settings, run_all(study.two_phase_configs(settings))
+    return settings, run_all(two_phase_configs(settings))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +66,7 @@ def demo():
 
 
 def test_warmup_prefix_then_schedule_matches_the_closed_form():
-    c = study.curve("cosine", warmup_before=10, base_lr=0.1, total_steps=80, min_lr=0.001)
+    c = curve("cosine", warmup_before=10, base_lr=0.1, total_steps=80, min_lr=0.001)
     lrs = sample(build(c.spec(100)), 100)
     expected = [0.1 * t / 10 for t in range(10)] + [
         0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * min(t, 80) / 80)) / 2 for t in range(90)
@@ -57,10 +77,10 @@ def test_warmup_prefix_then_schedule_matches_the_closed_form():
 
 def test_schedule_curves_samples_every_curve():
     curves = [
-        study.curve("step_decay", base_lr=0.2, step_size=3, gamma=0.5),
-        study.curve("multistep", base_lr=1.0, milestones=(2, 4), gamma=0.1, label="ms"),
+        curve("step_decay", base_lr=0.2, step_size=3, gamma=0.5),
+        curve("multistep", base_lr=1.0, milestones=(2, 4), gamma=0.1, label="ms"),
     ]
-    frame = study.schedule_curves(curves, 6)
+    frame = schedule_curves(curves, 6)
     assert list(frame.columns) == ["curve", "step", "lr"]
     step = frame[frame["curve"] == "Step decay"]
     assert step["step"].tolist() == list(range(6))
@@ -71,19 +91,19 @@ def test_schedule_curves_samples_every_curve():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: study.curve("cosine", warmup_before=300).check_run(300),
+        (lambda: curve("cosine", warmup_before=300).check_run(300),
          "Invalid warmup_before: 300 (must be < the run length 300"),
-        (lambda: study.curve("warmup_cosine", warmup_steps=400, total_steps=500).check_run(300),
+        (lambda: curve("warmup_cosine", warmup_steps=400, total_steps=500).check_run(300),
          "Invalid warmup_steps: 400 (must be <= the run length 300)"),
-        (lambda: study.curve("warmup_cosine", warmup_steps=400, total_steps=300),
+        (lambda: curve("warmup_cosine", warmup_steps=400, total_steps=300),
          "Invalid warmup_steps: 400 (must be <= total_steps=300)"),
-        (lambda: study.curve("cosine", base_lr=0.1, min_lr=0.5),
+        (lambda: curve("cosine", base_lr=0.1, min_lr=0.5),
          "Invalid min_lr: 0.5 (must be <= base_lr=0.1)"),
-        (lambda: study.curve("step_decay", step_size=-5), "Invalid step_size: -5"),
-        (lambda: study.curve("cosine", warmup_before=-1), "Invalid warmup_before: -1"),
-        (lambda: study.check_run_steps(0), "Invalid run_steps: 0"),
-        (lambda: study.schedule_curves([study.curve("constant")] * 2, 10), "Invalid labels"),
-        (lambda: study.CurveSpec(ScheduleSpec.chain([(5, ScheduleSpec("constant"))])), "Invalid schedule"),
+        (lambda: curve("step_decay", step_size=-5), "Invalid step_size: -5"),
+        (lambda: curve("cosine", warmup_before=-1), "Invalid warmup_before: -1"),
+        (lambda: check_run_steps(0), "Invalid run_steps: 0"),
+        (lambda: schedule_curves([curve("constant")] * 2, 10), "Invalid labels"),
+        (lambda: CurveSpec(ScheduleSpec.chain([(5, ScheduleSpec("constant"))])), "Invalid schedule"),
     ],
 )  # fmt: skip
 def test_invalid_curves_are_refused_with_the_reason(make, message):
@@ -95,31 +115,31 @@ def test_invalid_curves_are_refused_with_the_reason(make, message):
 @pytest.mark.parametrize("name", list(SCHEDULES))
 @pytest.mark.parametrize("run_steps", [1, 2, 7, 300, 10_000])
 def test_default_params_fit_every_run_length(name, run_steps):
-    params = study.default_params(name, run_steps)
-    c = study.CurveSpec(ScheduleSpec(name, params))
+    params = default_params(name, run_steps)
+    c = CurveSpec(ScheduleSpec(name, params))
     c.check_run(run_steps)
     if "total_steps" in params:
         assert params["total_steps"] == run_steps
 
 
 def test_default_exponential_reaches_one_percent_at_the_end():
-    params = study.default_params("exponential", 300)
+    params = default_params("exponential", 300)
     end = build(ScheduleSpec("exponential", params))(300)
     assert end == pytest.approx(0.01 * params["base_lr"], rel=1e-9)
 
 
 def test_curve_round_trips_through_json():
-    c = study.curve("multistep", warmup_before=5, milestones=(10, 20), label="mine")
-    again = study.CurveSpec.from_dict(json.loads(json.dumps(c.to_dict())))
+    c = curve("multistep", warmup_before=5, milestones=(10, 20), label="mine")
+    again = CurveSpec.from_dict(json.loads(json.dumps(c.to_dict())))
     assert again == c
     with pytest.raises(ValueError, match="Invalid curve key: 'colour'"):
-        study.CurveSpec.from_dict({**c.to_dict(), "colour": "red"})
+        CurveSpec.from_dict({**c.to_dict(), "colour": "red"})
 
 
 def test_parse_step_list():
-    assert study.parse_step_list(" 10, 20;30 ,") == (10, 20, 30)
+    assert parse_step_list(" 10, 20;30 ,") == (10, 20, 30)
     with pytest.raises(ValueError, match=r"Invalid milestones: '10, x' \(must be integers"):
-        study.parse_step_list("10, x")
+        parse_step_list("10, x")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +149,7 @@ def test_parse_step_list():
 
 def test_plateau_demo_equals_torch_reduce_lr_on_plateau():
     kwargs = {"factor": 0.5, "patience": 3, "threshold": 1e-3, "cooldown": 2, "min_lr": 1e-3}
-    demo = study.plateau_demo(evaluations=200, lr=0.1, noise=0.05, seed=3, **kwargs)
+    demo = plateau_demo(evaluations=200, lr=0.1, noise=0.05, seed=3, **kwargs)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     ref = lr_scheduler.ReduceLROnPlateau(opt, mode="min", **kwargs)
     torch_lrs = []
@@ -143,7 +163,7 @@ def test_plateau_demo_equals_torch_reduce_lr_on_plateau():
 
 
 def test_plateau_demo_follows_the_toy_model_by_hand():
-    demo = study.plateau_demo(evaluations=3, lr=0.2, noise=0.0, patience=100)
+    demo = plateau_demo(evaluations=3, lr=0.2, noise=0.0, patience=100)
     e1 = 0.3 + (1.0 - 0.3) * math.exp(-0.15)
     e2 = 0.3 + (e1 - 0.3) * math.exp(-0.15)
     np.testing.assert_allclose(demo.frame["metric"], [1.1, 0.1 + e1, 0.1 + e2], rtol=1e-12)
@@ -153,11 +173,11 @@ def test_plateau_demo_follows_the_toy_model_by_hand():
 
 def test_plateau_demo_refuses_bad_settings():
     with pytest.raises(ValueError, match="Invalid mode: 'max'"):
-        study.plateau_demo(mode="max")
+        plateau_demo(mode="max")
     with pytest.raises(ValueError, match=r"Invalid factor: 1\.5"):
-        study.plateau_demo(factor=1.5)
+        plateau_demo(factor=1.5)
     with pytest.raises(ValueError, match="Invalid evaluations: 0"):
-        study.plateau_demo(evaluations=0)
+        plateau_demo(evaluations=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +190,7 @@ def test_slices_give_the_same_numbers_as_one_run():
         task="moons", task_params=SMALL, model={"size": "tiny"},
         optimizers=[("momentum", {"lr": 0.1}), "adam"], steps=23, eval_every=5, diag_every=0, device="cpu",
     )  # fmt: skip
-    runs = study.StudyRuns({"a": config})
+    runs = StudyRuns({"a": config})
     progress = runs.advance(max_seconds=1e-9, chunk=4)  # one turn: 4 steps
     assert (progress.steps_done, progress.steps_total, progress.finished) == (4, 23, False)
     while not runs.finished:
@@ -185,10 +205,10 @@ def test_slices_give_the_same_numbers_as_one_run():
 
 def test_study_runs_refuses_bad_input():
     with pytest.raises(ValueError, match="Invalid configs"):
-        study.StudyRuns({})
+        StudyRuns({})
     with pytest.raises(ValueError, match="Invalid config 'x'"):
-        study.StudyRuns({"x": {"task": "moons"}})
-    runs = study.StudyRuns({"x": TrainConfig(steps=2)})
+        StudyRuns({"x": {"task": "moons"}})
+    runs = StudyRuns({"x": TrainConfig(steps=2)})
     with pytest.raises(ValueError, match="Invalid max_seconds: 0"):
         runs.advance(max_seconds=0)
     with pytest.raises(ValueError, match="Invalid chunk: 0"):
@@ -201,8 +221,8 @@ def test_study_runs_refuses_bad_input():
 
 
 def test_variants_share_seed_budget_and_optimizer():
-    configs = study.two_phase_configs(small_settings())
-    assert list(configs) == list(study.VARIANTS)
+    configs = two_phase_configs(small_settings())
+    assert list(configs) == list(VARIANTS)
     first = configs["none"]
     for config in configs.values():
         assert config.replace(annealing=None) == first.replace(annealing=None)
@@ -213,7 +233,7 @@ def test_main_phase_is_identical_across_variants(demo):
     settings, runs = demo
     main = settings.main_steps
     reference = runs.results["none"].metrics.iloc[:main]
-    for name in study.VARIANTS:
+    for name in VARIANTS:
         frame = runs.results[name].metrics.iloc[:main]
         pd.testing.assert_frame_equal(frame, reference)  # same init, batches, lr: same numbers
 
@@ -229,7 +249,7 @@ def test_data_switches_exactly_at_the_boundary(demo):
         assert set(sources[main:]) == ({"hq"} if switched else {"main"}), name
     # the annealing schedule starts at the boundary with its own step 0
     frame = runs.results["anneal_hq"].metrics
-    schedule = build(study.anneal_schedule(settings))
+    schedule = build(anneal_schedule(settings))
     annealed = frame["lr"].iloc[main:].to_numpy()
     np.testing.assert_allclose(annealed, [schedule(t) for t in range(len(annealed))], rtol=1e-12)
     assert frame["lr"].iloc[main - 1] == settings.base_lr
@@ -249,11 +269,11 @@ def _replayed(result, plan):
 
 def test_patience_rule_stops_the_annealing_phase():
     settings = small_settings(stop_patience=1, plateau_patience=100, anneal_steps=60)
-    runs = run_all(study.two_phase_configs(settings))
+    runs = run_all(two_phase_configs(settings))
     result = runs.results["plateau_hq"]
     assert result.reason == NO_IMPROVEMENT
     assert settings.main_steps < result.steps_done < settings.total_steps
-    plan = study.two_phase_plans(settings)["plateau_hq"]
+    plan = two_phase_plans(settings)["plateau_hq"]
     assert _replayed(result, plan) == (result.steps_done, NO_IMPROVEMENT)
     # the last validation before the stop did not improve on the best of the phase
     evals = result.evaluations
@@ -264,7 +284,7 @@ def test_patience_rule_stops_the_annealing_phase():
 def test_min_lr_rule_stops_the_plateau_phase():
     # patience 0: every validation without improvement cuts by 10; the floor is 1 % of η₀
     settings = small_settings(plateau_factor=0.1, plateau_patience=0, stop_patience=0, anneal_steps=200)
-    runs = run_all(study.two_phase_configs(settings))
+    runs = run_all(two_phase_configs(settings))
     result = runs.results["plateau_hq"]
     assert result.reason == MIN_LR_REACHED
     assert result.steps_done < settings.total_steps
@@ -272,22 +292,22 @@ def test_min_lr_rule_stops_the_plateau_phase():
     assert [round(e.new_lr / settings.base_lr, 12) for e in cuts] == [0.1, 0.01]
     lrs = result.metrics["lr"].to_numpy()
     assert lrs.min() == pytest.approx(0.1 * settings.base_lr)  # no step trains at the floor
-    plan = study.two_phase_plans(settings)["plateau_hq"]
+    plan = two_phase_plans(settings)["plateau_hq"]
     assert _replayed(result, plan) == (result.steps_done, MIN_LR_REACHED)
 
 
 def test_anneal_shapes_end_at_the_floor():
-    for shape in study.ANNEAL_SHAPES:
+    for shape in ANNEAL_SHAPES:
         settings = small_settings(anneal_shape=shape, min_lr_ratio=0.05)
-        schedule = build(study.anneal_schedule(settings))
+        schedule = build(anneal_schedule(settings))
         assert schedule(0) == pytest.approx(settings.base_lr)
         assert schedule(settings.anneal_steps) == pytest.approx(settings.min_lr, rel=1e-9)
 
 
 def test_record_keeps_the_plan_and_reloads(demo):
     settings, runs = demo
-    record = json.loads(json.dumps(study.two_phase_record(settings, runs)))
-    assert study.settings_from_record(record) == settings
+    record = json.loads(json.dumps(two_phase_record(settings, runs)))
+    assert settings_from_record(record) == settings
     variant = record["variants"]["anneal_hq"]
     assert variant["planned_boundaries"] == [settings.main_steps]
     phases = variant["plan"]["phases"]
@@ -295,7 +315,7 @@ def test_record_keeps_the_plan_and_reloads(demo):
         ("main", "main", 30),
         ("anneal", "hq", 20),
     ]
-    assert phases[1]["schedule"] == study.anneal_schedule(settings).to_dict()
+    assert phases[1]["schedule"] == anneal_schedule(settings).to_dict()
     spans = variant["run"]["annealing"]["spans"]
     assert [(s["start"], s["data_source"]) for s in spans] == [(0, "main"), (30, "hq")]
     # the run's controller can be rebuilt from the record
@@ -306,14 +326,14 @@ def test_record_keeps_the_plan_and_reloads(demo):
     tampered = json.loads(json.dumps(record))
     tampered["variants"]["anneal_hq"]["plan"]["phases"][1]["data_source"] = "main"
     with pytest.raises(ValueError, match="the plan of 'anneal_hq' differs"):
-        study.settings_from_record(tampered)
+        settings_from_record(tampered)
 
 
 def test_a_variant_snapshot_keeps_its_plan_and_phase_record(demo):
     settings, runs = demo
     bundle = read_bundle(export_training(runs.trainers["plateau_hq"]))
     config = TrainConfig.from_dict(bundle.config)
-    assert config.annealing == study.two_phase_plans(settings)["plateau_hq"]
+    assert config.annealing == two_phase_plans(settings)["plateau_hq"]
     (lane,) = bundle.trainer.lanes.values()
     (original,) = runs.trainers["plateau_hq"].lanes.values()
     assert lane.controller.state_dict() == original.controller.state_dict()
@@ -342,8 +362,8 @@ def test_invalid_settings_name_the_field(changes, message):
 
 
 def test_effective_lr_config_scales_the_schedule_to_each_optimizer():
-    spec = study.curve("cosine", warmup_before=4, base_lr=1.0, total_steps=16).spec(20)
-    config = study.effective_lr_config(
+    spec = curve("cosine", warmup_before=4, base_lr=1.0, total_steps=16).spec(20)
+    config = effective_lr_config(
         schedule=spec, optimizers=[("sgd", {"lr": 0.05}), ("adam", {"lr": 0.002})], steps=20,
         task_params=SMALL, model_size="tiny",
     )  # fmt: skip
@@ -354,4 +374,4 @@ def test_effective_lr_config_scales_the_schedule_to_each_optimizer():
         recorded = runs.all_results("effective")[label].metrics["lr"].to_numpy()
         np.testing.assert_allclose(recorded, [lr * schedule(t) for t in range(20)], rtol=1e-12)
     with pytest.raises(ValueError, match="Invalid steps: 6000"):
-        study.effective_lr_config(schedule=spec, optimizers=["sgd"], steps=6000)
+        effective_lr_config(schedule=spec, optimizers=["sgd"], steps=6000)

@@ -48,21 +48,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dgs_core.params import Param, invalid
-from dgs_core.schedules import (
+from dgs_core.params import Param, check_keys, check_step, invalid
+from dgs_core.schedules.plateau import (
     PLATEAU_HYPERPARAMS,
-    ChainSchedule,
     PlateauAnnealer,
     ReductionEvent,
-    Schedule,
-    ScheduleSpec,
-    _check_step,
     _float_from_json,
     _float_to_json,
-    _reject_unknown_keys,
-    build,
     is_improvement,
 )
+from dgs_core.schedules.spec import ChainSchedule, Schedule, ScheduleSpec, build
 
 DATA_SOURCES = ("main", "hq")
 """``main``: the full training data; ``hq``: the high-quality subset."""
@@ -106,7 +101,7 @@ def _named(spec: Param, name: str) -> Param:
 def _from_mapping(data: Any, what: str, fields: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ValueError(f"Invalid {what}: {data!r} (must be a mapping)")
-    _reject_unknown_keys(data, fields, what)
+    check_keys(data, fields, what)
     return dict(data)
 
 
@@ -325,7 +320,7 @@ class AnnealingPlan:
         """Rebuild and validate a plan from :meth:`to_dict`'s output."""
         d = _from_mapping(data, "annealing plan", ("version", "metric_mode", "phases"))
         if d.get("version", PLAN_VERSION) != PLAN_VERSION:
-            raise invalid("version", d['version'], f"{PLAN_VERSION}")
+            raise invalid("version", d["version"], f"{PLAN_VERSION}")
         raw = d.get("phases")
         if not isinstance(raw, list | tuple):
             raise invalid("phases", raw, "a list")
@@ -486,7 +481,7 @@ class AnnealingController:
         return lr
 
     def _span_at(self, step: Any) -> PhaseSpan:
-        step = _check_step(step)
+        step = check_step(step)
         spans = self.spans()
         for span in spans:
             if span.start <= step < span.end:
@@ -509,7 +504,7 @@ class AnnealingController:
 
     def finished(self, step: int) -> bool:
         """True when ``step`` is at or past the plan's end (do not train it)."""
-        return _check_step(step) >= self.end_step
+        return check_step(step) >= self.end_step
 
     @property
     def boundary_steps(self) -> tuple[int, ...]:
@@ -535,7 +530,7 @@ class AnnealingController:
         Steps must increase from call to call and lie inside the plan. May cut a plateau
         phase's lr or end the phase (from ``step + 1`` on).
         """
-        step = _check_step(step)
+        step = check_step(step)
         if self._observations and step <= self._observations[-1][0]:
             raise invalid("step", step, f"> the previous validation step {self._observations[-1][0]}")
         span = self._span_at(step)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from dgs_core.annealing import (
+from dgs_core.schedules import ScheduleSpec, make_schedule
+from dgs_core.schedules.annealing import (
     BUDGET,
     MIN_LR_REACHED,
     NO_IMPROVEMENT,
@@ -21,7 +22,6 @@ from dgs_core.annealing import (
     reaches,
     two_phase_plan,
 )
-from dgs_core.schedules import ScheduleSpec, make_schedule
 
 MAIN = ScheduleSpec("warmup_cosine", {"base_lr": 0.1, "warmup_steps": 5, "total_steps": 40, "min_lr": 0.01})
 
