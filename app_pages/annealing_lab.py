@@ -1,6 +1,7 @@
 """Annealing lab: learning-rate schedules, plateau cuts, the effective lr, and the two-phase recipe.
 
-Widgets in → plain values → :mod:`dgs_core.schedules.curves`, :mod:`dgs_core.studies.annealing` → :mod:`dgs_core.viz.annealing`.
+Widgets in → plain values → :mod:`dgs_core.schedules.curves`, :mod:`dgs_core.studies.annealing`
+→ :mod:`dgs_core.viz.annealing`.
 Training runs advance in slices of about a second inside fragments that rerun themselves,
 so the rest of the page stays usable while they grow.
 """
@@ -20,6 +21,7 @@ from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker
 from dgs_core import jobs
 from dgs_core.optim import registry
 from dgs_core.params import Param
+from dgs_core.runs.training import export_training
 from dgs_core.schedules import PLATEAU_HYPERPARAMS, SCHEDULES, ScheduleSpec
 from dgs_core.schedules.curves import (
     CurveSpec,
@@ -29,7 +31,6 @@ from dgs_core.schedules.curves import (
     schedule_curves,
 )
 from dgs_core.schedules.plateau import PLATEAU_DEMO_HYPERPARAMS, PlateauDemo, plateau_demo
-from dgs_core.snapshots import export_training
 from dgs_core.studies.annealing import (
     ANNEAL_SHAPES,
     MAX_TRAIN_STEPS,
@@ -43,6 +44,7 @@ from dgs_core.studies.annealing import (
 )
 from dgs_core.training.tasks import get_task_info, task_names
 from dgs_core.viz import annealing as viz
+from dgs_core.viz.runs import training_figures
 
 SLICE_SECONDS = 1.5  # training per rerun of a live section: the UI waits at most about this long
 TICK_SECONDS = 0.1  # pause between two slices (the fragment's run_every)
@@ -245,11 +247,14 @@ def schedules_section() -> tuple[list[CurveSpec], int]:
     with annealer_column:
         shown = tuple(s for s in PLATEAU_HYPERPARAMS if s.name in PLATEAU_SHOWN)
         plateau, plateau_errors = hyperparam_controls(
-            _specs("plateau", shown), key="anneal_plateau", values=DEMO_PLATEAU  # type: ignore[arg-type]
+            _specs("plateau", shown),
+            key="anneal_plateau",
+            values=DEMO_PLATEAU,  # type: ignore[arg-type]
         )
     with toy_column:
         toy, toy_errors = hyperparam_controls(
-            _specs("toy", PLATEAU_DEMO_HYPERPARAMS), key="anneal_plateau"  # type: ignore[arg-type]
+            _specs("toy", PLATEAU_DEMO_HYPERPARAMS),
+            key="anneal_plateau",  # type: ignore[arg-type]
         )
     with right:
         if plateau_errors or toy_errors:
@@ -432,7 +437,11 @@ def _draw_two_phase(job: dict[str, Any], live: bool) -> None:
     trainer = runs.trainers[variant]
     right.download_button(
         "Export snapshot (.zip)",
-        data=lambda: export_training(trainer, name=f"Annealing lab: {VARIANTS[variant]}"),
+        data=lambda: export_training(
+            trainer,
+            figures=training_figures(trainer.results, trainer.task),
+            name=f"Annealing lab: {VARIANTS[variant]}",
+        ),
         file_name=f"dgs-lab-annealing-{variant}-{trainer.step}steps.zip",
         mime="application/zip",
         key="anneal_tp_export",

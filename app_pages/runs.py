@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dgs_core import snapshots
-from dgs_core.runstore import RunInfo, RunStore, is_session_id, new_session_id
+from dgs_core.runs.archive import LIMITS, MB, SnapshotError
+from dgs_core.runs.bundle import Bundle
+from dgs_core.runs.read import read_bundle
+from dgs_core.runs.store import RunInfo, RunStore, is_session_id, new_session_id
+from dgs_core.runs.training import export_training, resume_trainer
 from dgs_core.viz import runs as viz
+from dgs_core.viz.runs import training_figures
 
-MAX_UPLOAD_MB = snapshots.LIMITS.max_bytes // snapshots.MB
+MAX_UPLOAD_MB = LIMITS.max_bytes // MB
 MAX_RESUME_STEPS = 5000
 
 
@@ -43,9 +47,9 @@ def _purged(root: str) -> bool:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Reading the run…")
-def _bundle(path: str, size: int) -> snapshots.Bundle:
+def _bundle(path: str, size: int) -> Bundle:
     """A stored bundle, checked again (read-only; shared by sessions that may see it)."""
-    return snapshots.read_bundle(path)
+    return read_bundle(path)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Drawing the figures…")
@@ -53,7 +57,7 @@ def _figures(path: str, size: int) -> dict:
     return viz.run_figures(_bundle(path, size))
 
 
-def _load(store: RunStore, info: RunInfo, session: str) -> snapshots.Bundle:
+def _load(store: RunStore, info: RunInfo, session: str) -> Bundle:
     path = store.bundle_path(info.id, session)
     return _bundle(str(path), info.size)
 
@@ -88,7 +92,7 @@ def _import(store: RunStore, session: str) -> None:
     st.session_state["runs_last_upload"] = upload.file_id  # one import per upload, not per rerun
     try:
         info = store.add(upload.getvalue(), session=session)
-    except snapshots.SnapshotError as exc:
+    except SnapshotError as exc:
         st.session_state["runs_message"] = ("error", f"Could not import {upload.name}: {exc}")
         return
     st.session_state["runs_select_next"] = info.id
@@ -115,7 +119,7 @@ def _run_table(infos: list[RunInfo]) -> None:
                 "what": i.description,
                 "saved": i.saved,
                 "created": i.created,
-                "MB": round(i.size / snapshots.MB, 2),
+                "MB": round(i.size / MB, 2),
             }
             for i in infos
         ],
@@ -160,7 +164,7 @@ def _actions(store: RunStore, info: RunInfo, session: str) -> None:
         st.rerun()
 
 
-def _resume(store: RunStore, bundle: snapshots.Bundle, info: RunInfo, session: str) -> None:
+def _resume(store: RunStore, bundle: Bundle, info: RunInfo, session: str) -> None:
     st.subheader("Resume training")
     st.caption(
         "Continues from the saved weights, optimizer state and data order; the result is a new "
@@ -184,11 +188,12 @@ def _resume(store: RunStore, bundle: snapshots.Bundle, info: RunInfo, session: s
     )
     if not st.button("Resume", key="runs_resume"):
         return
-    trainer = snapshots.resume_trainer(bundle, extra_steps=int(more))
+    trainer = resume_trainer(bundle, extra_steps=int(more))
     bar = st.progress(0.0, text="training…")
     for event in trainer.run():
         bar.progress(event.step / event.total_steps, text=f"step {event.step}/{event.total_steps}")
-    data = snapshots.export_training(trainer, name=f"{info.name} (to step {trainer.step})")
+    figures = training_figures(trainer.results, trainer.task)
+    data = export_training(trainer, figures=figures, name=f"{info.name} (to step {trainer.step})")
     resumed = store.add(data, session=session)
     st.session_state["runs_select_next"] = resumed.id  # the selectbox exists already: next run
     st.session_state["runs_message"] = (
@@ -208,7 +213,7 @@ def _one_run(store: RunStore, infos: list[RunInfo], session: str) -> None:
     _actions(store, info, session)
     try:
         bundle = _load(store, info, session)
-    except snapshots.SnapshotError as exc:  # the file on disk changed under us
+    except SnapshotError as exc:  # the file on disk changed under us
         st.error(f"This stored run cannot be read: {exc}")
         return
     for note in bundle.notes:

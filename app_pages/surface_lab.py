@@ -17,15 +17,12 @@ import streamlit as st
 from app_pages.ui import changed_hparams, hyperparam_controls, optimizer_label, optimizer_picker
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
-from dgs_core.surface_query import (
+from dgs_core.runs.surface import export_surface
+from dgs_core.surfaces.config import (
     BASIN_KINDS,
     BASIN_RESOLUTIONS,
-    BATCH_RANGE,
-    CLIP_RANGE,
+    FIELDS,
     LR_METRICS,
-    NOISE_MAX,
-    SEED_RANGE,
-    STEPS_RANGE,
     TUNING_CRITERIA,
     VIEWS,
     SurfaceConfig,
@@ -33,6 +30,7 @@ from dgs_core.surface_query import (
     parse_query,
 )
 from dgs_core.viz import surface as viz
+from dgs_core.viz.runs import surface_figures
 
 TICK_SECONDS = 0.8  # one timeline frame per tick while playing (a redraw takes ~0.5 s)
 PLAY_FRAMES = 40  # frames of one play-through, evenly spaced over the run
@@ -87,6 +85,13 @@ def sweep(
     """The same learning-rate grid around each optimizer's default: :func:`dgs_core.surfaces.lr_sweep`."""
     surf = surfaces.get_surface(surface, **dict(surface_params))
     return surfaces.lr_sweep(surf, optimizer, dict(hparams), **kwargs)
+
+
+def _range(field: str) -> tuple[Any, Any]:
+    """A number widget's bounds: the config field's Param spec."""
+    spec = FIELDS[field]
+    cast = int if spec.integer else float
+    return cast(spec.low), cast(spec.high)
 
 
 def _items(mapping: Any) -> Items:
@@ -156,10 +161,10 @@ def seed_widgets(config: SurfaceConfig) -> None:
     _seed("surface_y", config.start[1])
     _seed("surface_steps", config.steps)
     _seed("surface_seed", config.seed)
-    _seed("surface_noise", config.noise)
-    _seed("surface_batch", config.batch)
-    _seed("surface_clip_on", config.clip is not None)
-    _seed("surface_clip", config.clip if config.clip is not None else 10.0)
+    _seed("surface_noise", config.noise_std)
+    _seed("surface_batch", config.batch_size)
+    _seed("surface_clip_on", config.clip_norm is not None)
+    _seed("surface_clip", config.clip_norm if config.clip_norm is not None else 10.0)
     _seed("surface_view", config.view)
     _seed("surface_step", config.timeline_step)
     _seed("surface_basin_kind", config.basin_kind)
@@ -284,17 +289,19 @@ def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], d
 
         st.header("Simulation")
         steps = st.number_input(
-            "Steps", *STEPS_RANGE, step=50, key="surface_steps", on_change=_on_steps_change
+            "Steps", *_range("steps"), step=50, key="surface_steps", on_change=_on_steps_change
         )
         noise = st.number_input(
-            "Gradient noise σ", 0.0, NOISE_MAX, step=0.5, key="surface_noise",
+            "Gradient noise σ", *_range("noise_std"), step=0.5, key="surface_noise",
             help="the optimizers see ∇f + σ·ξ/√B, ξ ~ N(0, I), the same draws for every optimizer",
         )  # fmt: skip
-        batch = st.number_input("Batch size B", *BATCH_RANGE, step=1, key="surface_batch")
-        seed = st.number_input("Seed", *SEED_RANGE, step=1, key="surface_seed")
+        batch = st.number_input("Batch size B", *_range("batch_size"), step=1, key="surface_batch")
+        seed = st.number_input("Seed", *_range("seed"), step=1, key="surface_seed")
         clip = None
         if st.toggle("Clip gradients", key="surface_clip_on", help="off unless you turn it on"):
-            clip = st.number_input("Max gradient norm", *CLIP_RANGE, key="surface_clip", format="%.4g")
+            clip = st.number_input(
+                "Max gradient norm", *_range("clip_norm"), key="surface_clip", format="%.4g"
+            )
         st.button("Reset all settings", key="surface_reset", on_click=_reset)
     new = replace(
         config,
@@ -305,9 +312,9 @@ def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], d
         start=start,
         steps=int(steps),
         seed=int(seed),
-        noise=float(noise),
-        batch=int(batch),
-        clip=None if clip is None else float(clip),
+        noise_std=float(noise),
+        batch_size=int(batch),
+        clip_norm=None if clip is None else float(clip),
         step=None,
         basin_optimizer=config.basin_optimizer if config.basin_optimizer in names else None,
     )
@@ -546,16 +553,12 @@ def optimizers_section(names: list[str]) -> None:
 
 
 def export_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> None:
-    from dgs_core import snapshots
-
     def data() -> bytes:
-        settings = snapshots.surface_config(
-            config.surface,
-            {name: config.hparams_for(name) for name in runs},
-            surface_params=dict(config.surface_params),
-            **config.simulation_kwargs(),
-        )
-        return snapshots.export_surface(runs, settings)
+        exported = config
+        if tuple(runs) != config.optimizers:  # only the optimizers that ran
+            hparams = {name: values for name, values in config.hparams.items() if name in runs}
+            exported = replace(config, optimizers=tuple(runs), hparams=hparams, basin_optimizer=None)
+        return export_surface(runs, exported, figures=surface_figures(runs))
 
     st.download_button(
         "Export snapshot (.zip)", data, file_name=f"surface-{config.surface}.zip", mime="application/zip",

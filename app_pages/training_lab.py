@@ -35,9 +35,9 @@ from app_pages.ui import (
 )
 from dgs_core import jobs
 from dgs_core.optim import registry
+from dgs_core.runs.training import export_training
 from dgs_core.schedules import SCHEDULES, ScheduleSpec
 from dgs_core.schedules.curves import MAX_CURVE_STEPS, default_params
-from dgs_core.snapshots import export_training
 from dgs_core.studies.large_batch import (
     LR_SCALINGS,
     LargeBatchStudy,
@@ -51,6 +51,7 @@ from dgs_core.training.models import SIZES, resolve_model_params
 from dgs_core.training.tasks import get_task_info, task_names
 from dgs_core.training.trainer import Trainer
 from dgs_core.viz import training as viz
+from dgs_core.viz.runs import training_figures
 
 MAX_STEPS_ENV = "DGS_LAB_MAX_STEPS"  # the server's cap on a run's steps (default DEFAULT_MAX_STEPS)
 TICK_SECONDS = 0.2  # the live status (progress, ETA, latest numbers): 5 redraws/s
@@ -520,7 +521,7 @@ def export_button(trainer: Trainer) -> None:
     config = trainer.config
     st.download_button(
         "Export snapshot (.zip)",
-        data=lambda: export_training(trainer),
+        data=lambda: export_training(trainer, figures=training_figures(trainer.results, trainer.task)),
         file_name=f"dgs-lab-{config.task}-{'-'.join(config.labels)}-{trainer.step}-steps.zip",
         mime="application/zip",
         key="train_export",

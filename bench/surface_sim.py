@@ -26,7 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dgs_core.optim import registry
-from dgs_core.surfaces import basin_map, get_surface, simulate
+from dgs_core.surfaces.functions import get_surface
+from dgs_core.surfaces.simulator import simulate
+from dgs_core.surfaces.studies import basin_map
 
 DEFAULT_EIGHT = ("sgd", "momentum", "adam", "lars", "adan", "dgs", "extrasgd", "adagrad_norm")
 COMPARE_TARGET_S = 0.3

@@ -6,7 +6,8 @@
 ``run`` trains (or, for a surface config, simulates) headless and writes the same bundle
 the labs' download buttons give for that config. CONFIG.json is a training config
 (:meth:`dgs_core.training.TrainConfig.to_dict`, e.g. a bundle's ``config.json``) or a surface
-config (:func:`dgs_core.snapshots.surface_config`, recognised by its ``"surface"`` key).
+config (:meth:`dgs_core.surfaces.config.SurfaceConfig.to_dict`, recognised by its ``"surface"``
+key). The bundle holds the labs' standard figures (:mod:`dgs_core.viz.runs`).
 Progress goes to stderr. ``SOURCE_DATE_EPOCH`` fixes the bundle's time (reproducible bytes).
 
 ``show`` checks a bundle like the Runs page's import does and prints its summary.
@@ -27,9 +28,14 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from dgs_core import snapshots
+from dgs_core.runs.bundle import Bundle
+from dgs_core.runs.read import read_bundle
+from dgs_core.runs.surface import export_surface
+from dgs_core.runs.training import export_training
+from dgs_core.surfaces.config import SurfaceConfig
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
+from dgs_core.viz.runs import surface_figures, training_figures
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -62,24 +68,26 @@ def run(config_path: Path, out: Path, *, name: str | None, png: bool, quiet: boo
     raw = _read_config(config_path)
     log = io.StringIO() if quiet else sys.stderr
     if "surface" in raw:
-        config = snapshots.surface_config_from_dict(raw)
-        print(f"simulating {config['surface']}: {len(config['optimizers'])} optimizers", file=log)
-        data = snapshots.export_surface(snapshots.run_surface_config(config), config, name=name, png=png)
+        config = SurfaceConfig.from_dict(raw)
+        print(f"simulating {config.surface}: {len(config.optimizers)} optimizers", file=log)
+        runs = config.simulate()
+        data = export_surface(runs, config, figures=surface_figures(runs), name=name, png=png)
     else:
         trainer = Trainer(TrainConfig.from_dict(raw))
         print(f"training {trainer.config.task} on {trainer.device}: {', '.join(trainer.results)}", file=log)
         for event in trainer.run():
             _progress(event, log)
-        data = snapshots.export_training(trainer, name=name, png=png)
+        figures = training_figures(trainer.results, trainer.task)
+        data = export_training(trainer, figures=figures, name=name, png=png)
     partial = out.with_name(f".{out.name}.partial")
     partial.write_bytes(data)
     partial.replace(out)  # never a half-written bundle under the final name
     return data
 
 
-def show(path: Path, out: TextIO) -> snapshots.Bundle:
+def show(path: Path, out: TextIO) -> Bundle:
     """Check a bundle and print its summary."""
-    bundle = snapshots.read_bundle(path)
+    bundle = read_bundle(path)
     m, c = bundle.manifest, bundle.config
     print(f"{bundle.name}", file=out)
     print(
@@ -97,16 +105,18 @@ def show(path: Path, out: TextIO) -> snapshots.Bundle:
             f"batch {c['batch_size']} ({c['batch_policy']}) · {plan}",
             file=out,
         )
+        for entry in c["optimizers"]:
+            print(
+                f"  {entry.get('label') or entry['name']}: {entry['name']} {entry.get('hparams') or {}}",
+                file=out,
+            )
     else:
         print(
-            f"  surface {c['surface']} · {c['steps']} steps · noise σ={c['noise_std']} · "
-            f"start {c['start'] or 'default'}",
+            f"  surface {c['surface']} · {c['steps']} steps · noise σ={c['noise_std']} · start {c['start']}",
             file=out,
         )
-    for entry in c["optimizers"]:
-        print(
-            f"  {entry.get('label') or entry['name']}: {entry['name']} {entry.get('hparams') or {}}", file=out
-        )
+        for name in c["optimizers"]:
+            print(f"  {name}: {c['hparams'].get(name) or {}}", file=out)
     for note in bundle.notes:
         print(f"  note: {note}", file=out)
     figures = ", ".join(f["title"] for f in m["figures"])

@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 
 from dgs_core.cli import main
-from dgs_core.snapshots import (
-    export_surface,
-    export_training,
-    read_bundle,
-    run_surface_config,
-    surface_config,
-)
+from dgs_core.runs.read import read_bundle
+from dgs_core.runs.surface import export_surface
+from dgs_core.surfaces.config import SurfaceConfig
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
-from tests.test_snapshots import CREATED, assert_identical
+from dgs_core.viz.runs import surface_figures
+from tests.runs.test_bundles import CREATED, assert_identical, export_with_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH = str(int(CREATED.timestamp()))
@@ -43,7 +40,7 @@ def _ui_bundle(config: dict) -> bytes:
     """What the Training lab's download button gives for ``config`` (a page trains the same way)."""
     trainer = Trainer(TrainConfig.from_dict(config))
     list(trainer.run())
-    return export_training(trainer, created=CREATED)
+    return export_with_figures(trainer, created=CREATED)
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +98,21 @@ def test_the_app_plotly_theme_does_not_leak_into_bundles(monkeypatch: pytest.Mon
 
 
 def test_surface_configs_run_headless_too(tmp_path: Path, epoch) -> None:
-    config = surface_config(
-        "banana", {"sgd": {"lr": 1e-3}, "adam": None}, start=[[-1.2, 0.8], [1.5, 1.0]], steps=50
+    config = SurfaceConfig(
+        surface="banana",
+        optimizers=("sgd", "adam"),
+        hparams={"sgd": {"lr": 1e-3}},
+        start=(-1.2, 0.8),
+        steps=50,
     )
-    ui = export_surface(run_surface_config(config), config, created=CREATED)
+    runs = config.simulate()
+    ui = export_surface(runs, config, figures=surface_figures(runs), created=CREATED)
     out = tmp_path / "surface.zip"
-    assert main(["run", str(_write(tmp_path / "s.json", config)), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["run", str(_write(tmp_path / "s.json", config.to_dict())), "--out", str(out), "--quiet"]) == 0
+    )
     assert_same_bundle(out.read_bytes(), ui)
-    assert read_bundle(out).runs["adam"].rows == 2
+    assert read_bundle(out).runs["adam"].rows == 1
 
 
 def test_show_prints_the_summary(tmp_path: Path, ui_bundle: bytes, capsys) -> None:

@@ -1,6 +1,7 @@
 """Figures of the Annealing lab: schedules, plateau cuts, effective lr and the two-phase demo.
 
-No streamlit here. Inputs are the plain outputs of :mod:`dgs_core.schedules.curves`, :mod:`dgs_core.studies.annealing` (sampled
+No streamlit here. Inputs are the plain outputs of :mod:`dgs_core.schedules.curves`,
+:mod:`dgs_core.studies.annealing` (sampled
 curves, a :class:`~dgs_core.schedules.plateau.PlateauDemo`, the trainer's ``RunResult`` s);
 outputs are ``go.Figure`` s and ``pandas`` tables.
 

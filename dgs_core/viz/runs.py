@@ -1,14 +1,14 @@
 """Figures and tables of the Runs page: one run's standard figures, and several runs compared.
 
-No streamlit here. A run is a :class:`~dgs_core.snapshots.Bundle` (a snapshot read back);
+No streamlit here. A run is a :class:`~dgs_core.runs.bundle.Bundle` (a snapshot read back);
 the same builders draw the figures a bundle stores when it is exported, so a redrawn run
 looks exactly as it did in its lab.
 
 >>> from dgs_core.training import TrainConfig, Trainer
->>> from dgs_core.snapshots import export_training, read_bundle
+>>> from dgs_core.runs import export_training, read_bundle
 >>> trainer = Trainer(TrainConfig(task="moons", optimizers=["sgd", "adam"], steps=20, eval_every=10))
 >>> _ = list(trainer.run())
->>> bundle = read_bundle(export_training(trainer))
+>>> bundle = read_bundle(export_training(trainer, figures=training_figures(trainer.results, trainer.task)))
 >>> list(run_figures(bundle))
 ['Loss', 'Accuracy', 'Learning rate', 'Batch size', 'Importance by layer', 'Decision boundary']
 >>> table = metric_table({"first": bundle, "again": bundle})
@@ -26,14 +26,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dgs_core.params import invalid
-from dgs_core.surfaces import Run
+from dgs_core.surfaces.simulator import Run
 from dgs_core.training.results import RunResult
 from dgs_core.training.tasks import Task
 from dgs_core.viz import surface as surface_viz
 from dgs_core.viz import training as training_viz
 
 if TYPE_CHECKING:
-    from dgs_core.snapshots import Bundle
+    from dgs_core.runs.bundle import Bundle
 
 _RUN_COLORS = ("#1F77B4", "#D62728", "#2CA02C", "#FF7F0E", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")

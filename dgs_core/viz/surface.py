@@ -41,16 +41,9 @@ from plotly.subplots import make_subplots
 
 from dgs_core import metrics
 from dgs_core.params import invalid
-from dgs_core.surfaces import (
-    BASIN_DIVERGED,
-    BASIN_ELSEWHERE,
-    DEFAULT_TOLERANCE,
-    BasinMap,
-    LrSweep,
-    Run,
-    Surface,
-    get_surface,
-)
+from dgs_core.surfaces.functions import Surface, get_surface
+from dgs_core.surfaces.simulator import DEFAULT_TOLERANCE, Run
+from dgs_core.surfaces.studies import BASIN_DIVERGED, BASIN_ELSEWHERE, BasinMap, LrSweep
 
 Array = np.ndarray
 RunsLike = Run | Sequence[Run] | Mapping[str, Run]

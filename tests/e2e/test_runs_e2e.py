@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import wait_for_app
-from tests.test_snapshots import small_training_bundle
+from tests.runs.test_bundles import small_training_bundle
 
 pytestmark = pytest.mark.e2e
 

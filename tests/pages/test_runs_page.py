@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dgs_core.runstore import RUNS_DIR_ENV, RunStore, new_session_id
-from tests.test_snapshots import small_training_bundle
+from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, new_session_id
+from tests.runs.test_bundles import small_training_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "app_pages/runs.py"

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
-from dgs_core.surface_query import DEFAULT_OPTIMIZERS
+from dgs_core.surfaces.config import DEFAULT_OPTIMIZERS
 from dgs_core.viz.surface import timeline_steps
 from tests.pages.conftest import app_at
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
+from dgs_core.runs.read import read_bundle
 from dgs_core.schedules import SCHEDULES, ScheduleSpec, build, sample
 from dgs_core.schedules.annealing import MIN_LR_REACHED, NO_IMPROVEMENT, AnnealingController
 from dgs_core.schedules.curves import (
@@ -23,7 +24,6 @@ from dgs_core.schedules.curves import (
     schedule_curves,
 )
 from dgs_core.schedules.plateau import plateau_demo
-from dgs_core.snapshots import export_training, read_bundle
 from dgs_core.studies.annealing import (
     ANNEAL_SHAPES,
     VARIANTS,
@@ -38,6 +38,7 @@ from dgs_core.studies.annealing import (
 )
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
+from tests.runs.test_bundles import export_with_figures
 
 SMALL = {"n_samples": 200, "label_noise": 0.3, "hq_fraction": 0.3}
 
@@ -331,7 +332,7 @@ def test_record_keeps_the_plan_and_reloads(demo):
 
 def test_a_variant_snapshot_keeps_its_plan_and_phase_record(demo):
     settings, runs = demo
-    bundle = read_bundle(export_training(runs.trainers["plateau_hq"]))
+    bundle = read_bundle(export_with_figures(runs.trainers["plateau_hq"]))
     config = TrainConfig.from_dict(bundle.config)
     assert config.annealing == two_phase_plans(settings)["plateau_hq"]
     (lane,) = bundle.trainer.lanes.values()

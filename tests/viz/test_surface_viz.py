@@ -9,7 +9,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dgs_core.surfaces import basin_map, compare, get_surface, lr_sweep, simulate
+from dgs_core.surfaces.functions import get_surface
+from dgs_core.surfaces.simulator import compare, simulate
+from dgs_core.surfaces.studies import basin_map, lr_sweep
 from dgs_core.viz import surface as viz
 
 

@@ -30,22 +30,23 @@ import torch
 
 from dgs_core.diagnostics import DiagnosticRecord
 from dgs_core.schedules import ScheduleSpec
-from dgs_core.snapshots import (
-    FORMAT_VERSION,
-    Limits,
-    SnapshotError,
-    export_surface,
-    export_training,
-    read_bundle,
-    resume_trainer,
-    run_surface_config,
-    surface_config,
-)
+from dgs_core.runs.archive import FORMAT_VERSION, Limits, SnapshotError
+from dgs_core.runs.surface import export_surface
+from dgs_core.runs.training import export_training, resume_trainer
+from dgs_core.runs.read import read_bundle
+from dgs_core.surfaces.config import SurfaceConfig
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
 from dgs_core.viz.runs import run_figures, surface_figures, training_figures
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def export_with_figures(trainer: Trainer | dict, **kwargs: Any) -> bytes:
+    """A training bundle with the lab's standard figures, as the pages and the CLI export it."""
+    if isinstance(trainer, dict):
+        trainer = Trainer.from_state_dict(trainer)
+    return export_training(trainer, figures=training_figures(trainer.results, trainer.task), **kwargs)
 
 
 # -- shared helpers (the page and CLI tests import them) ------------------------------------
@@ -90,7 +91,7 @@ def small_training_bundle(steps: int = 20, **changes: Any) -> tuple[Trainer, byt
     }
     trainer = Trainer(TrainConfig(**config))
     list(trainer.run())
-    return trainer, export_training(trainer, created=CREATED)
+    return trainer, export_with_figures(trainer, created=CREATED)
 
 
 def rewrite(data: bytes, changes: dict[str, bytes | None] | None = None, extra: list | None = None) -> bytes:
@@ -168,7 +169,7 @@ def stopped() -> Trainer:
 
 @pytest.fixture(scope="module")
 def data(stopped: Trainer) -> bytes:
-    return export_training(stopped, created=CREATED)
+    return export_with_figures(stopped, created=CREATED)
 
 
 @pytest.fixture(scope="module")
@@ -185,16 +186,17 @@ def reference() -> Trainer:
 
 @pytest.fixture(scope="module")
 def surface_run() -> tuple[dict, dict, bytes]:
-    config = surface_config(
-        "quadratic",
-        [{"name": "adadagrad_norm", "lrs": [0.01, 0.1]}, "dgs", {"name": "extrasgd", "label": "extra"}],
+    config = SurfaceConfig(
+        surface="quadratic",
         surface_params={"kappa": 10.0},
-        start=[[-1.8, 1.2], [1.0, 1.0]],
+        optimizers=("adadagrad_norm", "dgs", "extrasgd"),
+        hparams={"dgs": {"lr": 1e-3}},
+        start=(-1.8, 1.2),
         steps=60,
         noise_std=0.5,
     )
-    runs = run_surface_config(config)
-    return config, runs, export_surface(runs, config, created=CREATED)
+    runs = config.simulate()
+    return config, runs, export_surface(runs, config, figures=surface_figures(runs), created=CREATED)
 
 
 # -- round trips ----------------------------------------------------------------------------
@@ -252,8 +254,8 @@ def test_figures_are_self_contained_and_redraw_identically(stopped: Trainer, bun
 
 
 def test_export_is_deterministic_and_a_state_dict_exports_the_same(stopped: Trainer, data: bytes) -> None:
-    assert export_training(stopped, created=CREATED) == data
-    assert export_training(stopped.state_dict(), created=CREATED) == data
+    assert export_with_figures(stopped, created=CREATED) == data
+    assert export_with_figures(stopped.state_dict(), created=CREATED) == data
 
 
 def test_resuming_a_saved_run_equals_the_uninterrupted_run(bundle, reference: Trainer) -> None:
@@ -300,45 +302,73 @@ def test_resume_refuses_surface_runs_and_bad_step_counts(bundle, surface_run) ->
 def test_surface_round_trip_and_figures(surface_run) -> None:
     config, runs, data = surface_run
     bundle = read_bundle(data)
-    assert bundle.kind == "surface" and bundle.labels == ("adadagrad_norm", "dgs", "extra")
-    assert bundle.config == config
+    assert bundle.kind == "surface" and bundle.labels == ("dgs", "extrasgd", "adadagrad_norm")
+    assert bundle.config == config.to_dict() and SurfaceConfig.from_dict(bundle.config) == config
     for label, run in runs.items():
         restored = bundle.runs[label]
         assert restored.rows == run.rows and restored.surface == run.surface
         for f in dataclasses.fields(run):
             if f.name not in ("surface", "seconds"):  # timing is not part of the result
                 assert_identical(getattr(restored, f.name), getattr(run, f.name), f"{label}.{f.name}")
-    assert runs["adadagrad_norm"].rows == 4 and runs["extra"].extrapolated is not None
+    assert runs["adadagrad_norm"].rows == 1 and runs["extrasgd"].extrapolated is not None
     original = surface_figures(runs)
     redrawn = run_figures(bundle)
     assert list(redrawn) == list(original)
     for title in original:
         assert redrawn[title].to_json() == original[title].to_json(), title
     summary = bundle.summary()
-    assert list(summary["label"]) == ["adadagrad_norm"] * 4 + ["dgs"] * 2 + ["extra"] * 2
+    assert list(summary["label"]) == ["dgs", "extrasgd", "adadagrad_norm"]
 
 
-def test_surface_config_is_validated_and_labels_are_unique() -> None:
-    config = surface_config("rosenbrock", ["sgd", "sgd", {"name": "adam", "hparams": {"lr": 0.01}}], steps=10)
-    assert [e["label"] for e in config["optimizers"]] == ["sgd", "sgd#2", "adam"]
-    assert config["start"] is None and config["clip_norm"] is None
-    for kwargs, message in (
-        ({"optimizers": ["nope"]}, "nope"),
-        ({"optimizers": ["sgd"], "steps": 0}, "Invalid steps: 0"),
-        ({"optimizers": ["sgd"], "noise_std": -1.0}, "Invalid noise_std: -1.0"),
-        ({"optimizers": [{"name": "sgd", "hparams": {"lr": -1.0}}]}, "Invalid lr: -1.0"),
-        ({"optimizers": [{"name": "sgd", "lrs": []}]}, "Invalid lrs"),
-        ({"optimizers": []}, "Invalid optimizers"),
-    ):
-        with pytest.raises(ValueError, match=message):
-            surface_config("rosenbrock", **kwargs)
+def _as_version_1(data: bytes, config: dict) -> bytes:
+    """A format-2 surface bundle rewritten as format 1 wrote it (manifest version, config schema)."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            member = source.read(info)
+            if info.filename == "manifest.json":
+                manifest = json.loads(member)
+                manifest["format_version"] = 1
+                member = json.dumps(manifest).encode()
+            elif info.filename == "config.json":
+                member = json.dumps(config).encode()
+            target.writestr(info, member)
+    return out.getvalue()
+
+
+def _version_1_config(config: SurfaceConfig, **entry: Any) -> dict:
+    return {
+        "surface": config.surface,
+        "surface_params": {"kappa": 10.0},
+        "optimizers": [
+            {"name": n, "hparams": config.hparams_for(n), "label": n, "lrs": None, **entry}
+            for n in config.optimizers
+        ],
+        "start": [list(config.start)],
+        "steps": config.steps,
+        "seed": config.seed,
+        "noise_std": config.noise_std,
+        "batch_size": config.batch_size,
+        "clip_norm": config.clip_norm,
+    }
+
+
+def test_a_format_1_surface_bundle_is_read_as_format_2(surface_run) -> None:
+    config, runs, data = surface_run
+    bundle = read_bundle(_as_version_1(data, _version_1_config(config)))
+    assert SurfaceConfig.from_dict(bundle.config) == config
+    assert bundle.notes == ("a format-1 bundle, read as format 2",)
+    assert_identical(bundle.runs["dgs"].points, runs["dgs"].points, "dgs.points")
+    with pytest.raises(SnapshotError, match="config.json: Invalid lrs"):
+        read_bundle(_as_version_1(data, _version_1_config(config, lrs=[0.1, 0.2])))
 
 
 def test_export_surface_refuses_runs_that_do_not_match_the_config(surface_run) -> None:
     config, runs, _ = surface_run
     with pytest.raises(SnapshotError, match="do not match the config"):
         export_surface({"dgs": runs["dgs"]}, config)
-    other = dict(config, steps=30)
+    other = dataclasses.replace(config, steps=30)
     with pytest.raises(SnapshotError, match="does not match its config"):
         export_surface(runs, other)
 
@@ -462,7 +492,7 @@ def test_not_a_zip_and_damaged_members_are_refused(data: bytes) -> None:
 def test_wrong_schemas_are_refused(data: bytes) -> None:
     manifest = json.loads(member(data, "manifest.json"))
     newer = {**manifest, "format_version": FORMAT_VERSION + 1}
-    refused(rewrite(data, {"manifest.json": json.dumps(newer).encode()}), "format version 2, made by a newer")
+    refused(rewrite(data, {"manifest.json": json.dumps(newer).encode()}), f"format version {FORMAT_VERSION + 1}, made by a newer")
     other = {**manifest, "format": "something-else"}
     refused(rewrite(data, {"manifest.json": json.dumps(other).encode()}), "not a DGS Lab bundle")
     refused(rewrite(data, {"manifest.json": b"[1, 2"}), "manifest.json is not valid JSON")

@@ -31,14 +31,16 @@ round trip is exact. No streamlit here: the page passes ``st.query_params`` in a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
 from dgs_core.optim import registry
-from dgs_core.params import Param, Value, invalid
-from dgs_core.surfaces import SURFACES, Surface, check_starts, get_surface
+from dgs_core.params import Param, ParamSet, Value, check_keys, invalid
+from dgs_core.surfaces import simulator
+from dgs_core.surfaces.functions import SURFACES, Surface, check_starts, get_surface
+from dgs_core.surfaces.simulator import Run
 
 DEFAULT_SURFACE = "rosenbrock"
 # The issue's default set, in the registry's display order (the order every picker shows).
@@ -49,11 +51,6 @@ BASIN_RESOLUTIONS = (40, 60, 100)
 LR_METRICS = ("final_gap", "steps_to_tolerance")
 TUNING_CRITERIA = ("steps_to_tolerance", "final_gap")
 
-STEPS_RANGE = (10, 5000)  # the page's responsiveness bound: 8 optimizers × 5000 steps ≈ 10 s
-SEED_RANGE = (0, 2**32 - 1)
-NOISE_MAX = 1e3
-BATCH_RANGE = (1, 4096)
-CLIP_RANGE = (1e-6, 1e6)
 START_DIGITS = 4  # a clicked start is rounded to this many decimals: short, exact links
 
 
@@ -61,28 +58,26 @@ def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
 
-# ---------------------------------------------------------------------------------------------
-# Validators: one per setting, shared by the dataclass and the parser
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"Invalid {name}: {value!r} (must be an integer in [{low}, {high}])")
-    return value
-
-
-def _check_float(name: str, value: Any, low: float, high: float) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not low <= value <= high:
-        raise ValueError(f"Invalid {name}: {value!r} (must be a number in [{low:g}, {high:g}])")
-    return float(value)
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"Invalid {name}: {value!r} (must be one of {', '.join(choices)})")
-    return value
+# The plain-valued fields, as Param specs: the simulator's own (dgs_core.surfaces.simulator),
+# steps narrowed to what a page computes quickly (8 optimizers × 5000 steps ≈ 10 s) and the seed
+# to what a number widget holds.
+FIELDS = ParamSet(
+    (
+        replace(simulator.STEPS, low=10, high=5000),
+        replace(simulator.SEED, high=2**32 - 1),
+        simulator.NOISE_STD,
+        simulator.BATCH_SIZE,
+        replace(simulator.CLIP_NORM, low=1e-6, low_open=False),
+        Param("view", VIEWS[0], choices=VIEWS, help="what the lab shows"),
+        Param("step", None, low=0, integer=True, optional=True, help="the timeline's step (None: the end)"),
+        Param("basin_kind", BASIN_KINDS[0], choices=BASIN_KINDS, help="what the basin map colours"),
+        Param("basin_resolution", 60, choices=BASIN_RESOLUTIONS, help="basin-map grid per axis"),
+        Param("lr_metric", LR_METRICS[0], choices=LR_METRICS, help="the sensitivity view's y axis"),
+        Param(
+            "tuning", TUNING_CRITERIA[0], choices=TUNING_CRITERIA, help="how the fair comparison ranks lrs"
+        ),
+    )
+)
 
 
 def _check_optimizer(name: Any) -> str:
@@ -109,8 +104,8 @@ class SurfaceConfig:
         hparams: ``{optimizer: {name: value}}``, only the changed hyperparameters (on top of
             the registry's surface defaults); only for chosen optimizers.
         start: ``(x, y)`` inside the surface's domain (``None`` given: the surface's default).
-        steps, seed, noise, batch: simulation length, noise seed, σ and B of ∇f + σξ/√B.
-        clip: gradient-norm clipping, ``None`` = off (the default: only when turned on).
+        steps, seed, noise_std, batch_size: simulation length, noise seed, σ and B of ∇f + σξ/√B.
+        clip_norm: gradient-norm clipping, ``None`` = off (the default: only when turned on).
         view: one of :data:`VIEWS`.
         step: the timeline's step, ``None`` = the end of the run.
         basin_optimizer: the basin map's optimizer, ``None`` = the first chosen.
@@ -125,9 +120,9 @@ class SurfaceConfig:
     start: tuple[float, float] | None = None  # always a point after __post_init__
     steps: int = 500
     seed: int = 0
-    noise: float = 0.0
-    batch: int = 1
-    clip: float | None = None
+    noise_std: float = 0.0
+    batch_size: int = 1
+    clip_norm: float | None = None
     view: str = VIEWS[0]
     step: int | None = None
     basin_optimizer: str | None = None
@@ -159,23 +154,12 @@ class SurfaceConfig:
         if not bool(surface.contains(start)):
             raise ValueError(f"Invalid start: {start} (outside the domain of {surface.name})")
         object.__setattr__(self, "start", start)
-        _check_int("steps", self.steps, *STEPS_RANGE)
-        _check_int("seed", self.seed, *SEED_RANGE)
-        object.__setattr__(self, "noise", _check_float("noise", self.noise, 0.0, NOISE_MAX))
-        _check_int("batch", self.batch, *BATCH_RANGE)
-        if self.clip is not None:
-            object.__setattr__(self, "clip", _check_float("clip", self.clip, *CLIP_RANGE))
-        _check_choice("view", self.view, VIEWS)
-        if self.step is not None:
-            _check_int("step", self.step, 0, self.steps)
+        for param in FIELDS:
+            object.__setattr__(self, param.name, param.validate(getattr(self, param.name)))
+        if self.step is not None and self.step > self.steps:
+            raise FIELDS["step"].error(self.step, f"an integer in [0, {self.steps}]")
         if self.basin_optimizer is not None and self.basin_optimizer not in optimizers:
-            raise ValueError(f"Invalid basin_optimizer: {self.basin_optimizer!r} (not among the chosen)")
-        _check_choice("basin_kind", self.basin_kind, BASIN_KINDS)
-        if self.basin_resolution not in BASIN_RESOLUTIONS:
-            allowed = ", ".join(map(str, BASIN_RESOLUTIONS))
-            raise invalid("basin_resolution", self.basin_resolution, f"one of {allowed}")
-        _check_choice("lr_metric", self.lr_metric, LR_METRICS)
-        _check_choice("tuning", self.tuning, TUNING_CRITERIA)
+            raise invalid("basin_optimizer", self.basin_optimizer, "one of the chosen optimizers")
 
     # -- derived values -------------------------------------------------------------------------
     def get_surface(self) -> Surface:
@@ -197,16 +181,53 @@ class SurfaceConfig:
         return dict(self.hparams.get(name, {}))
 
     def simulation_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`dgs_core.surfaces.simulate` (and ``compare``,
-        ``lr_sweep``, ``snapshots.surface_config``) that this configuration sets."""
+        """The keyword arguments of :func:`dgs_core.surfaces.simulator` (and ``compare``,
+        ``lr_sweep``) that this configuration sets."""
         return {
             "start": self.start,
             "steps": self.steps,
             "seed": self.seed,
-            "noise_std": self.noise,
-            "batch_size": self.batch,
-            "clip_norm": self.clip,
+            "noise_std": self.noise_std,
+            "batch_size": self.batch_size,
+            "clip_norm": self.clip_norm,
         }
+
+    def simulate(self) -> dict[str, Run]:
+        """Every chosen optimizer's run from the start: ``{name: Run}``, in display order."""
+        surface = self.get_surface()
+        return {
+            name: simulator.simulate(surface, name, self.hparams_for(name), **self.simulation_kwargs())
+            for name in self.optimizers
+        }
+
+    # -- plain JSON (a bundle's config.json, the CLI's input) -------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON, every field; :meth:`from_dict` reads it back."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["surface_params"] = dict(self.surface_params)
+        out["optimizers"] = list(self.optimizers)
+        out["hparams"] = {name: dict(values) for name, values in self.hparams.items()}
+        out["start"] = list(self.start)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SurfaceConfig:
+        """A validated config from :meth:`to_dict`'s form (unknown keys refused)."""
+        if not isinstance(data, Mapping):
+            raise invalid("config", data, "a mapping")
+        check_keys(data, [f.name for f in fields(cls)], "surface config")
+        values = dict(data)
+        if "optimizers" in values:
+            if isinstance(values["optimizers"], str) or not isinstance(values["optimizers"], list | tuple):
+                raise invalid("optimizers", values["optimizers"], "a list of optimizer names")
+            values["optimizers"] = tuple(values["optimizers"])
+        if values.get("start") is not None:
+            values["start"] = _start_pair(values["start"])
+        if not isinstance(values.get("hparams", {}), Mapping) or not all(
+            isinstance(h, Mapping) for h in values.get("hparams", {}).values()
+        ):
+            raise invalid("hparams", values.get("hparams"), "a mapping of optimizer → {name: value}")
+        return cls(**values)
 
     # -- the query string -----------------------------------------------------------------------
     def to_query(self) -> dict[str, str]:
@@ -262,9 +283,9 @@ def _format(value: Any) -> str:
 _SCALAR_KEYS = {
     "steps": "steps",
     "seed": "seed",
-    "noise": "noise",
-    "batch": "batch",
-    "clip": "clip",
+    "noise_std": "noise",
+    "batch_size": "batch",
+    "clip_norm": "clip",
     "view": "view",
     "step": "t",
     "basin_optimizer": "basin",
@@ -325,9 +346,9 @@ def parse_hparam(spec: Param, text: str) -> Value:
 _SCALAR_PARSERS: dict[str, Callable[[str], Any]] = {
     "steps": _parse_int,
     "seed": _parse_int,
-    "noise": _parse_float,
-    "batch": _parse_int,
-    "clip": _parse_float,
+    "noise_std": _parse_float,
+    "batch_size": _parse_int,
+    "clip_norm": _parse_float,
     "view": str.strip,
     "step": _parse_int,
     "basin_optimizer": str.strip,

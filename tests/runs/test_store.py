@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dgs_core.runstore import RUNS_DIR_ENV, RunStore, clean_name, is_session_id, new_session_id
-from dgs_core.snapshots import SnapshotError
-from tests.test_snapshots import assert_identical, small_training_bundle
+from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, clean_name, is_session_id, new_session_id
+from dgs_core.runs.archive import SnapshotError
+from tests.runs.test_bundles import assert_identical, small_training_bundle
 
 A, B = new_session_id(), new_session_id()
 

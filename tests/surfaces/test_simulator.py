@@ -16,18 +16,9 @@ import torch
 
 from dgs_core import metrics
 from dgs_core.optim import registry
-from dgs_core.surfaces import (
-    BASIN_DIVERGED,
-    SURFACES,
-    basin_map,
-    check_starts,
-    compare,
-    get_surface,
-    lr_grid,
-    lr_sweep,
-    simulate,
-    surface_names,
-)
+from dgs_core.surfaces.functions import SURFACES, check_starts, get_surface, surface_names
+from dgs_core.surfaces.simulator import compare, simulate
+from dgs_core.surfaces.studies import BASIN_DIVERGED, basin_map, lr_grid, lr_sweep
 
 NAMES = registry.names()
 ADAPTIVE_BATCH = [n for n in NAMES if registry.get(n).batch_test is not None]

@@ -3,21 +3,17 @@ setting falling back to its default with a notice, never an exception."""
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from dgs_core import snapshots, surfaces
+from dgs_core import surfaces
 from dgs_core.optim import registry
-from dgs_core.surface_query import (
-    DEFAULT_OPTIMIZERS,
-    SurfaceConfig,
-    clean_start,
-    parse_hparam,
-    parse_query,
-)
+from dgs_core.params import ParamError
+from dgs_core.surfaces.config import DEFAULT_OPTIMIZERS, SurfaceConfig, clean_start, parse_hparam, parse_query
 
 RICH = SurfaceConfig(
     surface="quadratic",
@@ -31,9 +27,9 @@ RICH = SurfaceConfig(
     start=(0.30000000000000004, -1 / 3),
     steps=321,
     seed=42,
-    noise=0.25,
-    batch=8,
-    clip=2.5,
+    noise_std=0.25,
+    batch_size=8,
+    clip_norm=2.5,
     view="overlay",
     step=17,
     basin_optimizer="dgs",
@@ -60,7 +56,7 @@ def test_defaults_are_the_issues_set_and_make_a_short_link():
     assert list(DEFAULT_OPTIMIZERS) == [n for n in registry.names() if n in DEFAULT_OPTIMIZERS]
     assert config.start == (-2.0, 2.0)  # SPEC §5's Rosenbrock start
     assert config.to_query() == {"surface": "rosenbrock", "start": "-2.0,2.0"}
-    assert config.timeline_step == 500 and config.clip is None
+    assert config.timeline_step == 500 and config.clip_norm is None
 
 
 def test_every_setting_round_trips_exactly():
@@ -113,14 +109,15 @@ def test_repeated_keys_keep_the_last_value_and_defaults_are_not_written():
         ("steps", "2.5", "must be an integer"),
         ("seed", "-1", "Invalid seed: -1"),
         ("noise", "nan", "Invalid number: 'nan' (must be finite)"),
-        ("noise", "-0.1", "Invalid noise: -0.1"),
-        ("batch", "0", "Invalid batch: 0"),
-        ("clip", "0", "Invalid clip: 0.0"),
+        ("noise", "-0.1", "Invalid noise_std: -0.1"),
+        ("batch", "0", "Invalid batch_size: 0"),
+        ("clip", "0", "Invalid clip_norm: 0.0"),
         ("clip", "inf", "must be finite"),
         (
             "view",
             "xyz",
-            "Invalid view: 'xyz' (must be one of panels, overlay, 3d, basin, sensitivity, tuning)",
+            "Invalid view: 'xyz' (must be one of 'panels', 'overlay', '3d', 'basin', "
+            "'sensitivity', 'tuning')",
         ),
         ("t", "zz", "Invalid number: 'zz'"),
         ("t", "501", "Invalid step: 501 (must be an integer in [0, 500])"),
@@ -131,7 +128,7 @@ def test_repeated_keys_keep_the_last_value_and_defaults_are_not_written():
         ("bres", "7", "Invalid basin_resolution: 7"),
         ("lrmetric", "x", "Invalid lr_metric: 'x'"),
         ("tune", "x", "Invalid tuning: 'x'"),
-        ("basin", "nesterov", "Invalid basin_optimizer: 'nesterov' (not among the chosen)"),
+        ("basin", "nesterov", "Invalid basin_optimizer: 'nesterov' (must be one of the chosen optimizers)"),
         ("kappa", "5", "rosenbrock has no parameter 'kappa'"),
         ("junk", "1", "unknown setting"),
     ],
@@ -234,7 +231,7 @@ def test_clean_start_rounds_and_clamps():
         ({"start": (5.0, 5.0)}, "Invalid start: (5.0, 5.0) (outside the domain of rosenbrock)"),
         ({"optimizers": ("sgd",), "hparams": {"adam": {"lr": 0.1}}}, "'adam' is not among the chosen"),
         ({"hparams": {"adam": {"lr": -1.0}}}, "Invalid lr: -1.0"),
-        ({"clip": 0.0}, "Invalid clip: 0.0"),
+        ({"clip_norm": 0.0}, "Invalid clip_norm: 0.0"),
         ({"optimizers": ("sgd", "sgd")}, "each may appear once"),
         ({"surface": "quadratic", "surface_params": {"kappa": 0.0}}, "Invalid kappa: 0.0"),
     ],
@@ -258,18 +255,36 @@ def test_random_garbage_never_raises():
         assert parse_query(config.to_query()) == (config, [])  # what the page writes back is clean
 
 
-def test_simulation_kwargs_drive_simulate_and_the_snapshot_config():
+def test_simulation_kwargs_drive_simulate_and_config_simulate():
     config = replace(RICH, steps=40)
     run = surfaces.simulate(
         config.get_surface(), "adam", config.hparams_for("adam"), **config.simulation_kwargs()
     )
     assert run.starts.tolist() == [list(config.start)] and run.steps == 40
     assert (run.noise_std, run.batch, run.clip_norm, run.seed) == (0.25, 8, 2.5, 42)
-    settings = snapshots.surface_config(
-        config.surface,
-        {"adam": config.hparams_for("adam")},
-        surface_params=dict(config.surface_params),
-        **config.simulation_kwargs(),
-    )
-    again = snapshots.run_surface_config(settings)["adam"]
-    np.testing.assert_array_equal(again.points, run.points)
+    again = config.simulate()
+    assert list(again) == list(config.optimizers)
+    np.testing.assert_array_equal(again["adam"].points, run.points)
+
+
+def test_to_dict_round_trips_through_json():
+    data = json.loads(json.dumps(RICH.to_dict()))
+    assert SurfaceConfig.from_dict(data) == RICH
+    assert SurfaceConfig.from_dict(SurfaceConfig().to_dict()) == SurfaceConfig()
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"noise": 0.1}, "noise"),
+        ({"steps": 5000.5}, "steps"),
+        ({"optimizers": "sgd"}, "optimizers"),
+        ({"start": [1.0]}, "start"),
+        ({"hparams": {"adam": 3}}, "hparams"),
+        ({"clip_norm": float("inf")}, "clip_norm"),
+    ],
+)
+def test_from_dict_names_the_bad_field(data, field):
+    with pytest.raises(ParamError) as raised:
+        SurfaceConfig.from_dict(data)
+    assert raised.value.field == field

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from dgs_core.params import invalid
-from dgs_core.snapshots import Bundle, read_bundle
+from dgs_core.runs.bundle import Bundle
+from dgs_core.runs.read import read_bundle
 
 RUNS_DIR_ENV = "DGS_LAB_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
