@@ -2,6 +2,7 @@
 
     python -m dgs_core run CONFIG.json --out run.zip [--name NAME] [--png] [--quiet]
     python -m dgs_core show run.zip
+    python -m dgs_core study SPEC.json --out study.zip [--address HOST:PORT] [--quiet]
 
 ``run`` trains (or, for a surface config, simulates) headless and writes the same bundle
 the labs' download buttons give for that config. CONFIG.json is a training config
@@ -11,6 +12,11 @@ key). The bundle holds the labs' standard figures (:mod:`dgs_core.viz.runs`).
 Progress goes to stderr. ``SOURCE_DATE_EPOCH`` fixes the bundle's time (reproducible bytes).
 
 ``show`` checks a bundle like the Runs page's import does and prints its summary.
+
+``study`` runs a fair comparison (:class:`dgs_core.studies.sweep.StudySpec` as JSON) on Ray Tune:
+an embedded local Ray by default, the cluster at ``--address`` (or ``$RAY_ADDRESS``) when given.
+A progress bar with the ETA goes to stderr; the best configuration per optimizer is printed as a
+table; the bundle holds the trials, the seed curves and the figures.
 
 Exit status: 0, or 2 with one line "error: …" for a bad config or bundle.
 """
@@ -79,9 +85,7 @@ def run(config_path: Path, out: Path, *, name: str | None, png: bool, quiet: boo
             _progress(event, log)
         figures = training_figures(trainer.results, trainer.task)
         data = export_training(trainer, figures=figures, name=name, png=png)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_bytes(data)
-    partial.replace(out)  # never a half-written bundle under the final name
+    _write_atomically(out, data)
     return data
 
 
@@ -110,6 +114,13 @@ def show(path: Path, out: TextIO) -> Bundle:
                 f"  {entry.get('label') or entry['name']}: {entry['name']} {entry.get('hparams') or {}}",
                 file=out,
             )
+    elif bundle.kind == "study":
+        problem = f"task {c['task']}" if c["kind"] == "training" else f"surface {c['surface']}"
+        print(
+            f"  study on {problem} · {c['trials']} trials per optimizer ({c['search']}) × "
+            f"{c['seeds']} seeds · metric {c['metric']} · {c['steps']} steps per trial",
+            file=out,
+        )
     else:
         print(
             f"  surface {c['surface']} · {c['steps']} steps · noise σ={c['noise_std']} · start {c['start']}",
@@ -126,6 +137,35 @@ def show(path: Path, out: TextIO) -> Bundle:
     return bundle
 
 
+def study(spec_path: Path, out: Path, *, address: str | None, quiet: bool, stdout: TextIO) -> bytes:
+    """Run the study of ``spec_path``; write its bundle to ``out``; print the winners."""
+    from tqdm import tqdm
+
+    from dgs_core.runs.study import export_study
+    from dgs_core.studies.sweep import StudySpec
+    from dgs_core.studies.tuner import SweepStudy
+    from dgs_core.viz.studies import best_table, study_figures
+
+    spec = StudySpec.from_dict(_read_config(spec_path))
+    sweep = SweepStudy(spec, address=address)
+    with tqdm(total=spec.trials_total, unit="trial", disable=quiet, file=sys.stderr, desc="study") as bar:
+        for event in sweep.run():
+            bar.update(event.done - bar.n)
+            bar.set_postfix_str(f"{event.phase} {event.row['optimizer']}: {event.row['status']}")
+    result = sweep.result
+    data = export_study(result, figures=study_figures(result))
+    _write_atomically(out, data)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        print(best_table(result).to_string(index=False), file=stdout)
+    return data
+
+
+def _write_atomically(out: Path, data: bytes) -> None:
+    partial = out.with_name(f".{out.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(out)  # never a half-written bundle under the final name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dgs_core", description="DGS Lab runs without a browser.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -137,10 +177,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--quiet", action="store_true", help="no progress output")
     show_parser = commands.add_parser("show", help="check a bundle and print its summary")
     show_parser.add_argument("bundle", type=Path)
+    study_parser = commands.add_parser("study", help="run a fair comparison on Ray Tune and write its bundle")
+    study_parser.add_argument("spec", type=Path, help="a study spec (JSON)")
+    study_parser.add_argument("--out", type=Path, required=True, help="the bundle to write (.zip)")
+    study_parser.add_argument(
+        "--address", help="a Ray cluster (host:port); default: $RAY_ADDRESS or embedded"
+    )
+    study_parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             data = run(args.config, args.out, name=args.name, png=args.png, quiet=args.quiet)
+            print(f"wrote {args.out} ({len(data) / 2**20:.1f} MB)", file=sys.stderr)
+        elif args.command == "study":
+            data = study(args.spec, args.out, address=args.address, quiet=args.quiet, stdout=sys.stdout)
             print(f"wrote {args.out} ({len(data) / 2**20:.1f} MB)", file=sys.stderr)
         else:
             show(args.bundle, sys.stdout)

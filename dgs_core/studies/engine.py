@@ -1,0 +1,178 @@
+"""The Ray engine behind studies: an embedded local Ray, started once and reused, or a cluster.
+
+>>> info = connect()                       # doctest: +SKIP
+>>> info.address, info.workers             # doctest: +SKIP
+('local', 2)
+
+``connect(None)`` uses ``$RAY_ADDRESS`` when it is set, else starts Ray inside this process
+(all cores, fewer when memory is short, no dashboard, bound to 127.0.0.1). ``connect(address)``
+joins a running cluster (``ray start --head`` on a machine, ``ray start --address=…`` on the
+others); an address that does not answer raises a ``ParamError`` naming ``address``, and nothing
+is left running. The code of ``dgs_core`` travels to the cluster's workers with the job
+(Ray's ``py_modules``), so they need only the same Python packages installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dgs_core.params import ParamError
+
+ADDRESS_ENV = "RAY_ADDRESS"
+# A trial process imports torch and trains a small model: about 0.5 GB resident, measured with
+# bench/studies.py. Fewer workers than cores when memory is short (a 4 GB laptop gets 2 at most).
+WORKER_MEMORY_BYTES = 512 << 20
+OBJECT_STORE_BYTES = 128 << 20  # studies pass small dicts; Ray's default takes 30% of the memory
+CONNECT_TIMEOUT_S = 20.0
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # dgs_core/
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Where studies run: ``address`` ("local" for the embedded Ray) and its worker slots."""
+
+    address: str
+    workers: int
+
+
+_current: EngineInfo | None = None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new processes (Linux's MemAvailable; else free pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def local_workers() -> int:
+    """Worker slots for the embedded Ray: every core, fewer when memory is short (at least 1)."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, available_memory() // WORKER_MEMORY_BYTES))
+
+
+def connect(address: str | None = None) -> EngineInfo:
+    """Ray for studies: the cluster at ``address`` (or ``$RAY_ADDRESS``), else an embedded one.
+
+    Reuses a connection already made to the same place; switching places shuts the old one down.
+    """
+    global _current
+    import ray  # seconds to import: only when a study runs
+
+    wanted = address or os.environ.get(ADDRESS_ENV) or None
+    if wanted is not None and not isinstance(wanted, str):
+        raise ParamError(
+            "address", wanted, f"Invalid address: {wanted!r} (must be host:port or ray://host:port)"
+        )
+    where = wanted or "local"
+    with _lock:
+        if _current is not None and _current.address == where and ray.is_initialized():
+            return _current
+        if ray.is_initialized():
+            ray.shutdown()
+        _current = None
+        try:
+            if wanted is None:
+                workers = local_workers()
+                ray.init(
+                    num_cpus=workers,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    object_store_memory=OBJECT_STORE_BYTES,
+                    _node_ip_address="127.0.0.1",
+                    runtime_env={"env_vars": {"PYTHONPATH": str(_PACKAGE.parent)}},
+                )
+            else:
+                _check_reachable(wanted)
+                _use_token_auth()
+                with _loopback(_host(wanted) in ("127.0.0.1", "localhost")):
+                    ray.init(
+                        address=wanted,
+                        log_to_driver=False,
+                        configure_logging=False,
+                        runtime_env={"py_modules": [str(_PACKAGE)]},
+                    )
+                workers = int(ray.cluster_resources().get("CPU", 1))
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            if ray.is_initialized():
+                ray.shutdown()
+            raise ParamError(
+                "address",
+                wanted,
+                f"Invalid address: {wanted!r} (no Ray cluster answered there: {exc})",
+            ) from None
+        _current = EngineInfo(address=where, workers=workers)
+        return _current
+
+
+def _use_token_auth() -> None:
+    """Ray's clusters authenticate with a token (``ray start`` writes ``~/.ray/auth_token``), and
+    a driver joining one sends it only in token mode, which Ray switches on by itself for the
+    clusters it starts, not for those it joins: switch it on (Ray's own helper) when a token is
+    at hand and ``RAY_AUTH_MODE`` does not say otherwise."""
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+@contextlib.contextmanager
+def _loopback(on: bool) -> Iterator[None]:
+    """Ray rewrites a loopback address to this machine's network IP before connecting, where a
+    head started with ``--node-ip-address=127.0.0.1`` does not answer. Ray's own switch for
+    clusters on one machine (``ray_constants.ENABLE_RAY_CLUSTER``, read when the address is
+    resolved) keeps it on loopback; it is set back right after connecting."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = before and not on
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def _host(address: str) -> str:
+    return address.removeprefix("ray://").rpartition(":")[0] or address
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connection to the cluster's head first: Ray itself retries an address that does
+    not answer for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ParamError(
+            "address", address, f"Invalid address: {address!r} (must be host:port or ray://host:port)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S / 4).close()
+    except OSError as exc:
+        raise ParamError(
+            "address", address, f"Invalid address: {address!r} (no Ray cluster answered there: {exc})"
+        ) from None
+
+
+def shutdown() -> None:
+    """Leave the cluster (or stop the embedded Ray)."""
+    global _current
+    import ray
+
+    with _lock:
+        if ray.is_initialized():
+            ray.shutdown()
+        _current = None
