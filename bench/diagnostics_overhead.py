@@ -1,4 +1,4 @@
-"""What the diagnostics (dgs_core.diagnostics, SPEC §4) add to a step, as ratios.
+"""What the diagnostics (dgs_core.diagnostics, docs/algorithms.md#diagnostics) add to a step, as ratios.
 
 (a) 5M parameters (40 tensors of 250×500, the foundation issue's optimizer-step setting):
     optimizer.step() alone vs step + diagnostics recording on every step, per optimizer; the

@@ -1,4 +1,4 @@
-"""Run metrics of SPEC §3: loss spikes, overshoot, oscillation, steps to ε, divergence.
+"""Run metrics of docs/algorithms.md#metrics: loss spikes, overshoot, oscillation, steps to ε, divergence.
 
 Pure numpy. Every function takes time along axis 0 and works on a single sequence or on a
 batch of independent runs along the trailing axes:
@@ -27,8 +27,8 @@ from dgs_core.params import invalid
 
 Array = np.ndarray
 
-SPIKE_WINDOW = 20  # W, SPEC §3
-SPIKE_TAU = 0.5  # τ, SPEC §3
+SPIKE_WINDOW = 20  # W, docs/algorithms.md#metrics
+SPIKE_TAU = 0.5  # τ, docs/algorithms.md#metrics
 NOT_REACHED = -1  # steps_to_target / first_nonfinite when the event never happens
 
 
@@ -108,7 +108,7 @@ def count_runs(mask: Any) -> Any:
 
 
 def count_spikes(losses: Any, *, window: int = SPIKE_WINDOW, tau: float = SPIKE_TAU) -> Any:
-    """Loss spikes K (SPEC §3): spike steps, a run of consecutive spike steps counting once."""
+    """Loss spikes K (docs/algorithms.md#metrics): spike steps, a run of consecutive spike steps counting once."""
     return count_runs(spike_mask(losses, window=window, tau=tau))
 
 

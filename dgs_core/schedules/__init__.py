@@ -1,4 +1,4 @@
-"""Learning-rate schedules, plateau annealing and annealing plans (SPEC §2).
+"""Learning-rate schedules, plateau annealing and annealing plans (docs/algorithms.md#schedules).
 
     functions.py  every schedule as a pure function ``f(step, *, base_lr, ...) -> float``
     registry.py   SCHEDULES: name -> ScheduleInfo (function, Param specs, formula)

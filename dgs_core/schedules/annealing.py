@@ -1,4 +1,4 @@
-"""Annealing plans: phases of training with their data source, lr rule and stop rule (SPEC §2).
+"""Annealing plans: phases of training with their data source, lr rule and stop rule (docs/algorithms.md#schedules).
 
 The "iterative learning-rate reduction" recipe has two phases: train on the main data with a
 base schedule, then switch the data source to the high-quality subset and decay the lr — by a

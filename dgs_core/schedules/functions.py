@@ -1,4 +1,4 @@
-"""Learning-rate schedules as pure functions of the step (SPEC §2).
+"""Learning-rate schedules as pure functions of the step (docs/algorithms.md#schedules).
 
 Every schedule is a pure function ``f(step, *, base_lr, ...) -> float`` with the step counted
 from 0 and no hidden ``last_epoch`` state. The functions do no validation:

@@ -1,6 +1,6 @@
 """The Surface lab's core: 2-D test functions, the batched simulator, studies, the configuration.
 
-    functions.py  the SPEC §5 surfaces (value, closed-form gradient, domain, minima)
+    functions.py  the docs/algorithms.md#surfaces surfaces (value, closed-form gradient, domain, minima)
     simulator.py  simulate / compare: any registered optimizer from many starts at many lrs
     studies.py    basin maps and learning-rate sweeps
     config.py     SurfaceConfig: the one schema of a surface run (URL, bundle, CLI)

@@ -96,7 +96,7 @@ class SurfaceConfig:
     """Everything the Surface lab's picture depends on; validated on construction.
 
     Attributes:
-        surface: SPEC §5 name.
+        surface: docs/algorithms.md#surfaces name.
         surface_params: the surface's parameters (``kappa``); only those that differ from
             the surface's defaults are kept.
         optimizers: registry names, kept in the registry's display order (may be empty: the

@@ -1,4 +1,4 @@
-"""The 2-D test functions of SPEC §5: value, closed-form gradient, domain, minima, default start.
+"""The 2-D test functions of docs/algorithms.md#surfaces: value, closed-form gradient, domain, minima, default start.
 
 Every surface is written once, as arithmetic on ``x`` and ``y`` plus ``xp.exp / xp.cos /
 xp.sin / xp.sqrt / xp.where`` where ``xp`` is numpy or torch. The same formula therefore
@@ -39,14 +39,14 @@ class Surface:
     """One 2-D test function with its known minima, plotting domain and default start.
 
     Attributes:
-        name: registry key, as in SPEC §5 ("rosenbrock", "styblinski-tang").
+        name: registry key, as in docs/algorithms.md#surfaces ("rosenbrock", "styblinski-tang").
         label: display name.
         formula: LaTeX of f(x, y) (without surrounding ``$``).
         description: what the surface teaches, one or two sentences.
         minima: the global minimisers (empty for the unbounded saddle).
         f_min: the global minimum value f*, ``None`` where there is none (saddle).
         domain: ``((x_min, x_max), (y_min, y_max))``, the plotting box and valid starts.
-        default_start: SPEC §5's start.
+        default_start: the start listed in docs/algorithms.md#surfaces.
         local_minima: other (non-global) minimisers worth marking and naming in basin maps.
         log_colors: colour contours by log(f − f* + c): the surface spans many decades.
         params: surface parameters (the quadratic's condition number ``kappa``).
@@ -257,7 +257,7 @@ def _styblinski_tang_grad(x, y, xp):
     return 2 * x**3 - 16 * x + 2.5, 2 * y**3 - 16 * y + 2.5
 
 
-# Minimisers to full float64 precision (Newton's method on the formulas above; SPEC §5 lists
+# Minimisers to full float64 precision (Newton's method on the formulas above; docs/algorithms.md#surfaces lists
 # them to 6 digits). Styblinski–Tang's 1-D stationary points solve 2x³ − 16x + 2.5 = 0.
 _ST_GLOBAL = -2.903534027771177
 _ST_LOCAL = 2.746802770990837
@@ -429,7 +429,7 @@ SURFACES: Mapping[str, Surface] = MappingProxyType({s.name: s for s in _SURFACES
 
 
 def surface_names() -> list[str]:
-    """The SPEC §5 surfaces, in table order."""
+    """The docs/algorithms.md#surfaces surfaces, in table order."""
     return list(SURFACES)
 
 

@@ -22,7 +22,7 @@ AdaGrad-Norm's accumulator are taken per row). A row whose loss or point becomes
 non-finite is recorded as diverged at that step and frozen at its last finite point; the
 other rows go on.
 
-Gradient noise (optional, SPEC §5): the optimizer sees ``∇f(x) + σ·ξ_t/√B`` with
+Gradient noise (optional, docs/algorithms.md#surfaces): the optimizer sees ``∇f(x) + σ·ξ_t/√B`` with
 ``ξ_t ~ N(0, I)`` drawn from ``numpy.random.default_rng(seed)``. Every row sees the same
 ``ξ_t`` at step ``t`` (common random numbers): a row's result depends only on its own start,
 learning rate and the seed, never on which other rows share the batch, and an lr sweep
@@ -55,9 +55,9 @@ Array = np.ndarray
 # The simulator
 # ---------------------------------------------------------------------------------------------
 
-SCALING_EPS = 1e-12  # SPEC §4: η_eff = |Δθ| / (|g| + 1e-12)
-DEFAULT_TOLERANCE = 1e-3  # ε of "steps to ε" (SPEC §3)
-# Hyperparameters whose SPEC default is "equal to lr" (SPEC §1.5: γ̂ = η): unless the caller
+SCALING_EPS = 1e-12  # docs/algorithms.md#diagnostics: η_eff = |Δθ| / (|g| + 1e-12)
+DEFAULT_TOLERANCE = 1e-3  # ε of "steps to ε" (docs/algorithms.md#metrics)
+# Hyperparameters whose documented default is "equal to lr" (docs/algorithms.md#extrasgd: γ̂ = η): unless the caller
 # sets them, each row's value follows that row's learning rate.
 _TIED_TO_LR = {"extrapolation_lr"}
 # Optimizer state the figures draw: DGS's scaling factor s_t, ExtraSGD's x_t + δ.
@@ -88,7 +88,7 @@ class Run:
             extrapolated point, the one their update used.
         lr: ``(T, N)`` η_t, the parameter group's lr when step t + 1 was taken.
         scaling: ``(T, N, 2)`` per-coordinate scaling factor (|Δx| / (|g| + 1e-12)) / η_t
-            (SPEC §4): 1 for plain SGD, larger where the optimizer stepped further than η·|g|.
+            (docs/algorithms.md#diagnostics): 1 for plain SGD, larger where the optimizer stepped further than η·|g|.
         batch_size: ``(T, N)`` the batch size behind each step's gradient.
         diverged_at: ``(N,)`` first step with a non-finite point or loss, −1 if none.
         scale: ``(T, N, 2)`` DGS's own scaling factor s_t (``state["scale"]``), else None.
@@ -166,7 +166,7 @@ class Run:
         window: int = metrics.SPIKE_WINDOW,
         tau: float = metrics.SPIKE_TAU,
     ) -> dict[str, Array]:
-        """SPEC §3 metrics per row, as ``(N,)`` arrays.
+        """docs/algorithms.md#metrics metrics per row, as ``(N,)`` arrays.
 
         Keys: ``final_gap`` (+inf when diverged), ``steps_to_tolerance`` (first t with
         f(x_t) − f* < ε, −1 if never or f* unknown), ``overshoots`` and
@@ -221,7 +221,7 @@ def simulate(
         start: ``(x, y)`` or ``(S, 2)`` starts; ``None`` = the surface's default start.
         lrs: learning rates to sweep; rows are lrs × starts (lr-major). ``None`` = the one lr
             of ``hparams`` / the surface default. Each lr is one parameter group. Hyperparameters
-            whose SPEC default is "= lr" (ExtraSGD's γ̂) follow each row's lr unless set.
+            whose documented default is "= lr" (ExtraSGD's γ̂) follow each row's lr unless set.
         steps: T ≥ 1.
         seed: seed of the gradient noise.
         noise_std: σ of the gradient noise ∇f + σ·ξ/√B (0 = exact gradients).
@@ -231,7 +231,7 @@ def simulate(
         outside: a start outside the domain is ``"clamp"``-ed (with a note) or ``"raise"``-s.
 
     Returns:
-        A :class:`Run`; ``run.metrics()`` gives SPEC §3's metrics per row.
+        A :class:`Run`; ``run.metrics()`` gives the metrics of docs/algorithms.md#metrics per row.
     """
     surf = get_surface(surface)
     engine = _Engine(

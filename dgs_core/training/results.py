@@ -125,7 +125,7 @@ class RunResult:
     @property
     def metrics(self) -> pd.DataFrame:
         """One row per step: step, epoch, data_source, lr, batch_size, loss, the evaluation
-        columns (NaN off evaluation steps) and ``spike`` (SPEC §3 on the loss)."""
+        columns (NaN off evaluation steps) and ``spike`` (docs/algorithms.md#metrics on the loss)."""
         # another thread may be appending a row: take the rows every column already has
         rows = min(len(values) for values in self.columns.values())
         frame = pd.DataFrame({k: v[:rows] for k, v in self.columns.items()}, columns=list(METRIC_COLUMNS))
@@ -140,7 +140,7 @@ class RunResult:
         return frame[frame["val_loss"].notna()].reset_index(drop=True)
 
     def spike_mask(self) -> np.ndarray:
-        """Which steps are loss spikes (SPEC §3), one flag per step.
+        """Which steps are loss spikes (docs/algorithms.md#metrics), one flag per step.
 
         A step's verdict depends only on the losses before it, so the flags are computed once,
         for the new steps with a window of history: the cost per call stays O(new steps).

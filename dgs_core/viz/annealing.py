@@ -65,7 +65,7 @@ SCHEDULE_FORMULAS: Mapping[str, str] = MappingProxyType(
 
 
 def optimizer_title(name: str) -> str:
-    """The registry's label, marked "(interpretation)" where SPEC supplies the math (DGS …)."""
+    """The registry's label, marked "(interpretation)" where docs/algorithms.md supplies the math (DGS …)."""
     info = registry.get(name)
     return f"{info.label} (interpretation)" if info.interpretation else info.label
 

@@ -74,7 +74,7 @@ _PALETTE = (
     "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF",
 )  # fmt: skip
 
-# Event markers (SPEC §3), drawn on the paths and keyed in the legend.
+# Event markers (docs/algorithms.md#metrics), drawn on the paths and keyed in the legend.
 _OVERSHOOT = {"symbol": "triangle-up", "size": 9, "line": {"width": 1, "color": "black"}}
 _OSCILLATION = {"symbol": "diamond-open", "size": 9, "line": {"width": 2}}
 _EXTRAPOLATED = {"symbol": "circle-open", "size": 6, "line": {"width": 1}}
@@ -766,7 +766,7 @@ def loss_figure(
 def scaling_figure(runs: RunsLike, *, step: int | None = None, height: int = 480) -> go.Figure:
     """η_t × scaling factor per coordinate against the step: the effective per-coordinate lr.
 
-    SPEC §4: scaling factor = (|Δθ| / (|g| + 1e-12)) / η_t, so η_t × scaling = |Δθ| / |g|,
+    docs/algorithms.md#diagnostics: scaling factor = (|Δθ| / (|g| + 1e-12)) / η_t, so η_t × scaling = |Δθ| / |g|,
     the step each coordinate actually took per unit of gradient (η_t itself for plain SGD).
     One panel per coordinate; DGS's own η·s_t is drawn dotted where the run has it.
     """
@@ -1146,7 +1146,7 @@ def metrics_table(
     window: int = metrics.SPIKE_WINDOW,
     tau: float = metrics.SPIKE_TAU,
 ) -> pd.DataFrame:
-    """SPEC §3 metrics, one row per path: final gap, steps to ε, overshoots, oscillations,
+    """docs/algorithms.md#metrics metrics, one row per path: final gap, steps to ε, overshoots, oscillations,
     spikes K and divergence ("diverged at step t", empty if it did not)."""
     rows = []
     for label, run in _items(runs):

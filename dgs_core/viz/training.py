@@ -106,7 +106,7 @@ def thin(
 def largest_spikes(frame: pd.DataFrame, limit: int = MAX_SPIKE_MARKERS) -> pd.DataFrame:
     """The rows of ``frame`` (a :attr:`RunResult.metrics` table) that are spikes, at most ``limit``
     of them: those whose loss jumps most above the median of the previous ``SPIKE_WINDOW``
-    losses (the spike rule's own ratio, SPEC §3), in step order."""
+    losses (the spike rule's own ratio, docs/algorithms.md#metrics), in step order."""
     spikes = frame[frame["spike"]]
     if len(spikes) <= limit:
         return spikes
@@ -131,7 +131,7 @@ def loss_figure(
     """Mini-batch loss (thin), training-set and validation loss (markers at evaluations).
 
     Side by side per optimizer, or ``overlay`` in one panel (validation dashed). A divergence
-    shows in the panel's title; spikes (SPEC §3) are marked with a triangle — the
+    shows in the panel's title; spikes (docs/algorithms.md#metrics) are marked with a triangle — the
     ``MAX_SPIKE_MARKERS`` largest of each run (a noisy run has thousands). Lines longer than
     ``MAX_LINE_POINTS`` are thinned for drawing (:func:`thin`).
     """
@@ -236,7 +236,7 @@ def lr_figure(results: Results, *, step: int | None = None, height: int = 340) -
     """The schedule's lr (line) and the effective-lr band per optimizer, side by side.
 
     Band: 5–95 % (light) and 25–75 % (darker) quantiles and the median of the per-parameter
-    effective lr |Δθ|/|g| (SPEC §4) over the whole model, on the recorded steps.
+    effective lr |Δθ|/|g| (docs/algorithms.md#diagnostics) over the whole model, on the recorded steps.
     """
     palette = colors(results)
     fig = _panels(results, shared_yaxes=True)
@@ -398,7 +398,7 @@ def scaling_histogram_figure(
 ) -> go.Figure:
     """Distribution of the per-parameter ``quantity`` (log10) at the record at or before ``step``.
 
-    Pools the kept per-element values of every tensor of each model (SPEC §4); overlaid per
+    Pools the kept per-element values of every tensor of each model (docs/algorithms.md#diagnostics); overlaid per
     optimizer. The legend names the record's step.
     """
     palette = colors(results)
