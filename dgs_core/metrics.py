@@ -108,7 +108,7 @@ def count_runs(mask: Any) -> Any:
 
 
 def count_spikes(losses: Any, *, window: int = SPIKE_WINDOW, tau: float = SPIKE_TAU) -> Any:
-    """Loss spikes K (docs/algorithms.md#metrics): spike steps, a run of consecutive spike steps counting once."""
+    """Loss spikes K (docs/algorithms.md#metrics): spike steps, a run of consecutive ones counting once."""
     return count_runs(spike_mask(losses, window=window, tau=tau))
 
 
