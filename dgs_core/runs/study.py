@@ -94,7 +94,8 @@ def read_study(archive: Archive, common: dict[str, Any], keys: Sequence[str], de
         raise config_error(exc) from None
     expect(
         list(common["labels"]) == list(spec.optimizers),
-        f"manifest.json: runs {list(common['labels'])} differ from config.json's optimizers {list(spec.optimizers)}",
+        f"manifest.json: runs {list(common['labels'])} differ from config.json's optimizers "
+        f"{list(spec.optimizers)}",
     )
     most = spec.trials_total
     trials = archive.table("trials.parquet", TRIAL_SCHEMA, max_rows=most)

@@ -1,4 +1,6 @@
-"""Annealing plans: phases of training with their data source, lr rule and stop rule (docs/algorithms.md#schedules).
+"""Annealing plans: phases of training, each with its data source, lr rule and stop rule.
+
+See docs/algorithms.md#annealing-plan.
 
 The "iterative learning-rate reduction" recipe has two phases: train on the main data with a
 base schedule, then switch the data source to the high-quality subset and decay the lr — by a

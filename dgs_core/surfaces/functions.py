@@ -1,4 +1,4 @@
-"""The 2-D test functions of docs/algorithms.md#surfaces: value, closed-form gradient, domain, minima, default start.
+"""The 2-D test functions (docs/algorithms.md#surfaces): value, gradient, domain, minima, start.
 
 Every surface is written once, as arithmetic on ``x`` and ``y`` plus ``xp.exp / xp.cos /
 xp.sin / xp.sqrt / xp.where`` where ``xp`` is numpy or torch. The same formula therefore
@@ -257,8 +257,9 @@ def _styblinski_tang_grad(x, y, xp):
     return 2 * x**3 - 16 * x + 2.5, 2 * y**3 - 16 * y + 2.5
 
 
-# Minimisers to full float64 precision (Newton's method on the formulas above; docs/algorithms.md#surfaces lists
-# them to 6 digits). Styblinski–Tang's 1-D stationary points solve 2x³ − 16x + 2.5 = 0.
+# Minimisers to full float64 precision (Newton's method on the formulas above;
+# docs/algorithms.md#surfaces lists them to 6 digits). Styblinski–Tang's 1-D stationary points
+# solve 2x³ − 16x + 2.5 = 0.
 _ST_GLOBAL = -2.903534027771177
 _ST_LOCAL = 2.746802770990837
 

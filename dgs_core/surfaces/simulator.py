@@ -57,7 +57,8 @@ Array = np.ndarray
 
 SCALING_EPS = 1e-12  # docs/algorithms.md#diagnostics: η_eff = |Δθ| / (|g| + 1e-12)
 DEFAULT_TOLERANCE = 1e-3  # ε of "steps to ε" (docs/algorithms.md#metrics)
-# Hyperparameters whose documented default is "equal to lr" (docs/algorithms.md#extrasgd: γ̂ = η): unless the caller
+# Hyperparameters whose documented default is "equal to lr" (docs/algorithms.md#extrasgd:
+# γ̂ = η): unless the caller
 # sets them, each row's value follows that row's learning rate.
 _TIED_TO_LR = {"extrapolation_lr"}
 # Optimizer state the figures draw: DGS's scaling factor s_t, ExtraSGD's x_t + δ.
@@ -88,7 +89,8 @@ class Run:
             extrapolated point, the one their update used.
         lr: ``(T, N)`` η_t, the parameter group's lr when step t + 1 was taken.
         scaling: ``(T, N, 2)`` per-coordinate scaling factor (|Δx| / (|g| + 1e-12)) / η_t
-            (docs/algorithms.md#diagnostics): 1 for plain SGD, larger where the optimizer stepped further than η·|g|.
+            (docs/algorithms.md#diagnostics): 1 for plain SGD, larger where the optimizer stepped
+            further than η·|g|.
         batch_size: ``(T, N)`` the batch size behind each step's gradient.
         diverged_at: ``(N,)`` first step with a non-finite point or loss, −1 if none.
         scale: ``(T, N, 2)`` DGS's own scaling factor s_t (``state["scale"]``), else None.

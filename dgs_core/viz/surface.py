@@ -766,7 +766,8 @@ def loss_figure(
 def scaling_figure(runs: RunsLike, *, step: int | None = None, height: int = 480) -> go.Figure:
     """η_t × scaling factor per coordinate against the step: the effective per-coordinate lr.
 
-    docs/algorithms.md#diagnostics: scaling factor = (|Δθ| / (|g| + 1e-12)) / η_t, so η_t × scaling = |Δθ| / |g|,
+    docs/algorithms.md#diagnostics: scaling factor = (|Δθ| / (|g| + 1e-12)) / η_t, so
+    η_t × scaling = |Δθ| / |g|,
     the step each coordinate actually took per unit of gradient (η_t itself for plain SGD).
     One panel per coordinate; DGS's own η·s_t is drawn dotted where the run has it.
     """

@@ -398,7 +398,8 @@ def scaling_histogram_figure(
 ) -> go.Figure:
     """Distribution of the per-parameter ``quantity`` (log10) at the record at or before ``step``.
 
-    Pools the kept per-element values of every tensor of each model (docs/algorithms.md#diagnostics); overlaid per
+    Pools the kept per-element values of every tensor of each model
+    (docs/algorithms.md#diagnostics); overlaid per
     optimizer. The legend names the record's step.
     """
     palette = colors(results)

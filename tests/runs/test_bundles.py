@@ -29,11 +29,11 @@ import safetensors.torch
 import torch
 
 from dgs_core.diagnostics import DiagnosticRecord
-from dgs_core.schedules import ScheduleSpec
 from dgs_core.runs.archive import FORMAT_VERSION, Limits, SnapshotError
+from dgs_core.runs.read import read_bundle
 from dgs_core.runs.surface import export_surface
 from dgs_core.runs.training import export_training, resume_trainer
-from dgs_core.runs.read import read_bundle
+from dgs_core.schedules import ScheduleSpec
 from dgs_core.surfaces.config import SurfaceConfig
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
@@ -360,7 +360,7 @@ def test_a_format_1_surface_bundle_is_read_as_format_2(surface_run) -> None:
     assert SurfaceConfig.from_dict(bundle.config) == config
     assert bundle.notes == ("a format-1 bundle, read as format 2",)
     assert_identical(bundle.runs["dgs"].points, runs["dgs"].points, "dgs.points")
-    with pytest.raises(SnapshotError, match="config.json: Invalid lrs"):
+    with pytest.raises(SnapshotError, match=r"config\.json: Invalid lrs"):
         read_bundle(_as_version_1(data, _version_1_config(config, lrs=[0.1, 0.2])))
 
 
@@ -492,7 +492,10 @@ def test_not_a_zip_and_damaged_members_are_refused(data: bytes) -> None:
 def test_wrong_schemas_are_refused(data: bytes) -> None:
     manifest = json.loads(member(data, "manifest.json"))
     newer = {**manifest, "format_version": FORMAT_VERSION + 1}
-    refused(rewrite(data, {"manifest.json": json.dumps(newer).encode()}), f"format version {FORMAT_VERSION + 1}, made by a newer")
+    refused(
+        rewrite(data, {"manifest.json": json.dumps(newer).encode()}),
+        f"format version {FORMAT_VERSION + 1}, made by a newer",
+    )
     other = {**manifest, "format": "something-else"}
     refused(rewrite(data, {"manifest.json": json.dumps(other).encode()}), "not a DGS Lab bundle")
     refused(rewrite(data, {"manifest.json": b"[1, 2"}), "manifest.json is not valid JSON")

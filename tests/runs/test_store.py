@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, clean_name, is_session_id, new_session_id
 from dgs_core.runs.archive import SnapshotError
+from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, clean_name, is_session_id, new_session_id
 from tests.runs.test_bundles import assert_identical, small_training_bundle
 
 A, B = new_session_id(), new_session_id()
