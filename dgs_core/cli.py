@@ -1,8 +1,9 @@
 """Command line: prepare runs without a browser, and look inside bundles.
 
     python -m dgs_core run CONFIG.json --out run.zip [--name NAME] [--png] [--quiet]
-    python -m dgs_core show run.zip
+    python -m dgs_core show run.zip [--json]
     python -m dgs_core study SPEC.json --out study.zip [--address HOST:PORT] [--quiet]
+    python -m dgs_core export run.zip [--tensorboard DIR] [--mlflow [URI]]
 
 ``run`` trains (or, for a surface config, simulates) headless and writes the same bundle
 the labs' download buttons give for that config. CONFIG.json is a training config
@@ -11,14 +12,25 @@ config (:meth:`dgs_core.surfaces.config.SurfaceConfig.to_dict`, recognised by it
 key). The bundle holds the labs' standard figures (:mod:`dgs_core.viz.runs`).
 Progress goes to stderr. ``SOURCE_DATE_EPOCH`` fixes the bundle's time (reproducible bytes).
 
-``show`` checks a bundle like the Runs page's import does and prints its summary.
+``show`` checks a bundle like the Runs page's import does and prints its summary (``--json``:
+one JSON object with the manifest, the config and the summary rows, for scripts).
 
 ``study`` runs a fair comparison (:class:`dgs_core.studies.sweep.StudySpec` as JSON) on Ray Tune:
 an embedded local Ray by default, the cluster at ``--address`` (or ``$RAY_ADDRESS``) when given.
 A progress bar with the ETA goes to stderr; the best configuration per optimizer is printed as a
 table; the bundle holds the trials, the seed curves and the figures.
 
-Exit status: 0, or 2 with one line "error: …" for a bad config or bundle.
+``export`` writes a bundle's curves as TensorBoard event files (``--tensorboard DIR``, one run
+folder per optimizer) and/or logs it to an MLflow tracking store (``--mlflow [URI]``, default
+``sqlite:///mlflow.db``; MLflow is optional and the message says how to install it).
+
+Exit status (one line "error: …" on stderr for every failure):
+    0    done
+    1    an unexpected failure (a bug: the traceback is printed)
+    2    a bad argument, config, spec or bundle, an unreachable cluster, a missing optional
+         package, or a file that cannot be read or written
+    141  standard output was closed early (``show run.zip | head``): stops quietly, like other
+         Unix tools stopped by SIGPIPE
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import argparse
 import io
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +48,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from dgs_core.runs.bundle import Bundle
+from dgs_core.runs.export import DEFAULT_MLFLOW_URI
 from dgs_core.runs.read import read_bundle
 from dgs_core.runs.surface import export_surface
 from dgs_core.runs.training import export_training
@@ -87,6 +101,42 @@ def run(config_path: Path, out: Path, *, name: str | None, png: bool, quiet: boo
         data = export_training(trainer, figures=figures, name=name, png=png)
     _write_atomically(out, data)
     return data
+
+
+def show_json(path: Path, out: TextIO) -> Bundle:
+    """Check a bundle and print it as one JSON object: manifest, config, summary rows."""
+    bundle = read_bundle(path)
+    summary = bundle.summary()
+    payload = {
+        "manifest": dict(bundle.manifest),
+        "config": dict(bundle.config),
+        "notes": list(bundle.notes),
+        "summary": json.loads(summary.to_json(orient="records")),
+    }
+    json.dump(payload, out, indent=1, sort_keys=True)
+    print(file=out)
+    return bundle
+
+
+def export(path: Path, *, tensorboard: Path | None, mlflow: str | None, out: TextIO) -> None:
+    """Write a bundle's curves to TensorBoard event files and/or an MLflow tracking store."""
+    from dgs_core.runs.export import to_mlflow, to_tensorboard
+
+    if tensorboard is None and mlflow is None:
+        raise ValueError("Invalid export: nothing to do (give --tensorboard DIR and/or --mlflow [URI])")
+    bundle = read_bundle(path)
+    if tensorboard is not None:
+        folders = to_tensorboard(bundle, tensorboard)
+        print(
+            f"tensorboard: {len(folders)} runs under {tensorboard} (tensorboard --logdir {tensorboard})",
+            file=out,
+        )
+    if mlflow is not None:
+        try:
+            run_id = to_mlflow(bundle, mlflow)
+        except RuntimeError as exc:  # MLflow missing: a setup problem, not a bug
+            raise ValueError(str(exc)) from None
+        print(f"mlflow: run {run_id} in {mlflow}", file=out)
 
 
 def show(path: Path, out: TextIO) -> Bundle:
@@ -177,6 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--quiet", action="store_true", help="no progress output")
     show_parser = commands.add_parser("show", help="check a bundle and print its summary")
     show_parser.add_argument("bundle", type=Path)
+    show_parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    export_parser = commands.add_parser("export", help="write a bundle to TensorBoard and/or MLflow")
+    export_parser.add_argument("bundle", type=Path)
+    export_parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write event files here")
+    export_parser.add_argument(
+        "--mlflow", nargs="?", const=DEFAULT_MLFLOW_URI, metavar="URI",
+        help=f"log to this MLflow tracking store (default {DEFAULT_MLFLOW_URI})",
+    )  # fmt: skip
     study_parser = commands.add_parser("study", help="run a fair comparison on Ray Tune and write its bundle")
     study_parser.add_argument("spec", type=Path, help="a study spec (JSON)")
     study_parser.add_argument("--out", type=Path, required=True, help="the bundle to write (.zip)")
@@ -192,12 +250,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "study":
             data = study(args.spec, args.out, address=args.address, quiet=args.quiet, stdout=sys.stdout)
             print(f"wrote {args.out} ({len(data) / 2**20:.1f} MB)", file=sys.stderr)
+        elif args.command == "export":
+            export(args.bundle, tensorboard=args.tensorboard, mlflow=args.mlflow, out=sys.stdout)
+        elif args.json:
+            show_json(args.bundle, sys.stdout)
         else:
             show(args.bundle, sys.stdout)
-    except ValueError as exc:  # SnapshotError included
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+    except BrokenPipeError:
+        # the reader went away (``| head``): no traceback; later writes go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except ValueError as exc:  # SnapshotError and ParamError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot write {exc.filename or args.out}: {exc.strerror}", file=sys.stderr)
+        print(f"error: cannot use {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
         return 2
     return 0
