@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dgs_core.params import invalid
+from dgs_core.params import Param, ParamSet, invalid
 from dgs_core.training.tasks import Task, get_task_info
 
 SIZES = ("tiny", "small", "medium")
@@ -47,17 +47,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-# (low, high) for integer fields, choices for string fields.
-_RANGES: dict[str, tuple[int, int] | tuple[str, ...]] = {
-    "hidden": (1, 1024),
-    "depth": (1, 8),
-    "activation": ("tanh", "relu", "gelu"),
-    "channels": (2, 256),
-    "blocks": (0, 8),
-    "d_model": (4, 512),
-    "heads": (1, 16),
-    "layers": (1, 8),
-}
+# Every field a model may override, as Param specs (the presets are their defaults' sizes).
+FIELDS = ParamSet(
+    (
+        Param("size", "small", choices=SIZES, help="the preset"),
+        Param("hidden", 32, low=1, high=1024, integer=True, help="MLP: units per hidden layer"),
+        Param("depth", 2, low=1, high=8, integer=True, help="MLP: hidden layers"),
+        Param("activation", "tanh", choices=("tanh", "relu", "gelu"), help="MLP: activation"),
+        Param("channels", 16, low=2, high=256, integer=True, help="CNN: channels"),
+        Param("blocks", 2, low=0, high=8, integer=True, help="CNN: residual blocks"),
+        Param("d_model", 64, low=4, high=512, integer=True, help="transformer: width"),
+        Param("heads", 4, low=1, high=16, integer=True, help="transformer: attention heads"),
+        Param("layers", 1, low=1, high=8, integer=True, help="transformer: blocks"),
+    )
+)
 
 
 def resolve_model_params(task_name: str, model: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -67,25 +70,19 @@ def resolve_model_params(task_name: str, model: Mapping[str, Any] | None = None)
     """
     family = get_task_info(task_name).model
     model = dict(model or {})
-    size = model.pop("size", "small")
-    if size not in SIZES:
-        raise invalid("size", size, f"one of {', '.join(SIZES)}")
+    size = FIELDS["size"].validate(model.pop("size", "small"))
     params = dict(PRESETS[family][size])
     unknown = sorted(set(model) - set(params))
     if unknown:
-        raise ValueError(
-            f"Invalid model parameter for {family}: {unknown[0]!r} (must be one of size, {', '.join(params)})"
+        raise invalid(
+            str(unknown[0]),
+            unknown[0],
+            f"a model parameter of the {family}: one of size, {', '.join(params)}",
         )
     params.update(model)
-    for key, value in params.items():
-        allowed = _RANGES[key]
-        if isinstance(allowed[0], str):
-            if value not in allowed:
-                raise ValueError(f"Invalid {key}: {value!r} (must be one of {', '.join(allowed)})")
-        elif isinstance(value, bool) or not isinstance(value, int) or not allowed[0] <= value <= allowed[1]:
-            raise ValueError(f"Invalid {key}: {value!r} (must be an integer in [{allowed[0]}, {allowed[1]}])")
+    params = {key: FIELDS[key].validate(value) for key, value in params.items()}
     if family == "transformer" and params["d_model"] % params["heads"]:
-        raise ValueError(f"Invalid heads: {params['heads']!r} (must divide d_model={params['d_model']})")
+        raise invalid("heads", params["heads"], f"a divisor of d_model={params['d_model']}")
     return params
 
 
