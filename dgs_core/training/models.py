@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dgs_core.params import Param, ParamSet, invalid
+from dgs_core.params import Param, ParamError, ParamSet, invalid
 from dgs_core.training.tasks import Task, get_task_info
 
 SIZES = ("tiny", "small", "medium")
@@ -74,10 +74,10 @@ def resolve_model_params(task_name: str, model: Mapping[str, Any] | None = None)
     params = dict(PRESETS[family][size])
     unknown = sorted(set(model) - set(params))
     if unknown:
-        raise invalid(
+        raise ParamError(
             str(unknown[0]),
             unknown[0],
-            f"a model parameter of the {family}: one of size, {', '.join(params)}",
+            f"Invalid model parameter for {family}: {unknown[0]!r} (must be one of size, {', '.join(params)})",
         )
     params.update(model)
     params = {key: FIELDS[key].validate(value) for key, value in params.items()}
