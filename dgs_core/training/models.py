@@ -77,7 +77,8 @@ def resolve_model_params(task_name: str, model: Mapping[str, Any] | None = None)
         raise ParamError(
             str(unknown[0]),
             unknown[0],
-            f"Invalid model parameter for {family}: {unknown[0]!r} (must be one of size, {', '.join(params)})",
+            f"Invalid model parameter for {family}: {unknown[0]!r} "
+            f"(must be one of size, {', '.join(params)})",
         )
     params.update(model)
     params = {key: FIELDS[key].validate(value) for key, value in params.items()}
