@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dgs_core.diagnostics import DiagnosticRecord, TensorDiagnostics
+from dgs_core.limits import check_training, server_limits
 from dgs_core.runs.archive import LIMITS, Archive, Limits, SnapshotError
 from dgs_core.runs.bundle import Bundle, config_error, device_available, expect, keys_of, write_bundle
 from dgs_core.runs.codec import (
@@ -168,6 +169,8 @@ def read_training(
         notes.append(f"recorded on device {raw.get('device')!r}, which is not available here: loaded on cpu")
     try:
         config = TrainConfig.from_dict(loaded)
+        # before any model is built: a small file must not make the server allocate gigabytes
+        check_training(config)
         trainer = Trainer(config)
     except (ValueError, TypeError) as exc:
         raise config_error(exc) from None
@@ -465,15 +468,18 @@ def resume_trainer(bundle: Bundle, *, extra_steps: int = 0) -> Trainer:
     if isinstance(extra_steps, bool) or not isinstance(extra_steps, int) or extra_steps < 0:
         raise SnapshotError(f"Invalid extra_steps: {extra_steps!r} (must be an integer >= 0)")
     state = bundle.trainer.state_dict()
+    limits = server_limits()
+    config = bundle.trainer.config
+    # the bundle's own max_steps is the recorder's setting, not this server's: the lower one holds
+    cap = min(config.max_steps, limits.max_steps)
+    steps = config.steps + extra_steps
+    if steps > cap:
+        raise SnapshotError(
+            f"Invalid extra_steps: {extra_steps} ({config.steps} + {extra_steps} exceeds max_steps={cap})"
+        )
+    if extra_steps or cap != config.max_steps:
+        state["config"] = config.replace(steps=steps, max_steps=cap).to_dict()
     if extra_steps:
-        config = bundle.trainer.config
-        steps = config.steps + extra_steps
-        if steps > config.max_steps:
-            raise SnapshotError(
-                f"Invalid extra_steps: {extra_steps} ({config.steps} + {extra_steps} "
-                f"exceeds max_steps={config.max_steps})"
-            )
-        state["config"] = config.replace(steps=steps).to_dict()
         for lane in state["lanes"].values():
             if lane["status"] == "done" and not lane["reason"]:
                 lane["status"] = "stopped"
