@@ -17,9 +17,15 @@ so a refresh finds the same scratch area (and whoever is given that URL shares i
 Writes are atomic: a run is written under ``tmp/`` and renamed into place (one ``rename``
 on one file system), metadata is replaced with ``os.replace``, and a deleted run is renamed
 out of sight before it is removed. A bundle is checked completely
-(:func:`dgs_core.snapshots.read_bundle`) before anything is written, a new run always gets a
+(:func:`dgs_core.runs.read.read_bundle`) before anything is written, a new run always gets a
 fresh id, and nothing ever writes over an existing bundle: a failed import leaves no trace
 and loses nothing.
+
+Storage that fails cleanly: a full, read-only or forbidden disk raises :class:`StoreError`, one
+message without server paths, and leaves nothing half-written (a write's staging folder is
+removed on failure; :meth:`RunStore.recover`, called when a server starts, removes what a killed
+process left). Each browser session has a quota of stored runs and bytes
+(:mod:`dgs_core.limits`); the runs a session saved count against it too.
 
 >>> store = RunStore("/tmp/dgs-runs-doctest")
 >>> session = new_session_id()
@@ -29,6 +35,9 @@ and loses nothing.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
@@ -36,11 +45,13 @@ import secrets
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dgs_core.limits import server_limits
 from dgs_core.params import invalid
 from dgs_core.runs.bundle import Bundle
 from dgs_core.runs.read import read_bundle
@@ -52,6 +63,32 @@ SCRATCH_MAX_AGE_S = 30 * 24 * 3600  # unsaved runs of sessions idle this long ar
 _TMP_MAX_AGE_S = 3600  # leftovers of an interrupted write
 _SESSION = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class StoreError(ValueError):
+    """The run store cannot do what was asked (full, read-only, over a quota); the message
+    names the reason, never a server path."""
+
+
+_OS_REASONS = {
+    errno.ENOSPC: "the server's disk is full",
+    errno.EDQUOT: "the server's disk quota is used up",
+    errno.EROFS: "the run store is on a read-only disk",
+    errno.EACCES: "the server may not write to the run store (permission denied)",
+    errno.EPERM: "the server may not write to the run store (operation not permitted)",
+}
+
+
+@contextlib.contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """OSError → :class:`StoreError` saying what failed and why, without the server's paths."""
+    try:
+        yield
+    except OSError as exc:
+        reason = _OS_REASONS.get(
+            exc.errno or 0, f"a storage error ({errno.errorcode.get(exc.errno or 0, 'unknown')})"
+        )
+        raise StoreError(f"Could not {action}: {reason}. Nothing was changed.") from None
 
 
 def new_session_id() -> str:
@@ -98,6 +135,7 @@ class RunInfo:
     size: int  # bytes of the bundle
     labels: tuple[str, ...]
     description: str  # "moons · 500 steps" / "rosenbrock · 300 steps"
+    owner: str = ""  # a digest of the session that stored it (quotas count saved runs too)
 
 
 class RunStore:
@@ -150,10 +188,11 @@ class RunStore:
     ) -> RunInfo:
         """Check ``data`` and keep it as an unsaved run of ``session``.
 
-        Raises :class:`~dgs_core.snapshots.SnapshotError` for a bad bundle, before anything
+        Raises :class:`~dgs_core.runs.archive.SnapshotError` for a bad bundle, before anything
         is written. ``bundle``: the already-read bundle of ``data``, to skip reading it again.
         """
         session = _check_session(session)
+        self._check_quota(session, len(data))
         bundle = bundle if bundle is not None else read_bundle(data)
         run_id = uuid.uuid4().hex
         now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -167,18 +206,41 @@ class RunStore:
             size=len(data),
             labels=tuple(bundle.labels),
             description=_describe(bundle),
+            owner=_owner(session),
         )
-        staging = self._staging()
-        try:
-            (staging / "bundle.zip").write_bytes(data)
-            _write_meta(staging, info)
-            target = self._sessions / session
-            target.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, target / run_id)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        with _storage_errors("store the run"):
+            staging = self._staging()
+            try:
+                (staging / "bundle.zip").write_bytes(data)
+                _write_meta(staging, info)
+                target = self._sessions / session
+                target.mkdir(parents=True, exist_ok=True)
+                os.rename(staging, target / run_id)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         return info
+
+    def usage(self, session: str) -> tuple[int, int]:
+        """(runs, bytes) that count against ``session``'s quota: its unsaved runs and the runs
+        it saved."""
+        owner = _owner(_check_session(session))
+        mine = [i for i in self.list(session) if not i.saved or i.owner == owner]
+        return len(mine), sum(i.size for i in mine)
+
+    def _check_quota(self, session: str, size: int) -> None:
+        limits = server_limits()
+        runs, used = self.usage(session)
+        if runs + 1 > limits.max_session_runs:
+            raise StoreError(
+                f"Could not store the run: this session keeps {runs} runs, the most a session may keep "
+                f"($DGS_LAB_MAX_SESSION_RUNS = {limits.max_session_runs}). Delete one first."
+            )
+        if used + size > limits.max_session_mb << 20:
+            raise StoreError(
+                f"Could not store the run: {(used + size) / 2**20:.1f} MB would exceed this session's "
+                f"{limits.max_session_mb} MB ($DGS_LAB_MAX_SESSION_MB). Delete a run first."
+            )
 
     def save(self, run_id: str, *, session: str) -> RunInfo:
         """Make an unsaved run of ``session`` a saved (shared) run."""
@@ -190,9 +252,10 @@ class RunStore:
         info = self._info(source)
         if info is None:
             raise ValueError(f"Unknown run: {run_id} (its metadata is unreadable)")
-        self._saved.mkdir(parents=True, exist_ok=True)
-        _write_meta(source, _replace(info, saved=True))
-        os.rename(source, self._saved / run_id)
+        with _storage_errors("save the run"):
+            self._saved.mkdir(parents=True, exist_ok=True)
+            _write_meta(source, _replace(info, saved=True, owner=_owner(session)))
+            os.rename(source, self._saved / run_id)
         return self.get(run_id)
 
     def rename(self, run_id: str, name: str, *, session: str | None = None) -> RunInfo:
@@ -201,14 +264,18 @@ class RunStore:
         if info is None:
             raise ValueError(f"Unknown run: {run_id} (its metadata is unreadable)")
         renamed = _replace(info, name=clean_name(name))
-        _write_meta(directory, renamed)
+        with _storage_errors("rename the run"):
+            _write_meta(directory, renamed)
         return renamed
 
     def delete(self, run_id: str, *, session: str | None = None) -> None:
         directory = self._locate(run_id, session)
-        trash = self._staging()
-        os.replace(directory, trash / "run")  # gone from every list at once
-        shutil.rmtree(trash, ignore_errors=True)
+        with _storage_errors("delete the run"):
+            trash = self._staging()
+            try:
+                os.replace(directory, trash / "run")  # gone from every list at once
+            finally:
+                shutil.rmtree(trash, ignore_errors=True)
 
     def purge(self, *, scratch_max_age_s: float = SCRATCH_MAX_AGE_S) -> int:
         """Remove unsaved runs of sessions idle longer than ``scratch_max_age_s`` and stale
@@ -224,6 +291,24 @@ class RunStore:
                     continue
                 if now - newest > age:
                     shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+        return removed
+
+    def recover(self) -> int:
+        """Remove what an interrupted process left: every staging folder and every half-written
+        ``meta.json``. Call it when a server starts (nothing else writes then); returns the count."""
+        removed = 0
+        if self._tmp.is_dir():
+            for entry in self._tmp.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed += 1
+        for parent in (self._saved, *(self._sessions.iterdir() if self._sessions.is_dir() else ())):
+            if parent.is_dir():
+                for partial in parent.glob("*/.meta-*.json"):
+                    partial.unlink(missing_ok=True)
                     removed += 1
         return removed
 
@@ -263,8 +348,18 @@ def _replace(info: RunInfo, **changes: Any) -> RunInfo:
 def _write_meta(directory: Path, info: RunInfo) -> None:
     text = json.dumps({**asdict(info), "labels": list(info.labels)}, indent=1, ensure_ascii=False)
     partial = directory / f".meta-{uuid.uuid4().hex}.json"
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, directory / "meta.json")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, directory / "meta.json")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _owner(session: str) -> str:
+    """A digest of a session id: stored with a saved run, so a quota can count it without the
+    secret itself being written to disk."""
+    return hashlib.sha256(f"dgs-lab-run-owner:{session}".encode()).hexdigest()[:24]
 
 
 def _describe(bundle: Bundle) -> str:

@@ -3,15 +3,18 @@ a restart loses nothing, and a failed import leaves nothing behind."""
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from dgs_core.runs.archive import SnapshotError
-from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, clean_name, is_session_id, new_session_id
-from tests.runs.test_bundles import assert_identical, small_training_bundle
+from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, StoreError, clean_name, is_session_id, new_session_id
+from tests.runs.test_bundles import assert_identical, rewrite, small_training_bundle
 
 A, B = new_session_id(), new_session_id()
 
@@ -105,7 +108,7 @@ def test_an_interrupted_write_leaves_no_partial_run(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "rename", crash)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StoreError, match="disk is full"):
         store.add(data, session=A)
     monkeypatch.undo()
     assert store.list(A) == [] and _files(store.root) == []
@@ -139,3 +142,91 @@ def test_purge_removes_idle_scratch_areas_only(store: RunStore, data: bytes) -> 
     assert {i.id for i in store.list(B)} == {fresh.id, shared.id}
     with pytest.raises(ValueError, match="Unknown run"):
         store.get(old.id, A)
+
+
+# -- storage that fails cleanly, quotas (issue #21) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only disk"), (errno.EACCES, "permission denied")],
+)
+def test_a_failing_disk_gives_one_clean_message_and_leaves_nothing(
+    store: RunStore, data: bytes, monkeypatch: pytest.MonkeyPatch, code: int, reason: str
+) -> None:
+    real = Path.write_bytes
+
+    def failing(self: Path, payload: bytes) -> int:
+        if self.name == "bundle.zip":
+            real(self, payload[: len(payload) // 2])  # half written, then the disk fails
+            raise OSError(code, os.strerror(code), str(self))
+        return real(self, payload)
+
+    monkeypatch.setattr(Path, "write_bytes", failing)
+    with pytest.raises(StoreError) as raised:
+        store.add(data, session=A)
+    message = str(raised.value)
+    assert reason in message and str(store.root) not in message and "/" not in message
+    assert store.list(A) == [] and not any((store.root / "tmp").iterdir())
+
+
+def test_a_failing_rename_leaves_no_partial_metadata(store: RunStore, data: bytes, monkeypatch) -> None:
+    info = store.add(data, session=A)
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("meta.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.rename(info.id, "new name", session=A)
+    assert store.get(info.id, A).name == info.name
+    assert not list(store.root.rglob(".meta-*"))
+
+
+def test_a_write_killed_mid_way_leaves_nothing_after_a_restart(tmp_path: Path, data: bytes) -> None:
+    root = tmp_path / "runs"
+    bundle = tmp_path / "bundle.zip"
+    bundle.write_bytes(data)
+    script = f"""
+import sys, time
+from pathlib import Path
+from dgs_core.runs.store import RunStore
+real = Path.write_bytes
+def slow(self, payload):
+    if self.name == "bundle.zip":
+        with open(self, "wb") as f:
+            f.write(payload[:1000]); f.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+    return real(self, payload)
+Path.write_bytes = slow
+RunStore({str(root)!r}).add(Path({str(bundle)!r}).read_bytes(), session={A!r})
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert child.stdout.readline().strip() == "writing"
+    child.kill()  # kill -9 in the middle of the write
+    child.wait(timeout=30)
+    assert any((root / "tmp").iterdir())  # the half-written staging folder
+    restarted = RunStore(root)
+    assert restarted.recover() >= 1
+    assert not any((root / "tmp").iterdir()) and restarted.list(A) == []
+    assert restarted.add(data, session=A).name  # and the store works
+
+
+def test_a_session_has_a_quota_of_runs_and_bytes(store: RunStore, data: bytes, monkeypatch) -> None:
+    monkeypatch.setenv("DGS_LAB_MAX_SESSION_RUNS", "2")
+    first = store.add(data, session=A)
+    second = store.add(data, session=A, name="again")
+    with pytest.raises(StoreError, match="DGS_LAB_MAX_SESSION_RUNS = 2"):
+        store.add(data, session=A)
+    store.add(data, session=B)  # another session has its own quota
+    store.save(second.id, session=A)  # a saved run still counts for the session that saved it
+    assert store.usage(A) == (2, first.size + second.size)
+    monkeypatch.setenv("DGS_LAB_MAX_SESSION_RUNS", "20")
+    monkeypatch.setenv("DGS_LAB_MAX_SESSION_MB", "1")
+    with pytest.raises(StoreError, match="DGS_LAB_MAX_SESSION_MB"):
+        store.add(rewrite(data, {"figures/index.html": b"x" * (1 << 20)}), session=A)
