@@ -501,8 +501,9 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
         params, lr, b0, weight_decay: as AdaGradNorm (defaults 1.0, 0.01, 0).
         initial_batch_size: b₀ (default 16). max_batch_size: b_max (default 1024).
         test_interval: steps between tests (default 1). test_constant: η_n (default 0.1).
-        foreach, fused, independent_rows: as AdaGradNorm (one batch size for all rows: the
-            per-row tests for the 2-D lab are the batched forms of the test functions).
+        foreach, fused: as AdaGradNorm. An ``independent_rows`` group (the 2-D lab) keeps
+            one batch size for all rows: the per-row tests are the batched forms of the test
+            functions.
 
     Paper: https://arxiv.org/abs/2402.11215 (the method analysed there, with its convergence
     proof). ``batch_size``, ``batch_size_history`` and the pending proposal travel in
@@ -522,10 +523,6 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
     ) -> None:
-        super().__init__(
-            params, lr=lr, b0=b0, weight_decay=weight_decay,
-            foreach=foreach, fused=fused, independent_rows=independent_rows,
-        )  # fmt: skip
+        super().__init__(params, lr=lr, b0=b0, weight_decay=weight_decay, foreach=foreach, fused=fused)
         self._init_batching("norm", initial_batch_size, max_batch_size, test_interval, test_constant)

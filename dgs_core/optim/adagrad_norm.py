@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgs_core.optim._compile import check_switches, compiled, use_foreach
+from dgs_core.optim._compile import (
+    check_switches,
+    compiled,
+    row_count,
+    row_reduce,
+    rows_of,
+    rows_view,
+    use_foreach,
+)
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -47,13 +55,14 @@ class AdaGradNorm(torch.optim.Optimizer):
         b0: initial accumulator b₀ > 0 (default 0.01); read when a group's accumulator is
             created (its first step), later changes have no effect.
         weight_decay: coupled weight decay λ (default 0).
-        independent_rows: keep one accumulator per row instead of per group (shape (N,)):
-            every tensor of the group has N rows (leading dimension), and row r only ever sees
-            the gradients of row r. The 2-D surface lab stacks N independent problems this
-            way; each row then behaves exactly like its own AdaGrad-Norm.
         foreach: use torch's multi-tensor kernels (None: on when every parameter is on CUDA).
         fused: compile the per-tensor update with ``torch.compile`` (the first step compiles,
             see :mod:`dgs_core.optim._compile`).
+
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) keeps one accumulator per row instead of one per group (shape (N,)): every
+    tensor of the group has N rows (leading dimension), and row r only ever sees the gradients
+    of row r, so each row behaves exactly like its own AdaGrad-Norm.
 
     The accumulator b_t² of a group lives in ``state[p]["b_squared"]`` of the group's first
     parameter, so ``state_dict()`` / ``load_state_dict()`` carry it like any other state.
@@ -80,12 +89,11 @@ class AdaGradNorm(torch.optim.Optimizer):
         b0: float = 0.01,
         weight_decay: float = 0.0,
         *,
-        independent_rows: bool = False,
         foreach: bool | None = None,
         fused: bool = False,
     ) -> None:
         values = HYPERPARAMS.validate({"lr": lr, "b0": b0, "weight_decay": weight_decay})
-        switches = {"foreach": foreach, "fused": fused, "independent_rows": independent_rows}
+        switches = {"foreach": foreach, "fused": fused}
         check_switches(switches)
         super().__init__(params, {**values, **switches})
 
@@ -94,8 +102,8 @@ class AdaGradNorm(torch.optim.Optimizer):
         group = self.param_groups[-1]
         HYPERPARAMS.check(group)
         check_switches(group)
-        if group["independent_rows"]:
-            _rows(group["params"])  # fail early on mismatched row counts
+        if rows_of(group):
+            row_count(group["params"])  # fail early on mismatched row counts
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -116,7 +124,7 @@ class AdaGradNorm(torch.optim.Optimizer):
                 grads = [g.add(p, alpha=group["weight_decay"]) for g, p in zip(grads, params, strict=True)]
             _adagrad_norm_update(
                 params, grads, self._accumulator(group), lr=group["lr"],
-                independent_rows=group["independent_rows"],
+                independent_rows=rows_of(group),
                 foreach=use_foreach(group["foreach"], params), fused=group["fused"],
             )  # fmt: skip
         return loss
@@ -126,14 +134,14 @@ class AdaGradNorm(torch.optim.Optimizer):
         anchor = group["params"][0]
         state = self.state[anchor]
         if "b_squared" not in state:
-            shape = (_rows(group["params"]),) if group["independent_rows"] else ()
+            shape = (row_count(group["params"]),) if rows_of(group) else ()
             state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=anchor.dtype, device=anchor.device)
         return state["b_squared"]
 
     def tensor_summaries(self, param: Tensor) -> dict[str, Tensor]:
         """Optimizer-specific values for the diagnostics layer: ``{"b": b_t}`` of ``param``'s group.
 
-        A 0-dim tensor (shape (N,) with ``independent_rows``); empty before the group's first step.
+        A 0-dim tensor (shape (N,) in an ``independent_rows`` group); empty before the group's first step.
         """
         for group in self.param_groups:
             if any(p is param for p in group["params"]):
@@ -142,26 +150,15 @@ class AdaGradNorm(torch.optim.Optimizer):
         raise ValueError("Invalid param: not one of this optimizer's parameters")
 
 
-def _rows(params: list[Tensor]) -> int:
-    rows = {p.shape[0] if p.ndim else None for p in params}
-    if len(rows) != 1 or None in rows:
-        shapes = ", ".join(str(tuple(p.shape)) for p in params)
-        raise ValueError(
-            f"Invalid independent_rows: True needs every tensor of a group to share its leading "
-            f"dimension (got shapes {shapes})"
-        )
-    return rows.pop()  # type: ignore[return-value]
+def _sum_of_squares(x: Tensor, dim: int | None = None) -> Tensor:
+    return x.square().sum() if dim is None else x.square().sum(dim=dim)
 
 
 def _squared_norm(grads: list[Tensor], *, independent_rows: bool) -> Tensor:
+    """Σ‖g‖² over the group's tensors: 0-d, or one per row (shape (N,)) with ``independent_rows``."""
     if independent_rows:
-        return sum(g.reshape(g.shape[0], -1).square().sum(dim=1) for g in grads)  # type: ignore[return-value]
-    return sum(g.square().sum() for g in grads)  # type: ignore[return-value]
-
-
-def _row_view(b: Tensor, g: Tensor) -> Tensor:
-    """Broadcast a per-row b (shape (N,)) against a gradient of shape (N, ...)."""
-    return b.reshape(b.shape + (1,) * (g.ndim - 1))
+        return sum(row_reduce(_sum_of_squares, g, True).reshape(-1) for g in grads)  # type: ignore[return-value]
+    return sum(_sum_of_squares(g) for g in grads)  # type: ignore[return-value]
 
 
 def _adagrad_norm_update(
@@ -196,7 +193,7 @@ def _adagrad_norm_single(
     b_squared.add_(_squared_norm(grads, independent_rows=independent_rows))
     b = b_squared.sqrt()
     for p, g in zip(params, grads, strict=True):
-        p.sub_(g.div(_row_view(b, g) if independent_rows else b).mul_(lr))
+        p.sub_(g.div(rows_view(b, g) if independent_rows else b).mul_(lr))
 
 
 def _adagrad_norm_foreach(
@@ -205,7 +202,7 @@ def _adagrad_norm_foreach(
     if independent_rows:
         b_squared.add_(_squared_norm(grads, independent_rows=True))
         b = b_squared.sqrt()
-        steps = torch._foreach_div(grads, [_row_view(b, g) for g in grads])
+        steps = torch._foreach_div(grads, [rows_view(b, g) for g in grads])
     else:
         norms = torch._foreach_norm(grads)
         b_squared.add_(torch.stack(norms).square().sum())

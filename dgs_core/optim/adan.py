@@ -8,7 +8,16 @@ from typing import Any
 
 import torch
 
-from dgs_core.optim._compile import Sampler, check_switches, compiled, row_reduce, use_foreach
+from dgs_core.optim._compile import (
+    Sampler,
+    check_switches,
+    compiled,
+    row_count,
+    row_reduce,
+    rows_of,
+    rows_view,
+    use_foreach,
+)
 from dgs_core.params import Param, ParamSet, invalid
 
 HYPERPARAMS = ParamSet(
@@ -57,9 +66,11 @@ class Adan(torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: compile the per-tensor update with ``torch.compile`` (the first two steps
             compile, see :mod:`dgs_core.optim._compile`).
-        independent_rows: treat row i of every tensor as a separate problem. Adan is
-            elementwise, so this only changes ``max_grad_norm``: each row is clipped by its own
-            norm (every tensor must then have the same number of rows).
+
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) treats row i of every tensor as a separate problem. Adan is elementwise, so
+    this only changes ``max_grad_norm``: each row is clipped by its own norm (every tensor must
+    then have the same number of rows).
 
     Paper: https://arxiv.org/abs/2208.06677 (code: https://github.com/sail-sg/Adan)
 
@@ -86,14 +97,13 @@ class Adan(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
     ) -> None:
         _check_betas(betas)
         hparams = dict(
             lr=lr, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm, no_prox=no_prox,
             restart_every=restart_every,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
+        switches = dict(foreach=foreach, fused=fused)
         check_switches(switches)
         defaults = {
             **HYPERPARAMS.validate(hparams),
@@ -123,12 +133,12 @@ class Adan(torch.optim.Optimizer):
             grads = [p.grad for p in params]
             if any(g.is_sparse for g in grads):
                 raise RuntimeError("Adan does not support sparse gradients")
-            rows = group["independent_rows"]
+            rows = rows_of(group)
             if group["max_grad_norm"] > 0.0:
                 if rows not in global_norms:
                     global_norms[rows] = self._global_grad_norm(rows)
                 coef = (group["max_grad_norm"] / (global_norms[rows] + group["eps"])).clamp_(max=1.0)
-                grads = [g * (coef.view((-1,) + (1,) * (g.ndim - 1)) if rows else coef) for g in grads]
+                grads = [g * (rows_view(coef, g) if rows else coef) for g in grads]
             states, steps = [], []
             for p, g in zip(params, grads, strict=True):
                 state = self.state[p]
@@ -204,11 +214,9 @@ class Adan(torch.optim.Optimizer):
     def _global_grad_norm(self, rows: bool) -> torch.Tensor:
         """‖g‖ over every gradient of every group: 0-d, or shape (N,) per row with ``rows``."""
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if rows:
+            row_count(grads)  # every tensor has N rows
         norms = [row_reduce(torch.linalg.vector_norm, g, rows).reshape(-1) for g in grads]
-        if len({n.numel() for n in norms}) > 1:
-            raise ValueError(
-                "Invalid independent_rows: True (max_grad_norm needs the same number of rows in every tensor)"
-            )
         total = torch.linalg.vector_norm(torch.stack(norms), dim=0)
         return total if rows else total.reshape(())
 

@@ -10,7 +10,15 @@ import numpy as np
 import torch
 
 from dgs_core.metrics import spike_mask
-from dgs_core.optim._compile import Sampler, as_input, check_switches, compiled, row_reduce, use_foreach
+from dgs_core.optim._compile import (
+    Sampler,
+    as_input,
+    check_switches,
+    compiled,
+    row_reduce,
+    rows_of,
+    use_foreach,
+)
 from dgs_core.params import Param, ParamSet, invalid
 
 CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
@@ -50,7 +58,7 @@ class DGS(torch.optim.Optimizer):
         a_t  = |g|  (importance="grad")   or   |g ⊙ θ|  (importance="taylor")
         I_t  = β I_{t−1} + (1 − β) a_t,   I_0 = 0       state["importance"]
         Î_t  = I_t / (1 − β^t)
-        r_t  = Î_t / (mean(Î_t) + ε)                    mean over the tensor (or the row)
+        r_t  = Î_t / (mean(Î_t) + ε)                    mean over the tensor (or the row, below)
         s_t  = clip((r_t + ε)^(−γ), s_min, s_max)       state["scale"]
         v_t  = μ v_{t−1} + s_t ⊙ g                      state["momentum_buffer"]
         θ    ← θ − η v_t                                η_t = η·s_t: adaptive_lr(p)
@@ -87,8 +95,10 @@ class DGS(torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: compile the per-tensor update with ``torch.compile`` (the first two steps
             compile, see :mod:`dgs_core.optim._compile`).
-        independent_rows: treat row i of every tensor as a separate problem: the mean in r_t
-            runs over each row (the batched 2-D simulator steps N points at once).
+
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) treats row i of every tensor as a separate problem: the mean in r_t runs over
+    each row.
 
     Paper: https://doi.org/10.22214/ijraset.2024.62669
 
@@ -123,7 +133,6 @@ class DGS(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
     ) -> None:
         hparams = dict(
             lr=lr, beta=beta, gamma=gamma, s_min=s_min, s_max=s_max, momentum=momentum,
@@ -131,7 +140,7 @@ class DGS(torch.optim.Optimizer):
             reset_every=reset_every, reset_mode=reset_mode, rho=rho, spike_window=spike_window,
             spike_threshold=spike_threshold,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
+        switches = dict(foreach=foreach, fused=fused)
         check_switches(switches)
         self._loss_history: list[float] = []
         super().__init__(params, {**HYPERPARAMS.validate(hparams), **switches})
@@ -182,7 +191,7 @@ class DGS(torch.optim.Optimizer):
                 lr=group["lr"], beta=group["beta"], gamma=group["gamma"], s_min=group["s_min"],
                 s_max=group["s_max"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                 eps=group["eps"], importance=group["importance"],
-                independent_rows=group["independent_rows"],
+                independent_rows=rows_of(group),
                 foreach=use_foreach(group["foreach"], params), fused=group["fused"],
             )  # fmt: skip
         return loss

@@ -8,7 +8,15 @@ from typing import Any
 
 import torch
 
-from dgs_core.optim._compile import as_input, check_switches, compiled, row_reduce, use_foreach
+from dgs_core.optim._compile import (
+    as_input,
+    check_switches,
+    compiled,
+    row_ndim,
+    row_reduce,
+    rows_of,
+    use_foreach,
+)
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -49,8 +57,10 @@ class LARS(torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: trust ratios from ATen's norms, then the elementwise update compiled with
             ``torch.compile`` (the first step compiles, see :mod:`dgs_core.optim._compile`).
-        independent_rows: treat row i of every tensor as a separate problem: norms and trust
-            ratios per row, and a row of an (N, d) tensor counts as 1-D for ``exclude_1d``.
+
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) treats row i of every tensor as a separate problem: norms and trust ratios
+    per row, and a row of an (N, d) tensor counts as 1-D for ``exclude_1d``.
 
     Deviation: where ‖g‖ = 0 but λ‖θ‖ > 0 SPEC (and we) take tr = 1; pytorch-optimizer 4.1
     takes τ/λ. Both agree whenever ‖θ‖ > 0 and ‖g‖ > 0.
@@ -80,13 +90,12 @@ class LARS(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
     ) -> None:
         hparams = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
             eps=eps, exclude_1d=exclude_1d,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
+        switches = dict(foreach=foreach, fused=fused)
         check_switches(switches)
         defaults = {**HYPERPARAMS.validate(hparams), "trust_clip": _TRUST_CLIP.validate(trust_clip)}
         super().__init__(params, {**defaults, **switches})
@@ -121,7 +130,7 @@ class LARS(torch.optim.Optimizer):
                 lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                 trust_coefficient=group["trust_coefficient"], eps=group["eps"],
                 exclude_1d=group["exclude_1d"], trust_clip=group["trust_clip"],
-                independent_rows=group["independent_rows"],
+                independent_rows=rows_of(group),
                 foreach=use_foreach(group["foreach"], params), fused=group["fused"],
             )  # fmt: skip
             for p, tr in zip(params, trust_ratios, strict=True):
@@ -134,7 +143,7 @@ class LARS(torch.optim.Optimizer):
     def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         """LARS's own value for the diagnostics layer: ``{"trust_ratio": tr}`` of the last step.
 
-        0-d, or (N, 1, …) per row with ``independent_rows``; empty before the first step and for
+        0-d, or (N, 1, …) per row in an ``independent_rows`` group; empty before the first step and for
         tensors that ``exclude_1d`` leaves without a trust ratio.
         """
         if not any(p is param for group in self.param_groups for p in group["params"]):
@@ -153,8 +162,7 @@ def _check(group: dict[str, Any]) -> None:
 
 def _excluded(p: torch.Tensor, *, exclude_1d: bool, independent_rows: bool) -> bool:
     """Plain momentum SGD for this tensor? (With rows, a row of an (N, d) tensor is 1-D.)"""
-    ndim = p.ndim - 1 if independent_rows and p.ndim > 0 else p.ndim
-    return exclude_1d and ndim <= 1
+    return exclude_1d and row_ndim(p, independent_rows) <= 1
 
 
 def _trust_ratio(

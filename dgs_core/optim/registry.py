@@ -12,7 +12,6 @@ True
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from dgs_core.optim import adadagrad, adagrad_norm, adan, dgs, extrasgd, lars
+from dgs_core.optim._compile import ROWS_KEY, with_rows
 from dgs_core.optim.adadagrad import AdAdaGrad, AdAdaGradNorm
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.optim.adan import Adan
@@ -336,21 +336,25 @@ def create(
 
     Unspecified hyperparameters take the registry defaults (or, with ``surface=True``, the
     2-D surface defaults). Extra constructor switches that are not hyperparameters
-    (``foreach``, ``fused``, ``independent_rows``) pass straight through.
+    (``foreach``, ``fused``) pass straight through. ``independent_rows=True`` (the batched 2-D
+    simulator) sets that key on every parameter group of the optimizers with a per-tensor
+    reduction (see :mod:`dgs_core.optim._compile`); the others are elementwise, so their rows
+    are independent already.
     """
     info = get(name)
     switches = {k: hparams.pop(k) for k in list(hparams) if k in _SWITCHES}
-    if "independent_rows" in switches and not _accepts(info.cls, "independent_rows"):
-        # torch's SGD/Adam/AdamW/Adagrad are purely elementwise: rows are independent already.
-        switches.pop("independent_rows")
+    rows = hparams.pop(ROWS_KEY, None)
     kwargs = info.constructor_kwargs(info.resolve(hparams, surface=surface))
     kwargs.update(switches)
+    if rows is not None:
+        grouped = with_rows(params, rows)  # validates rows
+        if issubclass(info.cls, _READS_ROWS):
+            params = grouped
     return info.cls(params, **kwargs)
 
 
-def _accepts(cls: type, arg: str) -> bool:
-    return arg in inspect.signature(cls.__init__).parameters
-
-
 # Constructor switches that change how, not what, an optimizer computes.
-_SWITCHES = frozenset({"foreach", "fused", "independent_rows"})
+_SWITCHES = frozenset({"foreach", "fused"})
+# The optimizers with a per-tensor reduction (DGS's mean, LARS's norms, AdaGrad-Norm's scalar,
+# Adan's clip norm), which read a group's independent_rows key.
+_READS_ROWS = (DGS, Adan, LARS, AdaGradNorm)
