@@ -38,8 +38,15 @@ Costs of ``fused=True``:
   is counted in :func:`compile_stats`.
 - The cache is keyed by the function object and lives as long as the process, so every
   optimizer instance shares the compiled kernels.
-- Where compiling fails (no C++ compiler, a Python without dynamo support), the function runs
-  eagerly from then on, with one warning; ``compile_stats()[name]["fallback"]`` is then 1.
+- Where compiling fails (no C++ compiler, a Python without dynamo support, dynamo's recompile
+  limit: ``torch._dynamo.config.recompile_limit`` graphs per function, 8 by default, which
+  ``fullgraph=True`` turns into an error), the function runs eagerly from then on, in every
+  optimizer of the process, with one warning; ``compile_stats()[name]["fallback"]`` is then 1.
+  Any exception raised by dynamo or inductor counts, whatever its class: it is raised while
+  tracing or compiling, before the compiled code touches a tensor.
+- 0-d tensors are handed to the compiled function as 1-element views: torch 2.13's compiled
+  code drops in-place updates of 0-d float64 inputs (a scalar parameter, AdaGrad-Norm's b²),
+  and a view of shape (1,) is written back. Every operand broadcasts the same either way.
 """
 
 from __future__ import annotations
@@ -65,11 +72,19 @@ _STATS: dict[str, dict[str, float]] = {}
 
 
 def _is_compile_error(error: Exception) -> bool:
-    # imported here: torch._dynamo costs seconds to import, and only fused=True needs it
-    from torch._dynamo.exc import TorchDynamoException
-    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+    """Raised by dynamo or inductor (tracing, guards, the recompile limit, code generation, the
+    C++ compiler), not by the update itself. By module, not by class: their failures do not
+    share one base class (``FailOnRecompileLimitHit`` derives from ``Exception`` alone)."""
+    return any(cls.__module__.startswith(("torch._dynamo", "torch._inductor")) for cls in type(error).__mro__)
 
-    return isinstance(error, TorchDynamoException | CppCompileError | InvalidCxxCompiler)
+
+def _one_element_views(value: Any) -> Any:
+    """``value`` with its 0-d tensors (or those of a list) as 1-element views."""
+    if isinstance(value, torch.Tensor):
+        return value.view(1) if value.ndim == 0 else value
+    if isinstance(value, list):
+        return [_one_element_views(v) if isinstance(v, torch.Tensor) else v for v in value]
+    return value
 
 
 def _graphs_compiled() -> int:
@@ -83,6 +98,9 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     A call that compiles adds its wall time (the compile plus that one run) to
     ``compile_stats()[fn.__name__]``; later calls cost the kernels plus dynamo's guard checks.
+    ``fn`` updates tensors in place and returns None; its 0-d tensor arguments (alone or in a
+    list) reach the compiled code as 1-element views, and any compile failure makes it run
+    eagerly from then on (module docstring).
     """
     wrapper = _CACHE.get(fn)
     if wrapper is not None:
@@ -101,11 +119,14 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
         before = _graphs_compiled()
         start = time.perf_counter()
         try:
-            out = inner(*args, **kwargs)
+            out = inner(
+                *(_one_element_views(a) for a in args),
+                **{k: _one_element_views(v) for k, v in kwargs.items()},
+            )
         except Exception as error:
             if not _is_compile_error(error):
                 raise
-            # raised while compiling, before the compiled code touched any tensor
+            # raised while tracing or compiling, before the compiled code touched any tensor
             _fall_back(fn, stats, error)
             return fn(*args, **kwargs)
         new_graphs = _graphs_compiled() - before

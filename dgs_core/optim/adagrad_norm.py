@@ -177,10 +177,6 @@ def _adagrad_norm_update(
     all three compute the same numbers.
     """
     if fused:
-        # torch 2.13's compiled code drops in-place updates of 0-dim inputs (the scalar b² and
-        # scalar parameters): hand them over as 1-element views, which it writes back.
-        params, grads = ([t.view(1) if t.ndim == 0 else t for t in ts] for ts in (params, grads))
-        b_squared = b_squared.view(1) if b_squared.ndim == 0 else b_squared
         update = compiled(_adagrad_norm_single)
     else:
         update = _adagrad_norm_foreach if foreach else _adagrad_norm_single

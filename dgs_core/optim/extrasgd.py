@@ -276,9 +276,6 @@ def _extrasgd_update(
     all three compute the same numbers.
     """
     if fused:
-        # torch 2.13's compiled code drops in-place updates of 0-dim inputs (scalar parameters):
-        # hand them over as 1-element views, which it writes back.
-        params, grads, bufs = ([t.view(1) if t.ndim == 0 else t for t in ts] for ts in (params, grads, bufs))
         compiled(_extrasgd_single)(params, grads, bufs, lr=lr, momentum=momentum)
     elif foreach:
         _extrasgd_foreach(params, grads, bufs, lr=lr, momentum=momentum)
