@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim import adagrad_norm
+from dgs_core.optim._contract import KeepsAttributes
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.params import Param, ParamSet, invalid
 
@@ -306,12 +307,13 @@ class BatchSizeController:
 # -- the optimizers ----------------------------------------------------------------------------
 
 
-class _AdaptiveBatchSize:
+class _AdaptiveBatchSize(KeepsAttributes):
     """Shared part of AdAdaGrad and AdAdaGrad-Norm: a controller that ``step()`` advances.
 
     The training loop is in the module docstring.
     """
 
+    _attributes = ("batch_controller",)  # copies and pickles keep it (KeepsAttributes)
     batch_controller: BatchSizeController
     # group hyperparameters that the base class's step() does not re-validate itself
     _unchecked_hyperparams: ParamSet = ParamSet()

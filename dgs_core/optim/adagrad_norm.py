@@ -23,6 +23,7 @@ from dgs_core.optim._compile import (
     rows_view,
     use_foreach,
 )
+from dgs_core.optim._contract import KeepsAttributes
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -42,7 +43,7 @@ HYPERPARAMS = ParamSet(
 )
 
 
-class AdaGradNorm(torch.optim.Optimizer):
+class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
     r"""AdaGrad-Norm: θ ← θ − η g / b_t with b_t² = b_{t−1}² + ‖g_t‖², one b per group.
 
     The norm ‖g_t‖ runs over every tensor of the parameter group (with coupled weight decay,

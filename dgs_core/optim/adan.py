@@ -18,6 +18,7 @@ from dgs_core.optim._compile import (
     rows_view,
     use_foreach,
 )
+from dgs_core.optim._contract import KeepsAttributes
 from dgs_core.params import Param, ParamSet, invalid
 
 HYPERPARAMS = ParamSet(
@@ -38,7 +39,7 @@ HYPERPARAMS = ParamSet(
 _BETAS = HYPERPARAMS[1:4]
 
 
-class Adan(torch.optim.Optimizer):
+class Adan(KeepsAttributes, torch.optim.Optimizer):
     r"""Adan: Adam-style moments plus an EMA of gradient differences (Nesterov look-ahead).
 
     Follows the official implementation (sail-sg/Adan), whose betas are 1 − the paper's β.

@@ -19,6 +19,7 @@ from dgs_core.optim._compile import (
     rows_of,
     use_foreach,
 )
+from dgs_core.optim._contract import KeepsAttributes
 from dgs_core.params import Param, ParamSet, invalid
 
 CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
@@ -47,7 +48,7 @@ HYPERPARAMS = ParamSet(
 _RESET_MODES = ("soft", "hard")
 
 
-class DGS(torch.optim.Optimizer):
+class DGS(KeepsAttributes, torch.optim.Optimizer):
     r"""Dynamic Gradient Scaling: per-parameter learning rates from EMA importance scores.
 
     The paper states the idea ("parameters with higher gradients receive proportionally smaller
@@ -111,6 +112,8 @@ class DGS(torch.optim.Optimizer):
         >>> opt.state[w]["scale"]  # |g| = (2, 4): the larger gradient gets the smaller scale
         tensor([1.5000, 0.7500])
     """
+
+    _attributes = ("_loss_history",)  # the losses observe_loss saw (KeepsAttributes)
 
     def __init__(
         self,

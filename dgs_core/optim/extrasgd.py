@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim._compile import check_switches, compiled, use_foreach
+from dgs_core.optim._contract import KeepsAttributes
 from dgs_core.params import Param, ParamSet
 
 VARIANTS = ("extragradient", "past", "noise")
@@ -58,7 +59,7 @@ HYPERPARAMS = ParamSet(
 )
 
 
-class ExtraSGD(torch.optim.Optimizer):
+class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
     r"""SGD with the gradient taken at an extrapolated point (EXTRAP-SGD), Nesterov momentum.
 
     Update (SPEC §1.5), with g(y) = ∇f(y; B_t) + λy on the step's batch B_t:
@@ -113,6 +114,8 @@ class ExtraSGD(torch.optim.Optimizer):
         extragradient on the same batch, Nesterov momentum on top); the names, the coupled
         decay at the point of evaluation and the per-device noise generator are ours.
     """
+
+    _attributes = ("seed", "_generators")  # the noise generators, one per device (KeepsAttributes)
 
     def __init__(
         self,

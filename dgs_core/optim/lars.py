@@ -17,6 +17,7 @@ from dgs_core.optim._compile import (
     rows_of,
     use_foreach,
 )
+from dgs_core.optim._contract import KeepsAttributes
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -35,7 +36,7 @@ HYPERPARAMS = ParamSet(
 _TRUST_CLIP = Param("trust_clip", False, help="LARC: tr = min(tr/η, 1)")
 
 
-class LARS(torch.optim.Optimizer):
+class LARS(KeepsAttributes, torch.optim.Optimizer):
     r"""LARS: momentum SGD whose step is scaled per tensor by a trust ratio τ‖θ‖/‖g‖.
 
     Per tensor θ with gradient g (SPEC §1.4)::

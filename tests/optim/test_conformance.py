@@ -15,6 +15,7 @@ the compiled kernels (``dgs_core.optim._compile``) are built once per process an
 from __future__ import annotations
 
 import copy
+import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,6 +184,22 @@ def test_every_exported_optimizer_class_is_a_row() -> None:
 # -- copies and checkpoints ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
+def test_copy_continues_identically(row: Row, how: str) -> None:
+    params = _params()
+    opt = row.build(params)
+    _run(opt, params)
+    if how == "deepcopy":
+        params2, opt2 = copy.deepcopy((params, opt))
+    else:
+        params2, opt2 = pickle.loads(pickle.dumps((params, opt)))
+    _run(opt, params)
+    _run(opt2, params2)
+    _assert_equal(params, params2)
+    _assert_same_state(opt.state_dict(), opt2.state_dict())
+
+
 @pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
 @pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
 def test_state_dict_into_a_fresh_optimizer_continues_identically(row: Row, fused: bool) -> None:
@@ -199,6 +216,22 @@ def test_state_dict_into_a_fresh_optimizer_continues_identically(row: Row, fused
     _run(opt2, resumed)
     _assert_equal(params, resumed)
     _assert_same_state(opt.state_dict(), opt2.state_dict())
+
+
+@pytest.mark.parametrize("row", OURS, ids=_ids(OURS))
+def test_state_dict_saved_before_a_key_existed_loads_with_its_default(row: Row) -> None:
+    # A checkpoint from before a group key was added (as maximize was) loads with its default.
+    params = _params()
+    opt = row.build(params)
+    _run(opt, params)
+    saved = copy.deepcopy(opt.state_dict())
+    missing = "weight_decay"
+    for group in saved["param_groups"]:
+        del group[missing]
+    opt2 = row.build(_leaves(params), weight_decay=0.5)
+    opt2.load_state_dict(saved)
+    assert [group[missing] for group in opt2.param_groups] == [0.5]
+    _run(opt2, opt2.param_groups[0]["params"])
 
 
 # -- parameter groups and hooks -------------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""The parts of torch.optim's contract that DGS Lab's optimizers share (tests/optim/test_conformance.py).
+
+- :class:`KeepsAttributes` — an optimizer's own attributes survive ``copy.deepcopy`` and
+  ``pickle``; a state saved before a hyperparameter existed loads with its default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class KeepsAttributes:
+    """Mixin (before ``torch.optim.Optimizer`` in the bases): copies and pickles keep ``_attributes``.
+
+    torch's ``Optimizer.__getstate__`` keeps ``defaults``, ``state`` and ``param_groups`` only,
+    so a copy of an optimizer with attributes of its own (DGS's loss history, ExtraSGD's seed
+    and noise generators, the batch-size controller of AdAdaGrad) lost them, and its next
+    ``step()`` raised AttributeError. A class names those attributes in ``_attributes``; torch's
+    ``__setstate__`` restores every key it is given.
+
+    ``__setstate__`` also gives every parameter group the defaults it lacks (torch's
+    ``load_state_dict`` calls it too): a state saved before a key existed (``maximize``) loads
+    with that key's default, as torch's own optimizers do key by key.
+    """
+
+    _attributes: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        state.update({name: getattr(self, name) for name in self._attributes})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # our defaults, before torch's __setstate__ adds its own ("differentiable") to them
+        defaults = dict(state.get("defaults", getattr(self, "defaults", {})))
+        super().__setstate__(state)  # type: ignore[misc]
+        for group in self.param_groups:  # type: ignore[attr-defined]
+            for key, value in defaults.items():
+                group.setdefault(key, value)
