@@ -2,10 +2,14 @@
 
 - :class:`KeepsAttributes` — an optimizer's own attributes survive ``copy.deepcopy`` and
   ``pickle``; a state saved before a hyperparameter existed loads with its default.
+- :func:`unhooked` — a base class's ``step`` called from a subclass's, without running the
+  step hooks a second time.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
@@ -37,3 +41,17 @@ class KeepsAttributes:
         for group in self.param_groups:  # type: ignore[attr-defined]
             for key, value in defaults.items():
                 group.setdefault(key, value)
+
+
+def unhooked(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``super().step`` without torch's step-hook wrapper, for a subclass's ``step`` to call.
+
+    torch wraps each optimizer class's ``step`` to run the ``register_step_pre_hook`` /
+    ``register_step_post_hook`` hooks, the first time an instance of that class is made
+    (``Optimizer._patch_step_function`` marks the wrapper ``hooked``). A subclass whose ``step``
+    calls its base's would run every hook twice once the base class had been instantiated in
+    the process; the subclass's own wrapper runs them once, around the whole step.
+    """
+    if getattr(step, "hooked", False):
+        return functools.partial(step.__wrapped__, step.__self__)  # type: ignore[attr-defined]
+    return step

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim import adagrad_norm
-from dgs_core.optim._contract import KeepsAttributes
+from dgs_core.optim._contract import KeepsAttributes, unhooked
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.params import Param, ParamSet, invalid
 
@@ -375,7 +375,7 @@ class _AdaptiveBatchSize(KeepsAttributes):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         for group in self.param_groups:  # type: ignore[attr-defined]
             self._unchecked_hyperparams.check(group)
-        loss = super().step(closure)  # type: ignore[misc]
+        loss = unhooked(super().step)(closure)  # type: ignore[misc]
         self.batch_controller.record_step()
         return loss
 

@@ -237,6 +237,22 @@ def test_state_dict_saved_before_a_key_existed_loads_with_its_default(row: Row) 
 # -- parameter groups and hooks -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
+def test_step_hooks_fire_once_per_step(row: Row) -> None:
+    # torch wraps each class's step once, when its first instance is made: make one of every
+    # optimizer class this one derives from first, as a process that used them would have.
+    for base in row.cls.__mro__:
+        if issubclass(base, torch.optim.Optimizer) and base is not torch.optim.Optimizer:
+            base([torch.zeros(1, requires_grad=True)])
+    params = _params()
+    opt = row.build(params)
+    calls = {"pre": 0, "post": 0}
+    opt.register_step_pre_hook(lambda *_: calls.__setitem__("pre", calls["pre"] + 1))
+    opt.register_step_post_hook(lambda *_: calls.__setitem__("post", calls["post"] + 1))
+    _run(opt, params)
+    assert calls == {"pre": STEPS, "post": STEPS}
+
+
 # -- gradients -------------------------------------------------------------------------------------
 
 
