@@ -10,8 +10,9 @@
   are small enough (a 250×500 float32 pair is 1 MB).
 - :func:`as_input` — a step-varying scalar as a 0-d tensor, so compiled code does not
   recompile when it changes.
-- :func:`check_switches` and :func:`use_foreach` — the ``foreach`` / ``fused`` switches (and a
-  group's ``independent_rows`` key), validated and resolved the same way for every optimizer.
+- :func:`check_switches` and :func:`use_foreach` — the constructor arguments that are not
+  hyperparameters (``foreach``, ``fused``, ``maximize``; and a group's ``independent_rows``
+  key), validated and resolved the same way for every optimizer.
 - Independent rows, the one place that knows them: the 2-D surface simulator steps N problems
   at once as row i of every tensor, so an optimizer's per-tensor reductions (DGS's mean, LARS's
   norms, AdaGrad-Norm's scalar, Adan's clip norm) must run per row. That is the parameter-group
@@ -59,7 +60,7 @@ from typing import Any
 
 import torch
 
-from dgs_core.params import invalid
+from dgs_core.params import Param, invalid
 
 # ``sample(param, tensor)``: a caller's tracked elements (flat) of a tensor shaped like
 # ``param``. The diagnostics layer hands one to ``tensor_summaries_many`` so that values derived
@@ -161,12 +162,17 @@ def as_input(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
+MAXIMIZE = Param(
+    "maximize", False, help="ascend the objective: gradients negated first (maximize f = minimize −f)"
+)
+
+
 def check_switches(values: Mapping[str, Any]) -> None:
-    """Validate the implementation switches present in ``values`` (a constructor's or a group's).
+    """Validate the switches present in ``values`` (a constructor's or a group's).
 
     ``foreach``: None (choose: foreach on CUDA, the per-tensor loop elsewhere) or a bool;
-    ``fused``: bool; ``foreach`` and ``fused`` not both True; a group's ``independent_rows``
-    key (see :func:`rows_of`): bool.
+    ``fused``: bool; ``foreach`` and ``fused`` not both True; ``maximize``: bool; a group's
+    ``independent_rows`` key (see :func:`rows_of`): bool.
     """
     foreach = values.get("foreach")
     if foreach is not None and not isinstance(foreach, bool):
@@ -176,6 +182,7 @@ def check_switches(values: Mapping[str, Any]) -> None:
         raise invalid("fused", fused, "True or False")
     if foreach and fused:
         raise invalid("fused", True, "False when foreach=True: the two cannot be combined")
+    MAXIMIZE.validate(values.get("maximize", False))
     rows_of(values)
 
 

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim import adagrad_norm
+from dgs_core.optim._compile import MAXIMIZE
 from dgs_core.optim._contract import KeepsAttributes, unhooked
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.params import Param, ParamSet, invalid
@@ -423,7 +424,8 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
             (weight decay acts on the update, not on the tested per-sample gradients).
         initial_batch_size: b₀ (default 16). max_batch_size: b_max (default 1024).
         test_interval: steps between tests (default 1). test_constant: η_n (default 0.1).
-        foreach, fused: as Adagrad.
+        foreach, fused, maximize: as Adagrad (maximize negates the step's gradient; the test,
+            which looks at variances and squares, is the same either way).
 
     Paper: https://arxiv.org/abs/2402.11215. ``batch_size``, ``batch_size_history`` and the
     pending proposal travel in ``state_dict()``.
@@ -438,7 +440,8 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
     (64, [4])
     """
 
-    _unchecked_hyperparams = _ADAGRAD_HYPERPARAMS  # torch's Adagrad checks only in __init__
+    # torch's Adagrad checks its arguments in __init__ only
+    _unchecked_hyperparams = ParamSet((*_ADAGRAD_HYPERPARAMS, MAXIMIZE))
 
     def __init__(
         self,
@@ -455,7 +458,9 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
         *,
         foreach: bool | None = None,
         fused: bool | None = None,
+        maximize: bool = False,
     ) -> None:
+        MAXIMIZE.validate(maximize)
         _ADAGRAD_HYPERPARAMS.validate(
             {
                 "lr": lr,
@@ -473,6 +478,7 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
             foreach=foreach,
+            maximize=maximize,
             fused=fused,
         )
         self._init_batching(
@@ -503,7 +509,7 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
         params, lr, b0, weight_decay: as AdaGradNorm (defaults 1.0, 0.01, 0).
         initial_batch_size: b₀ (default 16). max_batch_size: b_max (default 1024).
         test_interval: steps between tests (default 1). test_constant: η_n (default 0.1).
-        foreach, fused: as AdaGradNorm. An ``independent_rows`` group (the 2-D lab) keeps
+        foreach, fused, maximize: as AdaGradNorm. An ``independent_rows`` group (the 2-D lab) keeps
             one batch size for all rows: the per-row tests are the batched forms of the test
             functions.
 
@@ -525,6 +531,9 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
         *,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
-        super().__init__(params, lr=lr, b0=b0, weight_decay=weight_decay, foreach=foreach, fused=fused)
+        super().__init__(
+            params, lr=lr, b0=b0, weight_decay=weight_decay, foreach=foreach, fused=fused, maximize=maximize
+        )
         self._init_batching("norm", initial_batch_size, max_batch_size, test_interval, test_constant)

@@ -59,6 +59,8 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
         foreach: use torch's multi-tensor kernels (None: on when every parameter is on CUDA).
         fused: compile the per-tensor update with ``torch.compile`` (the first step compiles,
             see :mod:`dgs_core.optim._compile`).
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
 
     A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
     2-D simulator) keeps one accumulator per row instead of one per group (shape (N,)): every
@@ -92,9 +94,10 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
         values = HYPERPARAMS.validate({"lr": lr, "b0": b0, "weight_decay": weight_decay})
-        switches = {"foreach": foreach, "fused": fused}
+        switches = {"foreach": foreach, "fused": fused, "maximize": maximize}
         check_switches(switches)
         super().__init__(params, {**values, **switches})
 
@@ -110,6 +113,7 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         for group in self.param_groups:
             HYPERPARAMS.check(group)
+            check_switches(group)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -120,7 +124,7 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
                 continue
             if any(p.grad.is_sparse for p in params):
                 raise RuntimeError("AdaGradNorm does not support sparse gradients")
-            grads = [p.grad for p in params]
+            grads = [-p.grad if group["maximize"] else p.grad for p in params]
             if group["weight_decay"] != 0:
                 grads = [g.add(p, alpha=group["weight_decay"]) for g, p in zip(grads, params, strict=True)]
             _adagrad_norm_update(

@@ -67,6 +67,8 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: compile the per-tensor update with ``torch.compile`` (the first two steps
             compile, see :mod:`dgs_core.optim._compile`).
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
 
     A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
     2-D simulator) treats row i of every tensor as a separate problem. Adan is elementwise, so
@@ -98,13 +100,14 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
         _check_betas(betas)
         hparams = dict(
             lr=lr, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm, no_prox=no_prox,
             restart_every=restart_every,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused)
+        switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         defaults = {
             **HYPERPARAMS.validate(hparams),
@@ -131,7 +134,7 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
+            grads = [-p.grad if group["maximize"] else p.grad for p in params]
             if any(g.is_sparse for g in grads):
                 raise RuntimeError("Adan does not support sparse gradients")
             rows = rows_of(group)

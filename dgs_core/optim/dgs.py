@@ -96,6 +96,10 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: compile the per-tensor update with ``torch.compile`` (the first two steps
             compile, see :mod:`dgs_core.optim._compile`).
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
+            The spike test (``reset="spike"``) still reads the closure's value, or
+            ``observe_loss``'s, as a loss: spikes are sudden rises of that value.
 
     A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
     2-D simulator) treats row i of every tensor as a separate problem: the mean in r_t runs over
@@ -136,6 +140,7 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
         hparams = dict(
             lr=lr, beta=beta, gamma=gamma, s_min=s_min, s_max=s_max, momentum=momentum,
@@ -143,7 +148,7 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
             reset_every=reset_every, reset_mode=reset_mode, rho=rho, spike_window=spike_window,
             spike_threshold=spike_threshold,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused)
+        switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         self._loss_history: list[float] = []
         super().__init__(params, {**HYPERPARAMS.validate(hparams), **switches})
@@ -182,7 +187,7 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
                     _reset_state(state, group["reset_mode"], group["rho"])
                 state["step"] += 1
                 params.append(p)
-                grads.append(p.grad)
+                grads.append(-p.grad if group["maximize"] else p.grad)
                 importances.append(state["importance"])
                 buffers.append(state["momentum_buffer"])
                 scales.append(state["scale"])

@@ -88,6 +88,9 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
         foreach: use torch's multi-tensor kernels (None: on when every parameter is on CUDA).
         fused: compile the per-tensor update with ``torch.compile`` (the first step compiles,
             see :mod:`dgs_core.optim._compile`).
+        maximize: False; True ascends the objective: every gradient (the look-ahead's
+            too) is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
 
     After a step, ``state[p]["extrapolated"]`` holds x_t + δ (the 2-D lab draws it),
     ``state[p]["momentum_buffer"]`` holds m, and with variant "past" ``state[p]["past_grad"]``
@@ -130,6 +133,7 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
         values = HYPERPARAMS.validate(
             {
@@ -142,7 +146,7 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
                 "seed": seed,
             },
         )
-        switches = {"foreach": foreach, "fused": fused}
+        switches = {"foreach": foreach, "fused": fused, "maximize": maximize}
         check_switches(switches)
         # the seed belongs to the optimizer's noise generator, not to a parameter group
         self.seed: int = values.pop("seed")  # type: ignore[assignment]
@@ -189,6 +193,7 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
             )
         for group in self.param_groups:
             HYPERPARAMS.check(group)
+            check_switches(group)
 
         if any(group["variant"] == "extragradient" for group in self.param_groups):
             with torch.enable_grad():
@@ -227,7 +232,8 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError("ExtraSGD does not support sparse gradients")
             state = self.state[p]
-            grad = p.grad.add(p, alpha=decay) if decay != 0 else p.grad
+            grad = -p.grad if group["maximize"] else p.grad
+            grad = grad.add(p, alpha=decay) if decay != 0 else grad
             if group["variant"] == "past":
                 state["past_grad"] = grad.clone()
             params.append(p)
@@ -246,8 +252,9 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
             state = self.state[p]
             if variant == "extragradient":
                 if p.grad is not None:
-                    # x_t − γ̂(∇f(x_t) + λx_t)
-                    p.mul_(1.0 - gamma * group["weight_decay"]).add_(p.grad, alpha=-gamma)
+                    # x_t − γ̂(∇f(x_t) + λx_t), or + γ̂∇f(x_t) when maximizing
+                    ascent = -gamma if not group["maximize"] else gamma
+                    p.mul_(1.0 - gamma * group["weight_decay"]).add_(p.grad, alpha=ascent)
             elif variant == "past":
                 if "past_grad" in state:
                     p.add_(state["past_grad"], alpha=-gamma)

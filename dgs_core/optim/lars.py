@@ -58,6 +58,8 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: trust ratios from ATen's norms, then the elementwise update compiled with
             ``torch.compile`` (the first step compiles, see :mod:`dgs_core.optim._compile`).
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
 
     A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
     2-D simulator) treats row i of every tensor as a separate problem: norms and trust ratios
@@ -91,12 +93,13 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
         hparams = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
             eps=eps, exclude_1d=exclude_1d,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused)
+        switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         defaults = {**HYPERPARAMS.validate(hparams), "trust_clip": _TRUST_CLIP.validate(trust_clip)}
         super().__init__(params, {**defaults, **switches})
@@ -117,7 +120,7 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
+            grads = [-p.grad if group["maximize"] else p.grad for p in params]
             if any(g.is_sparse for g in grads):
                 raise RuntimeError("LARS does not support sparse gradients")
             buffers = []

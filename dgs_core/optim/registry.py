@@ -335,11 +335,11 @@ def create(
     """Build the optimizer ``name`` over ``params`` with validated hyperparameters.
 
     Unspecified hyperparameters take the registry defaults (or, with ``surface=True``, the
-    2-D surface defaults). Extra constructor switches that are not hyperparameters
-    (``foreach``, ``fused``) pass straight through. ``independent_rows=True`` (the batched 2-D
-    simulator) sets that key on every parameter group of the optimizers with a per-tensor
-    reduction (see :mod:`dgs_core.optim._compile`); the others are elementwise, so their rows
-    are independent already.
+    2-D surface defaults). Constructor arguments that are not hyperparameters (``foreach``,
+    ``fused``, ``maximize``) pass straight through, to torch's own classes too.
+    ``independent_rows=True`` (the batched 2-D simulator) sets that key on every parameter
+    group of the optimizers with a per-tensor reduction (see :mod:`dgs_core.optim._compile`);
+    the others are elementwise, so their rows are independent already.
     """
     info = get(name)
     switches = {k: hparams.pop(k) for k in list(hparams) if k in _SWITCHES}
@@ -353,8 +353,9 @@ def create(
     return info.cls(params, **kwargs)
 
 
-# Constructor switches that change how, not what, an optimizer computes.
-_SWITCHES = frozenset({"foreach", "fused"})
+# Constructor arguments that are not hyperparameters (not knobs of the UI): how an optimizer
+# computes, and maximize (ascend the objective), which every optimizer takes as torch's do.
+_SWITCHES = frozenset({"foreach", "fused", "maximize"})
 # The optimizers with a per-tensor reduction (DGS's mean, LARS's norms, AdaGrad-Norm's scalar,
 # Adan's clip norm), which read a group's independent_rows key.
 _READS_ROWS = (DGS, Adan, LARS, AdaGradNorm)

@@ -225,12 +225,11 @@ def test_state_dict_saved_before_a_key_existed_loads_with_its_default(row: Row) 
     opt = row.build(params)
     _run(opt, params)
     saved = copy.deepcopy(opt.state_dict())
-    missing = "weight_decay"
     for group in saved["param_groups"]:
-        del group[missing]
+        del group["maximize"], group["weight_decay"]
     opt2 = row.build(_leaves(params), weight_decay=0.5)
     opt2.load_state_dict(saved)
-    assert [group[missing] for group in opt2.param_groups] == [0.5]
+    assert [(group["maximize"], group["weight_decay"]) for group in opt2.param_groups] == [(False, 0.5)]
     _run(opt2, opt2.param_groups[0]["params"])
 
 
@@ -304,6 +303,16 @@ def test_step_returns_the_closures_loss(row: Row) -> None:
             _closure(opt2, other)()
             assert opt2.step() is None
         _assert_equal(params, other)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
+def test_maximize_equals_minimizing_the_negated_loss(row: Row) -> None:
+    # maximize=True on −f takes exactly the steps that minimizing f takes
+    maximizing, minimizing = _params(), _params()
+    _run(row.build(maximizing, maximize=True), maximizing, sign=-1.0)
+    _run(row.build(minimizing), minimizing)
+    _assert_equal(maximizing, minimizing)
+    assert _moved(_params(), minimizing) > 0
 
 
 # -- dtypes ----------------------------------------------------------------------------------------
