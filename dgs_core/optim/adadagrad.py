@@ -351,6 +351,11 @@ class _AdaptiveBatchSize(KeepsAttributes):
         G = self._per_sample_matrix(per_sample)
         return self.batch_controller.propose(G, **self._test_extras(G))
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # checked before it joins: a refused group is not kept
+        self._unchecked_hyperparams.check({**self.defaults, **param_group})  # type: ignore[attr-defined]
+        super().add_param_group(param_group)  # type: ignore[misc]
+
     def _test_extras(self, G: Tensor) -> dict[str, Any]:
         return {}
 
@@ -491,7 +496,17 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad:
-                    sums.append(self.state[p]["sum"].reshape(-1).to(G.dtype))
+                    state = self.state[p]
+                    # a group added since the last step has no sum yet: torch's Adagrad starts it
+                    # at defaults["initial_accumulator_value"] in its next step (_init_group)
+                    if "sum" in state:
+                        sums.append(state["sum"].reshape(-1).to(G.dtype))
+                    else:
+                        sums.append(
+                            torch.full(
+                                (p.numel(),), self.defaults["initial_accumulator_value"], dtype=G.dtype
+                            )
+                        )
                     eps.append(torch.full((p.numel(),), group["eps"], dtype=G.dtype, device=G.device))
         accumulator = torch.cat(sums).to(G.device) + G.mean(dim=0).square()
         return {"accumulator": accumulator, "eps": torch.cat(eps)}

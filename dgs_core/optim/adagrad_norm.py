@@ -102,12 +102,15 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
         super().__init__(params, {**values, **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        # checked before it joins: a refused group is not kept
+        params = param_group["params"]
+        param_group = {**param_group, "params": [params] if isinstance(params, Tensor) else list(params)}
+        group = {**self.defaults, **param_group}
         HYPERPARAMS.check(group)
         check_switches(group)
         if rows_of(group):
             row_count(group["params"])  # fail early on mismatched row counts
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

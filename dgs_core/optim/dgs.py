@@ -154,8 +154,8 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
         super().__init__(params, {**HYPERPARAMS.validate(hparams), **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check({**self.defaults, **param_group})  # before it joins: a refused group is not kept
         super().add_param_group(param_group)
-        _check(self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:

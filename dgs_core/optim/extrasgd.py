@@ -154,9 +154,10 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
         super().__init__(params, {**values, **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        group = {**self.defaults, **param_group}  # checked before it joins: a refused group is not kept
+        HYPERPARAMS.check(group)
+        check_switches(group)
         super().add_param_group(param_group)
-        HYPERPARAMS.check(self.param_groups[-1])
-        check_switches(self.param_groups[-1])
 
     # -- noise generator: one per device, seeded once, saved with the state ------------------
 

@@ -424,3 +424,14 @@ def test_registry_records() -> None:
         opt = registry.create(name, [torch.zeros(2, requires_grad=True)], surface=True)
         assert opt.batch_size == info.resolve(surface=True)["initial_batch_size"]
     assert adadagrad.TESTS[registry.get("adadagrad").batch_test] is coordinatewise_test
+
+
+def test_a_group_added_before_its_first_step_is_tested_with_its_starting_sum() -> None:
+    # torch's Adagrad creates a new group's sum at its next step; the test before that step
+    # uses the sum it will start from, as if the group had been there from the start.
+    G = torch.tensor([[0.0, 1, 2, 1], [2, 1, 0, 3], [1, 1, 1, 1]])
+    first, second = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    added = AdAdaGrad([first], initial_accumulator_value=0.5, max_batch_size=10**6)
+    added.add_param_group({"params": [second]})
+    together = AdAdaGrad([first, second], initial_accumulator_value=0.5, max_batch_size=10**6)
+    assert added.propose_batch_size(G) == together.propose_batch_size(G)

@@ -27,6 +27,7 @@ from torch.optim import lr_scheduler
 
 import dgs_core.optim
 from dgs_core.optim import _compile, registry
+from dgs_core.params import Param, ParamError
 
 F32, F64 = torch.float32, torch.float64
 SHAPES = [(), (3,), (2, 3)]
@@ -234,6 +235,45 @@ def test_state_dict_saved_before_a_key_existed_loads_with_its_default(row: Row) 
 
 
 # -- parameter groups and hooks -------------------------------------------------------------------
+
+
+def _bad(spec: Param) -> Any:
+    if spec.kind == "bool":
+        return "yes"
+    if spec.kind == "choice":
+        return "no-such-choice"
+    return spec.low - 1.0 if spec.low is not None else float("nan")
+
+
+@pytest.mark.parametrize("row", OURS, ids=_ids(OURS))
+def test_add_param_group_validates(row: Row) -> None:
+    # torch's own classes validate in __init__ only: that is their contract, registered unchanged.
+    params = _params()
+    opt = row.build(params)
+    info = registry.get(row.name)
+    group_keys = set(opt.param_groups[0])
+    cases: list[tuple[str, str, Any]] = [
+        (spec.name, spec.name, _bad(spec)) for spec in info.hyperparams if spec.name in group_keys
+    ]
+    for arg, parts in info.tuple_args.items():
+        good = opt.param_groups[0][arg]
+        cases.append((parts[0], arg, (1.5, *good[1:])))  # every beta lies in [0, 1)
+    cases.append(("maximize", "maximize", "yes"))
+    for field_name, key, value in cases:
+        extra = torch.zeros(2, dtype=F64, requires_grad=True)
+        with pytest.raises(ParamError) as error:
+            opt.add_param_group({"params": [extra], key: value})
+        assert error.value.field == field_name, (key, value)
+        assert len(opt.param_groups) == 1, f"the refused group ({key}={value!r}) was kept"
+
+    extra = torch.zeros(2, dtype=F64, requires_grad=True)
+    opt.add_param_group({"params": [extra], "lr": 0.05})
+    if hasattr(opt, "propose_batch_size"):  # the batch-size family tests the new group at once
+        opt.zero_grad()
+        _loss([*params, extra]).backward()
+        assert opt.propose_batch_size(torch.randn(4, sum(p.numel() for p in [*params, extra]))) is not None
+    _run(opt, [*params, extra])
+    assert _moved([torch.zeros(2, dtype=F64)], [extra]) > 0
 
 
 @pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
