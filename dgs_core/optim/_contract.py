@@ -4,6 +4,7 @@
   ``pickle``; a state saved before a hyperparameter existed loads with its default.
 - :func:`unhooked` — a base class's ``step`` called from a subclass's, without running the
   step hooks a second time.
+- :func:`real` — a complex parameter is stepped as its ``torch.view_as_real`` twin.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
+
+import torch
 
 
 class KeepsAttributes:
@@ -55,3 +58,16 @@ def unhooked(step: Callable[..., Any]) -> Callable[..., Any]:
     if getattr(step, "hooked", False):
         return functools.partial(step.__wrapped__, step.__self__)  # type: ignore[attr-defined]
     return step
+
+
+def real(tensor: torch.Tensor) -> torch.Tensor:
+    """A complex tensor as its ``torch.view_as_real`` twin (shape (…, 2), sharing its memory); a
+    real tensor as itself.
+
+    DGS Lab's optimizers step a complex parameter as the pair of real numbers each of its
+    elements is, as torch's Adam, Adagrad and SGD do: the update, the state (kept in the twin's
+    shape and real dtype) and every per-tensor reduction (DGS's mean, LARS's norms and
+    ``exclude_1d``, AdaGrad-Norm's ‖g‖, Adan's clip norm) are those of the real twin. A
+    complex tensor of shape (3,) therefore counts as 2-D for LARS's ``exclude_1d``.
+    """
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor

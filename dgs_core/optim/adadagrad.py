@@ -53,7 +53,7 @@ from torch import Tensor
 
 from dgs_core.optim import adagrad_norm
 from dgs_core.optim._compile import MAXIMIZE
-from dgs_core.optim._contract import KeepsAttributes, unhooked
+from dgs_core.optim._contract import KeepsAttributes, real, unhooked
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.params import Param, ParamSet, invalid
 
@@ -343,7 +343,8 @@ class _AdaptiveBatchSize(KeepsAttributes):
         """Run the batch-size test on this step's per-sample gradients (call before ``step()``).
 
         ``per_sample``: the dict from :func:`per_sample_grads` or the matrix G (n × d),
-        listing the optimizer's parameters (those with ``requires_grad``) in order. Returns
+        listing the optimizer's parameters (those with ``requires_grad``) in order; a complex
+        parameter counts as its ``view_as_real`` twin (d counts its real numbers). Returns
         the candidate b', or None when no test is due this step.
         """
         if not self.batch_controller.test_due:
@@ -372,8 +373,8 @@ class _AdaptiveBatchSize(KeepsAttributes):
                     f"Invalid per_sample: parameter shapes {shapes} (must list the optimizer's "
                     f"parameters in order: {expected})"
                 )
-            per_sample = flatten_per_sample(per_sample)
-        d = sum(p.numel() for p in params)
+            per_sample = flatten_per_sample([real(t) for t in per_sample.values()])
+        d = sum(real(p).numel() for p in params)
         if per_sample.ndim != 2 or per_sample.shape[1] != d:
             raise ValueError(f"Invalid per_sample: shape {tuple(per_sample.shape)} (must be (n, {d}))")
         return per_sample
@@ -492,22 +493,19 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
 
     def _test_extras(self, G: Tensor) -> dict[str, Any]:
         # AdaGrad's accumulator for the step about to be taken: G_{k−1} + g_B², g_B from G.
+        # A new group's sum does not exist before its first step: torch's Adagrad starts it
+        # there at defaults["initial_accumulator_value"] (its _init_group).
+        start = self.defaults["initial_accumulator_value"]
         sums, eps = [], []
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad:
-                    state = self.state[p]
-                    # a group added since the last step has no sum yet: torch's Adagrad starts it
-                    # at defaults["initial_accumulator_value"] in its next step (_init_group)
+                    state, n = self.state[p], real(p).numel()
                     if "sum" in state:
-                        sums.append(state["sum"].reshape(-1).to(G.dtype))
+                        sums.append(real(state["sum"]).reshape(-1).to(G.dtype))
                     else:
-                        sums.append(
-                            torch.full(
-                                (p.numel(),), self.defaults["initial_accumulator_value"], dtype=G.dtype
-                            )
-                        )
-                    eps.append(torch.full((p.numel(),), group["eps"], dtype=G.dtype, device=G.device))
+                        sums.append(torch.full((n,), start, dtype=G.dtype))
+                    eps.append(torch.full((n,), group["eps"], dtype=G.dtype, device=G.device))
         accumulator = torch.cat(sums).to(G.device) + G.mean(dim=0).square()
         return {"accumulator": accumulator, "eps": torch.cat(eps)}
 

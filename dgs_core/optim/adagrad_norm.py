@@ -23,7 +23,7 @@ from dgs_core.optim._compile import (
     rows_view,
     use_foreach,
 )
-from dgs_core.optim._contract import KeepsAttributes
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -122,12 +122,13 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            leaves = [p for p in group["params"] if p.grad is not None]
+            if not leaves:
                 continue
-            if any(p.grad.is_sparse for p in params):
+            if any(p.grad.is_sparse for p in leaves):
                 raise RuntimeError("AdaGradNorm does not support sparse gradients")
-            grads = [-p.grad if group["maximize"] else p.grad for p in params]
+            params = [real(p) for p in leaves]  # a complex tensor steps as its real twin
+            grads = [-real(p.grad) if group["maximize"] else real(p.grad) for p in leaves]
             if group["weight_decay"] != 0:
                 grads = [g.add(p, alpha=group["weight_decay"]) for g, p in zip(grads, params, strict=True)]
             _adagrad_norm_update(
@@ -143,7 +144,8 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
         state = self.state[anchor]
         if "b_squared" not in state:
             shape = (row_count(group["params"]),) if rows_of(group) else ()
-            state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=anchor.dtype, device=anchor.device)
+            dtype = real(anchor).dtype  # a real b² for a complex parameter too
+            state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=dtype, device=anchor.device)
         return state["b_squared"]
 
     def tensor_summaries(self, param: Tensor) -> dict[str, Tensor]:

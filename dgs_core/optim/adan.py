@@ -18,7 +18,7 @@ from dgs_core.optim._compile import (
     rows_view,
     use_foreach,
 )
-from dgs_core.optim._contract import KeepsAttributes
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet, invalid
 
 HYPERPARAMS = ParamSet(
@@ -131,12 +131,13 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
             _check(group)
         global_norms: dict[bool, torch.Tensor] = {}  # by independent_rows, computed once per step
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            leaves = [p for p in group["params"] if p.grad is not None]
+            if not leaves:
                 continue
-            grads = [-p.grad if group["maximize"] else p.grad for p in params]
-            if any(g.is_sparse for g in grads):
+            if any(p.grad.is_sparse for p in leaves):
                 raise RuntimeError("Adan does not support sparse gradients")
+            params = [real(p) for p in leaves]  # a complex tensor steps as its real twin
+            grads = [-real(p.grad) if group["maximize"] else real(p.grad) for p in leaves]
             rows = rows_of(group)
             if group["max_grad_norm"] > 0.0:
                 if rows not in global_norms:
@@ -144,8 +145,8 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
                 coef = (group["max_grad_norm"] / (global_norms[rows] + group["eps"])).clamp_(max=1.0)
                 grads = [g * (rows_view(coef, g) if rows else coef) for g in grads]
             states, steps = [], []
-            for p, g in zip(params, grads, strict=True):
-                state = self.state[p]
+            for leaf, p, g in zip(leaves, params, grads, strict=True):
+                state = self.state[leaf]
                 if not state:
                     state["step"] = 0
                     for key in ("exp_avg", "exp_avg_diff", "exp_avg_sq", "previous_grad"):
@@ -217,7 +218,7 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
 
     def _global_grad_norm(self, rows: bool) -> torch.Tensor:
         """‖g‖ over every gradient of every group: 0-d, or shape (N,) per row with ``rows``."""
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        grads = [real(p.grad) for group in self.param_groups for p in group["params"] if p.grad is not None]
         if rows:
             row_count(grads)  # every tensor has N rows
         norms = [row_reduce(torch.linalg.vector_norm, g, rows).reshape(-1) for g in grads]

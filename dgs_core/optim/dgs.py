@@ -19,7 +19,7 @@ from dgs_core.optim._compile import (
     rows_of,
     use_foreach,
 )
-from dgs_core.optim._contract import KeepsAttributes
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet, invalid
 
 CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
@@ -173,12 +173,13 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("DGS does not support sparse gradients")
+                x, g = real(p), real(p.grad)  # a complex tensor steps as its real twin
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["importance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["scale"] = torch.ones_like(p, memory_format=torch.preserve_format)
+                    state["importance"] = torch.zeros_like(x, memory_format=torch.preserve_format)
+                    state["momentum_buffer"] = torch.zeros_like(x, memory_format=torch.preserve_format)
+                    state["scale"] = torch.ones_like(x, memory_format=torch.preserve_format)
                 elif (
                     group["reset"] == "every"
                     and state["step"] > 0
@@ -186,8 +187,8 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
                 ):
                     _reset_state(state, group["reset_mode"], group["rho"])
                 state["step"] += 1
-                params.append(p)
-                grads.append(-p.grad if group["maximize"] else p.grad)
+                params.append(x)
+                grads.append(-g if group["maximize"] else g)
                 importances.append(state["importance"])
                 buffers.append(state["momentum_buffer"])
                 scales.append(state["scale"])
@@ -205,11 +206,14 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
         return loss
 
     def adaptive_lr(self, param: torch.Tensor) -> torch.Tensor:
-        """η_t = η·s_t per element of ``param``: its group's lr times its last scale (η before any step)."""
+        """η_t = η·s_t per element of ``param``: its group's lr times its last scale (η before any step).
+
+        For a complex ``param``, per real number: the shape of its ``view_as_real`` twin.
+        """
         group = self._group_of(param)
         state = self.state.get(param)
         if not state:
-            return torch.full_like(param, group["lr"])
+            return torch.full_like(real(param), group["lr"])
         return group["lr"] * state["scale"]
 
     def tensor_summaries(

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim._compile import check_switches, compiled, use_foreach
-from dgs_core.optim._contract import KeepsAttributes
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet
 
 VARIANTS = ("extragradient", "past", "noise")
@@ -233,15 +233,16 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError("ExtraSGD does not support sparse gradients")
             state = self.state[p]
-            grad = -p.grad if group["maximize"] else p.grad
-            grad = grad.add(p, alpha=decay) if decay != 0 else grad
+            x = real(p)  # a complex tensor steps as its real twin
+            grad = -real(p.grad) if group["maximize"] else real(p.grad)
+            grad = grad.add(x, alpha=decay) if decay != 0 else grad
             if group["variant"] == "past":
                 state["past_grad"] = grad.clone()
-            params.append(p)
+            params.append(x)
             grads.append(grad)
             if group["momentum"] != 0:
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
+                    state["momentum_buffer"] = torch.zeros_like(x)
                 bufs.append(state["momentum_buffer"])
         return params, grads, bufs
 
@@ -251,19 +252,20 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
         variant, gamma = group["variant"], group["extrapolation_lr"]
         for p in params:
             state = self.state[p]
+            x = real(p)  # a complex tensor moves as its real twin (noise too)
             if variant == "extragradient":
                 if p.grad is not None:
                     # x_t − γ̂(∇f(x_t) + λx_t), or + γ̂∇f(x_t) when maximizing
                     ascent = -gamma if not group["maximize"] else gamma
-                    p.mul_(1.0 - gamma * group["weight_decay"]).add_(p.grad, alpha=ascent)
+                    x.mul_(1.0 - gamma * group["weight_decay"]).add_(real(p.grad), alpha=ascent)
             elif variant == "past":
                 if "past_grad" in state:
-                    p.add_(state["past_grad"], alpha=-gamma)
+                    x.add_(state["past_grad"], alpha=-gamma)
             else:
                 noise = torch.randn(
-                    p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype
+                    x.shape, generator=self._generator(x.device), device=x.device, dtype=x.dtype
                 )
-                p.add_(noise, alpha=group["noise_std"])
+                x.add_(noise, alpha=group["noise_std"])
             if "extrapolated" in state:
                 state["extrapolated"].copy_(p)
             else:

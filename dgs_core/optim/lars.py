@@ -17,7 +17,7 @@ from dgs_core.optim._compile import (
     rows_of,
     use_foreach,
 )
-from dgs_core.optim._contract import KeepsAttributes
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -117,15 +117,16 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             _check(group)
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            leaves = [p for p in group["params"] if p.grad is not None]
+            if not leaves:
                 continue
-            grads = [-p.grad if group["maximize"] else p.grad for p in params]
-            if any(g.is_sparse for g in grads):
+            if any(p.grad.is_sparse for p in leaves):
                 raise RuntimeError("LARS does not support sparse gradients")
+            params = [real(p) for p in leaves]  # a complex tensor steps as its real twin
+            grads = [-real(p.grad) if group["maximize"] else real(p.grad) for p in leaves]
             buffers = []
-            for p in params:
-                state = self.state[p]
+            for leaf, p in zip(leaves, params, strict=True):
+                state = self.state[leaf]
                 if not state:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 buffers.append(state["momentum_buffer"])
@@ -137,11 +138,11 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
                 independent_rows=rows_of(group),
                 foreach=use_foreach(group["foreach"], params), fused=group["fused"],
             )  # fmt: skip
-            for p, tr in zip(params, trust_ratios, strict=True):
+            for leaf, tr in zip(leaves, trust_ratios, strict=True):
                 if tr is None:
-                    self.state[p].pop("trust_ratio", None)  # exclude_1d may have been switched on
+                    self.state[leaf].pop("trust_ratio", None)  # exclude_1d may have been switched on
                 else:
-                    self.state[p]["trust_ratio"] = tr
+                    self.state[leaf]["trust_ratio"] = tr
         return loss
 
     def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -358,6 +358,19 @@ def test_maximize_equals_minimizing_the_negated_loss(row: Row) -> None:
 # -- dtypes ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
+def test_complex_parameters_equal_their_real_twin(row: Row) -> None:
+    g = torch.Generator().manual_seed(0)
+    complex_params = [
+        torch.randn(shape, generator=g, dtype=torch.complex128).requires_grad_() for shape in SHAPES
+    ]
+    twins = [torch.view_as_real(z.detach()).clone().requires_grad_() for z in complex_params]
+    _run(row.build(complex_params), complex_params)
+    _run(row.build(twins), twins)
+    for z, twin in zip(complex_params, twins, strict=True):
+        torch.testing.assert_close(torch.view_as_real(z.detach()), twin.detach(), rtol=1e-13, atol=1e-15)
+
+
 # float16 keeps ~3 decimal digits, bfloat16 ~2: the tolerance is a few units in the last place
 # of values of about 1 after three steps.
 HALF_TOLERANCE = {torch.float16: 5e-3, torch.bfloat16: 3e-2}
