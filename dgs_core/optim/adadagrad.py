@@ -14,6 +14,17 @@ each test returns the candidate next batch size b':
 
 and the controller grows the batch: b_{k+1} = min(b_max, max(b_k, b')), never shrinking.
 
+Departures from the authors' code (timlautk/AdAdaGrad, ``tests.py``), deliberate:
+
+- inner product and orthogonality: ⟨∇f_i, g_B⟩ and the component orthogonal to g_B are taken
+  over the whole model, j running over every parameter of every tensor, as the paper (and
+  Bollapragada et al. 2018, whose tests these are) define them. The authors' code computes them
+  tensor by tensor, projecting each tensor's per-sample gradients on that tensor's g_B, and adds
+  up the per-tensor variances; the two differ whenever the tensors' inner products covary. The
+  norm test is the same either way (its variances and squared norms add up over tensors).
+- coordinate-wise: the authors' code has no such test (it runs AdaGrad with the norm or
+  inner-product tests); this one is DGS Lab's reading of the paper's coordinate-wise variant.
+
 The tests are pure functions of the per-sample gradient matrix G (n × d, one row per example,
 flattened over all parameters). Given G of shape (N, n, d) they treat each of the N rows as an
 independent problem and return a LongTensor of N batch sizes (the 2-D lab's batched simulator).
@@ -119,7 +130,11 @@ def norm_test(G: Tensor, eta: float) -> int | Tensor:
 
 
 def inner_product_test(G: Tensor, theta: float) -> int | Tensor:
-    """Inner-product test: b' = ⌈ Var_i(⟨∇f_i, g_B⟩) / (θ² ‖g_B‖⁴) ⌉ (Bollapragada et al. 2018)."""
+    """Inner-product test: b' = ⌈ Var_i(⟨∇f_i, g_B⟩) / (θ² ‖g_B‖⁴) ⌉ (Bollapragada et al. 2018).
+
+    ⟨∇f_i, g_B⟩ runs over the whole model (every column of G); the authors' code sums
+    per-tensor variances instead (module docstring, departures).
+    """
     G, theta = _check_matrix(G), _check_constant("theta", theta)
     mean = G.mean(dim=-2)
     inner = (G @ mean.unsqueeze(-1)).squeeze(-1)  # ⟨∇f_i, g_B⟩, shape (…, n)
@@ -130,7 +145,9 @@ def orthogonality_test(G: Tensor, nu: float) -> int | Tensor:
     """Orthogonality test: the variance of ∇f_i's component orthogonal to g_B, over ν²‖g_B‖².
 
     b' = ⌈ Σ_j Var_i([∇f_i − (⟨∇f_i, g_B⟩/‖g_B‖²) g_B]_j) / (ν² ‖g_B‖²) ⌉
-    (Bollapragada et al. 2018). With g_B = 0 nothing is projected out.
+    (Bollapragada et al. 2018). With g_B = 0 nothing is projected out. The projection is on
+    the whole model's g_B; the authors' code projects tensor by tensor (module docstring,
+    departures).
     """
     G, nu = _check_matrix(G), _check_constant("nu", nu)
     mean = G.mean(dim=-2)
@@ -516,7 +533,9 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
     Updates are :class:`~dgs_core.optim.adagrad_norm.AdaGradNorm`'s (b_t² = b_{t−1}² + ‖g‖²,
     θ ← θ − η g/b_t). Every ``test_interval`` steps the norm test (:func:`norm_test`)
     proposes b', and the batch size grows to b_{k+1} = min(b_max, max(b_k, b')).
-    The training loop is in the module docstring.
+    The training loop is in the module docstring. The update departs from the authors' code
+    where AdaGradNorm does (b₀ = 0.01, one accumulator per group: see its docstring); the norm
+    test is theirs.
 
     Args:
         params, lr, b0, weight_decay: as AdaGradNorm (defaults 1.0, 0.01, 0).

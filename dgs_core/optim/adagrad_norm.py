@@ -1,6 +1,6 @@
 """AdaGrad-Norm: one adaptive scalar step size per parameter group (Ward, Wu, Bottou 2019).
 
-    b_t² = b_{t−1}² + ‖g_t‖²        (norm over every tensor of the group; b_0 given)
+    b_t² = b_{t−1}² + ‖g_t‖²        (norm over every tensor of the group; b_0 = 0.01 by default)
     θ    ← θ − η g_t / b_t
 
 Paper: https://arxiv.org/abs/1806.01811 (used by Lau, Liu, Kolar 2024 for AdAdaGrad-Norm).
@@ -53,8 +53,8 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
     Args:
         params: parameters or parameter groups.
         lr: learning rate η (default 1.0).
-        b0: initial accumulator b₀ > 0 (default 0.01); read when a group's accumulator is
-            created (its first step), later changes have no effect.
+        b0: initial accumulator b₀ > 0 (default 0.01, so b₀² = 1e-4); read when a group's
+            accumulator is created (its first step), later changes have no effect.
         weight_decay: coupled weight decay λ (default 0).
         foreach: use torch's multi-tensor kernels (None: on when every parameter is on CUDA).
         fused: compile the per-tensor update with ``torch.compile`` (the first step compiles,
@@ -80,9 +80,16 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
         >>> w.detach()  # b₁ ≈ ‖g‖ = 5, so θ − g/5
         tensor([2.4000, 3.2000])
 
-    Notes:
-        The authors' AdAdaGrad repository keeps one accumulator per row of each weight;
-        that is not AdaGrad-Norm, and this class does not copy it (SPEC §1.6).
+    Departures from the authors' code (timlautk/AdAdaGrad, ``Adagradnorm``), both deliberate:
+
+    - b₀: SPEC §1.6's b₀ = 0.01 is b itself, so the accumulator starts at b₀² = 1e-4. The
+      authors' code starts its accumulator (b²) at ``initial_accumulator_value=1e-2``, which is
+      b₀ = 0.1; pass ``b0=0.1`` to reproduce their runs. b₀ only matters while Σ‖g‖² is small
+      against b₀²; the smaller value lets the first step be close to η·g/‖g‖, and the 2-D
+      surface defaults are tuned with it.
+    - one accumulator per parameter group, as Ward, Wu and Bottou define the method; the
+      authors' code keeps one per row of each weight (per output channel), which is not
+      AdaGrad-Norm (SPEC §1.6).
     """
 
     def __init__(

@@ -49,15 +49,29 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
         m   = b1 m + (1 − b1) g                           state["exp_avg"]
         v   = b2 v + (1 − b2) d                           state["exp_avg_diff"]
         n   = b3 n + (1 − b3)(g + b2 d)²                  state["exp_avg_sq"]
-        u   = (m/(1 − b1^t) + b2 v/(1 − b2^t)) / (√n/√(1 − b3^t) + ε)
+        u   = (m/(1 − b1^t) + b2 v/(1 − b2^t)) / (√n/√(1 − b3^t) + ε)    t: this tensor's state["step"]
         no_prox=False:  θ ← (θ − η u)/(1 + ηλ)            (proximal decay, the default)
         no_prox=True:   θ ← θ(1 − ηλ) − η u
 
+    Departure (step counts): t counts the steps of each parameter, as torch's Adam does; the
+    official code counts the steps of the group. The two differ for a parameter whose gradient
+    is None on some steps (frozen for a while, a branch not taken): here its first update is a
+    first step (d = 0, bias corrections from t = 1); there its moments start at zero under the
+    group's larger t, so its first updates are scaled down by about 1 − b1 (0.02). We keep the
+    per-parameter count for that reason; with every gradient present at every step the two agree.
+
     ``max_grad_norm > 0`` first scales every gradient by min(1, max_grad_norm/(‖g‖ + ε)), with
-    ‖g‖ the norm over all tensors of all groups (each group uses its own max_grad_norm and ε), as
-    the official code does. :meth:`restart` zeroes m, v, n and t; the next step is then a first
-    step again (d = 0, bias corrections from t = 1), which equals the paper's restart state
-    m = g, v = 0, n = g². ``restart_every = N`` restarts before the step after every N steps.
+    ‖g‖ the norm over all tensors of all groups.
+
+    Departure (clipping): each group clips with its own max_grad_norm and ε, and a group with
+    max_grad_norm = 0 is not clipped. The official code clips every group by
+    ``defaults["max_grad_norm"]`` with the ε of the last group (and sums ‖g‖² in float32).
+    They agree whenever the groups share max_grad_norm and ε, the usual case; per-group values
+    are what a parameter group's settings mean everywhere else in torch.optim.
+
+    :meth:`restart` zeroes m, v, n and t; the next step is then a first step again (d = 0, bias
+    corrections from t = 1), which equals the paper's restart state m = g, v = 0, n = g².
+    ``restart_every = N`` restarts before the step after every N steps.
 
     Args:
         params: tensors or parameter groups.

@@ -60,11 +60,18 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
         I_t  = β I_{t−1} + (1 − β) a_t,   I_0 = 0       state["importance"]
         Î_t  = I_t / (1 − β^t)
         r_t  = Î_t / (mean(Î_t) + ε)                    mean over the tensor (or the row, below)
+                                                        single-element tensor: r_t = 1, s_t = 1
         s_t  = clip((r_t + ε)^(−γ), s_min, s_max)       state["scale"]
         v_t  = μ v_{t−1} + s_t ⊙ g                      state["momentum_buffer"]
         θ    ← θ − η v_t                                η_t = η·s_t: adaptive_lr(p)
 
     γ = 1 equalises per-element steps within a tensor; γ = 0 is SGD with momentum.
+
+    A single-element tensor (a scalar parameter, or a one-element row in an ``independent_rows``
+    group) is its own mean: r_t = Î/(Î + ε) = 1 and s_t = 1 (up to ε), so DGS steps it as plain
+    SGD with momentum. Scaling is relative to the rest of the tensor, and there is none; this
+    is by design, not a fallback. (Until its first nonzero gradient, I = 0 gives r_t = 0 and
+    s_t = s_max, which multiplies a zero gradient.)
 
     Resets (the paper's "soft" and "hard" reset conditions, read as optimizer-state resets):
     ``hard`` clears I, v and t; ``soft`` multiplies I and v by ρ and keeps t (bias correction

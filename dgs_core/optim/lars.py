@@ -65,8 +65,12 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
     2-D simulator) treats row i of every tensor as a separate problem: norms and trust ratios
     per row, and a row of an (N, d) tensor counts as 1-D for ``exclude_1d``.
 
-    Deviation: where ‖g‖ = 0 but λ‖θ‖ > 0 SPEC (and we) take tr = 1; pytorch-optimizer 4.1
-    takes τ/λ. Both agree whenever ‖θ‖ > 0 and ‖g‖ > 0.
+    Departures from the reference (pytorch-optimizer 4.1 ``LARS``; the paper released no code):
+
+    - tr = 1 where ‖g‖ = 0 but λ‖θ‖ > 0 (SPEC §1.4); the reference takes τ/λ there. Both agree
+      whenever ‖θ‖ > 0 and ‖g‖ > 0.
+    - ε = 1e-8 in the trust ratio's denominator by default; the reference has none (eps=0
+      matches it exactly).
 
     Paper: https://arxiv.org/abs/1708.03888
 

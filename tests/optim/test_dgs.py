@@ -453,3 +453,15 @@ def test_bad_reset_mode_raises() -> None:
     opt = DGS([torch.zeros(2, requires_grad=True)])
     with pytest.raises(ValueError, match="Invalid mode: 'medium'"):
         opt.reset("medium")
+
+
+def test_single_element_tensors_step_as_sgd_with_momentum() -> None:
+    # r_t = Î/(Î + ε) = 1 for a tensor of one element, so s_t = 1 up to ε (the class docstring)
+    params, grad_seq = _tensors([(), (1,)]), _grad_seq(6, [(), (1,)])
+    ours, theirs = _leaves(params), _leaves(params)
+    opt = DGS(ours, lr=0.05, gamma=2.0)
+    _run(opt, ours, grad_seq)
+    _run(torch.optim.SGD(theirs, lr=0.05, momentum=0.9), theirs, grad_seq)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=0)
+    assert all(float(opt.state[p]["scale"].reshape(-1)[0]) == pytest.approx(1.0, abs=1e-10) for p in ours)
