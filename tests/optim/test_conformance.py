@@ -501,3 +501,7 @@ def test_lr_schedulers_drive_the_optimizer(row: Row, scheduler_name: str) -> Non
         opt2.param_groups[0].update(values)
         opt2.step(_closure(opt2, by_hand))
     _assert_equal(params, by_hand)
+    # and the schedule changed the steps: without it they differ
+    unscheduled = _params()
+    _run(row.build(unscheduled), unscheduled, SCHEDULER_STEPS)
+    assert _moved(unscheduled, params) > 0
