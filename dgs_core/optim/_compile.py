@@ -10,10 +10,16 @@
   are small enough (a 250×500 float32 pair is 1 MB).
 - :func:`as_input` — a step-varying scalar as a 0-d tensor, so compiled code does not
   recompile when it changes.
-- :func:`check_switches` and :func:`use_foreach` — the ``foreach`` / ``fused`` /
-  ``independent_rows`` switches, validated and resolved the same way for every optimizer.
-- :func:`row_reduce` — a per-tensor reduction (mean, norm) or, with ``independent_rows``, one
-  per row, shaped to broadcast against the tensor.
+- :func:`check_switches` and :func:`use_foreach` — the constructor arguments that are not
+  hyperparameters (``foreach``, ``fused``, ``maximize``; and a group's ``independent_rows``
+  key), validated and resolved the same way for every optimizer.
+- Independent rows, the one place that knows them: the 2-D surface simulator steps N problems
+  at once as row i of every tensor, so an optimizer's per-tensor reductions (DGS's mean, LARS's
+  norms, AdaGrad-Norm's scalar, Adan's clip norm) must run per row. That is the parameter-group
+  key ``independent_rows`` (no optimizer takes it as an argument): :func:`with_rows` sets it
+  (``registry.create(..., independent_rows=True)`` calls it), :func:`rows_of` reads it, and
+  :func:`row_reduce`, :func:`rows_view`, :func:`row_count` and :func:`row_ndim` are the
+  reductions and shapes that an optimizer uses with it.
 
 >>> import torch
 >>> from dgs_core.optim._compile import compiled, compile_stats
@@ -33,8 +39,15 @@ Costs of ``fused=True``:
   is counted in :func:`compile_stats`.
 - The cache is keyed by the function object and lives as long as the process, so every
   optimizer instance shares the compiled kernels.
-- Where compiling fails (no C++ compiler, a Python without dynamo support), the function runs
-  eagerly from then on, with one warning; ``compile_stats()[name]["fallback"]`` is then 1.
+- Where compiling fails (no C++ compiler, a Python without dynamo support, dynamo's recompile
+  limit: ``torch._dynamo.config.recompile_limit`` graphs per function, 8 by default, which
+  ``fullgraph=True`` turns into an error), the function runs eagerly from then on, in every
+  optimizer of the process, with one warning; ``compile_stats()[name]["fallback"]`` is then 1.
+  Any exception raised by dynamo or inductor counts, whatever its class: it is raised while
+  tracing or compiling, before the compiled code touches a tensor.
+- 0-d tensors are handed to the compiled function as 1-element views: torch 2.13's compiled
+  code drops in-place updates of 0-d float64 inputs (a scalar parameter, AdaGrad-Norm's b²),
+  and a view of shape (1,) is written back. Every operand broadcasts the same either way.
 """
 
 from __future__ import annotations
@@ -42,12 +55,12 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
-from dgs_core.params import invalid
+from dgs_core.params import Param, invalid
 
 # ``sample(param, tensor)``: a caller's tracked elements (flat) of a tensor shaped like
 # ``param``. The diagnostics layer hands one to ``tensor_summaries_many`` so that values derived
@@ -60,11 +73,23 @@ _STATS: dict[str, dict[str, float]] = {}
 
 
 def _is_compile_error(error: Exception) -> bool:
-    # imported here: torch._dynamo costs seconds to import, and only fused=True needs it
-    from torch._dynamo.exc import TorchDynamoException
-    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+    """Raised by dynamo or inductor (tracing, guards, the recompile limit, code generation, the
+    C++ compiler), not by the update itself. By module, not by class: their failures do not
+    share one base class (``FailOnRecompileLimitHit`` derives from ``Exception`` alone)."""
+    return any(cls.__module__.startswith(("torch._dynamo", "torch._inductor")) for cls in type(error).__mro__)
 
-    return isinstance(error, TorchDynamoException | CppCompileError | InvalidCxxCompiler)
+
+def _one_element_views(value: Any) -> Any:
+    """``value`` with its 0-d tensors (or those of a list) as 1-element views."""
+    if isinstance(value, torch.Tensor):
+        return value.view(1) if value.dim() == 0 else value
+    if isinstance(value, list):
+        # a new list only when there is a 0-d tensor: building one per list cost DGS's fused
+        # step at 40 tensors (bench/optim_step.py) about 0.1 ms more than this one pass
+        for v in value:
+            if isinstance(v, torch.Tensor) and v.dim() == 0:
+                return [_one_element_views(x) for x in value]
+    return value
 
 
 def _graphs_compiled() -> int:
@@ -78,6 +103,9 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     A call that compiles adds its wall time (the compile plus that one run) to
     ``compile_stats()[fn.__name__]``; later calls cost the kernels plus dynamo's guard checks.
+    ``fn`` updates tensors in place and returns None; its 0-d tensor arguments (alone or in a
+    list) reach the compiled code as 1-element views, and any compile failure makes it run
+    eagerly from then on (module docstring).
     """
     wrapper = _CACHE.get(fn)
     if wrapper is not None:
@@ -96,11 +124,14 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
         before = _graphs_compiled()
         start = time.perf_counter()
         try:
-            out = inner(*args, **kwargs)
+            out = inner(
+                *(_one_element_views(a) for a in args),
+                **{k: _one_element_views(v) for k, v in kwargs.items()},
+            )
         except Exception as error:
             if not _is_compile_error(error):
                 raise
-            # raised while compiling, before the compiled code touched any tensor
+            # raised while tracing or compiling, before the compiled code touched any tensor
             _fall_back(fn, stats, error)
             return fn(*args, **kwargs)
         new_graphs = _graphs_compiled() - before
@@ -135,21 +166,28 @@ def as_input(value: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
-def check_switches(values: dict[str, Any]) -> None:
-    """Validate the implementation switches present in ``values`` (a constructor's or a group's).
+MAXIMIZE = Param(
+    "maximize", False, help="ascend the objective: gradients negated first (maximize f = minimize −f)"
+)
+
+
+def check_switches(values: Mapping[str, Any]) -> None:
+    """Validate the switches present in ``values`` (a constructor's or a group's).
 
     ``foreach``: None (choose: foreach on CUDA, the per-tensor loop elsewhere) or a bool;
-    ``fused`` and ``independent_rows``: bool; ``foreach`` and ``fused`` not both True.
+    ``fused``: bool; ``foreach`` and ``fused`` not both True; ``maximize``: bool; a group's
+    ``independent_rows`` key (see :func:`rows_of`): bool.
     """
     foreach = values.get("foreach")
     if foreach is not None and not isinstance(foreach, bool):
         raise invalid("foreach", foreach, "None, True or False")
-    for name in ("fused", "independent_rows"):
-        value = values.get(name, False)
-        if not isinstance(value, bool):
-            raise ValueError(f"Invalid {name}: {value!r} (must be True or False)")
-    if foreach and values.get("fused", False):
-        raise ValueError("Invalid fused: True (foreach=True and fused=True cannot be combined)")
+    fused = values.get("fused", False)
+    if not isinstance(fused, bool):
+        raise invalid("fused", fused, "True or False")
+    if foreach and fused:
+        raise invalid("fused", True, "False when foreach=True: the two cannot be combined")
+    MAXIMIZE.validate(values.get("maximize", False))
+    rows_of(values)
 
 
 def use_foreach(foreach: bool | None, tensors: list[torch.Tensor]) -> bool:
@@ -164,6 +202,34 @@ def use_foreach(foreach: bool | None, tensors: list[torch.Tensor]) -> bool:
     return bool(tensors) and all(t.is_cuda for t in tensors)
 
 
+# -- independent rows ----------------------------------------------------------------------------
+
+ROWS_KEY = "independent_rows"
+
+
+def rows_of(group: Mapping[str, Any]) -> bool:
+    """Whether row i of every tensor of ``group`` is a problem of its own (the group's
+    ``independent_rows`` key; False when absent), validated."""
+    rows = group.get(ROWS_KEY, False)
+    if not isinstance(rows, bool):
+        raise invalid(ROWS_KEY, rows, "True or False")
+    return rows
+
+
+def with_rows(
+    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], rows: bool
+) -> list[torch.Tensor] | list[dict[str, Any]]:
+    """``params`` with every parameter group's ``independent_rows`` key set to ``rows``.
+
+    Tensors become one group. A group that sets the key itself keeps its own value.
+    """
+    rows = rows_of({ROWS_KEY: rows})
+    params = list(params)
+    if not params or not isinstance(params[0], dict):
+        return [{"params": params, ROWS_KEY: rows}]
+    return [{ROWS_KEY: rows, **group} for group in params]
+
+
 def row_reduce(fn: Callable[..., torch.Tensor], x: torch.Tensor, rows: bool) -> torch.Tensor:
     """``fn(x)`` over the whole tensor, or with ``rows`` over each row ``x[i]``, shaped (N, 1, …).
 
@@ -174,3 +240,26 @@ def row_reduce(fn: Callable[..., torch.Tensor], x: torch.Tensor, rows: bool) -> 
     if rows and x.ndim > 0:
         return fn(x.reshape(x.shape[0], -1), dim=1).view((-1,) + (1,) * (x.ndim - 1))
     return fn(x)
+
+
+def rows_view(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One value per row (shape (N,)) shaped (N, 1, …) to broadcast against ``x`` (N, …)."""
+    return values.view((-1,) + (1,) * (x.ndim - 1))
+
+
+def row_count(tensors: Iterable[torch.Tensor]) -> int:
+    """The number of rows N that every tensor shares (its leading dimension).
+
+    A ``ParamError`` naming ``independent_rows`` when they differ or a tensor is 0-d.
+    """
+    tensors = list(tensors)
+    counts = {t.shape[0] if t.ndim else None for t in tensors}
+    if len(counts) != 1 or None in counts:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise invalid(ROWS_KEY, True, f"used with tensors that share their leading dimension, not {shapes}")
+    return counts.pop()  # type: ignore[return-value]
+
+
+def row_ndim(x: torch.Tensor, rows: bool) -> int:
+    """The number of dimensions of one problem's part of ``x``: a row of an (N, d) tensor is 1-D."""
+    return x.ndim - 1 if rows and x.ndim > 0 else x.ndim

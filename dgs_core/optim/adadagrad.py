@@ -14,6 +14,17 @@ each test returns the candidate next batch size b':
 
 and the controller grows the batch: b_{k+1} = min(b_max, max(b_k, b')), never shrinking.
 
+Departures from the authors' code (timlautk/AdAdaGrad, ``tests.py``), deliberate:
+
+- inner product and orthogonality: ⟨∇f_i, g_B⟩ and the component orthogonal to g_B are taken
+  over the whole model, j running over every parameter of every tensor, as the paper (and
+  Bollapragada et al. 2018, whose tests these are) define them. The authors' code computes them
+  tensor by tensor, projecting each tensor's per-sample gradients on that tensor's g_B, and adds
+  up the per-tensor variances; the two differ whenever the tensors' inner products covary. The
+  norm test is the same either way (its variances and squared norms add up over tensors).
+- coordinate-wise: the authors' code has no such test (it runs AdaGrad with the norm or
+  inner-product tests); this one is DGS Lab's reading of the paper's coordinate-wise variant.
+
 The tests are pure functions of the per-sample gradient matrix G (n × d, one row per example,
 flattened over all parameters). Given G of shape (N, n, d) they treat each of the N rows as an
 independent problem and return a LongTensor of N batch sizes (the 2-D lab's batched simulator).
@@ -52,6 +63,8 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim import adagrad_norm
+from dgs_core.optim._compile import MAXIMIZE
+from dgs_core.optim._contract import KeepsAttributes, real, unhooked
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.params import Param, ParamSet, invalid
 
@@ -117,7 +130,11 @@ def norm_test(G: Tensor, eta: float) -> int | Tensor:
 
 
 def inner_product_test(G: Tensor, theta: float) -> int | Tensor:
-    """Inner-product test: b' = ⌈ Var_i(⟨∇f_i, g_B⟩) / (θ² ‖g_B‖⁴) ⌉ (Bollapragada et al. 2018)."""
+    """Inner-product test: b' = ⌈ Var_i(⟨∇f_i, g_B⟩) / (θ² ‖g_B‖⁴) ⌉ (Bollapragada et al. 2018).
+
+    ⟨∇f_i, g_B⟩ runs over the whole model (every column of G); the authors' code sums
+    per-tensor variances instead (module docstring, departures).
+    """
     G, theta = _check_matrix(G), _check_constant("theta", theta)
     mean = G.mean(dim=-2)
     inner = (G @ mean.unsqueeze(-1)).squeeze(-1)  # ⟨∇f_i, g_B⟩, shape (…, n)
@@ -128,7 +145,9 @@ def orthogonality_test(G: Tensor, nu: float) -> int | Tensor:
     """Orthogonality test: the variance of ∇f_i's component orthogonal to g_B, over ν²‖g_B‖².
 
     b' = ⌈ Σ_j Var_i([∇f_i − (⟨∇f_i, g_B⟩/‖g_B‖²) g_B]_j) / (ν² ‖g_B‖²) ⌉
-    (Bollapragada et al. 2018). With g_B = 0 nothing is projected out.
+    (Bollapragada et al. 2018). With g_B = 0 nothing is projected out. The projection is on
+    the whole model's g_B; the authors' code projects tensor by tensor (module docstring,
+    departures).
     """
     G, nu = _check_matrix(G), _check_constant("nu", nu)
     mean = G.mean(dim=-2)
@@ -306,12 +325,13 @@ class BatchSizeController:
 # -- the optimizers ----------------------------------------------------------------------------
 
 
-class _AdaptiveBatchSize:
+class _AdaptiveBatchSize(KeepsAttributes):
     """Shared part of AdAdaGrad and AdAdaGrad-Norm: a controller that ``step()`` advances.
 
     The training loop is in the module docstring.
     """
 
+    _attributes = ("batch_controller",)  # copies and pickles keep it (KeepsAttributes)
     batch_controller: BatchSizeController
     # group hyperparameters that the base class's step() does not re-validate itself
     _unchecked_hyperparams: ParamSet = ParamSet()
@@ -340,13 +360,19 @@ class _AdaptiveBatchSize:
         """Run the batch-size test on this step's per-sample gradients (call before ``step()``).
 
         ``per_sample``: the dict from :func:`per_sample_grads` or the matrix G (n × d),
-        listing the optimizer's parameters (those with ``requires_grad``) in order. Returns
+        listing the optimizer's parameters (those with ``requires_grad``) in order; a complex
+        parameter counts as its ``view_as_real`` twin (d counts its real numbers). Returns
         the candidate b', or None when no test is due this step.
         """
         if not self.batch_controller.test_due:
             return None
         G = self._per_sample_matrix(per_sample)
         return self.batch_controller.propose(G, **self._test_extras(G))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # checked before it joins: a refused group is not kept
+        self._unchecked_hyperparams.check({**self.defaults, **param_group})  # type: ignore[attr-defined]
+        super().add_param_group(param_group)  # type: ignore[misc]
 
     def _test_extras(self, G: Tensor) -> dict[str, Any]:
         return {}
@@ -364,8 +390,8 @@ class _AdaptiveBatchSize:
                     f"Invalid per_sample: parameter shapes {shapes} (must list the optimizer's "
                     f"parameters in order: {expected})"
                 )
-            per_sample = flatten_per_sample(per_sample)
-        d = sum(p.numel() for p in params)
+            per_sample = flatten_per_sample([real(t) for t in per_sample.values()])
+        d = sum(real(p).numel() for p in params)
         if per_sample.ndim != 2 or per_sample.shape[1] != d:
             raise ValueError(f"Invalid per_sample: shape {tuple(per_sample.shape)} (must be (n, {d}))")
         return per_sample
@@ -373,7 +399,7 @@ class _AdaptiveBatchSize:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         for group in self.param_groups:  # type: ignore[attr-defined]
             self._unchecked_hyperparams.check(group)
-        loss = super().step(closure)  # type: ignore[misc]
+        loss = unhooked(super().step)(closure)  # type: ignore[misc]
         self.batch_controller.record_step()
         return loss
 
@@ -421,7 +447,8 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
             (weight decay acts on the update, not on the tested per-sample gradients).
         initial_batch_size: b₀ (default 16). max_batch_size: b_max (default 1024).
         test_interval: steps between tests (default 1). test_constant: η_n (default 0.1).
-        foreach, fused: as Adagrad.
+        foreach, fused, maximize: as Adagrad (maximize negates the step's gradient; the test,
+            which looks at variances and squares, is the same either way).
 
     Paper: https://arxiv.org/abs/2402.11215. ``batch_size``, ``batch_size_history`` and the
     pending proposal travel in ``state_dict()``.
@@ -436,7 +463,8 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
     (64, [4])
     """
 
-    _unchecked_hyperparams = _ADAGRAD_HYPERPARAMS  # torch's Adagrad checks only in __init__
+    # torch's Adagrad checks its arguments in __init__ only
+    _unchecked_hyperparams = ParamSet((*_ADAGRAD_HYPERPARAMS, MAXIMIZE))
 
     def __init__(
         self,
@@ -453,7 +481,9 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
         *,
         foreach: bool | None = None,
         fused: bool | None = None,
+        maximize: bool = False,
     ) -> None:
+        MAXIMIZE.validate(maximize)
         _ADAGRAD_HYPERPARAMS.validate(
             {
                 "lr": lr,
@@ -471,6 +501,7 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
             foreach=foreach,
+            maximize=maximize,
             fused=fused,
         )
         self._init_batching(
@@ -479,12 +510,19 @@ class AdAdaGrad(_AdaptiveBatchSize, torch.optim.Adagrad):
 
     def _test_extras(self, G: Tensor) -> dict[str, Any]:
         # AdaGrad's accumulator for the step about to be taken: G_{k−1} + g_B², g_B from G.
+        # A new group's sum does not exist before its first step: torch's Adagrad starts it
+        # there at defaults["initial_accumulator_value"] (its _init_group).
+        start = self.defaults["initial_accumulator_value"]
         sums, eps = [], []
         for group in self.param_groups:
             for p in group["params"]:
                 if p.requires_grad:
-                    sums.append(self.state[p]["sum"].reshape(-1).to(G.dtype))
-                    eps.append(torch.full((p.numel(),), group["eps"], dtype=G.dtype, device=G.device))
+                    state, n = self.state[p], real(p).numel()
+                    if "sum" in state:
+                        sums.append(real(state["sum"]).reshape(-1).to(G.dtype))
+                    else:
+                        sums.append(torch.full((n,), start, dtype=G.dtype))
+                    eps.append(torch.full((n,), group["eps"], dtype=G.dtype, device=G.device))
         accumulator = torch.cat(sums).to(G.device) + G.mean(dim=0).square()
         return {"accumulator": accumulator, "eps": torch.cat(eps)}
 
@@ -495,14 +533,17 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
     Updates are :class:`~dgs_core.optim.adagrad_norm.AdaGradNorm`'s (b_t² = b_{t−1}² + ‖g‖²,
     θ ← θ − η g/b_t). Every ``test_interval`` steps the norm test (:func:`norm_test`)
     proposes b', and the batch size grows to b_{k+1} = min(b_max, max(b_k, b')).
-    The training loop is in the module docstring.
+    The training loop is in the module docstring. The update departs from the authors' code
+    where AdaGradNorm does (b₀ = 0.01, one accumulator per group: see its docstring); the norm
+    test is theirs.
 
     Args:
         params, lr, b0, weight_decay: as AdaGradNorm (defaults 1.0, 0.01, 0).
         initial_batch_size: b₀ (default 16). max_batch_size: b_max (default 1024).
         test_interval: steps between tests (default 1). test_constant: η_n (default 0.1).
-        foreach, fused, independent_rows: as AdaGradNorm (one batch size for all rows: the
-            per-row tests for the 2-D lab are the batched forms of the test functions).
+        foreach, fused, maximize: as AdaGradNorm. An ``independent_rows`` group (the 2-D lab) keeps
+            one batch size for all rows: the per-row tests are the batched forms of the test
+            functions.
 
     Paper: https://arxiv.org/abs/2402.11215 (the method analysed there, with its convergence
     proof). ``batch_size``, ``batch_size_history`` and the pending proposal travel in
@@ -522,10 +563,9 @@ class AdAdaGradNorm(_AdaptiveBatchSize, AdaGradNorm):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
+        maximize: bool = False,
     ) -> None:
         super().__init__(
-            params, lr=lr, b0=b0, weight_decay=weight_decay,
-            foreach=foreach, fused=fused, independent_rows=independent_rows,
-        )  # fmt: skip
+            params, lr=lr, b0=b0, weight_decay=weight_decay, foreach=foreach, fused=fused, maximize=maximize
+        )
         self._init_batching("norm", initial_batch_size, max_batch_size, test_interval, test_constant)

@@ -1,6 +1,6 @@
 """AdaGrad-Norm: one adaptive scalar step size per parameter group (Ward, Wu, Bottou 2019).
 
-    b_t² = b_{t−1}² + ‖g_t‖²        (norm over every tensor of the group; b_0 given)
+    b_t² = b_{t−1}² + ‖g_t‖²        (norm over every tensor of the group; b_0 = 0.01 by default)
     θ    ← θ − η g_t / b_t
 
 Paper: https://arxiv.org/abs/1806.01811 (used by Lau, Liu, Kolar 2024 for AdAdaGrad-Norm).
@@ -14,7 +14,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgs_core.optim._compile import check_switches, compiled, use_foreach
+from dgs_core.optim._compile import (
+    check_switches,
+    compiled,
+    row_count,
+    row_reduce,
+    rows_of,
+    rows_view,
+    use_foreach,
+)
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -34,7 +43,7 @@ HYPERPARAMS = ParamSet(
 )
 
 
-class AdaGradNorm(torch.optim.Optimizer):
+class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
     r"""AdaGrad-Norm: θ ← θ − η g / b_t with b_t² = b_{t−1}² + ‖g_t‖², one b per group.
 
     The norm ‖g_t‖ runs over every tensor of the parameter group (with coupled weight decay,
@@ -44,16 +53,19 @@ class AdaGradNorm(torch.optim.Optimizer):
     Args:
         params: parameters or parameter groups.
         lr: learning rate η (default 1.0).
-        b0: initial accumulator b₀ > 0 (default 0.01); read when a group's accumulator is
-            created (its first step), later changes have no effect.
+        b0: initial accumulator b₀ > 0 (default 0.01, so b₀² = 1e-4); read when a group's
+            accumulator is created (its first step), later changes have no effect.
         weight_decay: coupled weight decay λ (default 0).
-        independent_rows: keep one accumulator per row instead of per group (shape (N,)):
-            every tensor of the group has N rows (leading dimension), and row r only ever sees
-            the gradients of row r. The 2-D surface lab stacks N independent problems this
-            way; each row then behaves exactly like its own AdaGrad-Norm.
         foreach: use torch's multi-tensor kernels (None: on when every parameter is on CUDA).
         fused: compile the per-tensor update with ``torch.compile`` (the first step compiles,
             see :mod:`dgs_core.optim._compile`).
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
+
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) keeps one accumulator per row instead of one per group (shape (N,)): every
+    tensor of the group has N rows (leading dimension), and row r only ever sees the gradients
+    of row r, so each row behaves exactly like its own AdaGrad-Norm.
 
     The accumulator b_t² of a group lives in ``state[p]["b_squared"]`` of the group's first
     parameter, so ``state_dict()`` / ``load_state_dict()`` carry it like any other state.
@@ -68,9 +80,16 @@ class AdaGradNorm(torch.optim.Optimizer):
         >>> w.detach()  # b₁ ≈ ‖g‖ = 5, so θ − g/5
         tensor([2.4000, 3.2000])
 
-    Notes:
-        The authors' AdAdaGrad repository keeps one accumulator per row of each weight;
-        that is not AdaGrad-Norm, and this class does not copy it (SPEC §1.6).
+    Departures from the authors' code (timlautk/AdAdaGrad, ``Adagradnorm``), both deliberate:
+
+    - b₀: SPEC §1.6's b₀ = 0.01 is b itself, so the accumulator starts at b₀² = 1e-4. The
+      authors' code starts its accumulator (b²) at ``initial_accumulator_value=1e-2``, which is
+      b₀ = 0.1; pass ``b0=0.1`` to reproduce their runs. b₀ only matters while Σ‖g‖² is small
+      against b₀²; the smaller value lets the first step be close to η·g/‖g‖, and the 2-D
+      surface defaults are tuned with it.
+    - one accumulator per parameter group, as Ward, Wu and Bottou define the method; the
+      authors' code keeps one per row of each weight (per output channel), which is not
+      AdaGrad-Norm (SPEC §1.6).
     """
 
     def __init__(
@@ -80,43 +99,48 @@ class AdaGradNorm(torch.optim.Optimizer):
         b0: float = 0.01,
         weight_decay: float = 0.0,
         *,
-        independent_rows: bool = False,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
         values = HYPERPARAMS.validate({"lr": lr, "b0": b0, "weight_decay": weight_decay})
-        switches = {"foreach": foreach, "fused": fused, "independent_rows": independent_rows}
+        switches = {"foreach": foreach, "fused": fused, "maximize": maximize}
         check_switches(switches)
         super().__init__(params, {**values, **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        # checked before it joins: a refused group is not kept
+        params = param_group["params"]
+        param_group = {**param_group, "params": [params] if isinstance(params, Tensor) else list(params)}
+        group = {**self.defaults, **param_group}
         HYPERPARAMS.check(group)
         check_switches(group)
-        if group["independent_rows"]:
-            _rows(group["params"])  # fail early on mismatched row counts
+        if rows_of(group):
+            row_count(group["params"])  # fail early on mismatched row counts
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         for group in self.param_groups:
             HYPERPARAMS.check(group)
+            check_switches(group)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            leaves = [p for p in group["params"] if p.grad is not None]
+            if not leaves:
                 continue
-            if any(p.grad.is_sparse for p in params):
+            if any(p.grad.is_sparse for p in leaves):
                 raise RuntimeError("AdaGradNorm does not support sparse gradients")
-            grads = [p.grad for p in params]
+            params = [real(p) for p in leaves]  # a complex tensor steps as its real twin
+            grads = [-real(p.grad) if group["maximize"] else real(p.grad) for p in leaves]
             if group["weight_decay"] != 0:
                 grads = [g.add(p, alpha=group["weight_decay"]) for g, p in zip(grads, params, strict=True)]
             _adagrad_norm_update(
                 params, grads, self._accumulator(group), lr=group["lr"],
-                independent_rows=group["independent_rows"],
+                independent_rows=rows_of(group),
                 foreach=use_foreach(group["foreach"], params), fused=group["fused"],
             )  # fmt: skip
         return loss
@@ -126,14 +150,15 @@ class AdaGradNorm(torch.optim.Optimizer):
         anchor = group["params"][0]
         state = self.state[anchor]
         if "b_squared" not in state:
-            shape = (_rows(group["params"]),) if group["independent_rows"] else ()
-            state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=anchor.dtype, device=anchor.device)
+            shape = (row_count(group["params"]),) if rows_of(group) else ()
+            dtype = real(anchor).dtype  # a real b² for a complex parameter too
+            state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=dtype, device=anchor.device)
         return state["b_squared"]
 
     def tensor_summaries(self, param: Tensor) -> dict[str, Tensor]:
         """Optimizer-specific values for the diagnostics layer: ``{"b": b_t}`` of ``param``'s group.
 
-        A 0-dim tensor (shape (N,) with ``independent_rows``); empty before the group's first step.
+        A 0-dim tensor (shape (N,) in an ``independent_rows`` group); empty before the group's first step.
         """
         for group in self.param_groups:
             if any(p is param for p in group["params"]):
@@ -142,26 +167,15 @@ class AdaGradNorm(torch.optim.Optimizer):
         raise ValueError("Invalid param: not one of this optimizer's parameters")
 
 
-def _rows(params: list[Tensor]) -> int:
-    rows = {p.shape[0] if p.ndim else None for p in params}
-    if len(rows) != 1 or None in rows:
-        shapes = ", ".join(str(tuple(p.shape)) for p in params)
-        raise ValueError(
-            f"Invalid independent_rows: True needs every tensor of a group to share its leading "
-            f"dimension (got shapes {shapes})"
-        )
-    return rows.pop()  # type: ignore[return-value]
+def _sum_of_squares(x: Tensor, dim: int | None = None) -> Tensor:
+    return x.square().sum() if dim is None else x.square().sum(dim=dim)
 
 
 def _squared_norm(grads: list[Tensor], *, independent_rows: bool) -> Tensor:
+    """Σ‖g‖² over the group's tensors: 0-d, or one per row (shape (N,)) with ``independent_rows``."""
     if independent_rows:
-        return sum(g.reshape(g.shape[0], -1).square().sum(dim=1) for g in grads)  # type: ignore[return-value]
-    return sum(g.square().sum() for g in grads)  # type: ignore[return-value]
-
-
-def _row_view(b: Tensor, g: Tensor) -> Tensor:
-    """Broadcast a per-row b (shape (N,)) against a gradient of shape (N, ...)."""
-    return b.reshape(b.shape + (1,) * (g.ndim - 1))
+        return sum(row_reduce(_sum_of_squares, g, True).reshape(-1) for g in grads)  # type: ignore[return-value]
+    return sum(_sum_of_squares(g) for g in grads)  # type: ignore[return-value]
 
 
 def _adagrad_norm_update(
@@ -180,10 +194,6 @@ def _adagrad_norm_update(
     all three compute the same numbers.
     """
     if fused:
-        # torch 2.13's compiled code drops in-place updates of 0-dim inputs (the scalar b² and
-        # scalar parameters): hand them over as 1-element views, which it writes back.
-        params, grads = ([t.view(1) if t.ndim == 0 else t for t in ts] for ts in (params, grads))
-        b_squared = b_squared.view(1) if b_squared.ndim == 0 else b_squared
         update = compiled(_adagrad_norm_single)
     else:
         update = _adagrad_norm_foreach if foreach else _adagrad_norm_single
@@ -196,7 +206,7 @@ def _adagrad_norm_single(
     b_squared.add_(_squared_norm(grads, independent_rows=independent_rows))
     b = b_squared.sqrt()
     for p, g in zip(params, grads, strict=True):
-        p.sub_(g.div(_row_view(b, g) if independent_rows else b).mul_(lr))
+        p.sub_(g.div(rows_view(b, g) if independent_rows else b).mul_(lr))
 
 
 def _adagrad_norm_foreach(
@@ -205,7 +215,7 @@ def _adagrad_norm_foreach(
     if independent_rows:
         b_squared.add_(_squared_norm(grads, independent_rows=True))
         b = b_squared.sqrt()
-        steps = torch._foreach_div(grads, [_row_view(b, g) for g in grads])
+        steps = torch._foreach_div(grads, [rows_view(b, g) for g in grads])
     else:
         norms = torch._foreach_norm(grads)
         b_squared.add_(torch.stack(norms).square().sum())

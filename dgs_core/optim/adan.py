@@ -8,7 +8,17 @@ from typing import Any
 
 import torch
 
-from dgs_core.optim._compile import Sampler, check_switches, compiled, row_reduce, use_foreach
+from dgs_core.optim._compile import (
+    Sampler,
+    check_switches,
+    compiled,
+    row_count,
+    row_reduce,
+    rows_of,
+    rows_view,
+    use_foreach,
+)
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet, invalid
 
 HYPERPARAMS = ParamSet(
@@ -29,7 +39,7 @@ HYPERPARAMS = ParamSet(
 _BETAS = HYPERPARAMS[1:4]
 
 
-class Adan(torch.optim.Optimizer):
+class Adan(KeepsAttributes, torch.optim.Optimizer):
     r"""Adan: Adam-style moments plus an EMA of gradient differences (Nesterov look-ahead).
 
     Follows the official implementation (sail-sg/Adan), whose betas are 1 − the paper's β.
@@ -39,15 +49,29 @@ class Adan(torch.optim.Optimizer):
         m   = b1 m + (1 − b1) g                           state["exp_avg"]
         v   = b2 v + (1 − b2) d                           state["exp_avg_diff"]
         n   = b3 n + (1 − b3)(g + b2 d)²                  state["exp_avg_sq"]
-        u   = (m/(1 − b1^t) + b2 v/(1 − b2^t)) / (√n/√(1 − b3^t) + ε)
+        u   = (m/(1 − b1^t) + b2 v/(1 − b2^t)) / (√n/√(1 − b3^t) + ε)    t: this tensor's state["step"]
         no_prox=False:  θ ← (θ − η u)/(1 + ηλ)            (proximal decay, the default)
         no_prox=True:   θ ← θ(1 − ηλ) − η u
 
+    Departure (step counts): t counts the steps of each parameter, as torch's Adam does; the
+    official code counts the steps of the group. The two differ for a parameter whose gradient
+    is None on some steps (frozen for a while, a branch not taken): here its first update is a
+    first step (d = 0, bias corrections from t = 1); there its moments start at zero under the
+    group's larger t, so its first updates are scaled down by about 1 − b1 (0.02). We keep the
+    per-parameter count for that reason; with every gradient present at every step the two agree.
+
     ``max_grad_norm > 0`` first scales every gradient by min(1, max_grad_norm/(‖g‖ + ε)), with
-    ‖g‖ the norm over all tensors of all groups (each group uses its own max_grad_norm and ε), as
-    the official code does. :meth:`restart` zeroes m, v, n and t; the next step is then a first
-    step again (d = 0, bias corrections from t = 1), which equals the paper's restart state
-    m = g, v = 0, n = g². ``restart_every = N`` restarts before the step after every N steps.
+    ‖g‖ the norm over all tensors of all groups.
+
+    Departure (clipping): each group clips with its own max_grad_norm and ε, and a group with
+    max_grad_norm = 0 is not clipped. The official code clips every group by
+    ``defaults["max_grad_norm"]`` with the ε of the last group (and sums ‖g‖² in float32).
+    They agree whenever the groups share max_grad_norm and ε, the usual case; per-group values
+    are what a parameter group's settings mean everywhere else in torch.optim.
+
+    :meth:`restart` zeroes m, v, n and t; the next step is then a first step again (d = 0, bias
+    corrections from t = 1), which equals the paper's restart state m = g, v = 0, n = g².
+    ``restart_every = N`` restarts before the step after every N steps.
 
     Args:
         params: tensors or parameter groups.
@@ -57,9 +81,13 @@ class Adan(torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: compile the per-tensor update with ``torch.compile`` (the first two steps
             compile, see :mod:`dgs_core.optim._compile`).
-        independent_rows: treat row i of every tensor as a separate problem. Adan is
-            elementwise, so this only changes ``max_grad_norm``: each row is clipped by its own
-            norm (every tensor must then have the same number of rows).
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
+
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) treats row i of every tensor as a separate problem. Adan is elementwise, so
+    this only changes ``max_grad_norm``: each row is clipped by its own norm (every tensor must
+    then have the same number of rows).
 
     Paper: https://arxiv.org/abs/2208.06677 (code: https://github.com/sail-sg/Adan)
 
@@ -86,14 +114,14 @@ class Adan(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
+        maximize: bool = False,
     ) -> None:
         _check_betas(betas)
         hparams = dict(
             lr=lr, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm, no_prox=no_prox,
             restart_every=restart_every,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
+        switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         defaults = {
             **HYPERPARAMS.validate(hparams),
@@ -103,8 +131,8 @@ class Adan(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check({**self.defaults, **param_group})  # before it joins: a refused group is not kept
         super().add_param_group(param_group)
-        _check(self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -117,21 +145,22 @@ class Adan(torch.optim.Optimizer):
             _check(group)
         global_norms: dict[bool, torch.Tensor] = {}  # by independent_rows, computed once per step
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            leaves = [p for p in group["params"] if p.grad is not None]
+            if not leaves:
                 continue
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
+            if any(p.grad.is_sparse for p in leaves):
                 raise RuntimeError("Adan does not support sparse gradients")
-            rows = group["independent_rows"]
+            params = [real(p) for p in leaves]  # a complex tensor steps as its real twin
+            grads = [-real(p.grad) if group["maximize"] else real(p.grad) for p in leaves]
+            rows = rows_of(group)
             if group["max_grad_norm"] > 0.0:
                 if rows not in global_norms:
                     global_norms[rows] = self._global_grad_norm(rows)
                 coef = (group["max_grad_norm"] / (global_norms[rows] + group["eps"])).clamp_(max=1.0)
-                grads = [g * (coef.view((-1,) + (1,) * (g.ndim - 1)) if rows else coef) for g in grads]
+                grads = [g * (rows_view(coef, g) if rows else coef) for g in grads]
             states, steps = [], []
-            for p, g in zip(params, grads, strict=True):
-                state = self.state[p]
+            for leaf, p, g in zip(leaves, params, grads, strict=True):
+                state = self.state[leaf]
                 if not state:
                     state["step"] = 0
                     for key in ("exp_avg", "exp_avg_diff", "exp_avg_sq", "previous_grad"):
@@ -203,12 +232,10 @@ class Adan(torch.optim.Optimizer):
 
     def _global_grad_norm(self, rows: bool) -> torch.Tensor:
         """‖g‖ over every gradient of every group: 0-d, or shape (N,) per row with ``rows``."""
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        grads = [real(p.grad) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if rows:
+            row_count(grads)  # every tensor has N rows
         norms = [row_reduce(torch.linalg.vector_norm, g, rows).reshape(-1) for g in grads]
-        if len({n.numel() for n in norms}) > 1:
-            raise ValueError(
-                "Invalid independent_rows: True (max_grad_norm needs the same number of rows in every tensor)"
-            )
         total = torch.linalg.vector_norm(torch.stack(norms), dim=0)
         return total if rows else total.reshape(())
 

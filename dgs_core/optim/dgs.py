@@ -10,7 +10,16 @@ import numpy as np
 import torch
 
 from dgs_core.metrics import spike_mask
-from dgs_core.optim._compile import Sampler, as_input, check_switches, compiled, row_reduce, use_foreach
+from dgs_core.optim._compile import (
+    Sampler,
+    as_input,
+    check_switches,
+    compiled,
+    row_reduce,
+    rows_of,
+    use_foreach,
+)
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet, invalid
 
 CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
@@ -39,7 +48,7 @@ HYPERPARAMS = ParamSet(
 _RESET_MODES = ("soft", "hard")
 
 
-class DGS(torch.optim.Optimizer):
+class DGS(KeepsAttributes, torch.optim.Optimizer):
     r"""Dynamic Gradient Scaling: per-parameter learning rates from EMA importance scores.
 
     The paper states the idea ("parameters with higher gradients receive proportionally smaller
@@ -50,12 +59,19 @@ class DGS(torch.optim.Optimizer):
         a_t  = |g|  (importance="grad")   or   |g ⊙ θ|  (importance="taylor")
         I_t  = β I_{t−1} + (1 − β) a_t,   I_0 = 0       state["importance"]
         Î_t  = I_t / (1 − β^t)
-        r_t  = Î_t / (mean(Î_t) + ε)                    mean over the tensor (or the row)
+        r_t  = Î_t / (mean(Î_t) + ε)                    mean over the tensor (or the row, below)
+                                                        single-element tensor: r_t = 1, s_t = 1
         s_t  = clip((r_t + ε)^(−γ), s_min, s_max)       state["scale"]
         v_t  = μ v_{t−1} + s_t ⊙ g                      state["momentum_buffer"]
         θ    ← θ − η v_t                                η_t = η·s_t: adaptive_lr(p)
 
     γ = 1 equalises per-element steps within a tensor; γ = 0 is SGD with momentum.
+
+    A single-element tensor (a scalar parameter, or a one-element row in an ``independent_rows``
+    group) is its own mean: r_t = Î/(Î + ε) = 1 and s_t = 1 (up to ε), so DGS steps it as plain
+    SGD with momentum. Scaling is relative to the rest of the tensor, and there is none; this
+    is by design, not a fallback. (Until its first nonzero gradient, I = 0 gives r_t = 0 and
+    s_t = s_max, which multiplies a zero gradient.)
 
     Resets (the paper's "soft" and "hard" reset conditions, read as optimizer-state resets):
     ``hard`` clears I, v and t; ``soft`` multiplies I and v by ρ and keeps t (bias correction
@@ -87,8 +103,14 @@ class DGS(torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: compile the per-tensor update with ``torch.compile`` (the first two steps
             compile, see :mod:`dgs_core.optim._compile`).
-        independent_rows: treat row i of every tensor as a separate problem: the mean in r_t
-            runs over each row (the batched 2-D simulator steps N points at once).
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
+            The spike test (``reset="spike"``) still reads the closure's value, or
+            ``observe_loss``'s, as a loss: spikes are sudden rises of that value.
+
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) treats row i of every tensor as a separate problem: the mean in r_t runs over
+    each row.
 
     Paper: https://doi.org/10.22214/ijraset.2024.62669
 
@@ -101,6 +123,8 @@ class DGS(torch.optim.Optimizer):
         >>> opt.state[w]["scale"]  # |g| = (2, 4): the larger gradient gets the smaller scale
         tensor([1.5000, 0.7500])
     """
+
+    _attributes = ("_loss_history",)  # the losses observe_loss saw (KeepsAttributes)
 
     def __init__(
         self,
@@ -123,7 +147,7 @@ class DGS(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
+        maximize: bool = False,
     ) -> None:
         hparams = dict(
             lr=lr, beta=beta, gamma=gamma, s_min=s_min, s_max=s_max, momentum=momentum,
@@ -131,14 +155,14 @@ class DGS(torch.optim.Optimizer):
             reset_every=reset_every, reset_mode=reset_mode, rho=rho, spike_window=spike_window,
             spike_threshold=spike_threshold,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
+        switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         self._loss_history: list[float] = []
         super().__init__(params, {**HYPERPARAMS.validate(hparams), **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check({**self.defaults, **param_group})  # before it joins: a refused group is not kept
         super().add_param_group(param_group)
-        _check(self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -156,12 +180,13 @@ class DGS(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("DGS does not support sparse gradients")
+                x, g = real(p), real(p.grad)  # a complex tensor steps as its real twin
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["importance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["scale"] = torch.ones_like(p, memory_format=torch.preserve_format)
+                    state["importance"] = torch.zeros_like(x, memory_format=torch.preserve_format)
+                    state["momentum_buffer"] = torch.zeros_like(x, memory_format=torch.preserve_format)
+                    state["scale"] = torch.ones_like(x, memory_format=torch.preserve_format)
                 elif (
                     group["reset"] == "every"
                     and state["step"] > 0
@@ -169,8 +194,8 @@ class DGS(torch.optim.Optimizer):
                 ):
                     _reset_state(state, group["reset_mode"], group["rho"])
                 state["step"] += 1
-                params.append(p)
-                grads.append(p.grad)
+                params.append(x)
+                grads.append(-g if group["maximize"] else g)
                 importances.append(state["importance"])
                 buffers.append(state["momentum_buffer"])
                 scales.append(state["scale"])
@@ -182,17 +207,20 @@ class DGS(torch.optim.Optimizer):
                 lr=group["lr"], beta=group["beta"], gamma=group["gamma"], s_min=group["s_min"],
                 s_max=group["s_max"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                 eps=group["eps"], importance=group["importance"],
-                independent_rows=group["independent_rows"],
+                independent_rows=rows_of(group),
                 foreach=use_foreach(group["foreach"], params), fused=group["fused"],
             )  # fmt: skip
         return loss
 
     def adaptive_lr(self, param: torch.Tensor) -> torch.Tensor:
-        """η_t = η·s_t per element of ``param``: its group's lr times its last scale (η before any step)."""
+        """η_t = η·s_t per element of ``param``: its group's lr times its last scale (η before any step).
+
+        For a complex ``param``, per real number: the shape of its ``view_as_real`` twin.
+        """
         group = self._group_of(param)
         state = self.state.get(param)
         if not state:
-            return torch.full_like(param, group["lr"])
+            return torch.full_like(real(param), group["lr"])
         return group["lr"] * state["scale"]
 
     def tensor_summaries(

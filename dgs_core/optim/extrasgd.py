@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from dgs_core.optim._compile import check_switches, compiled, use_foreach
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet
 
 VARIANTS = ("extragradient", "past", "noise")
@@ -58,7 +59,7 @@ HYPERPARAMS = ParamSet(
 )
 
 
-class ExtraSGD(torch.optim.Optimizer):
+class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
     r"""SGD with the gradient taken at an extrapolated point (EXTRAP-SGD), Nesterov momentum.
 
     Update (SPEC §1.5), with g(y) = ∇f(y; B_t) + λy on the step's batch B_t:
@@ -87,6 +88,9 @@ class ExtraSGD(torch.optim.Optimizer):
         foreach: use torch's multi-tensor kernels (None: on when every parameter is on CUDA).
         fused: compile the per-tensor update with ``torch.compile`` (the first step compiles,
             see :mod:`dgs_core.optim._compile`).
+        maximize: False; True ascends the objective: every gradient (the look-ahead's
+            too) is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
 
     After a step, ``state[p]["extrapolated"]`` holds x_t + δ (the 2-D lab draws it),
     ``state[p]["momentum_buffer"]`` holds m, and with variant "past" ``state[p]["past_grad"]``
@@ -114,6 +118,8 @@ class ExtraSGD(torch.optim.Optimizer):
         decay at the point of evaluation and the per-device noise generator are ours.
     """
 
+    _attributes = ("seed", "_generators")  # the noise generators, one per device (KeepsAttributes)
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -127,6 +133,7 @@ class ExtraSGD(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
+        maximize: bool = False,
     ) -> None:
         values = HYPERPARAMS.validate(
             {
@@ -139,7 +146,7 @@ class ExtraSGD(torch.optim.Optimizer):
                 "seed": seed,
             },
         )
-        switches = {"foreach": foreach, "fused": fused}
+        switches = {"foreach": foreach, "fused": fused, "maximize": maximize}
         check_switches(switches)
         # the seed belongs to the optimizer's noise generator, not to a parameter group
         self.seed: int = values.pop("seed")  # type: ignore[assignment]
@@ -147,9 +154,10 @@ class ExtraSGD(torch.optim.Optimizer):
         super().__init__(params, {**values, **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        group = {**self.defaults, **param_group}  # checked before it joins: a refused group is not kept
+        HYPERPARAMS.check(group)
+        check_switches(group)
         super().add_param_group(param_group)
-        HYPERPARAMS.check(self.param_groups[-1])
-        check_switches(self.param_groups[-1])
 
     # -- noise generator: one per device, seeded once, saved with the state ------------------
 
@@ -186,6 +194,7 @@ class ExtraSGD(torch.optim.Optimizer):
             )
         for group in self.param_groups:
             HYPERPARAMS.check(group)
+            check_switches(group)
 
         if any(group["variant"] == "extragradient" for group in self.param_groups):
             with torch.enable_grad():
@@ -224,14 +233,16 @@ class ExtraSGD(torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError("ExtraSGD does not support sparse gradients")
             state = self.state[p]
-            grad = p.grad.add(p, alpha=decay) if decay != 0 else p.grad
+            x = real(p)  # a complex tensor steps as its real twin
+            grad = -real(p.grad) if group["maximize"] else real(p.grad)
+            grad = grad.add(x, alpha=decay) if decay != 0 else grad
             if group["variant"] == "past":
                 state["past_grad"] = grad.clone()
-            params.append(p)
+            params.append(x)
             grads.append(grad)
             if group["momentum"] != 0:
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
+                    state["momentum_buffer"] = torch.zeros_like(x)
                 bufs.append(state["momentum_buffer"])
         return params, grads, bufs
 
@@ -241,18 +252,20 @@ class ExtraSGD(torch.optim.Optimizer):
         variant, gamma = group["variant"], group["extrapolation_lr"]
         for p in params:
             state = self.state[p]
+            x = real(p)  # a complex tensor moves as its real twin (noise too)
             if variant == "extragradient":
                 if p.grad is not None:
-                    # x_t − γ̂(∇f(x_t) + λx_t)
-                    p.mul_(1.0 - gamma * group["weight_decay"]).add_(p.grad, alpha=-gamma)
+                    # x_t − γ̂(∇f(x_t) + λx_t), or + γ̂∇f(x_t) when maximizing
+                    ascent = -gamma if not group["maximize"] else gamma
+                    x.mul_(1.0 - gamma * group["weight_decay"]).add_(real(p.grad), alpha=ascent)
             elif variant == "past":
                 if "past_grad" in state:
-                    p.add_(state["past_grad"], alpha=-gamma)
+                    x.add_(state["past_grad"], alpha=-gamma)
             else:
                 noise = torch.randn(
-                    p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype
+                    x.shape, generator=self._generator(x.device), device=x.device, dtype=x.dtype
                 )
-                p.add_(noise, alpha=group["noise_std"])
+                x.add_(noise, alpha=group["noise_std"])
             if "extrapolated" in state:
                 state["extrapolated"].copy_(p)
             else:
@@ -276,9 +289,6 @@ def _extrasgd_update(
     all three compute the same numbers.
     """
     if fused:
-        # torch 2.13's compiled code drops in-place updates of 0-dim inputs (scalar parameters):
-        # hand them over as 1-element views, which it writes back.
-        params, grads, bufs = ([t.view(1) if t.ndim == 0 else t for t in ts] for ts in (params, grads, bufs))
         compiled(_extrasgd_single)(params, grads, bufs, lr=lr, momentum=momentum)
     elif foreach:
         _extrasgd_foreach(params, grads, bufs, lr=lr, momentum=momentum)

@@ -8,7 +8,16 @@ from typing import Any
 
 import torch
 
-from dgs_core.optim._compile import as_input, check_switches, compiled, row_reduce, use_foreach
+from dgs_core.optim._compile import (
+    as_input,
+    check_switches,
+    compiled,
+    row_ndim,
+    row_reduce,
+    rows_of,
+    use_foreach,
+)
+from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet
 
 HYPERPARAMS = ParamSet(
@@ -27,7 +36,7 @@ HYPERPARAMS = ParamSet(
 _TRUST_CLIP = Param("trust_clip", False, help="LARC: tr = min(tr/η, 1)")
 
 
-class LARS(torch.optim.Optimizer):
+class LARS(KeepsAttributes, torch.optim.Optimizer):
     r"""LARS: momentum SGD whose step is scaled per tensor by a trust ratio τ‖θ‖/‖g‖.
 
     Per tensor θ with gradient g (SPEC §1.4)::
@@ -49,11 +58,19 @@ class LARS(torch.optim.Optimizer):
         foreach: None (multi-tensor ops on CUDA, the per-tensor loop elsewhere) or a bool.
         fused: trust ratios from ATen's norms, then the elementwise update compiled with
             ``torch.compile`` (the first step compiles, see :mod:`dgs_core.optim._compile`).
-        independent_rows: treat row i of every tensor as a separate problem: norms and trust
-            ratios per row, and a row of an (N, d) tensor counts as 1-D for ``exclude_1d``.
+        maximize: False; True ascends the objective: every gradient is negated first, so
+            maximizing f takes the steps that minimizing −f takes (torch.optim's convention).
 
-    Deviation: where ‖g‖ = 0 but λ‖θ‖ > 0 SPEC (and we) take tr = 1; pytorch-optimizer 4.1
-    takes τ/λ. Both agree whenever ‖θ‖ > 0 and ‖g‖ > 0.
+    A parameter group with ``independent_rows=True`` (set by ``registry.create``, for the batched
+    2-D simulator) treats row i of every tensor as a separate problem: norms and trust ratios
+    per row, and a row of an (N, d) tensor counts as 1-D for ``exclude_1d``.
+
+    Departures from the reference (pytorch-optimizer 4.1 ``LARS``; the paper released no code):
+
+    - tr = 1 where ‖g‖ = 0 but λ‖θ‖ > 0 (SPEC §1.4); the reference takes τ/λ there. Both agree
+      whenever ‖θ‖ > 0 and ‖g‖ > 0.
+    - ε = 1e-8 in the trust ratio's denominator by default; the reference has none (eps=0
+      matches it exactly).
 
     Paper: https://arxiv.org/abs/1708.03888
 
@@ -80,20 +97,20 @@ class LARS(torch.optim.Optimizer):
         *,
         foreach: bool | None = None,
         fused: bool = False,
-        independent_rows: bool = False,
+        maximize: bool = False,
     ) -> None:
         hparams = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
             eps=eps, exclude_1d=exclude_1d,
         )  # fmt: skip
-        switches = dict(foreach=foreach, fused=fused, independent_rows=independent_rows)
+        switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         defaults = {**HYPERPARAMS.validate(hparams), "trust_clip": _TRUST_CLIP.validate(trust_clip)}
         super().__init__(params, {**defaults, **switches})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check({**self.defaults, **param_group})  # before it joins: a refused group is not kept
         super().add_param_group(param_group)
-        _check(self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -104,15 +121,16 @@ class LARS(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             _check(group)
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
+            leaves = [p for p in group["params"] if p.grad is not None]
+            if not leaves:
                 continue
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
+            if any(p.grad.is_sparse for p in leaves):
                 raise RuntimeError("LARS does not support sparse gradients")
+            params = [real(p) for p in leaves]  # a complex tensor steps as its real twin
+            grads = [-real(p.grad) if group["maximize"] else real(p.grad) for p in leaves]
             buffers = []
-            for p in params:
-                state = self.state[p]
+            for leaf, p in zip(leaves, params, strict=True):
+                state = self.state[leaf]
                 if not state:
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 buffers.append(state["momentum_buffer"])
@@ -121,20 +139,20 @@ class LARS(torch.optim.Optimizer):
                 lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                 trust_coefficient=group["trust_coefficient"], eps=group["eps"],
                 exclude_1d=group["exclude_1d"], trust_clip=group["trust_clip"],
-                independent_rows=group["independent_rows"],
+                independent_rows=rows_of(group),
                 foreach=use_foreach(group["foreach"], params), fused=group["fused"],
             )  # fmt: skip
-            for p, tr in zip(params, trust_ratios, strict=True):
+            for leaf, tr in zip(leaves, trust_ratios, strict=True):
                 if tr is None:
-                    self.state[p].pop("trust_ratio", None)  # exclude_1d may have been switched on
+                    self.state[leaf].pop("trust_ratio", None)  # exclude_1d may have been switched on
                 else:
-                    self.state[p]["trust_ratio"] = tr
+                    self.state[leaf]["trust_ratio"] = tr
         return loss
 
     def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         """LARS's own value for the diagnostics layer: ``{"trust_ratio": tr}`` of the last step.
 
-        0-d, or (N, 1, …) per row with ``independent_rows``; empty before the first step and for
+        0-d, or (N, 1, …) per row in an ``independent_rows`` group; empty before the first step and for
         tensors that ``exclude_1d`` leaves without a trust ratio.
         """
         if not any(p is param for group in self.param_groups for p in group["params"]):
@@ -153,8 +171,7 @@ def _check(group: dict[str, Any]) -> None:
 
 def _excluded(p: torch.Tensor, *, exclude_1d: bool, independent_rows: bool) -> bool:
     """Plain momentum SGD for this tensor? (With rows, a row of an (N, d) tensor is 1-D.)"""
-    ndim = p.ndim - 1 if independent_rows and p.ndim > 0 else p.ndim
-    return exclude_1d and ndim <= 1
+    return exclude_1d and row_ndim(p, independent_rows) <= 1
 
 
 def _trust_ratio(

@@ -12,7 +12,6 @@ True
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from dgs_core.optim import adadagrad, adagrad_norm, adan, dgs, extrasgd, lars
+from dgs_core.optim._compile import ROWS_KEY, with_rows
 from dgs_core.optim.adadagrad import AdAdaGrad, AdAdaGradNorm
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.optim.adan import Adan
@@ -54,6 +54,10 @@ class OptimizerInfo:
         batch_test: name of the adaptive batch-size test (AdAdaGrad family), else None.
         surface_defaults: overrides of the defaults for the 2-D surface lab, where a single
             2-vector is the whole model (documented per optimizer in the README).
+        departures: where the class deliberately departs from the official (or reference)
+            code, one short sentence each, empty when it does not; the class docstring says
+            why, next to the equation each one changes, and :attr:`docs` links the algorithms
+            reference.
     """
 
     name: str
@@ -69,9 +73,16 @@ class OptimizerInfo:
     needs_closure: bool = False
     batch_test: str | None = None
     surface_defaults: Mapping[str, Value] = field(default_factory=_frozen)
+    departures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hyperparams", ParamSet(self.hyperparams))
+        object.__setattr__(self, "departures", tuple(self.departures))
+
+    @property
+    def docs(self) -> str:
+        """The optimizer's section of the algorithms reference (update rule, departures)."""
+        return f"docs/algorithms.md#{self.name.replace('_', '-')}"
 
     @property
     def defaults(self) -> dict[str, Value]:
@@ -113,6 +124,16 @@ _BETA2 = Param("beta2", 0.999, low=0.0, high=1.0, high_open=True, help="second-m
 _ADAM_EPS = Param("eps", 1e-8, low=0.0, high=1.0, log=True, help="denominator ε")
 
 _TORCH_DOCS = "https://docs.pytorch.org/docs/stable/optim.html"
+
+# Departures from the official (or reference) code, explained in each class's docstring.
+_LARS_DEPARTURES = (
+    "tr = 1 where ‖g‖ = 0 but λ‖θ‖ > 0 (reference, pytorch-optimizer 4.1: τ/λ)",
+    "ε = 1e-8 in the trust ratio by default (reference: none; eps=0 matches it)",
+)
+_ADAGRAD_NORM_DEPARTURES = (
+    "b₀ = 0.01, so b² starts at 1e-4 (authors' code: b² starts at 1e-2, b₀ = 0.1)",
+    "one accumulator per parameter group (authors' code: one per row of each weight)",
+)
 _BATCH_SURFACE_DEFAULTS = {"initial_batch_size": 2, "max_batch_size": 256}
 
 _INFOS: tuple[OptimizerInfo, ...] = (
@@ -206,6 +227,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         interpretation=True,
         hyperparams=dgs.HYPERPARAMS,
         surface_defaults=_frozen({"lr": 4e-4}),
+        departures=("single-element tensors get s = 1, plain momentum SGD (no code was published)",),
     ),
     OptimizerInfo(
         name="adan",
@@ -219,6 +241,11 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         hyperparams=adan.HYPERPARAMS,
         tuple_args=_frozen({"betas": ("beta1", "beta2", "beta3")}),
         surface_defaults=_frozen({"lr": 0.05}),
+        departures=(
+            "each group clips with its own max_grad_norm and ε (official: the defaults' "
+            "max_grad_norm and the last group's ε)",
+            "steps counted per parameter (official: per group; they differ when a gradient is None)",
+        ),
     ),
     OptimizerInfo(
         name="lars",
@@ -232,6 +259,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         hyperparams=lars.HYPERPARAMS,
         fixed=_frozen({"trust_clip": False}),
         surface_defaults=_frozen({"lr": 1.0, "exclude_1d": False}),
+        departures=_LARS_DEPARTURES,
     ),
     OptimizerInfo(
         name="larc",
@@ -244,6 +272,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         hyperparams=lars.HYPERPARAMS,
         fixed=_frozen({"trust_clip": True}),
         surface_defaults=_frozen({"lr": 3e-3, "trust_coefficient": 0.01, "exclude_1d": False}),
+        departures=_LARS_DEPARTURES,
     ),
     OptimizerInfo(
         name="extrasgd",
@@ -270,6 +299,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         paper="https://arxiv.org/abs/1806.01811",
         hyperparams=adagrad_norm.HYPERPARAMS,
         surface_defaults=_frozen({"lr": 3.0}),
+        departures=_ADAGRAD_NORM_DEPARTURES,
     ),
     OptimizerInfo(
         name="adadagrad",
@@ -286,6 +316,9 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         batch_test="coordinatewise",
         # the update rule is AdaGrad's: its 2-D settings carry over
         surface_defaults=_frozen({"lr": 2.0, **_BATCH_SURFACE_DEFAULTS}),
+        departures=(
+            "the coordinate-wise test is ours (authors' code: AdaGrad with the norm or inner-product tests)",
+        ),
     ),
     OptimizerInfo(
         name="adadagrad_norm",
@@ -301,6 +334,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         batch_test="norm",
         # the update rule is AdaGrad-Norm's: its 2-D settings carry over
         surface_defaults=_frozen({"lr": 3.0, **_BATCH_SURFACE_DEFAULTS}),
+        departures=_ADAGRAD_NORM_DEPARTURES,
     ),
 )
 
@@ -335,22 +369,27 @@ def create(
     """Build the optimizer ``name`` over ``params`` with validated hyperparameters.
 
     Unspecified hyperparameters take the registry defaults (or, with ``surface=True``, the
-    2-D surface defaults). Extra constructor switches that are not hyperparameters
-    (``foreach``, ``fused``, ``independent_rows``) pass straight through.
+    2-D surface defaults). Constructor arguments that are not hyperparameters (``foreach``,
+    ``fused``, ``maximize``) pass straight through, to torch's own classes too.
+    ``independent_rows=True`` (the batched 2-D simulator) sets that key on every parameter
+    group of the optimizers with a per-tensor reduction (see :mod:`dgs_core.optim._compile`);
+    the others are elementwise, so their rows are independent already.
     """
     info = get(name)
     switches = {k: hparams.pop(k) for k in list(hparams) if k in _SWITCHES}
-    if "independent_rows" in switches and not _accepts(info.cls, "independent_rows"):
-        # torch's SGD/Adam/AdamW/Adagrad are purely elementwise: rows are independent already.
-        switches.pop("independent_rows")
+    rows = hparams.pop(ROWS_KEY, None)
     kwargs = info.constructor_kwargs(info.resolve(hparams, surface=surface))
     kwargs.update(switches)
+    if rows is not None:
+        grouped = with_rows(params, rows)  # validates rows
+        if issubclass(info.cls, _READS_ROWS):
+            params = grouped
     return info.cls(params, **kwargs)
 
 
-def _accepts(cls: type, arg: str) -> bool:
-    return arg in inspect.signature(cls.__init__).parameters
-
-
-# Constructor switches that change how, not what, an optimizer computes.
-_SWITCHES = frozenset({"foreach", "fused", "independent_rows"})
+# Constructor arguments that are not hyperparameters (not knobs of the UI): how an optimizer
+# computes, and maximize (ascend the objective), which every optimizer takes as torch's do.
+_SWITCHES = frozenset({"foreach", "fused", "maximize"})
+# The optimizers with a per-tensor reduction (DGS's mean, LARS's norms, AdaGrad-Norm's scalar,
+# Adan's clip norm), which read a group's independent_rows key.
+_READS_ROWS = (DGS, Adan, LARS, AdaGradNorm)

@@ -424,3 +424,31 @@ def test_registry_records() -> None:
         opt = registry.create(name, [torch.zeros(2, requires_grad=True)], surface=True)
         assert opt.batch_size == info.resolve(surface=True)["initial_batch_size"]
     assert adadagrad.TESTS[registry.get("adadagrad").batch_test] is coordinatewise_test
+
+
+def test_a_group_added_before_its_first_step_is_tested_with_its_starting_sum() -> None:
+    # torch's Adagrad creates a new group's sum at its next step; the test before that step
+    # uses the sum it will start from, as if the group had been there from the start.
+    G = torch.tensor([[0.0, 1, 2, 1], [2, 1, 0, 3], [1, 1, 1, 1]])
+    first, second = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    added = AdAdaGrad([first], initial_accumulator_value=0.5, max_batch_size=10**6)
+    added.add_param_group({"params": [second]})
+    together = AdAdaGrad([first, second], initial_accumulator_value=0.5, max_batch_size=10**6)
+    assert added.propose_batch_size(G) == together.propose_batch_size(G)
+
+
+@pytest.mark.parametrize("cls", [AdAdaGrad, AdAdaGradNorm])
+def test_complex_parameters_are_tested_as_their_real_twin(cls) -> None:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, generator=g, dtype=torch.complex128, requires_grad=True)
+    twin = torch.view_as_real(z.detach()).clone().requires_grad_()
+    per_sample = torch.randn(5, 3, generator=g, dtype=torch.complex128)  # 5 samples
+    opts = [cls([z], max_batch_size=10**6), cls([twin], max_batch_size=10**6)]
+    z.grad, twin.grad = per_sample.mean(0), torch.view_as_real(per_sample).mean(0)
+    for opt in opts:
+        opt.step()  # an accumulator that is not uniform
+    proposals = [
+        opts[0].propose_batch_size({"z": per_sample}),
+        opts[1].propose_batch_size({"twin": torch.view_as_real(per_sample)}),
+    ]
+    assert proposals[0] == proposals[1] > 1

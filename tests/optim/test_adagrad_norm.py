@@ -109,7 +109,7 @@ def test_independent_rows_equal_row_by_row(foreach: bool) -> None:
         return torch.cosh(w).sum() + (w**3).sum() + (v**4).sum() + (w.sum(dim=-1) * v).sum()
 
     w, v = w0.clone().requires_grad_(), v0.clone().requires_grad_()
-    opt = AdaGradNorm([w, v], lr=0.3, independent_rows=True, foreach=foreach)
+    opt = AdaGradNorm([{"params": [w, v], "independent_rows": True}], lr=0.3, foreach=foreach)
     rows = [(w0[r].clone().requires_grad_(), v0[r : r + 1].clone().requires_grad_()) for r in range(4)]
     row_opts = [AdaGradNorm(list(pair), lr=0.3) for pair in rows]
     for _ in range(5):
@@ -133,12 +133,11 @@ def test_independent_rows_equal_row_by_row(foreach: bool) -> None:
 
 
 def test_independent_rows_need_a_shared_leading_dimension() -> None:
+    mismatched = [torch.zeros(3, 2, requires_grad=True), torch.zeros(4, requires_grad=True)]
     with pytest.raises(ValueError, match="Invalid independent_rows"):
-        AdaGradNorm(
-            [torch.zeros(3, 2, requires_grad=True), torch.zeros(4, requires_grad=True)], independent_rows=True
-        )
-    with pytest.raises(ValueError, match="Invalid independent_rows"):
-        AdaGradNorm([torch.zeros(2, requires_grad=True)], independent_rows="yes")  # type: ignore[arg-type]
+        AdaGradNorm([{"params": mismatched, "independent_rows": True}])
+    with pytest.raises(ValueError, match="Invalid independent_rows: 'yes'"):
+        AdaGradNorm([{"params": [torch.zeros(2, requires_grad=True)], "independent_rows": "yes"}])
 
 
 def test_state_dict_resume_is_identical_and_carries_the_accumulator() -> None:
@@ -200,7 +199,8 @@ def test_fused_equals_eager(independent_rows: bool) -> None:
     results = []
     for fused in (False, True):
         tensors = [t.clone().requires_grad_() for t in start]
-        opt = AdaGradNorm(tensors, lr=0.5, weight_decay=0.01, independent_rows=independent_rows, fused=fused)
+        group = {"params": tensors, "independent_rows": independent_rows}
+        opt = AdaGradNorm([group], lr=0.5, weight_decay=0.01, fused=fused)
         before = compile_stats().get("_adagrad_norm_single", {}).get("compiles", 0)
         for step in range(4):
             opt.param_groups[0]["lr"] = 0.5 / (step + 1)  # a schedule

@@ -176,7 +176,8 @@ def test_independent_rows_equal_separate_optimizers(max_grad_norm: float) -> Non
     n, shapes = 4, [(4, 3), (4, 2)]
     params, grad_seq = _tensors(shapes), _grad_seq(6, shapes)
     batched = _leaves(params)
-    _run(Adan(batched, lr=0.01, max_grad_norm=max_grad_norm, independent_rows=True), batched, grad_seq)
+    opt = Adan([{"params": batched, "independent_rows": True}], lr=0.01, max_grad_norm=max_grad_norm)
+    _run(opt, batched, grad_seq)
     for i in range(n):
         row = _leaves([p[i] for p in params])
         _run(
@@ -190,7 +191,7 @@ def test_independent_rows_equal_separate_optimizers(max_grad_norm: float) -> Non
 
 def test_independent_rows_clip_needs_matching_rows() -> None:
     leaves = _leaves(_tensors([(4, 3), (5,)]))
-    opt = Adan(leaves, max_grad_norm=1.0, independent_rows=True)
+    opt = Adan([{"params": leaves, "independent_rows": True}], max_grad_norm=1.0)
     with pytest.raises(ValueError, match="Invalid independent_rows"):
         _run(opt, leaves, _grad_seq(1, [(4, 3), (5,)]))
 

@@ -74,6 +74,11 @@ def test_registry_record_is_complete(name: str) -> None:
     # defaults validate, and every surface default names a real hyperparameter
     info.resolve()
     info.resolve(surface=True)
+    # departures from the official code: short sentences, none for torch's own classes
+    assert all(isinstance(d, str) and d and "|" not in d for d in info.departures)
+    if info.cls.__module__.startswith("torch."):
+        assert info.departures == ()
+    assert info.docs == f"docs/algorithms.md#{name.replace('_', '-')}"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -148,3 +153,15 @@ def test_foreach_path_equals_simple_path(name: str) -> None:
         results.append([p.detach().clone() for p in params])
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_create_with_independent_rows_sets_the_group_key_where_it_is_read(name: str) -> None:
+    # The optimizers with a per-tensor reduction read the group key; the elementwise ones
+    # (torch's own, ExtraSGD, AdAdaGrad) have independent rows already and never see it.
+    rows = [torch.zeros(4, 3, requires_grad=True), torch.zeros(4, requires_grad=True)]  # 4 problems
+    opt = registry.create(name, [{"params": rows}], independent_rows=True)
+    reads_rows = issubclass(registry.get(name).cls, registry._READS_ROWS)
+    assert [group.get("independent_rows") for group in opt.param_groups] == [True if reads_rows else None]
+    with pytest.raises(ValueError, match="Invalid independent_rows: 'yes'"):
+        registry.create(name, _quadratic_params(), independent_rows="yes")

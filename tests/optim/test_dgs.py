@@ -313,7 +313,9 @@ def test_foreach_path_equals_per_tensor_path(hparams: dict) -> None:
     results = []
     for foreach in (False, True):
         leaves = _leaves(params)
-        opt = DGS(leaves, lr=0.05, foreach=foreach, **hparams)
+        hp = dict(hparams)
+        rows = hp.pop("independent_rows", False)  # a parameter-group key (registry.create sets it)
+        opt = DGS([{"params": leaves, "independent_rows": rows}], lr=0.05, foreach=foreach, **hp)
         _run(opt, leaves, grad_seq)
         results.append([(p.detach(), opt.state[p]["scale"]) for p in leaves])
     for (p0, s0), (p1, s1) in zip(*results, strict=True):
@@ -370,7 +372,8 @@ def test_independent_rows_equal_separate_optimizers(importance: str) -> None:
     weights, biases = _tensors([(n, 3), (n, 2)])
     grad_seq = _grad_seq(5, [(n, 3), (n, 2)])
     batched = _leaves([weights, biases])
-    _run(DGS(batched, lr=0.05, importance=importance, independent_rows=True), batched, grad_seq)
+    opt = DGS([{"params": batched, "independent_rows": True}], lr=0.05, importance=importance)
+    _run(opt, batched, grad_seq)
     for i in range(n):
         row = _leaves([weights[i], biases[i]])
         _run(DGS(row, lr=0.05, importance=importance), row, [[g[i] for g in grads] for grads in grad_seq])
@@ -421,13 +424,17 @@ def test_bad_hyperparameter_raises_naming_it(spec) -> None:
     [
         ({"foreach": "yes"}, "foreach"),
         ({"fused": 1}, "fused"),
-        ({"independent_rows": None}, "independent_rows"),
         ({"foreach": True, "fused": True}, "fused"),
     ],
 )
 def test_bad_switches_raise_naming_them(switches: dict, name: str) -> None:
     with pytest.raises(ValueError, match=f"Invalid {name}: "):
         DGS([torch.zeros(2, requires_grad=True)], **switches)
+
+
+def test_bad_independent_rows_group_key_raises_naming_it() -> None:
+    with pytest.raises(ValueError, match="Invalid independent_rows: None"):
+        DGS([{"params": [torch.zeros(2, requires_grad=True)], "independent_rows": None}])
 
 
 @pytest.mark.parametrize(
@@ -446,3 +453,15 @@ def test_bad_reset_mode_raises() -> None:
     opt = DGS([torch.zeros(2, requires_grad=True)])
     with pytest.raises(ValueError, match="Invalid mode: 'medium'"):
         opt.reset("medium")
+
+
+def test_single_element_tensors_step_as_sgd_with_momentum() -> None:
+    # r_t = Î/(Î + ε) = 1 for a tensor of one element, so s_t = 1 up to ε (the class docstring)
+    params, grad_seq = _tensors([(), (1,)]), _grad_seq(6, [(), (1,)])
+    ours, theirs = _leaves(params), _leaves(params)
+    opt = DGS(ours, lr=0.05, gamma=2.0)
+    _run(opt, ours, grad_seq)
+    _run(torch.optim.SGD(theirs, lr=0.05, momentum=0.9), theirs, grad_seq)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=0)
+    assert all(float(opt.state[p]["scale"].reshape(-1)[0]) == pytest.approx(1.0, abs=1e-10) for p in ours)

@@ -131,7 +131,9 @@ def test_foreach_path_equals_per_tensor_path(hparams: dict) -> None:
     results = []
     for foreach in (False, True):
         leaves = _leaves(params)
-        opt = LARS(leaves, lr=0.5, foreach=foreach, **hparams)
+        hp = dict(hparams)
+        rows = hp.pop("independent_rows", False)  # a parameter-group key (registry.create sets it)
+        opt = LARS([{"params": leaves, "independent_rows": rows}], lr=0.5, foreach=foreach, **hp)
         _run(opt, leaves, grad_seq)
         results.append([(p.detach(), opt.state[p].get("trust_ratio")) for p in leaves])
     for (p0, tr0), (p1, tr1) in zip(*results, strict=True):
@@ -168,7 +170,7 @@ def test_independent_rows_equal_separate_optimizers(shapes, exclude_1d: bool) ->
     params, grad_seq = _tensors(shapes), _grad_seq(6, shapes)
     hp = dict(lr=0.5, weight_decay=0.01, exclude_1d=exclude_1d)
     batched = _leaves(params)
-    _run(LARS(batched, independent_rows=True, **hp), batched, grad_seq)
+    _run(LARS([{"params": batched, "independent_rows": True}], **hp), batched, grad_seq)
     for i in range(shapes[0][0]):
         row = _leaves([p[i] for p in params])
         _run(LARS(row, **hp), row, [[g[i] for g in grads] for grads in grad_seq])
