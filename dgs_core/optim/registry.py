@@ -82,7 +82,7 @@ class OptimizerInfo:
     @property
     def docs(self) -> str:
         """The optimizer's section of the algorithms reference (update rule, departures)."""
-        return f"docs/algorithms.md#{self.name.replace('_', '-')}"
+        return f"docs/algorithms.md#{self.name}"
 
     @property
     def defaults(self) -> dict[str, Value]:

@@ -288,6 +288,20 @@ def _check_state(
         expect(loaded[k].dtype == t.dtype, f"{where}: {k} is {loaded[k].dtype} (the model needs {t.dtype})")
 
 
+def _upgrade_group(group: dict[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
+    """A parameter group saved before the optimizers kept torch's whole contract: it had an
+    ``independent_rows`` switch (only the 2-D simulator sets it now, as a group key) and no
+    ``maximize``. Both meant the default, so the upgrade changes no number."""
+    group = dict(group)
+    if group.get("independent_rows") is False and "independent_rows" not in expected:
+        del group["independent_rows"]
+    if "maximize" in expected and "maximize" not in group:
+        group["maximize"] = False
+    if set(group) == set(expected):
+        group = {k: group[k] for k in expected}  # the fresh group's order
+    return group
+
+
 def _read_optimizer(archive: Archive, key: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     name = f"optimizer/{key}.json"
     decoder = Decoder(name, archive.tensors(f"optimizer/{key}.safetensors"))
@@ -305,6 +319,8 @@ def _read_optimizer(archive: Archive, key: str, optimizer: torch.optim.Optimizer
         f"(expected {len(fresh_groups)})",
     )
     for i, (group, expected) in enumerate(zip(groups, fresh_groups, strict=True)):
+        if isinstance(group, dict):
+            group = groups[i] = _upgrade_group(group, expected)
         expect(
             isinstance(group, dict) and set(group) == set(expected),
             f"{name}: parameter group {i} has keys {keys_of(group)} (expected {sorted(expected)})",

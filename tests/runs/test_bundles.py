@@ -582,3 +582,19 @@ def test_a_hostile_file_on_disk_is_read_with_the_same_checks(data: bytes, tmp_pa
     assert read_bundle(path).labels == read_bundle(data).labels
     with pytest.raises(SnapshotError, match="cannot read"):
         read_bundle(tmp_path / "missing.zip")
+
+
+def test_optimizer_state_saved_before_the_contract_change_still_loads(data: bytes, bundle) -> None:
+    """Groups saved when the optimizers had an ``independent_rows`` switch and no ``maximize``."""
+    changes = {}
+    for key in [r["key"] for r in json.loads(member(data, "manifest.json"))["runs"]]:
+        name = f"optimizer/{key}.json"
+        state = json.loads(member(data, name))
+        for group in state["param_groups"]:
+            if "differentiable" not in group:  # one of DGS Lab's own optimizers, not torch's
+                group.pop("maximize", None)
+                group["independent_rows"] = False
+        changes[name] = json.dumps(state).encode()
+    old = read_bundle(rewrite(data, changes))
+    for label, result in bundle.results.items():
+        assert_identical(old.results[label].optimizer.state_dict(), result.optimizer.state_dict(), label)
