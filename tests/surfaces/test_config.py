@@ -288,3 +288,11 @@ def test_from_dict_names_the_bad_field(data, field):
     with pytest.raises(ParamError) as raised:
         SurfaceConfig.from_dict(data)
     assert raised.value.field == field
+
+
+def test_a_huge_condition_number_is_refused_by_name_not_simulated() -> None:
+    with pytest.raises(ParamError) as raised:
+        SurfaceConfig(surface="quadratic", surface_params={"kappa": 1e308})
+    assert raised.value.field == "kappa"
+    config, notices = parse_query({"surface": "quadratic", "kappa": "1e308"})
+    assert config.surface_params == {} and len(notices) == 1 and "Invalid kappa" in notices[0]
