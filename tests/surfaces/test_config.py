@@ -296,3 +296,8 @@ def test_a_huge_condition_number_is_refused_by_name_not_simulated() -> None:
     assert raised.value.field == "kappa"
     config, notices = parse_query({"surface": "quadratic", "kappa": "1e308"})
     assert config.surface_params == {} and len(notices) == 1 and "Invalid kappa" in notices[0]
+
+
+def test_a_repeated_key_is_said_and_the_last_one_counts() -> None:
+    config, notices = parse_query({"surface": ["booth"], "seed": ["1", "42"]})
+    assert config.seed == 42 and notices == ["seed was given 2 times; using the last, seed='42'"]
