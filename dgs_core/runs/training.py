@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 
 from dgs_core.diagnostics import DiagnosticRecord, TensorDiagnostics
@@ -81,6 +82,15 @@ def _records_members(records: Sequence[DiagnosticRecord]) -> tuple[dict[str, Any
     return {"records": meta}, elements
 
 
+_DTYPES = {"int": "int64", "str": "str", "float": "float64"}
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The diagnostics frame with its schema's dtypes: an empty one (diagnostics off) would
+    otherwise be written with untyped (null) Parquet columns that the reader refuses."""
+    return frame.astype({column: _DTYPES[kind] for column, kind in DIAGNOSTIC_COLUMNS.items()})
+
+
 def export_training(
     trainer: Trainer | Mapping[str, Any],
     *,
@@ -116,7 +126,7 @@ def export_training(
         members[f"metrics/{key}.csv"] = csv_bytes(frame)
         members[f"metrics/{key}.parquet"] = parquet_bytes(frame, limits)
         meta, elements = _records_members(lane["records"])
-        members[f"diagnostics/{key}.parquet"] = parquet_bytes(result.diagnostics, limits)
+        members[f"diagnostics/{key}.parquet"] = parquet_bytes(_typed(result.diagnostics), limits)
         members[f"diagnostics/{key}.json"] = json_bytes(meta)
         members[f"diagnostics/{key}.safetensors"] = safetensors_bytes(elements)
         members[f"weights/{key}.safetensors"] = safetensors_bytes(lane["model"])
