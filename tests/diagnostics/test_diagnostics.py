@@ -19,10 +19,10 @@ from dgs_core.diagnostics import (
     FRAME_COLUMNS,
     GLOBAL,
     Diagnostics,
-    _sorted_row_quantiles,
     quantile_name,
     to_frame,
 )
+from dgs_core.diagnostics.fast import _sorted_row_quantiles
 from dgs_core.optim import registry
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -322,7 +322,7 @@ _HAS_EXTRASGD = importlib.util.find_spec("dgs_core.optim.extrasgd") is not None
 
 def _registry_complete() -> bool:
     try:
-            registry.infos()
+        registry.infos()
     except ImportError:
         return False
     return True
@@ -943,10 +943,12 @@ def test_lazy_records_read_by_another_thread_while_training():
         diag = Diagnostics(opt, sample_size=100, keep="all", every=2, lazy=lazy)
         records, done = [], threading.Event()
         if reader:
+
             def read():
                 while not done.wait(0.001):
                     for r in list(records):
                         r.tensors  # noqa: B018
+
             thread = threading.Thread(target=read)
             thread.start()
         for t, grads in enumerate(_grad_steps(params, steps=60), start=1):
