@@ -1,204 +1,60 @@
-"""Diagnostics common to every optimizer (SPEC §4), so the UI can show them side by side.
+"""The fast path: the records of :mod:`~dgs_core.diagnostics.reference` at a cost a training loop
+hardly notices.
 
-Per parameter tensor, on sampled steps:
+Read ``reference.py`` first: it is the definition, and ``tests/diagnostics/test_parity.py``
+checks that this module gives the same records wherever it tracks every element. What this one
+adds, each for a measured reason (``bench/diagnostics_overhead.py``, ``bench/training_speed.py``):
 
-    a_t    = |g_t|  (importance="grad")  or  |g_t ⊙ θ_t|  (importance="taylor")
-    I_t    = β I_{t-1} + (1-β) a_t,   Î_t = I_t / (1 - β^t)      importance score, every step
-    η_eff  = |θ_{t+1} − θ_t| / (|g_t| + 1e-12)                    effective per-element lr
-    scaling factor = η_eff / η_t                                  η_t: the schedule's lr
+1. **Sampled elements.** Every quantity is elementwise, so this path follows a fixed, seeded
+   random subset of at most ``sample_size`` elements per tensor (every element of smaller
+   tensors) and computes them exactly there; for larger tensors the mean and quantiles are
+   estimates from the subset and the norms are extrapolated from it,
+   ‖x‖ ≈ √(numel / tracked) · ‖x_subset‖. The subset is made of random blocks of 16
+   contiguous elements (one 64-byte cache line of float32): a gather then touches a small
+   fraction of the parameters' memory (single random elements would touch about every cache
+   line), ~2x faster than element by element. The cost per step is O(tracked elements),
+   whatever the model's size. A kept tensor is tracked on its grid instead.
+2. **Banks.** The tracked elements of all tensors of one dtype and device lie end to end in
+   one buffer per quantity (rows of one ``storage``), so the per-step EMA is one ``abs`` and
+   one ``lerp`` for the whole model, not one per tensor (CPU foreach ops loop over tensors);
+   tensors tracked whole are gathered by one ``torch._foreach_copy_``.
+3. **The flat gradient buffer** (``flat_grads=``): where the caller keeps every ``p.grad`` as
+   a view of one buffer (the Training lab's trainer does) and every tensor is tracked whole,
+   the buffer is the gradients' bank row already: |g| is one ``abs`` into the row, no gather.
+4. **Summaries in numpy** (:mod:`~dgs_core.diagnostics.quantiles`): all rows of a record
+   sorted and read in a few numpy calls; the norms of all tensors at once.
+5. **Lazy records** (``lazy=True``): a recorded step only copies the tracked values (the
+   bank storages) and reads what the optimizer reports; the summaries are computed when the
+   record is first read, where the records are shown (the page), and reading one record
+   summarises every unread one, in a row. The numbers are the same.
 
-summarised as a mean and quantiles over the tensor's elements, plus the norms ‖g‖, ‖Δθ‖, ‖θ‖,
-DGS's own scaling factor s_t (``optimizer.state[p]["scale"]``), whatever the optimizer reports
-through a ``tensor_summaries(p)`` method (LARS's trust ratio, AdaGrad-Norm's b_t, Adan's ‖v‖;
-``tensor_summaries_many(params)``, when the optimizer has it, answers for every tensor at once)
-and the batch size when the optimizer has a ``batch_size`` attribute (AdAdaGrad).
-
-The importance EMA belongs to the diagnostics, not to the optimizer, so every optimizer gets
-one with the same β (DGS's default 0.9) and the optimizers' own states stay untouched.
-Where |g| is about 0 but the parameter still moves (momentum, Adam's m), η_eff is huge: the
-quantiles are the robust summary, the mean is pulled up by such elements.
-
-Sampling (why the cost stays small): every quantity above is elementwise, so the diagnostics
-follow a fixed, seeded random subset of at most ``sample_size`` elements per tensor (every
-element of smaller tensors) and compute them exactly there; for larger tensors the mean and
-quantiles are estimates from the subset and the norms are extrapolated from it
-(‖x‖ ≈ √(numel / tracked) · ‖x_subset‖). The subset is made of random blocks of 16 contiguous
-elements (one 64-byte cache line of float32), so reading it touches a small fraction of the
-parameters' memory. The cost per step is O(tracked elements), whatever the model's size.
-``TensorDiagnostics.tracked`` says how many elements a tensor's summaries come from.
-
-The work per step (the EMA) is a few torch calls for the whole model: the tracked elements of
-all tensors live end to end in one buffer per dtype and device, tensors tracked whole are
-gathered by one ``torch._foreach_copy_`` (subsampled ones by one block gather each) and the EMA
-is one ``abs_`` and one ``lerp_`` on that buffer. Where the gradients are views laid end to end in
-one buffer of their own (the Training lab's trainer keeps them so), that buffer is read as it is:
-no gather at all. Sampled steps add the summaries: one numpy
-sort per run of rows of one length, the norms of all tensors at once, and the kept tensors'
-copies as views of one stacked copy. With ``lazy=True`` a sampled step only copies the tracked
-values (one copy per bank) and reads what the optimizer reports; the summaries wait until the
-record is read, and then the unread records are summarised together.
-
-Which gradient: ``before_step()`` reads ``p.grad`` after backward (and after any clipping or
-unscaling) and before ``optimizer.step()``: the gradient the step consumes, whatever the step
-does to ``p.grad`` afterwards. Closure optimizers (ExtraSGD) compute their gradients inside
-``step(closure)``; for them the gradients are read in ``after_step()``, and for ExtraSGD that is
-the gradient at the extrapolated point, the one its update applied. ``grads="auto"`` picks
-"after" for registry entries with ``needs_closure``; in every mode, a step where no parameter
-has a gradient at ``before_step()`` (``zero_grad()`` then ``step(closure)``) reads them after.
-
-Example::
-
-    diag = Diagnostics(opt, model.named_parameters(), every=10, keep=("fc1.weight",))
-    for step in range(1, steps + 1):
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        diag.before_step()
-        opt.step()
-        record = diag.after_step(step, lr=schedule(step))   # None on unsampled steps
-        if record is not None:
-            records.append(record)
-    frame = to_frame(records)   # long format: step, tensor, quantity, statistic, value
+Which gradient: ``before_step()`` reads the gradients after backward (and after any clipping
+or unscaling) and before ``optimizer.step()``: the gradient the step consumes. Closure
+optimizers (ExtraSGD) compute their gradients inside ``step(closure)``; for them the gradients
+are read in ``after_step()`` (for ExtraSGD: the gradient at the extrapolated point, the one its
+update applied). ``grads="auto"`` picks "after" for registry entries with ``needs_closure``; in
+every mode, a step where no tensor has a gradient at ``before_step()`` reads them after.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
-import operator
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from dgs_core.optim._compile import Sampler
-from dgs_core.params import Param, invalid
+from dgs_core.diagnostics.base import DiagnosticsBase, grid_index
+from dgs_core.diagnostics.quantiles import RowSummariser
+from dgs_core.diagnostics.records import EPS, DiagnosticRecord, TensorDiagnostics
+from dgs_core.diagnostics.summaries import SCALE_STATE, Sample, summary_for
 
-EPS = 1e-12  # SPEC §4: η_eff = |Δθ| / (|g| + 1e-12)
-GLOBAL = "*"  # the ``tensor`` of rows that concern the whole step (lr, batch size)
-FRAME_COLUMNS = ("step", "tensor", "quantity", "statistic", "value")
-DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _BLOCK = 16  # elements per sampled block: one 64-byte cache line of float32
-# Deferred EMA updates: at most this many steps, and this many elements in all (1 MiB of float32)
-_HISTORY_ROWS, _HISTORY_ELEMENTS = 32, 1 << 18
-_GRAD = operator.attrgetter("grad")
-
-_EVERY = Param("every", 1, low=1, integer=True, help="record every k-th step")
-_BETA = Param("beta", 0.9, low=0.0, high=1.0, high_open=True, help="importance EMA β")
-_IMPORTANCE = Param("importance", "grad", choices=("grad", "taylor"), help="|g| or |g ⊙ θ|")
-_GRADS = Param("grads", "auto", choices=("auto", "before", "after"), help="when p.grad is read")
-_QUANTILE = Param("quantiles", 0.5, low=0.0, high=1.0, help="quantile levels")
-_SAMPLE_SIZE = Param("sample_size", 2048, low=1, integer=True, help="elements tracked per tensor")
-_KEEP_MAX = Param("keep_max_elements", 4096, low=1, integer=True, help="per-element copy cap")
-
-
-@dataclass(frozen=True)
-class TensorDiagnostics:
-    """One parameter tensor's summaries on one sampled step.
-
-    ``stats[quantity][statistic]``: quantities "importance", "lr_eff", "scaling_factor" and,
-    for DGS, "scale" have the statistics "mean" and one per quantile ("q05", "q50", ...);
-    "grad_norm", "update_norm", "param_norm" and the optimizer's own values (keys of its
-    ``tensor_summaries``) have the single statistic "value".
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    numel: int
-    tracked: int
-    stats: Mapping[str, Mapping[str, float]]
-
-
-class DiagnosticRecord:
-    """What :meth:`Diagnostics.after_step` returns on a sampled step.
-
-    Attributes:
-        step: the training loop's step label.
-        lr: the lr passed to ``after_step`` (else the first parameter group's).
-        batch_size: the optimizer's ``batch_size`` attribute (AdAdaGrad) read by ``before_step``:
-            the batch size this step used; None when the optimizer has none.
-        tensors: one :class:`TensorDiagnostics` per tensor that had a gradient.
-        elements: per-element copies of the kept tensors, float32 on the CPU, shaped like
-            :attr:`Diagnostics.element_index`'s grid, keyed ``"{tensor}/{quantity}"``
-            (importance, lr_eff, scaling_factor, scale): ready for ``safetensors``.
-
-    A record of ``Diagnostics(lazy=True)`` computes ``tensors`` and ``elements`` when one of
-    them is first read, from a copy of the tracked values taken at its step: the same numbers.
-    Treat a record as read-only.
-    """
-
-    __slots__ = ("__weakref__", "_elements", "_raw", "_tensors", "batch_size", "lr", "step")
-
-    def __init__(
-        self,
-        step: int,
-        lr: float,
-        batch_size: int | None,
-        tensors: tuple[TensorDiagnostics, ...] = (),
-        elements: Mapping[str, torch.Tensor] | None = None,
-    ) -> None:
-        self.step, self.lr, self.batch_size = step, lr, batch_size
-        self._tensors = tuple(tensors)
-        self._elements: Mapping[str, torch.Tensor] = {} if elements is None else elements
-        self._raw: _Raw | None = None  # set while the summaries wait to be computed
-
-    @property
-    def tensors(self) -> tuple[TensorDiagnostics, ...]:
-        if self._raw is not None:
-            self._raw.owner._summarise_unread(self)
-        return self._tensors
-
-    @property
-    def elements(self) -> Mapping[str, torch.Tensor]:
-        if self._raw is not None:
-            self._raw.owner._summarise_unread(self)
-        return self._elements
-
-    def __repr__(self) -> str:
-        return (
-            f"DiagnosticRecord(step={self.step}, lr={self.lr}, batch_size={self.batch_size}, "
-            f"tensors={self.tensors!r})"
-        )
-
-    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        """Copies and pickles hold the summaries, not what computes them."""
-        return DiagnosticRecord, (self.step, self.lr, self.batch_size, self.tensors, dict(self.elements))
-
-    def rows(self) -> list[tuple[int, str, str, str, float]]:
-        """The long-format rows of :meth:`to_frame`."""
-        out: list[tuple[int, str, str, str, float]] = [(self.step, GLOBAL, "lr", "value", self.lr)]
-        if self.batch_size is not None:
-            out.append((self.step, GLOBAL, "batch_size", "value", float(self.batch_size)))
-        for tensor in self.tensors:
-            for quantity, stats in tensor.stats.items():
-                for statistic, value in stats.items():
-                    out.append((self.step, tensor.name, quantity, statistic, value))
-        return out
-
-    def to_frame(self) -> pd.DataFrame:
-        """Long format: columns step, tensor, quantity, statistic, value (tensor "*": global)."""
-        return to_frame([self])
-
-
-def to_frame(records: Iterable[DiagnosticRecord]) -> pd.DataFrame:
-    """Many records as one long-format DataFrame (see :meth:`DiagnosticRecord.to_frame`)."""
-    rows = [row for record in records for row in record.rows()]
-    frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
-    return frame.astype({"step": "int64", "value": "float64"})
-
-
-def quantile_name(q: float) -> str:
-    """The statistic's name for quantile ``q``: 0.05 → "q05", 0.5 → "q50", 0.999 → "q99.9"."""
-    percent = round(q * 100, 6)
-    return f"q{int(percent):02d}" if percent == int(percent) else f"q{percent:g}"
-
-
 _BUFFERS = ("importance", "grad", "before", "after")
 _ROW = {key: row for row, key in enumerate(_BUFFERS)}  # the rows of a bank's storage
 
@@ -206,7 +62,7 @@ _ROW = {key: row for row, key in enumerate(_BUFFERS)}  # the rows of a bank's st
 @dataclass(eq=False, slots=True)
 class _Tracked:
     """Bookkeeping for one parameter tensor; its buffers hold the tracked elements only and are
-    views into its bank's flat buffers."""
+    views into its bank's rows."""
 
     param: torch.Tensor
     name: str
@@ -215,7 +71,7 @@ class _Tracked:
     grid: tuple[int, int] | None  # the kept copy's (rows, cols), None when not kept
     tracked: int
     # a random subset's blocks as rows of the (numel // block) × block view: one row gather
-    # moves a whole cache line, ~2x faster than gathering its elements one by one
+    # moves a whole cache line
     block_rows: torch.Tensor | None = None
     block: int = 1
     extrapolate: float = 1.0  # √(numel / tracked): a norm of the tracked elements → the tensor's
@@ -227,8 +83,8 @@ class _Tracked:
     before: torch.Tensor | None = None  # θ_t, then θ_t − θ_{t+1}, then η_eff (sampled steps)
     after: torch.Tensor | None = None  # θ_{t+1} (sampled steps)
     count: int = 0  # gradients seen, for the bias correction
-    # The views a block gather reads and writes, made once: making them costs a gather about
-    # as much as its copying does (three gathers per tensor and record).
+    # The views a block gather reads and writes, made once: making them costs about as much
+    # as a gather's copying does.
     blocks: dict[str, torch.Tensor] = field(default_factory=dict)  # the buffers as block rows
     param_blocks: torch.Tensor | None = None  # θ as block rows (while θ's storage stays put)
     param_at: int = 0  # θ's data_ptr when param_blocks was made
@@ -270,14 +126,9 @@ class _Tracked:
 
 @dataclass(eq=False)
 class _Bank:
-    """The tracked tensors of one device and dtype, their buffers laid end to end, so that an
-    elementwise update of every tensor is one kernel instead of one per tensor (CPU foreach
-    ops loop over the tensors).
-
-    The members tracked whole come first, and one ``torch._foreach_copy_`` gathers all of them
-    into views of the buffers shaped like their parameters: a small model's gradients cost one
-    call per step, not a Python loop over its tensors.
-    """
+    """The tracked tensors of one device and dtype, their buffers laid end to end: one row of
+    ``storage`` per quantity of ``_BUFFERS``. The members tracked whole come first, and one
+    ``torch._foreach_copy_`` gathers all of them into views shaped like their parameters."""
 
     members: list[_Tracked]
     params: list[torch.Tensor]  # the members' parameters
@@ -289,16 +140,6 @@ class _Bank:
     whole: int  # how many leading members are tracked whole
     kept: bool  # every member has a per-element copy
     squares: np.ndarray | None = None  # norms' work space
-    # Deferred EMA updates (small models, see defer): the waiting steps' gradients, one row each
-    history: torch.Tensor | None = None
-    history_shaped: list[list[torch.Tensor]] = field(default_factory=list)  # rows, shaped like θ
-    weights: torch.Tensor | None = None  # (1 − β) β^(rows − 1 − j), j = 0 … rows − 1
-    beta: float = 0.9
-    waiting: int = 0  # rows filled
-    # Gradients that are views laid end to end in one buffer (a trainer's flat gradient buffer):
-    # read as that one tensor, no copy. ``flat_views``: the p.grad objects it was found for.
-    flat: torch.Tensor | None = None
-    flat_views: list[torch.Tensor] = field(default_factory=list)
 
     @classmethod
     def build(cls, members: list[_Tracked], dtype: torch.dtype, device: torch.device) -> _Bank:
@@ -332,75 +173,13 @@ class _Bank:
         for s in self.members[whole:]:
             s.gather_param(key)
 
-    def keep_history(self, rows: int, beta: float) -> None:
-        """Defer the EMA of up to ``rows`` steps (every member tracked whole): see :meth:`defer`."""
-        self.history = self.storage.new_zeros(rows, self.storage.shape[1])
-        self.history_shaped = [
-            [view.view(s.param.shape) for s, view in zip(self.members, row.split(self.sizes), strict=True)]
-            for row in self.history
-        ]
-        exponents = torch.arange(rows - 1, -1, -1, dtype=torch.float64)
-        self.weights = ((1.0 - beta) * beta**exponents).to(self.storage.dtype).to(self.storage.device)
-        self.beta = beta
-
-    def defer(self, grads: Sequence[torch.Tensor]) -> None:
-        """A step's gradients into the history; :meth:`settle` applies their EMA updates later.
-
-        For a small model each torch call costs more than its work: a step that records
-        nothing then makes one call (the copy) instead of three (copy, abs, lerp).
-        """
-        if self.waiting == len(self.history_shaped):
-            self.settle()
-        torch._foreach_copy_(self.history_shaped[self.waiting], grads)
-        self.waiting += 1
-
-    def settle(self) -> None:
-        """The EMA updates of the deferred steps, oldest first, in two calls:
-        I ← β^k I + Σ_j (1 − β) β^(k−1−j) |g_j|, equal to k updates I ← β I + (1 − β)|g_j|."""
-        k = self.waiting
-        if k and self.history is not None and self.weights is not None:
-            history = self.history[:k].abs_()
-            self.buffers["importance"].addmv_(history.T, self.weights[-k:], beta=self.beta**k)
-            self.waiting = 0
-
-    def flat_grads(self, grads: Sequence[torch.Tensor]) -> torch.Tensor | None:
-        """``grads`` (the members', none None) as one tensor when they are views laid end to end
-        in one buffer, in the members' order, every member tracked whole; else None.
-
-        Checked by identity on every step (a few hundred ns), and in full only when the
-        gradients are views at all: torch's fresh gradients never are.
-        """
-        if len(grads) == len(self.flat_views) and all(map(operator.is_, grads, self.flat_views)):
-            return self.flat
-        self.flat, self.flat_views = None, []  # none yet, or the owner replaced them: let go
-        first = grads[0]
-        if first is None or first._base is None or self.whole < len(self.members):
-            return None
-        storage, start = first.untyped_storage().data_ptr(), first.storage_offset()
-        end = start
-        for g, size in zip(grads, self.sizes, strict=True):
-            if (
-                g is None
-                or g.requires_grad
-                or g.dtype != self.storage.dtype
-                or g.device != self.storage.device
-                or not g.is_contiguous()
-                or g.untyped_storage().data_ptr() != storage
-                or g.storage_offset() != end
-            ):
-                return None
-            end += size
-        self.flat = first.detach().as_strided((end - start,), (1,), start)
-        self.flat_views = list(grads)
-        return self.flat
-
-    def gather_grads(self, grads: Sequence[torch.Tensor]) -> None:
-        """Each member's tracked elements of its gradient (members' order, none requiring grad)."""
+    def gather_grads(self) -> None:
+        """Each member's tracked elements of its gradient (every member has one)."""
         whole = self.whole
         if whole:
-            torch._foreach_copy_(self.shaped["grad"], grads[:whole])
-        for s, grad in zip(self.members[whole:], grads[whole:], strict=True):
-            s.gather(grad, s.grad, "grad")  # type: ignore[arg-type]
+            torch._foreach_copy_(self.shaped["grad"], [p.grad for p in self.params[:whole]])
+        for s in self.members[whole:]:
+            s.gather(s.param.grad, s.grad, "grad")  # type: ignore[arg-type]
 
     def norms(self, storage: torch.Tensor) -> list[list[float]]:
         """Per member: ‖grad‖, ‖before‖, ‖after‖ of ``storage``'s rows (the buffers or a copy).
@@ -433,35 +212,10 @@ class _Raw:
     storages: dict[int, torch.Tensor]  # per bank (id): rows importance, |g|, θ_t, θ_{t+1}
 
 
-class Diagnostics:
-    """Importance, effective lr and scaling factors for any ``torch.optim.Optimizer``.
-
-    Args:
-        optimizer: the optimizer whose steps are observed (never modified).
-        named_params: ``(name, tensor)`` pairs or a mapping, e.g. ``model.named_parameters()``;
-            the optimizer's tensors not named there are called "group{g}.param{i}".
-        every: record on step 1 and every ``every`` steps after (the importance EMA is updated
-            on every step).
-        beta: the importance EMA's β (DGS's default 0.9).
-        importance: "grad" for |g|, "taylor" for |g ⊙ θ| (θ before the step).
-        quantiles: the quantile levels reported per tensor.
-        sample_size: at most this many elements per tensor are tracked (a fixed random subset,
-            drawn from ``seed``); smaller tensors are tracked whole.
-        keep: names of tensors whose per-element values go into ``DiagnosticRecord.elements``
-            (for heatmaps), or "all". A kept tensor is tracked on a regular grid of rows and
-            columns (its 2-D view: first dimension × the rest) of at most ``keep_max_elements``
-            elements instead of a random subset.
-        keep_max_elements: cap on each kept tensor's per-element copy.
-        grads: "before" reads ``p.grad`` in :meth:`before_step`, "after" in :meth:`after_step`
-            (closure optimizers), "auto" chooses (see the module docstring).
-        seed: seed of the random subsets.
-        lazy: compute a record's summaries (``tensors``, ``elements``) when the record is first
-            read instead of on its step; the step then keeps a copy of the tracked values (4
-            per element). Reading one record computes every unread one, in a row: this costs less
-            in all (the code and data stay in the caches) and moves the work out of the training
-            loop to where the records are shown. The numbers are the same.
-
-    Raises ``ValueError`` naming the argument for an invalid value or an unknown ``keep`` name.
+class Diagnostics(DiagnosticsBase):
+    """SPEC §4's diagnostics for any ``torch.optim.Optimizer``, on sampled elements: the
+    records of :class:`~dgs_core.diagnostics.reference.ReferenceDiagnostics`, fast (see the
+    module docstring). The arguments are :class:`~dgs_core.diagnostics.base.DiagnosticsBase`'s.
 
     Example:
         >>> import torch
@@ -479,114 +233,50 @@ class Diagnostics:
         1.25
     """
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        named_params: Iterable[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor] | None = None,
-        *,
-        every: int = 1,
-        beta: float = 0.9,
-        importance: str = "grad",
-        quantiles: Sequence[float] = DEFAULT_QUANTILES,
-        sample_size: int = 2048,
-        keep: Iterable[str] | str = (),
-        keep_max_elements: int = 4096,
-        grads: str = "auto",
-        seed: int = 0,
-        lazy: bool = False,
-    ) -> None:
-        self.optimizer = optimizer
-        self.every = _EVERY.validate(every)
-        self.beta = _BETA.validate(beta)
-        self.importance = _IMPORTANCE.validate(importance)
-        self.quantiles = tuple(_QUANTILE.validate(q) for q in quantiles)
-        self.sample_size = _SAMPLE_SIZE.validate(sample_size)
-        self.keep_max_elements = _KEEP_MAX.validate(keep_max_elements)
-        grads = _GRADS.validate(grads)
-        if grads == "auto":
-            grads = "after" if _needs_closure(optimizer) else "before"
-        self.grads = grads
-        self._statistics = ("mean", *(quantile_name(q) for q in self.quantiles))
-        self._buffers: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # _summarise's flat copies
-        self._layouts: dict[tuple[int, ...], _Layout] = {}
-
-        names = {}
-        if named_params is not None:
-            pairs = named_params.items() if isinstance(named_params, Mapping) else named_params
-            names = {id(p): name for name, p in pairs}
-        entries = [
-            (names.get(id(p), f"group{g}.param{i}"), g, p)
-            for g, group in enumerate(optimizer.param_groups)
-            for i, p in enumerate(group["params"])
-            if p.numel() > 0
-        ]
-        all_names = [name for name, _, _ in entries]
-        if keep == "all":
-            keep = all_names
-        keep = set([keep] if isinstance(keep, str) else keep)
-        unknown = sorted(keep - set(all_names))
-        if unknown:
-            raise invalid("keep", unknown[0], f"one of {', '.join(all_names)}")
-
-        generator = torch.Generator().manual_seed(seed)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        generator = torch.Generator().manual_seed(self.seed)
         self._tracked: list[_Tracked] = []
         by_bank: dict[tuple[torch.dtype, torch.device], list[_Tracked]] = defaultdict(list)
-        for name, group, p in entries:
-            grid = _grid_shape(p, self.keep_max_elements) if name in keep else None
+        for observed in self._observed:
+            p, grid = observed.param, observed.grid
             block_rows, block = None, 1
             if grid is not None:
-                index = _grid_index(p, grid)
+                index = grid_index(p, grid)
             else:
                 index, block_rows, block = _random_index(p, self.sample_size, generator)
             tracked = p.numel() if index is None else index.numel()
             extrapolate = math.sqrt(p.numel() / tracked)
             order = len(self._tracked)
-            s = _Tracked(p, name, group, index, grid, tracked, block_rows, block, extrapolate, order)
+            s = _Tracked(
+                p, observed.name, observed.group, index, grid, tracked, block_rows, block, extrapolate, order
+            )
             self._tracked.append(s)
             dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
             by_bank[(dtype, p.device)].append(s)
         self._banks = [_Bank.build(members, *key) for key, members in by_bank.items()]
-        for bank in self._banks:
-            rows = min(_HISTORY_ROWS, _HISTORY_ELEMENTS // bank.storage.shape[1])
-            if self.importance == "grad" and bank.whole == len(bank.members) and rows >= 2:
-                bank.keep_history(rows, self.beta)
-        self._on_cpu = all(bank.storage.device.type == "cpu" for bank in self._banks)
-        self._row_dtype = torch.float32
+        # The caller's flat gradient buffer is the grad row's layout where there is one bank,
+        # every tensor is tracked whole (in the optimizer's order) and the dtypes agree.
+        self._flat: torch.Tensor | None = None
+        if self._flat_grads is not None and len(self._banks) == 1:
+            bank = self._banks[0]
+            if bank.whole == len(bank.members) and bank.storage.dtype == self._flat_grads.dtype:
+                self._flat = self._flat_grads
+        row_dtype = torch.float32
         for dtype, _ in by_bank:
-            self._row_dtype = torch.promote_types(self._row_dtype, dtype)
-        self._t = 0
+            row_dtype = torch.promote_types(row_dtype, dtype)
+        on_cpu = all(bank.storage.device.type == "cpu" for bank in self._banks)
+        self._summarise = RowSummariser(self.quantiles, row_dtype, on_cpu)
+        self._summary = summary_for(type(self.optimizer))
         self._pending: tuple[bool, bool, list[_Tracked], int | None] | None = None
-        self.lazy = bool(lazy)
         # records whose summaries wait (lazy), oldest first; the lock guards them and the
         # scratch buffers of the summaries, which another thread may compute (a page)
         self._unread: list[weakref.ref[DiagnosticRecord]] = []
         self._lock = threading.Lock()
 
-    @property
-    def names(self) -> list[str]:
-        """The observed tensors' names, in the optimizer's order."""
-        return [s.name for s in self._tracked]
-
-    @property
-    def element_index(self) -> dict[str, torch.Tensor]:
-        """Where the kept copies come from: ``"{tensor}/rows"`` and ``"{tensor}/cols"`` hold the
-        row and column indices (int64) into the tensor's 2-D view (first dimension × the rest)."""
-        out = {}
-        for s in self._tracked:
-            if s.grid is not None:
-                rows, cols = _grid_axes(s.param, s.grid)
-                out[f"{s.name}/rows"], out[f"{s.name}/cols"] = rows, cols
-        return out
-
-    def _settle(self) -> None:
-        for bank in self._banks:
-            bank.settle()
-
     def reset(self) -> None:
         """Forget the importance EMA and the step count (e.g. when the run restarts)."""
         torch._foreach_zero_([bank.buffers["importance"] for bank in self._banks])
-        for bank in self._banks:
-            bank.waiting = 0
         for s in self._tracked:
             s.count = 0
         self._t = 0
@@ -594,21 +284,11 @@ class Diagnostics:
 
     def state_dict(self) -> dict[str, Any]:
         """The importance EMA and the step counts, to resume a run with identical records
-        (the tracked elements follow from ``seed``, so rebuild with the same arguments).
-
-        ``"pending"``: the gradients (|g| rows, oldest first) whose EMA updates are deferred,
-        kept as they are so that a resumed run applies them in the same groups, to the bit.
-        """
-        pending = {}
-        for bank in self._banks:
-            if bank.waiting:
-                rows = bank.history[: bank.waiting].split(bank.sizes, dim=1)  # type: ignore[index]
-                pending.update({s.name: r.cpu().clone() for s, r in zip(bank.members, rows, strict=True)})
+        (the tracked elements follow from ``seed``, so rebuild with the same arguments)."""
         return {
             "step": self._t,
             "importance": {s.name: s.importance.detach().cpu().clone() for s in self._tracked},
             "count": {s.name: s.count for s in self._tracked},
-            "pending": pending,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -622,31 +302,14 @@ class Diagnostics:
                     f"Invalid state: {s.name} tracks {tuple(importance[s.name].shape)} elements "
                     f"(must be {tuple(s.importance.shape)}: same sample_size, keep and seed)"
                 )
-        pending = state.get("pending", {})  # none in states saved before deferred updates
-        waiting = {}
-        for bank in self._banks:
-            rows = [pending[s.name] for s in bank.members if s.name in pending]
-            steps = rows[0].shape[0] if rows else 0
-            if rows and (
-                bank.history is None
-                or len(rows) != len(bank.members)
-                or any(tuple(r.shape) != (steps, s.tracked) for r, s in zip(rows, bank.members, strict=True))
-                or steps > bank.history.shape[0]
-            ):
-                raise ValueError(
-                    f"Invalid state: pending gradients of {sorted(n for n in pending)} do not fit "
-                    "(must come from Diagnostics built with the same arguments)"
-                )
-            waiting[id(bank)] = (steps, rows)
+        if any(len(rows) for rows in state.get("pending", {}).values()):
+            raise ValueError(
+                "Invalid state: pending (deferred EMA updates of an older version; not resumable)"
+            )
         with torch.no_grad():
             for s in self._tracked:
                 s.importance.copy_(importance[s.name])
                 s.count = int(count[s.name])
-            for bank in self._banks:
-                steps, rows = waiting[id(bank)]
-                if steps:
-                    bank.history[:steps].copy_(torch.cat(rows, dim=1))  # type: ignore[index]
-                bank.waiting = steps
         self._t = int(state["step"])
         self._pending = None
 
@@ -660,17 +323,16 @@ class Diagnostics:
         if self._pending is not None:
             raise RuntimeError("before_step() called twice: call after_step() after every optimizer.step()")
         self._t += 1
-        sampled = (self._t - 1) % self.every == 0 if record is None else bool(record)
+        sampled = self._sampled(record)
         read_after = self.grads == "after" or all(s.param.grad is None for s in self._tracked)
         if sampled or self.importance == "taylor":
             with torch.no_grad():
                 for bank in self._banks:
                     bank.gather_params("before")
-        live = [] if read_after else self._read_grads(sampled)
-        # AdAdaGrad's step() moves batch_size on to the next step's: read the one used now
-        batch_size = getattr(self.optimizer, "batch_size", None) if sampled else None
+        live = [] if read_after else self._read_grads()
+        batch_size = self._batch_size() if sampled else None
         # what after_step needs; a plain tuple: this runs on every step
-        self._pending = (sampled, read_after, live, None if batch_size is None else int(batch_size))
+        self._pending = (sampled, read_after, live, batch_size)
 
     def after_step(self, step: int, lr: float | None = None) -> DiagnosticRecord | None:
         """Call just after ``optimizer.step()``; returns the record on sampled steps, else None.
@@ -683,17 +345,62 @@ class Diagnostics:
         sampled, read_after, live, batch_size = self._pending
         self._pending = None
         if read_after:
-            live = self._read_grads(sampled)
+            live = self._read_grads()
         if not sampled:
             return None
         with torch.no_grad():
             return self._record(int(step), lr, live, batch_size)
 
+    def _read_grads(self) -> list[_Tracked]:
+        """|g_t| on the tracked elements into the grad rows and the importance EMA update;
+        returns the tensors that had a gradient (the others keep their I and t).
+
+        This runs on every step: with the flat buffer it is three calls (abs, lerp, and the
+        check that the contract holds), else a gather per bank (or per sampled tensor) then
+        abs and lerp on each bank's rows.
+        """
+        if self._flat_grads is not None:
+            self._check_flat_grads()
+        if self._flat is not None:  # the buffer is the grad row's layout: |g| in one call
+            live = self._tracked
+            scores = [torch.abs(self._flat, out=self._banks[0].buffers["grad"])]
+        else:
+            live = [s for s in self._tracked if s.param.grad is not None]
+            if not live:
+                return live
+            # gradients with a graph (backward(create_graph=True)) stay out of autograd; no
+            # no_grad() context otherwise: it costs ~4 µs, a step of the 2-D tasks ~330 µs
+            if any(s.param.grad.requires_grad for s in live):  # type: ignore[union-attr]
+                with torch.no_grad():
+                    self._gather_grads(live)
+            else:
+                self._gather_grads(live)
+            scores = self._operands("grad", live)
+            torch._foreach_abs_(scores)
+        if self.importance == "taylor":
+            scores = torch._foreach_mul(scores, self._operands("before", live))
+            torch._foreach_abs_(scores)
+        torch._foreach_lerp_(self._operands("importance", live), scores, 1.0 - self.beta)
+        for s in live:
+            s.count += 1
+        return live
+
+    def _gather_grads(self, live: list[_Tracked]) -> None:
+        if len(live) == len(self._tracked):
+            for bank in self._banks:
+                bank.gather_grads()
+        else:
+            for s in live:
+                s.gather(s.param.grad, s.grad, "grad")  # type: ignore[arg-type]
+
     def _operands(
         self, key: str, live: list[_Tracked], storages: Mapping[int, torch.Tensor] | None = None
     ) -> list[torch.Tensor]:
-        """The ``key`` rows of the live tensors, as few tensors as possible (see _Bank): of the
-        banks' buffers, or of ``storages`` (per bank id, a record's copy of them)."""
+        """The ``key`` rows of the live tensors, as few tensors as possible (a bank's whole row
+        where all its members are live): of the banks' buffers, or of ``storages`` (per bank
+        id, a record's copy of them)."""
+        if storages is None and len(live) == len(self._tracked):
+            return [bank.buffers[key] for bank in self._banks]
         of = {id(b): b.storage for b in self._banks} if storages is None else storages
         if len(live) == len(self._tracked):
             return [of[id(bank)][_ROW[key]] for bank in self._banks]
@@ -705,85 +412,6 @@ class Diagnostics:
             else:
                 out += [_member_row(of[id(bank)], s, key) for s in bank.members if id(s) in ids]
         return out
-
-    def _read_grads(self, sampled: bool) -> list[_Tracked]:
-        """|g| into the grad buffers and the importance EMA update; the tensors that had one.
-
-        The EMA runs on every step, so this is the per-step cost: with every tensor's gradient
-        present it is one gather per bank (or per sampled tensor), then abs and lerp on each
-        bank's flat buffers, with no per-tensor Python beyond the gathers; none where the
-        gradients already lie in one buffer (:meth:`_read_flat`). Otherwise a small model's bank
-        defers the update on steps that record nothing (:meth:`_Bank.defer`).
-        """
-        if self._read_flat():
-            return self._tracked
-        grads = [[p.grad for p in bank.params] for bank in self._banks]
-        flats = [bank.flat_grads(bank_grads) for bank, bank_grads in zip(self._banks, grads, strict=True)]
-        if any(flat is None for flat in flats):
-            # no autograd here (no no_grad() context either: ~5 µs a step): only gradients that
-            # need none, e.g. not from backward(create_graph=True), take this path
-            for bank_grads in grads:
-                for g in bank_grads:
-                    if g is None or g.requires_grad:
-                        with torch.no_grad():
-                            self._settle()
-                            return self._read_some_grads()
-        weight = 1.0 - self.beta
-        for bank, bank_grads, flat in zip(self._banks, grads, flats, strict=True):
-            if flat is None and bank.history is not None and not sampled:
-                bank.defer(bank_grads)
-                for s in bank.members:
-                    s.count += 1
-                continue
-            if bank.waiting:
-                bank.settle()
-            if flat is not None:  # the gradients as one tensor already: |g| in one call
-                self._update(bank, torch.abs(flat, out=bank.buffers["grad"]), weight)
-            else:
-                bank.gather_grads(bank_grads)
-                self._update(bank, bank.buffers["grad"].abs_(), weight)
-        return self._tracked
-
-    def _update(self, bank: _Bank, abs_grads: torch.Tensor, weight: float) -> None:
-        """The importance EMA of ``bank``'s tensors with this step's |g| (its grad buffer)."""
-        scores = abs_grads
-        if self.importance == "taylor":
-            scores = torch.mul(abs_grads, bank.buffers["before"]).abs_()
-        bank.buffers["importance"].lerp_(scores, weight)
-        for s in bank.members:
-            s.count += 1
-
-    def _read_flat(self) -> bool:
-        """:meth:`_read_grads` where every bank's gradients are still the views of one buffer
-        that :meth:`_Bank.flat_grads` found (a trainer's flat gradient buffer): two calls per
-        bank and the least Python, since this runs on every step. False (nothing done) if not."""
-        for bank in self._banks:
-            views = bank.flat_views
-            if not views or not all(map(operator.is_, map(_GRAD, bank.params), views)):
-                return False
-        weight = 1.0 - self.beta
-        for bank in self._banks:
-            if bank.waiting:  # deferred by a state loaded from a run without the buffer
-                bank.settle()
-            self._update(bank, torch.abs(bank.flat, out=bank.buffers["grad"]), weight)  # type: ignore[arg-type]
-        return True
-
-    def _read_some_grads(self) -> list[_Tracked]:
-        """:meth:`_read_grads` when some tensors have no gradient: only the others move on."""
-        live = [s for s in self._tracked if s.param.grad is not None]
-        if not live:
-            return live
-        for s in live:
-            s.gather(s.param.grad, s.grad, "grad")
-            s.count += 1
-        abs_grads = self._operands("grad", live)
-        torch._foreach_abs_(abs_grads)
-        scores = abs_grads
-        if self.importance == "taylor":
-            scores = torch._foreach_mul(abs_grads, self._operands("before", live))
-            torch._foreach_abs_(scores)
-        torch._foreach_lerp_(self._operands("importance", live), scores, 1.0 - self.beta)
-        return live
 
     def _record(
         self, step: int, lr: float | None, live: list[_Tracked], batch_size: int | None
@@ -802,10 +430,14 @@ class Diagnostics:
         else:
             for s in live:
                 s.gather_param("after")
-        scales = [_state_scale(self.optimizer, s) for s in live]
-        extras = _optimizer_summaries(
-            self.optimizer, [s.param for s in live], lambda: _sampler(self.optimizer, live, scales)
-        )
+        states = [self.optimizer.state.get(s.param, {}) for s in live]
+        scales = [_state_scale(s, state) for s, state in zip(live, states, strict=True)]
+        extras: list[Mapping[str, Any]] = [{}] * len(live)
+        if self._summary is not None:
+            extras = [
+                self._summary(self.optimizer, groups[s.group], s.param, state, _sampler(s, state, scale))
+                for s, state, scale in zip(live, states, scales, strict=True)
+            ]
         raw = _Raw(
             owner=self,
             live=live,
@@ -869,7 +501,7 @@ class Diagnostics:
         table = self._summarise(rows).tolist()  # rows × (mean, quantiles…)
         extra_values = iter(raw.extra_values)
 
-        names = self._statistics
+        names = self.statistics
         tensors = []
         for i, s in enumerate(live):
             row, correction, lr_i = first_row[i], corrections[i], lrs[i]
@@ -894,9 +526,9 @@ class Diagnostics:
         """The per-element copies of the kept tensors, float32 on the CPU.
 
         Copies, since the buffers (and DGS's state) change on the next step. Where a whole bank
-        is live and kept (a small model with keep="all") the quantities are one stacked copy of
-        the bank's rows, handed out as views: a few ops per record instead of a few per
-        tensor and quantity.
+        is live and kept (a small model with keep="all", the Training lab's default) the
+        quantities are one stacked copy of the bank's rows, handed out as views: a few ops per
+        record instead of a few per tensor and quantity.
         """
         live, corrections, lrs, scales = raw.live, raw.corrections, raw.lrs, raw.scales
         everything = len(live) == len(self._tracked)
@@ -947,86 +579,6 @@ class Diagnostics:
                 elements[f"{s.name}/{quantity}"] = values
         return elements
 
-    def _summarise(self, rows: list[torch.Tensor]) -> np.ndarray:
-        """[mean, quantiles...] of each row (1-D tensors of any lengths), float64, rows × stats.
-
-        On the CPU with numpy, whose vectorised sort is ~20x faster than torch's CPU sort here:
-        one copy of every row laid end to end (in a reused buffer: a fresh megabyte-sized
-        allocation costs page faults on every record), each run of consecutive rows of one
-        length sorted in place as one matrix, then every quantile read with one fancy index.
-        """
-        lengths = tuple(row.numel() for row in rows)
-        layout = self._layouts.get(lengths)
-        if layout is None:
-            if len(self._layouts) >= 16:  # the live tensors changed often: start over
-                self._layouts.clear()
-            layout = self._layouts[lengths] = _Layout.of(lengths, self.quantiles)
-        dtype = self._row_dtype  # the rows are bank buffers and DGS's scale in a bank's dtype
-        buffer = self._buffers.get((layout.total, dtype))
-        if buffer is None:
-            buffer = self._buffers[(layout.total, dtype)] = torch.empty(layout.total, dtype=dtype)
-        if self._on_cpu:
-            torch.cat(rows, out=buffer)
-        else:
-            buffer.copy_(torch.cat([row.to(rows[0].device) for row in rows]))
-        flat = buffer.numpy()
-        if len(layout.runs) > 1:  # one call for all (a long single run sums faster by rows)
-            sums = np.add.reduceat(flat, layout.starts, dtype=np.float64)
-        else:
-            sums = flat.reshape(len(rows), -1).sum(axis=1, dtype=np.float64)
-        for first, count, length in layout.runs:
-            start = layout.starts[first]
-            flat[start : start + count * length].reshape(count, length).sort(axis=1)
-        means = sums / layout.lengths
-        below, above = flat[layout.below].astype(np.float64), flat[layout.above].astype(np.float64)
-        quantiles = below + layout.fraction * (above - below)
-        return np.concatenate([means[:, None], quantiles], axis=1)
-
-
-@dataclass(frozen=True, eq=False)
-class _Layout:
-    """Where :meth:`Diagnostics._summarise`'s rows lie in its flat copy, per list of lengths."""
-
-    total: int
-    lengths: np.ndarray  # per row
-    starts: np.ndarray  # per row
-    runs: tuple[tuple[int, int, int], ...]  # (first row, rows, length) of consecutive rows of one length
-    below: np.ndarray  # rows × levels: flat positions of the order statistics around each quantile
-    above: np.ndarray
-    fraction: np.ndarray  # rows × levels: the interpolation weight of ``above``
-
-    @classmethod
-    def of(cls, lengths: Sequence[int], levels: Sequence[float]) -> _Layout:
-        sizes = np.asarray(lengths, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        runs: list[tuple[int, int, int]] = []
-        for row, length in enumerate(lengths):
-            if runs and runs[-1][2] == length:
-                runs[-1] = (runs[-1][0], runs[-1][1] + 1, length)
-            else:
-                runs.append((row, 1, length))
-        below, above, fraction = _quantile_positions(sizes, levels)
-        offsets = starts[:, None]
-        return cls(int(sizes.sum()), sizes, starts, tuple(runs), offsets + below, offsets + above, fraction)
-
-
-def _quantile_positions(
-    lengths: np.ndarray, levels: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For sorted rows of these lengths: the indices below and above each quantile level and the
-    weight of the one above (rows × levels), linear interpolation as ``torch.quantile`` does."""
-    position = np.asarray(levels, dtype=np.float64)[None, :] * (lengths[:, None] - 1)
-    below = np.floor(position).astype(np.int64)
-    return below, np.ceil(position).astype(np.int64), position - below
-
-
-def _sorted_row_quantiles(ordered: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Quantiles of each row of an ordered matrix with linear interpolation, as
-    ``torch.quantile`` computes them."""
-    below, above, fraction = _quantile_positions(np.array([ordered.shape[1]]), levels)
-    low, high = ordered[:, below[0]].astype(np.float64), ordered[:, above[0]].astype(np.float64)
-    return low + fraction * (high - low)
-
 
 def _ratio(value: float, lr: float) -> float:
     return value / lr if lr != 0 else math.nan
@@ -1050,9 +602,7 @@ def _random_index(
     (memory order); None when ``p`` has no more than ``size`` elements. Also the blocks as rows
     of ``p``'s (numel // block) × block view, and the block's length.
 
-    Blocks, not single elements: a random element per cache line would make the gather read
-    about as many cache lines as the whole tensor has. The last ``numel % block`` elements
-    are never drawn.
+    The last ``numel % block`` elements are never drawn.
     """
     n = p.numel()
     if n <= size:
@@ -1074,38 +624,6 @@ def _distinct(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     return drawn[torch.randperm(drawn.numel(), generator=generator)[:k]]  # unique sorted them
 
 
-def _view_2d(p: torch.Tensor) -> tuple[int, int]:
-    rows = p.shape[0] if p.dim() >= 2 else 1
-    return rows, p.numel() // rows
-
-
-def _grid_shape(p: torch.Tensor, cap: int) -> tuple[int, int]:
-    """Rows and columns of the kept grid: the 2-D view when it fits, else a regular subgrid of
-    at most ``cap`` elements with about the view's aspect ratio."""
-    rows, cols = _view_2d(p)
-    if rows * cols <= cap:
-        return rows, cols
-    shrink = math.sqrt(cap / (rows * cols))
-    r = max(1, min(rows, int(rows * shrink)))
-    return r, max(1, min(cols, cap // r))
-
-
-def _grid_axes(p: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    (rows, cols), (r, c) = _view_2d(p), grid
-    return (
-        torch.linspace(0, rows - 1, r, dtype=torch.float64).round().long(),
-        torch.linspace(0, cols - 1, c, dtype=torch.float64).round().long(),
-    )
-
-
-def _grid_index(p: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
-    if grid[0] * grid[1] == p.numel():
-        return None
-    row_index, col_index = _grid_axes(p, grid)
-    cols = _view_2d(p)[1]
-    return (row_index[:, None] * cols + col_index[None, :]).reshape(-1).to(p.device)
-
-
 def _member_row(storage: torch.Tensor, s: _Tracked, key: str) -> torch.Tensor:
     """``s``'s elements of the ``key`` row of its bank's storage (its own view) or of a copy."""
     if storage is s.bank.storage:  # type: ignore[union-attr]
@@ -1114,9 +632,9 @@ def _member_row(storage: torch.Tensor, s: _Tracked, key: str) -> torch.Tensor:
     return storage[_ROW[key], start : start + s.tracked]
 
 
-def _state_scale(optimizer: torch.optim.Optimizer, s: _Tracked) -> torch.Tensor | None:
-    """DGS's s_t on the tracked elements: ``state[p]["scale"]`` when it is per-element."""
-    scale = optimizer.state.get(s.param, {}).get("scale")
+def _state_scale(s: _Tracked, state: Mapping[str, Any]) -> torch.Tensor | None:
+    """DGS's s_t on the tracked elements (a copy): the per-element state ``SCALE_STATE``."""
+    scale = state.get(SCALE_STATE)
     if not isinstance(scale, torch.Tensor) or scale.numel() != s.param.numel():
         return None
     out = torch.empty_like(s.importance)
@@ -1124,20 +642,15 @@ def _state_scale(optimizer: torch.optim.Optimizer, s: _Tracked) -> torch.Tensor 
     return out
 
 
-def _sampler(
-    optimizer: torch.optim.Optimizer, live: list[_Tracked], scales: list[torch.Tensor | None]
-) -> Sampler:
-    """``sample(param, tensor)``: the tracked elements of ``tensor`` (shaped like ``param``), for
-    an optimizer's ``tensor_summaries_many``; DGS's s_t is the copy already read for the scale."""
-    tracked = {id(s.param): (s, scale) for s, scale in zip(live, scales, strict=True)}
+def _sampler(s: _Tracked, state: Mapping[str, Any], scale: torch.Tensor | None) -> Sample:
+    """``sample(tensor)`` for the optimizer's summaries: the tracked elements of a tensor shaped
+    like ``s``'s parameter; DGS's s_t is the copy already read for the scale's quantiles."""
 
-    def sample(param: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
-        found = tracked.get(id(param))
-        if found is None or tensor.shape != param.shape:
-            raise ValueError("Invalid sample: a tensor shaped like one of the recorded parameters is needed")
-        s, scale = found
-        if scale is not None and tensor is optimizer.state[param].get("scale"):
+    def sample(tensor: torch.Tensor) -> torch.Tensor:
+        if scale is not None and tensor is state.get(SCALE_STATE):
             return scale
+        if tensor.shape != s.param.shape:
+            raise ValueError(f"Invalid sample: shape {tuple(tensor.shape)} (must be {s.name}'s)")
         out = torch.empty(s.tracked, dtype=tensor.dtype, device=tensor.device)
         s.gather(tensor, out)
         return out
@@ -1145,35 +658,7 @@ def _sampler(
     return sample
 
 
-def _optimizer_summaries(
-    optimizer: torch.optim.Optimizer,
-    params: Sequence[torch.Tensor],
-    sampler: Callable[[], Sampler],
-) -> list[Mapping[str, object]]:
-    """The optimizer's ``tensor_summaries`` of each tensor: through its
-    ``tensor_summaries_many(params)`` when it has one (all tensors in one go), else one call
-    each; given ``sample=sampler()`` where the method takes it (values from per-element states
-    are then estimated on the tracked elements; made only then: it costs a few µs a record)."""
-    many: Callable[..., list[Mapping[str, object]]] | None = getattr(optimizer, "tensor_summaries_many", None)
-    if many is not None:
-        return list(many(params, sample=sampler()) if _takes_sample(many) else many(params))
-    one: Callable[[torch.Tensor], Mapping[str, object]] | None = getattr(optimizer, "tensor_summaries", None)
-    return [{} if one is None else one(p) for p in params]
-
-
-def _takes_sample(method: Callable[..., Any]) -> bool:
-    return _signature_has(getattr(method, "__func__", method), "sample")
-
-
-@functools.cache
-def _signature_has(function: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
-        return False
-
-
-def _to_floats(values: list) -> list[float]:
+def _to_floats(values: Sequence[float | torch.Tensor]) -> list[float]:
     """Python floats, with one device transfer per device for the tensors among ``values``
     (a tensor of several elements, e.g. AdaGrad-Norm's per-row b_t, gives its mean)."""
     out: list[float | None] = [None if isinstance(v, torch.Tensor) else float(v) for v in values]
@@ -1184,8 +669,7 @@ def _to_floats(values: list) -> list[float]:
         if isinstance(v, torch.Tensor):
             by_device[v.device].append(k)
     for members in by_device.values():
-        # 0-d float64 tensors (DGS's clipped) as they are; others' means (one op each)
-        stacked = torch.stack([_scalar(values[k]) for k in members])
+        stacked = torch.stack([_scalar(values[k]) for k in members])  # type: ignore[arg-type]
         for k, value in zip(members, stacked.tolist(), strict=True):
             out[k] = value
     return out  # type: ignore[return-value]
@@ -1196,16 +680,3 @@ def _scalar(value: torch.Tensor) -> torch.Tensor:
     if value.dtype != torch.float64:
         value = value.to(torch.float64)
     return value if value.dim() == 0 else value.mean()
-
-
-def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
-    """True when the registry says this optimizer's step computes its own gradients.
-
-    Only DGS Lab's own classes are looked up: the registry imports every optimizer module,
-    which a run of torch's optimizers has no reason to pay for (torch's LBFGS: grads="after").
-    """
-    if not type(optimizer).__module__.startswith("dgs_core."):
-        return False
-    from dgs_core.optim import registry
-
-    return any(info.cls is type(optimizer) and info.needs_closure for info in registry.infos())

@@ -57,7 +57,7 @@ class AdaGradNorm(torch.optim.Optimizer):
 
     The accumulator b_t² of a group lives in ``state[p]["b_squared"]`` of the group's first
     parameter, so ``state_dict()`` / ``load_state_dict()`` carry it like any other state.
-    :meth:`tensor_summaries` reports b_t.
+    The diagnostics report b_t (:mod:`dgs_core.diagnostics.summaries`).
 
     Example:
         >>> import torch
@@ -129,17 +129,6 @@ class AdaGradNorm(torch.optim.Optimizer):
             shape = (_rows(group["params"]),) if group["independent_rows"] else ()
             state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=anchor.dtype, device=anchor.device)
         return state["b_squared"]
-
-    def tensor_summaries(self, param: Tensor) -> dict[str, Tensor]:
-        """Optimizer-specific values for the diagnostics layer: ``{"b": b_t}`` of ``param``'s group.
-
-        A 0-dim tensor (shape (N,) with ``independent_rows``); empty before the group's first step.
-        """
-        for group in self.param_groups:
-            if any(p is param for p in group["params"]):
-                b_squared = self.state[group["params"][0]].get("b_squared")
-                return {} if b_squared is None else {"b": b_squared.sqrt()}
-        raise ValueError("Invalid param: not one of this optimizer's parameters")
 
 
 def _rows(params: list[Tensor]) -> int:
