@@ -111,6 +111,11 @@ class DiagnosticsBase:
             self._flat_params = [p for group in optimizer.param_groups for p in group["params"]]
             self._flat_views = _flat_views(flat_grads, self._flat_params, self._observed)
         self._t = 0  # steps seen
+        self._build()
+
+    def _build(self) -> None:
+        """The implementation's own state, made once the arguments are checked."""
+        raise NotImplementedError
 
     @property
     def names(self) -> list[str]:

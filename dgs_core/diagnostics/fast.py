@@ -52,7 +52,7 @@ import torch
 from dgs_core.diagnostics.base import DiagnosticsBase, grid_index
 from dgs_core.diagnostics.quantiles import RowSummariser
 from dgs_core.diagnostics.records import EPS, DiagnosticRecord, TensorDiagnostics
-from dgs_core.diagnostics.summaries import SCALE_STATE, Sample, summary_for
+from dgs_core.diagnostics.summaries import SCALE_STATE, Sample, summaries_many_for
 
 _BLOCK = 16  # elements per sampled block: one 64-byte cache line of float32
 _BUFFERS = ("importance", "grad", "before", "after")
@@ -233,8 +233,8 @@ class Diagnostics(DiagnosticsBase):
         1.25
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _build(self) -> None:
+        """The tracked elements (random blocks, or the kept grid) and their banks."""
         generator = torch.Generator().manual_seed(self.seed)
         self._tracked: list[_Tracked] = []
         by_bank: dict[tuple[torch.dtype, torch.device], list[_Tracked]] = defaultdict(list)
@@ -267,7 +267,7 @@ class Diagnostics(DiagnosticsBase):
             row_dtype = torch.promote_types(row_dtype, dtype)
         on_cpu = all(bank.storage.device.type == "cpu" for bank in self._banks)
         self._summarise = RowSummariser(self.quantiles, row_dtype, on_cpu)
-        self._summary = summary_for(type(self.optimizer))
+        self._optimizer_values = summaries_many_for(type(self.optimizer))  # the optimizer's own values
         self._pending: tuple[bool, bool, list[_Tracked], int | None] | None = None
         # records whose summaries wait (lazy), oldest first; the lock guards them and the
         # scratch buffers of the summaries, which another thread may compute (a page)
@@ -432,12 +432,13 @@ class Diagnostics(DiagnosticsBase):
                 s.gather_param("after")
         states = [self.optimizer.state.get(s.param, {}) for s in live]
         scales = [_state_scale(s, state) for s, state in zip(live, states, strict=True)]
-        extras: list[Mapping[str, Any]] = [{}] * len(live)
-        if self._summary is not None:
-            extras = [
-                self._summary(self.optimizer, groups[s.group], s.param, state, _sampler(s, state, scale))
-                for s, state, scale in zip(live, states, scales, strict=True)
-            ]
+        extras = self._optimizer_values(
+            self.optimizer,
+            [groups[s.group] for s in live],
+            [s.param for s in live],
+            states,
+            [_sampler(s, state, scale) for s, state, scale in zip(live, states, scales, strict=True)],
+        )
         raw = _Raw(
             owner=self,
             live=live,

@@ -54,8 +54,8 @@ class ReferenceDiagnostics(DiagnosticsBase):
     ``flat_grads`` the gradients are still read from ``p.grad`` (views of the buffer).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _build(self) -> None:
+        """I_t of every element, and per tensor the count of gradients seen."""
         self._importance = {o: torch.zeros_like(_values(o.param)) for o in self._observed}  # I_t
         self._count = dict.fromkeys(self._observed, 0)  # gradients seen: the t of Î_t
         self._pending: _Step | None = None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dgs_core.diagnostics import Diagnostics, ReferenceDiagnostics
-from dgs_core.diagnostics.summaries import SUMMARIES, summary_for, tensor_summaries
+from dgs_core.diagnostics.summaries import SUMMARIES, SUMMARIES_MANY, summary_for, tensor_summaries
 from dgs_core.optim import registry
 from dgs_core.optim.adadagrad import AdAdaGradNorm
 from dgs_core.optim.adagrad_norm import AdaGradNorm
@@ -115,3 +115,34 @@ def test_a_new_entry_is_reported_by_both_implementations(monkeypatch, cls):
         record = diag.after_step(1)
     # momentum buffer (−0.5, −2.5, 1.5, 1.5) against g (−1, −3, 1, 1): all four agree
     assert record.tensors[0].stats["sign_agreement"] == {"value": 1.0}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_entries_equal_their_per_tensor_entry(dtype):
+    # DGS's twin in SUMMARIES_MANY compares every sample at once: the same numbers, bounds hit
+    # exactly included (s_t clipped to s_min holds s_min in its own dtype)
+    assert set(SUMMARIES_MANY) <= set(SUMMARIES)
+    torch.manual_seed(0)
+    tensors = [torch.zeros(n, dtype=dtype, requires_grad=True) for n in (50, 7, 300, 4)]
+    groups = [{"params": tensors[:2]}, {"params": tensors[2:], "s_min": 0.3, "s_max": 3.0}]
+    opt = DGS(groups, gamma=1.0)
+    for w in tensors[:3]:  # the last one has no state yet
+        w.grad = torch.randn_like(w) * torch.logspace(-2, 2, w.numel(), dtype=dtype)
+    opt.step()
+    states = [opt.state.get(w, {}) for w in tensors]
+    every = [lambda tensor: tensor.reshape(-1)] * len(tensors)
+    odd = [lambda tensor: tensor.reshape(-1)[1::2]] * len(tensors)  # a sample of the elements
+    param_groups = [opt.param_groups[0]] * 2 + [opt.param_groups[1]] * 2
+    for samples in (every, odd):
+        many = SUMMARIES_MANY[DGS](opt, param_groups, tensors, states, samples)
+        one = [
+            _dgs_one(opt, g, w, state, sample)
+            for g, w, state, sample in zip(param_groups, tensors, states, samples, strict=True)
+        ]
+        assert many == one
+        assert many[3] == {} and all(0.0 < summary["clipped"] < 1.0 for summary in many[:3])
+
+
+def _dgs_one(optimizer, group, param, state, sample):
+    values = SUMMARIES[DGS](optimizer, group, param, state, sample)
+    return {key: float(value) for key, value in values.items()}
