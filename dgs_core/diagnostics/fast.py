@@ -399,11 +399,11 @@ class Diagnostics(DiagnosticsBase):
         """The ``key`` rows of the live tensors, as few tensors as possible (a bank's whole row
         where all its members are live): of the banks' buffers, or of ``storages`` (per bank
         id, a record's copy of them)."""
-        if storages is None and len(live) == len(self._tracked):
-            return [bank.buffers[key] for bank in self._banks]
-        of = {id(b): b.storage for b in self._banks} if storages is None else storages
         if len(live) == len(self._tracked):
-            return [of[id(bank)][_ROW[key]] for bank in self._banks]
+            if storages is None:
+                return [bank.buffers[key] for bank in self._banks]
+            return [storages[id(bank)][_ROW[key]] for bank in self._banks]
+        of = {id(b): b.storage for b in self._banks} if storages is None else storages
         ids = {id(s) for s in live}
         out = []
         for bank in self._banks:
@@ -432,13 +432,15 @@ class Diagnostics(DiagnosticsBase):
                 s.gather_param("after")
         states = [self.optimizer.state.get(s.param, {}) for s in live]
         scales = [_state_scale(s, state) for s, state in zip(live, states, strict=True)]
-        extras = self._optimizer_values(
-            self.optimizer,
-            [groups[s.group] for s in live],
-            [s.param for s in live],
-            states,
-            [_sampler(s, state, scale) for s, state, scale in zip(live, states, scales, strict=True)],
-        )
+        extras: list[dict[str, Any]] = [{}] * len(live)
+        if self._optimizer_values is not None:
+            extras = self._optimizer_values(
+                self.optimizer,
+                [groups[s.group] for s in live],
+                [s.param for s in live],
+                states,
+                [_sampler(s, state, scale) for s, state, scale in zip(live, states, scales, strict=True)],
+            )
         raw = _Raw(
             owner=self,
             live=live,

@@ -165,12 +165,12 @@ def summary_for(cls: type) -> Summary | None:
     return next((SUMMARIES[base] for base in cls.__mro__ if base in SUMMARIES), None)
 
 
-def summaries_many_for(cls: type) -> SummaryMany:
+def summaries_many_for(cls: type) -> SummaryMany | None:
     """All of a record's tensors at once: the entry of :data:`SUMMARIES_MANY` for the class
-    that :func:`summary_for` finds, else that entry called per tensor."""
+    that :func:`summary_for` finds, else that entry called per tensor; None if none."""
     owner = next((base for base in cls.__mro__ if base in SUMMARIES), None)
     if owner is None:
-        return lambda optimizer, groups, params, states, samples: [{} for _ in params]
+        return None
     if owner in SUMMARIES_MANY:
         return SUMMARIES_MANY[owner]
     summary = SUMMARIES[owner]
