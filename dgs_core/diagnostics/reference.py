@@ -68,6 +68,7 @@ class ReferenceDiagnostics(DiagnosticsBase):
         self._t, self._pending = 0, None
 
     def state_dict(self) -> dict[str, Any]:
+        """The importance EMA and the step counts, to resume a run with identical records."""
         return {
             "step": self._t,
             "importance": {o.name: self._importance[o].clone() for o in self._observed},
@@ -75,6 +76,11 @@ class ReferenceDiagnostics(DiagnosticsBase):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; ``ValueError`` when it belongs to other tensors."""
+        if set(state["importance"]) != set(self.names):
+            raise ValueError(
+                f"Invalid state: tensors {sorted(state['importance'])} (must be {sorted(self.names)})"
+            )
         for o in self._observed:
             self._importance[o] = state["importance"][o.name].clone().to(self._importance[o])
             self._count[o] = int(state["count"][o.name])

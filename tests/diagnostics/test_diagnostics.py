@@ -18,6 +18,7 @@ from dgs_core.diagnostics import (
     FRAME_COLUMNS,
     GLOBAL,
     Diagnostics,
+    ReferenceDiagnostics,
     quantile_name,
     to_frame,
 )
@@ -438,21 +439,23 @@ def test_unnamed_parameters_get_group_names():
     assert [t.stats["lr_eff"]["mean"] for t in record.tensors] == pytest.approx([0.1, 0.5])
 
 
-def test_reset_forgets_the_importance():
+@pytest.mark.parametrize("cls", [Diagnostics, ReferenceDiagnostics])
+def test_reset_forgets_the_importance(cls):
     w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.SGD([w], lr=0.1)
-    diag = Diagnostics(opt, [("w", w)])
+    diag = cls(opt, [("w", w)])
     _step(diag, opt, 1, [torch.tensor([1.0, 1.0], dtype=torch.float64)], params=[w])
     diag.reset()
     record = _step(diag, opt, 2, [torch.tensor([3.0, 3.0], dtype=torch.float64)], params=[w])
     assert record.tensors[0].stats["importance"]["mean"] == pytest.approx(3.0)
 
 
-def test_state_dict_resumes_with_identical_records():
+@pytest.mark.parametrize("cls", [Diagnostics, ReferenceDiagnostics])
+def test_state_dict_resumes_with_identical_records(cls):
     def build():
         w = torch.arange(12.0, dtype=torch.float64).reshape(3, 4).requires_grad_()
         opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
-        return w, opt, Diagnostics(opt, [("w", w)], every=2, keep="all")
+        return w, opt, cls(opt, [("w", w)], every=2, keep="all")
 
     grads = _grads(3, 4, steps=6)
     w, opt, diag = build()
@@ -470,7 +473,7 @@ def test_state_dict_resumes_with_identical_records():
     assert [r is None for r in resumed] == [r is None for r in straight[3:]] == [True, False, True]
     assert resumed[1].tensors == straight[4].tensors
     with pytest.raises(ValueError, match="Invalid state"):
-        Diagnostics(opt, [("v", w)]).load_state_dict(saved[2])
+        cls(opt, [("v", w)]).load_state_dict(saved[2])
 
 
 def test_hooks_out_of_order_raise():
