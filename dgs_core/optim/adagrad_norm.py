@@ -69,7 +69,7 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
 
     The accumulator b_t² of a group lives in ``state[p]["b_squared"]`` of the group's first
     parameter, so ``state_dict()`` / ``load_state_dict()`` carry it like any other state.
-    :meth:`tensor_summaries` reports b_t.
+    The diagnostics report b_t (:mod:`dgs_core.diagnostics.summaries`).
 
     Example:
         >>> import torch
@@ -154,17 +154,6 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
             dtype = real(anchor).dtype  # a real b² for a complex parameter too
             state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=dtype, device=anchor.device)
         return state["b_squared"]
-
-    def tensor_summaries(self, param: Tensor) -> dict[str, Tensor]:
-        """Optimizer-specific values for the diagnostics layer: ``{"b": b_t}`` of ``param``'s group.
-
-        A 0-dim tensor (shape (N,) in an ``independent_rows`` group); empty before the group's first step.
-        """
-        for group in self.param_groups:
-            if any(p is param for p in group["params"]):
-                b_squared = self.state[group["params"][0]].get("b_squared")
-                return {} if b_squared is None else {"b": b_squared.sqrt()}
-        raise ValueError("Invalid param: not one of this optimizer's parameters")
 
 
 def _sum_of_squares(x: Tensor, dim: int | None = None) -> Tensor:

@@ -149,17 +149,6 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
                     self.state[leaf]["trust_ratio"] = tr
         return loss
 
-    def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """LARS's own value for the diagnostics layer: ``{"trust_ratio": tr}`` of the last step.
-
-        0-d, or (N, 1, …) per row in an ``independent_rows`` group; empty before the first step and for
-        tensors that ``exclude_1d`` leaves without a trust ratio.
-        """
-        if not any(p is param for group in self.param_groups for p in group["params"]):
-            raise ValueError("Invalid param: not one of this optimizer's parameters")
-        trust_ratio = self.state.get(param, {}).get("trust_ratio")
-        return {} if trust_ratio is None else {"trust_ratio": trust_ratio}
-
 
 _GROUP_PARAMS = ParamSet((*HYPERPARAMS, _TRUST_CLIP))
 

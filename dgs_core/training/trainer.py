@@ -141,8 +141,8 @@ def _flat_grads(model: nn.Module) -> torch.Tensor | None:
     Zeroing it is one call where ``zero_grad(set_to_none=True)`` is a Python loop, and backward
     adds each new gradient into its view (``p.grad += g`` when a gradient exists): the same
     values, since every parameter of the lab's models gets a gradient on every step (a test
-    checks it), so none would have been None. The diagnostics then read all the gradients as
-    one tensor (see ``dgs_core.diagnostics``).
+    checks it), so none would have been None. The trainer hands the buffer to the diagnostics
+    (``Diagnostics(flat_grads=...)``), which then read all the gradients as one tensor.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params or len({(p.dtype, p.device) for p in params}) > 1:
@@ -270,6 +270,7 @@ class Trainer:
         optimizer = registry.create(spec.name, model.parameters(), **hparams)
         result = RunResult(label, spec.name, hparams)
         result.model, result.optimizer = model, optimizer
+        grads = _flat_grads(model)
         diagnostics = None
         if config.diag_every:
             keep: Any = () if config.diag_keep == "none" else config.diag_keep
@@ -282,6 +283,7 @@ class Trainer:
                 grads="after",  # the loop clears p.grad before step(closure); read what it consumed
                 seed=config.seed,
                 lazy=True,  # summaries computed where the records are read (the page), not here
+                flat_grads=grads,  # every p.grad is a view of it: read in one call
             )
             result.element_index = diagnostics.element_index
         controller = None
@@ -299,7 +301,7 @@ class Trainer:
             controller=controller,
             fixed_batch=config.batch_size,
             weights=list(model.state_dict().items()),  # updated in place: looked up once
-            grads=_flat_grads(model),
+            grads=grads,
         )
 
     # -- results ---------------------------------------------------------------------------
