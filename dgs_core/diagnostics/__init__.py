@@ -1,11 +1,13 @@
-"""Diagnostics common to every optimizer (SPEC §4), so the labs can show them side by side.
+"""Diagnostics common to every optimizer, so the labs can show them side by side.
+
+The definitions: docs/algorithms.md#diagnostics.
 
 Per parameter tensor: the importance score (an EMA of |g| or |g ⊙ θ|, kept here, not by the
 optimizer), the effective learning rate per element η_eff = |Δθ| / (|g| + 1e-12), the scaling
 factor η_eff / η_t, their means and quantiles, the norms of g, Δθ and θ, and the optimizer's
 own values. The modules, in reading order:
 
-    reference.py   SPEC §4 as written: every element, plain torch. The definition.
+    reference.py   docs/algorithms.md#diagnostics as written: every element, plain torch. The definition.
     fast.py        :class:`Diagnostics`, the same records on sampled elements, fast enough to
                    run on every training step (what it adds, and why, in its docstring)
     summaries.py   the optimizer-specific values (LARS's trust ratio, AdaGrad-Norm's b_t,

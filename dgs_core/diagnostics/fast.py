@@ -213,7 +213,8 @@ class _Raw:
 
 
 class Diagnostics(DiagnosticsBase):
-    """SPEC §4's diagnostics for any ``torch.optim.Optimizer``, on sampled elements: the
+    """The diagnostics (docs/algorithms.md#diagnostics) for any ``torch.optim.Optimizer``, on
+    sampled elements: the
     records of :class:`~dgs_core.diagnostics.reference.ReferenceDiagnostics`, fast (see the
     module docstring). The arguments are :class:`~dgs_core.diagnostics.base.DiagnosticsBase`'s.
 

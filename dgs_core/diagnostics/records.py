@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-EPS = 1e-12  # SPEC §4: η_eff = |Δθ| / (|g| + 1e-12)
+EPS = 1e-12  # docs/algorithms.md#diagnostics: η_eff = |Δθ| / (|g| + 1e-12)
 GLOBAL = "*"  # the ``tensor`` of rows that concern the whole step (lr, batch size)
 FRAME_COLUMNS = ("step", "tensor", "quantity", "statistic", "value")
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

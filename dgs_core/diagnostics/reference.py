@@ -1,4 +1,4 @@
-"""The diagnostics of SPEC §4 as written: every element of every tensor, in plain torch.
+"""The diagnostics as docs/algorithms.md#diagnostics defines them: every element, plain torch.
 
 Per parameter tensor, on every step t (g_t: the gradient the step consumed, θ_t: the
 parameters before it)::
@@ -47,7 +47,7 @@ class _Step:
 
 
 class ReferenceDiagnostics(DiagnosticsBase):
-    """SPEC §4 on every element; records computed on their step.
+    """docs/algorithms.md#diagnostics on every element; records computed on their step.
 
     The arguments are :class:`~dgs_core.diagnostics.base.DiagnosticsBase`'s, the same as the
     fast path's; ``sample_size``, ``seed`` and ``lazy`` change nothing here, and with

@@ -1,4 +1,6 @@
-"""Optimizer-specific summaries (SPEC §4): what the diagnostics report about an optimizer's own state.
+"""Optimizer-specific summaries: what the diagnostics report about an optimizer's own state.
+
+See docs/algorithms.md#diagnostics.
 
 The optimizer files in :mod:`dgs_core.optim` hold the update math only. What the diagnostics
 show about an optimizer's state beside the common quantities (importance, effective lr,

@@ -82,14 +82,15 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
 
     Departures from the authors' code (timlautk/AdAdaGrad, ``Adagradnorm``), both deliberate:
 
-    - b₀: SPEC §1.6's b₀ = 0.01 is b itself, so the accumulator starts at b₀² = 1e-4. The
+    - b₀: our b₀ = 0.01 (docs/algorithms.md#adagrad_norm) is b itself, so the accumulator starts
+      at b₀² = 1e-4. The
       authors' code starts its accumulator (b²) at ``initial_accumulator_value=1e-2``, which is
       b₀ = 0.1; pass ``b0=0.1`` to reproduce their runs. b₀ only matters while Σ‖g‖² is small
       against b₀²; the smaller value lets the first step be close to η·g/‖g‖, and the 2-D
       surface defaults are tuned with it.
     - one accumulator per parameter group, as Ward, Wu and Bottou define the method; the
       authors' code keeps one per row of each weight (per output channel), which is not
-      AdaGrad-Norm (SPEC §1.6).
+      AdaGrad-Norm (docs/algorithms.md#adagrad_norm).
     """
 
     def __init__(

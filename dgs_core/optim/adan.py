@@ -42,7 +42,7 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
     r"""Adan: Adam-style moments plus an EMA of gradient differences (Nesterov look-ahead).
 
     Follows the official implementation (sail-sg/Adan), whose betas are 1 − the paper's β.
-    Per element, step t = 1, 2, … (SPEC §1.3)::
+    Per element, step t = 1, 2, … (docs/algorithms.md#adan)::
 
         d_t = g_t − g_{t−1}             (d_1 = 0)         state["previous_grad"] keeps g_{t−1}
         m   = b1 m + (1 − b1) g                           state["exp_avg"]

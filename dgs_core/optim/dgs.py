@@ -1,4 +1,4 @@
-"""DGS — Dynamic Gradient Scaling (Mann, IJRASET 2024), as DGS Lab interprets it (SPEC §1.2)."""
+"""DGS — Dynamic Gradient Scaling (Mann, IJRASET 2024), as DGS Lab interprets it (docs/algorithms.md#dgs)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ HYPERPARAMS = ParamSet(
         Param("reset_every", 100, low=1, high=1e9, integer=True, help="N for reset='every'"),
         Param("reset_mode", "soft", choices=("soft", "hard"), help="soft: I, v ← ρ·I, ρ·v; hard: clear"),
         Param("rho", 0.5, low=0.0, high=1.0, help="soft-reset factor ρ"),
-        Param("spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (SPEC §3)"),
-        Param("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (SPEC §3)"),
+        Param(
+            "spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (see the spike metric)"
+        ),
+        Param("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (see the spike metric)"),
     )
 )
 # s_min ≤ 1 ≤ s_max by these ranges, so γ = 0 always gives s = 1: plain SGD with momentum.
@@ -48,7 +50,7 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
     r"""Dynamic Gradient Scaling: per-parameter learning rates from EMA importance scores.
 
     The paper states the idea ("parameters with higher gradients receive proportionally smaller
-    updates") but publishes no equation and no code. **Interpretation** (SPEC §1.2), per tensor,
+    updates") but publishes no equation and no code. **Interpretation** (docs/algorithms.md#dgs), per tensor,
     elementwise unless said::
 
         g    ← g + λθ                                   (coupled weight decay)
@@ -77,7 +79,7 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
     - ``reset="every"``: before the step after every ``reset_every``-th step (t = N, 2N, … for
       soft resets; a hard reset restarts t, so it fires whenever t reaches N again);
     - ``reset="spike"``: when the loss spikes, L_t > (1 + τ)·median(L_{t−W}, …, L_{t−1}) with
-      the up-to-W losses seen before (SPEC §3 via :func:`dgs_core.metrics.spike_mask`;
+      the up-to-W losses seen before (docs/algorithms.md#metrics via :func:`dgs_core.metrics.spike_mask`;
       W = ``spike_window``, τ = ``spike_threshold``), once per run of consecutive spikes,
       before that step's update. The optimizer sees the loss through ``step(closure)`` or
       ``observe_loss(loss)``; use one of the two per step.
@@ -85,8 +87,8 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
     ``reset(mode)`` resets by hand. The diagnostics report t and the fraction of scales at s_min
     or s_max (:mod:`dgs_core.diagnostics.summaries`).
 
-    Interpretation details beyond SPEC's equations: the importance is taken of the decayed
-    gradient g + λθ (the gradient the step uses); r_t is computed as I_t/(mean(I_t) + ε(1 − β^t)),
+    Interpretation details beyond the equations of docs/algorithms.md#dgs: the importance is
+    taken of the decayed gradient g + λθ (the gradient the step uses); r_t is computed as I_t/(mean(I_t) + ε(1 − β^t)),
     equal to the formula above without forming Î_t.
 
     Args:
