@@ -176,9 +176,10 @@ def coordinatewise_test(
 
     **Interpretation** (docs/algorithms.md#batch-size-tests): the paper introduces a
     coordinate-wise variant for AdaGrad without fixing this form; we measure the norm test in
-    the preconditioner AdaGrad steps with. ``accumulator`` is AdaGrad's sum of squared gradients G_acc for the step being
-    tested (shape (d,), or (N, d) for a batched G); ``eps`` is AdaGrad's ε (a float, or a
-    tensor of shape (d,) when parameter groups differ). A uniform P reduces to the norm test.
+    the preconditioner AdaGrad steps with. ``accumulator`` is AdaGrad's sum of squared
+    gradients G_acc for the step being tested (shape (d,), or (N, d) for a batched G); ``eps``
+    is AdaGrad's ε (a float, or a tensor of shape (d,) when parameter groups differ). A uniform
+    P reduces to the norm test.
     """
     G, eta = _check_matrix(G), _check_constant("eta", eta)
     if not isinstance(accumulator, Tensor) or accumulator.shape[-1:] != G.shape[-1:]:

@@ -88,8 +88,8 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
     or s_max (:mod:`dgs_core.diagnostics.summaries`).
 
     Interpretation details beyond the equations of docs/algorithms.md#dgs: the importance is
-    taken of the decayed gradient g + λθ (the gradient the step uses); r_t is computed as I_t/(mean(I_t) + ε(1 − β^t)),
-    equal to the formula above without forming Î_t.
+    taken of the decayed gradient g + λθ (the gradient the step uses); r_t is computed as
+    I_t/(mean(I_t) + ε(1 − β^t)), equal to the formula above without forming Î_t.
 
     Args:
         params: tensors or parameter groups.
