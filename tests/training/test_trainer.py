@@ -139,6 +139,20 @@ def test_metrics_columns_events_and_statuses() -> None:
     np.testing.assert_allclose(last, direct, rtol=1e-6)
 
 
+def test_progress_reads_only_complete_rows() -> None:
+    """A page reads a result's latest numbers while the trainer appends a row column by column."""
+    trainer = Trainer(_config(steps=10))
+    result = trainer.results["sgd"]
+    before = result.progress()
+    assert before.step == 0 and math.isnan(before.loss) and before.batch_size is None
+    events = _run(trainer)
+    lane = result.progress()
+    assert lane == events[-1].lanes["sgd"]
+    result.columns["step"].append(11)  # a row half written: the step column only
+    result.columns["loss"].append(99.0)
+    assert result.progress() == lane
+
+
 def test_each_event_counts_the_spikes_up_to_its_step() -> None:
     # a large SGD lr on spirals: a spiky loss; an event's count is read after the run went on
     trainer = Trainer(TrainConfig(task="spirals", optimizers=[("sgd", {"lr": 2.0})], steps=200,
