@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.ui import changed_hparams, hyperparam_controls, optimizer_label, optimizer_picker
+from app_pages.ui import optimizer_controls, optimizer_label, optimizer_picker
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
 from dgs_core.runs.surface import export_surface
@@ -239,7 +239,6 @@ def publish(config: SurfaceConfig) -> None:
 def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], dict[str, str]]:
     """The sidebar: returns the configuration, notes about the start, and errors by optimizer."""
     notes: list[str] = []
-    hparam_errors: dict[str, str] = {}
     with st.sidebar:
         st.header("Surface")
         name = st.selectbox(
@@ -275,17 +274,8 @@ def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], d
 
         st.header("Optimizers")
         names = optimizer_picker(key="surface_optimizers", default=config.optimizers)
-        hparams: dict[str, dict[str, Any]] = {}
-        for opt in names:
-            info = registry.get(opt)
-            with st.expander(f"{optimizer_label(opt)} hyperparameters"):
-                chosen, errors = hyperparam_controls(
-                    info, key="surface_hp", values=config.hparams_for(opt), surface=True
-                )
-            if errors:
-                hparam_errors[opt] = "; ".join(errors.values())
-            else:
-                hparams[opt] = changed_hparams(info, chosen, surface=True)
+        values = {opt: config.hparams_for(opt) for opt in names}
+        hparams, hparam_errors = optimizer_controls(names, key="surface_hp", values=values, surface=True)
 
         st.header("Simulation")
         steps = st.number_input(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dgs_core import jobs
 from dgs_core.studies.annealing import VARIANTS
 from tests.pages.conftest import app_at
 
@@ -47,12 +48,17 @@ def errors(at: AppTest) -> list[str]:
 
 
 def run_until_finished(at: AppTest, section: str, limit: int = 40) -> str:
-    """Rerun until the section's progress bar says finished; each rerun trains one slice."""
+    """Rerun until the section's progress bar says finished; the runs train in background jobs
+    (:mod:`dgs_core.jobs`), waited on between reruns as the page's fragment timer would."""
     for _ in range(limit):
         texts = [p.proto.text for p in at.get("progress")]
         mine = [t for t in texts if t.startswith("finished")]
         if mine:
             return mine[0]
+        for slot in ("anneal_tp_job", "anneal_eff_job"):
+            job = jobs.JOBS.get(at.session_state[slot]) if slot in at.session_state else None
+            if job is not None:
+                job.join(3.0)
         at.run()
         assert not at.exception, at.exception
     raise AssertionError(f"{section} did not finish: {texts}")
