@@ -113,10 +113,6 @@ def test_nothing_below_viz_imports_it() -> None:
         assert not any(t.startswith("dgs_core.viz") for t in targets), (module, sorted(targets))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #13: the pages are being split (training_lab.py, surface_lab.py, annealing_lab.py)",
-)
 def test_page_scripts_stay_thin() -> None:
     for path in PAGES.glob("*.py"):
         lines = len(path.read_text(encoding="utf-8").splitlines())
