@@ -174,17 +174,15 @@ def status(slot: Slot, job: jobs.Job, *, resume: Callable[[Any], jobs.Job] | Non
     bar with :func:`status_line`, and the error of a failed job."""
     meter = st.session_state.setdefault(f"{slot.prefix}_meter", jobs.RateMeter(window_s=5.0))
     meter.tick()
-    columns = st.columns([1, 1, 8] if resume else [1, 9], vertical_alignment="center")
-    columns[0].button(
-        "Stop", key=f"{slot.prefix}_stop", disabled=not job.running, on_click=stop, args=(slot,),
-        width="stretch",
-    )  # fmt: skip
+    # one row: the buttons as wide as their labels, the bar the rest (columns would squeeze them)
+    row = st.container(horizontal=True, vertical_alignment="center", wrap=False)
+    row.button("Stop", key=f"{slot.prefix}_stop", disabled=not job.running, on_click=stop, args=(slot,))
     if resume is not None:
-        columns[1].button(
+        row.button(
             "Continue", key=f"{slot.prefix}_continue", disabled=not can_resume, on_click=_resume,
-            args=(slot, resume), width="stretch", help="train on from where the run stopped",
+            args=(slot, resume), help="train on from where the run stopped",
         )  # fmt: skip
-    columns[-1].progress(job.fraction, text=status_line(slot, job, meter.rate))
+    row.progress(job.fraction, text=status_line(slot, job, meter.rate))
     if job.state == jobs.FAILED:
         st.error(f"The {slot.noun} failed: {job.error}")
 
