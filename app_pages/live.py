@@ -88,10 +88,10 @@ def current(slot: Slot) -> jobs.Job | None:
 def start(slot: Slot, job: jobs.Job, *, reuse: Hashable | None = None, keep: int = 3) -> None:
     """Stop this session's previous job in ``slot``, then register and start ``job``.
 
-    ``reuse``: a key of what the job computes; the last ``keep`` finished (not stopped) jobs of
-    the slot are remembered by it, and starting the same key again re-attaches the finished
-    job instead (returning to a setting is instant). A refusal (the server's cap on jobs) is
-    kept for :func:`watch` to show.
+    ``reuse``: a key of what the job computes; the slot's last ``keep`` jobs are remembered by
+    it, and starting a key again re-attaches its job instead if that one ran to the end
+    (returning to a setting is instant). A refusal (the server's cap on jobs) is kept for
+    :func:`watch` to show.
     """
     kept: dict[Hashable, str] = st.session_state.setdefault(f"{slot.key}_kept", {})
     previous = current(slot)
@@ -137,7 +137,7 @@ def _resume(slot: Slot, make: Callable[[Any], jobs.Job]) -> None:
 
 
 def duration(seconds: float | None) -> str:
-    """ "4.2 s", "42 s", "3:07 min"; "–" when unknown."""
+    """Seconds for a reader: "4.2 s", "42 s", "3:07 min"; "–" when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "–"
     if seconds < 60:
