@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
-from app_pages.ui import optimizer_label
+from app_pages.ui import FieldSlots, optimizer_label
 from dgs_core import jobs
 from dgs_core.studies import study_job
 from dgs_core.studies.large_batch import LR_SCALINGS, LargeBatchStudy, large_batch_base, large_batch_configs
@@ -37,20 +37,28 @@ GAP_COLUMNS = {
 
 def large_batch_controls(shared: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """The study's settings (task and model from the sidebar) → LargeBatchStudy's arguments, or
-    the error."""
+    None; an error naming one of these settings is shown under its widget, any other returned."""
+    slots = FieldSlots()
     c1, c2, c3, c4 = st.columns(4)
-    small = c1.number_input("Small batch", value=16, step=8, key="train_lb_small")
-    large = c2.number_input("Large batch", value=512, step=64, key="train_lb_large")
-    epochs = c3.number_input("Epochs (both runs)", value=10.0, step=1.0, key="train_lb_epochs")
-    scaling = c4.selectbox(
-        "lr at the large batch", LR_SCALINGS, format_func=SCALING_LABELS.get, key="train_lb_scaling"
-    )
+    with c1:
+        small = st.number_input("Small batch", value=16, step=8, key="train_lb_small")
+        slots.add("small_batch")
+    with c2:
+        large = st.number_input("Large batch", value=512, step=64, key="train_lb_large")
+        slots.add("large_batch")
+    with c3:
+        epochs = st.number_input("Epochs (both runs)", value=10.0, step=1.0, key="train_lb_epochs")
+        slots.add("epochs")
+    with c4:
+        scaling = st.selectbox(
+            "lr at the large batch", LR_SCALINGS, format_func=SCALING_LABELS.get, key="train_lb_scaling"
+        )
     kwargs = {"small_batch": small, "large_batch": large, "epochs": float(epochs), "lr_scaling": scaling}
     try:
         base = large_batch_base(**shared)
         configs = large_batch_configs(base, **kwargs)
     except ValueError as exc:
-        return None, str(exc)
+        return None, None if slots.show(exc) else str(exc)
     steps = ", ".join(f"batch {b}: {c.steps} steps" for b, c in configs.items())
     names = ", ".join(f"{optimizer_label(s.name)} (lr {s.hparams['lr']:g})" for s in base.optimizers)
     st.caption(f"{names}; {epochs:g} epochs at each batch size — {steps}.")

@@ -256,3 +256,10 @@ def test_large_batch_question_refuses_a_run_over_the_cap(at, monkeypatch):
     at.number_input(key="train_lb_epochs").set_value(10.0).run()
     assert any("the cap is max_steps=100" in e for e in errors(at)), errors(at)
     assert at.button(key="train_lb_start").disabled
+
+
+def test_large_batch_setting_refused_under_its_widget(at):
+    at.number_input(key="train_lb_large").set_value(8).run()  # not above the small batch
+    (error,) = [e for e in at.error if "Invalid large_batch" in e.value]
+    assert error.value == "Invalid large_batch: 8 (must be > small_batch = 16)"
+    assert at.button(key="train_lb_start").disabled
