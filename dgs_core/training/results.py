@@ -118,6 +118,30 @@ class RunResult:
     def steps_done(self) -> int:
         return len(self.columns["step"])
 
+    def progress(self, *, lr: float = math.nan, batch_size: int | None = None) -> LaneProgress:
+        """Its latest values: the last step's loss, lr and batch size, the last evaluation's.
+
+        Safe while the trainer appends from another thread: it reads only the rows every column
+        already has, and the evaluation the trainer marks after writing its values. ``lr`` and
+        ``batch_size`` stand in before the first step.
+        """
+        done = min(len(values) for values in self.columns.values())
+        evaluated, last = self.last_evaluation, done - 1
+        columns = self.columns
+        records = self.records
+        return LaneProgress(
+            label=self.label,
+            status=self.status,
+            step=done,
+            loss=columns["loss"][last] if done else math.nan,
+            val_loss=columns["val_loss"][evaluated] if evaluated is not None else math.nan,
+            val_metric=columns["val_metric"][evaluated] if evaluated is not None else math.nan,
+            lr=columns["lr"][last] if done else lr,
+            batch_size=columns["batch_size"][last] if done else batch_size,
+            diagnostics=records[-1] if records else None,
+            result=self,
+        )
+
     @property
     def losses(self) -> np.ndarray:
         return np.asarray(self.columns["loss"], dtype=float)

@@ -69,7 +69,6 @@ from dgs_core.training.results import (
     METRIC_COLUMNS,
     RUNNING,
     STOPPED,
-    LaneProgress,
     ProgressEvent,
     RunResult,
 )
@@ -464,22 +463,10 @@ class Trainer:
             lane.controller.observe_validation(step - 1, metric)
 
     def _event(self, *, finished: bool, elapsed: float) -> ProgressEvent:
-        lanes = {}
-        for label, lane in self.lanes.items():
-            r = lane.result
-            last_eval = r.last_evaluation
-            lanes[label] = LaneProgress(
-                label=label,
-                status=r.status,
-                step=r.steps_done,
-                loss=r.columns["loss"][-1] if r.steps_done else math.nan,
-                val_loss=r.columns["val_loss"][last_eval] if last_eval is not None else math.nan,
-                val_metric=r.columns["val_metric"][last_eval] if last_eval is not None else math.nan,
-                lr=r.columns["lr"][-1] if r.steps_done else lane.lr,
-                batch_size=r.columns["batch_size"][-1] if r.steps_done else lane.batch_size,
-                diagnostics=r.records[-1] if r.records else None,
-                result=r,
-            )
+        lanes = {
+            label: lane.result.progress(lr=lane.lr, batch_size=lane.batch_size)
+            for label, lane in self.lanes.items()
+        }
         return ProgressEvent(self.step, self.config.steps, MappingProxyType(lanes), finished, elapsed)
 
     # -- save and resume -------------------------------------------------------------------
