@@ -27,9 +27,10 @@ Reading one back — every file is untrusted; any problem raises :class:`Snapsho
     bundle.runs                                    # surface: {name: Run}
     trainer = resume_trainer(bundle, extra_steps=200)
 
-Format (``FORMAT_VERSION`` 2; version 1 differs only in a surface bundle's config.json). A
-bundle is a zip (stored or deflated members only) holding exactly these members, ``<key>``
-being each optimizer's file key from the manifest::
+Format (``FORMAT_VERSION`` 3; version 2 differs only in a training bundle having no
+``trajectory/`` members, version 1 also in a surface bundle's config.json). A bundle is a zip
+(stored or deflated members only) holding exactly these members, ``<key>`` being each
+optimizer's file key from the manifest::
 
     manifest.json        format "dgs-lab-run", format_version, kind ("training" | "surface"),
                          name, created (UTC, ISO 8601), dgs_lab_version, torch_version,
@@ -59,6 +60,10 @@ being each optimizer's file key from the manifest::
     checkpoints/<key>.safetensors                the weights at evaluation steps, keyed
                                                  "<step>/<tensor>" (2-D tasks: the decision
                                                  boundary at any step is drawn from them)
+    trajectory/<key>.safetensors                 the weights the optimizer went through, for the
+                                                 landscape: one flat float32 vector of all
+                                                 parameters per kept step (step 0 and thinned
+                                                 evaluations), keyed "<step>" (format 3 on)
   surface:
     simulation.json      per optimizer: resolved hyperparameters, notes, noise settings
     trajectories/<key>.safetensors   points, loss, grad, lr, scaling, batch_size, diverged_at,

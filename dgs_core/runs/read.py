@@ -24,8 +24,10 @@ _KINDS = {
 }
 
 
-def _expected_members(kind: str, keys: Sequence[str], png: Sequence[str]) -> list[str]:
+def _expected_members(kind: str, keys: Sequence[str], png: Sequence[str], version: int) -> list[str]:
     common = ["manifest.json", "config.json", "figures/index.html", *(f"figures/{k}.png" for k in png)]
+    if kind == "training":  # its members changed with format 3
+        return common + training_members(keys, version)
     return common + _KINDS[kind][0](keys)
 
 
@@ -55,7 +57,7 @@ def read_bundle(
         raise SnapshotError("not a DGS Lab bundle: manifest.json is missing")
     manifest = archive.json("manifest.json")
     kind, labels, keys, png = _check_manifest(manifest)
-    expected = _expected_members(kind, keys, png)
+    expected = _expected_members(kind, keys, png, manifest["format_version"])
     missing = [n for n in expected if n not in archive.infos]
     expect(not missing, f"{missing[0] if missing else ''} is missing")
     unexpected = sorted(set(archive.infos) - set(expected))
