@@ -26,12 +26,16 @@ from dgs_core.runs.codec import (
     parquet_bytes,
     safetensors_bytes,
 )
+from dgs_core.runs.landscape import landscape_members, read_landscapes
+from dgs_core.runs.landscape import members as landscape_files
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.results import METRIC_COLUMNS, trajectory_capacity
 from dgs_core.training.trainer import Trainer
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
+
+    from dgs_core.landscape import LossGrid
 
 # ---------------------------------------------------------------------------------------------
 # Training runs
@@ -89,6 +93,7 @@ def export_training(
     created: datetime | None = None,
     png: bool = False,
     limits: Limits = LIMITS,
+    landscapes: Sequence[LossGrid] = (),
 ) -> bytes:
     """The bundle of a training run: a :class:`Trainer` (finished, stopped or mid-run) or its
     ``state_dict()``.
@@ -96,6 +101,9 @@ def export_training(
     Args:
         figures: ``{title: figure}`` to store as HTML (the Training lab's are
             :func:`dgs_core.viz.runs.training_figures`; none by default).
+        landscapes: loss grids of this run (:func:`dgs_core.landscape.evaluate_grid`), stored
+            under ``landscape/`` (:mod:`dgs_core.runs.landscape`); their figures go in
+            ``figures`` (:func:`dgs_core.viz.landscape.landscape_figures`).
         name: the run's display name (default: task and optimizers).
         created: the manifest's time (default: now, or ``SOURCE_DATE_EPOCH``).
         png: also store PNG images (needs kaleido and a Chromium; slow: seconds).
@@ -135,6 +143,8 @@ def export_training(
         lanes_json[label] = encode(rest, extra_tensors, f"lanes/{key}")
     members["trainer.json"] = json_bytes({"step": state["step"], "lanes": lanes_json})
     members["trainer.safetensors"] = safetensors_bytes(extra_tensors)
+    numel = sum(p.numel() for p in next(iter(trainer.lanes.values())).model.parameters())
+    members.update(landscape_members(landscapes, labels, numel, limits))
     default_name = f"{config.task}: {', '.join(labels)} · {trainer.step} steps"
     return write_bundle(
         "training",
@@ -151,12 +161,14 @@ def export_training(
     )
 
 
-def members(keys: Sequence[str], version: int = FORMAT_VERSION) -> list[str]:
-    """A training bundle's own members (``version``: the bundle's format version)."""
+def members(keys: Sequence[str], version: int = FORMAT_VERSION, landscapes: Sequence[str] = ()) -> list[str]:
+    """A training bundle's own members (``version``: the bundle's format version; ``landscapes``:
+    the keys its landscape index lists, from format 3 on)."""
     patterns = (*_TRAINING_FILES, TRAJECTORY_FILE) if version >= 3 else _TRAINING_FILES
-    return ["trainer.json", "trainer.safetensors"] + [
+    own = ["trainer.json", "trainer.safetensors"] + [
         pattern.format(key) for key in keys for pattern in patterns
     ]
+    return own + (landscape_files(landscapes) if version >= 3 else [])
 
 
 def read_training(
@@ -227,6 +239,10 @@ def read_training(
         trainer.load_state_dict(state)
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
         raise SnapshotError(f"trainer.json: the saved state does not load ({exc})") from None
+    landscapes: tuple = ()
+    if version >= 3:
+        numel = sum(p.numel() for p in next(iter(trainer.lanes.values())).model.parameters())
+        landscapes = read_landscapes(archive, config.labels, numel)
     for label, key in zip(config.labels, keys, strict=True):
         frame = trainer.results[label].metrics
         expect(
@@ -237,7 +253,7 @@ def read_training(
             archive.read(f"metrics/{key}.csv") == csv_bytes(frame),
             f"metrics/{key}.csv does not match metrics/{key}.parquet",
         )
-    return Bundle(**common, notes=tuple(notes), trainer=trainer)
+    return Bundle(**common, notes=tuple(notes), trainer=trainer, landscapes=landscapes)
 
 
 _STATUS = re.compile(r"running|done|stopped|diverged at step \d+")
