@@ -21,7 +21,7 @@ from dgs_core.landscape import (
     interpolate,
     losses_at,
 )
-from dgs_core.landscape.grid import GRID_COLUMNS, _batched_function, plan_chunks
+from dgs_core.landscape.grid import GRID_COLUMNS, _batched_function, plan_chunks, resolve_method
 from dgs_core.params import ParamError
 from dgs_core.studies.large_batch import LargeBatchStudy, large_batch_base
 from dgs_core.training.config import TrainConfig
@@ -50,7 +50,7 @@ def _trained(task: str, params: dict, model: dict, steps: int = 20) -> Landscape
 def test_the_batched_grid_matches_the_plain_loop(moons: Landscape) -> None:
     plane = build_plane(moons, PlaneSpec.pca())
     grid = GridSpec(resolution=7)
-    fast = evaluate_grid(moons, plane, grid)
+    fast = evaluate_grid(moons, plane, grid, method="batched")
     slow = evaluate_grid(moons, plane, grid, method="loop")
     assert fast.complete and slow.complete
     for split in ("train", "val"):
@@ -84,7 +84,7 @@ def test_the_batched_losses_match_the_loop_on_every_model_family(
     )
     points = plane.points(coords)
     reference, _ = losses_at(landscape, lambda a, b: points[a:b], 5, method="loop")
-    fast, done = losses_at(landscape, lambda a, b: points[a:b], 5)  # as planned
+    fast, done = losses_at(landscape, lambda a, b: points[a:b], 5, method="batched")  # as planned
     assert done == 5
     sliced = _batched_function(landscape, ("train", "val"), examples=7)(points)  # examples in slices of 7
     for split, column in (("train", 0), ("val", 1)):
@@ -96,6 +96,15 @@ def test_the_batched_losses_match_the_loop_on_every_model_family(
     final = landscape.paths["adam"]
     train, val = landscape.evaluate(final.final, "train")[0], landscape.evaluate(final.final, "val")[0]
     np.testing.assert_allclose([fast["train"][0], fast["val"][0]], [train, val], rtol=1e-5)
+
+
+def test_auto_picks_the_loop_for_convolutions_on_the_cpu(moons: Landscape) -> None:
+    assert resolve_method(moons, "auto") == "batched" and resolve_method(moons, "loop") == "loop"
+    digits = _trained("digits", {"val_fraction": 0.1}, {"size": "tiny"}, steps=1)
+    assert resolve_method(digits, "auto") == "loop" and resolve_method(digits, "batched") == "batched"
+    with pytest.raises(ParamError) as info:
+        resolve_method(moons, "fast")
+    assert info.value.field == "method"
 
 
 def test_the_grid_spans_the_paths_and_the_frame_is_row_major(moons: Landscape) -> None:
@@ -206,6 +215,7 @@ def test_interpolation_ends_at_the_two_solutions(moons: Landscape) -> None:
     distance = float((moons.paths["adam"].final.double() - moons.paths["sgd"].final.double()).norm())
     assert curve.distance == pytest.approx(distance)
     loop = interpolate(moons, "sgd", "adam", points=9, alpha_range=(-1.0, 3.0), method="loop")
+    assert resolve_method(moons, "auto") == "batched"  # so curve was the batched path
     np.testing.assert_allclose(curve.losses["val"], loop.losses["val"], rtol=1e-5)
     assert list(curve.frame().columns) == ["alpha", "train_loss", "val_loss"]
 
