@@ -22,10 +22,15 @@ loop: each point) and stop early when ``stop()`` turns true; what was not evalua
 and the result says it is incomplete.
 
 >>> from dgs_core.landscape import Landscape, PlaneSpec, build_plane
->>> grid = evaluate_grid(landscape, build_plane(landscape, PlaneSpec.exact("sgd", "adam")),
-...                      GridSpec(resolution=41))                                   # doctest: +SKIP
->>> grid.losses["val"].shape                                                        # doctest: +SKIP
-(41, 41)
+>>> from dgs_core.training import TrainConfig, Trainer
+>>> trainer = Trainer(TrainConfig(task="moons", optimizers=["sgd", "adam"], steps=20, eval_every=10,
+...                               task_params={"n_samples": 200}, device="cpu"))
+>>> _ = list(trainer.run())
+>>> landscape = Landscape.from_trainer(trainer)
+>>> plane = build_plane(landscape, PlaneSpec.exact("sgd", "adam"))
+>>> grid = evaluate_grid(landscape, plane, GridSpec(resolution=21), progress=lambda done, total: None)
+>>> grid.losses["val"].shape, grid.paths["adam"].coords.shape
+((21, 21), (3, 2))
 """
 
 from __future__ import annotations
@@ -95,10 +100,10 @@ def _loop(landscape: Landscape, weights: torch.Tensor, splits: Sequence[str]) ->
 
 
 # A batched call's working set: the activations of its grid points on its examples, about this
-# many bytes (counted as Landscape.activations_per_example, float32). Measured on 2 CPU cores:
-# the digits CNN's cost per grid point rose from ~23 ms to ~80 ms when one call held 32 points ×
-# 449 examples (830 MB) instead of 16 × 128 (120 MB); the moons MLP's fell from 0.6 to 0.2 ms
-# from 64 to 256 points × 1000 examples (35 → 135 MB), where the per-call overhead dominates.
+# many bytes (counted as Landscape.activations_per_example, float32). Measured on this 2-core CPU,
+# one thread: the digits CNN's CPU time per grid point was ~23 ms with 16 points × 128 examples
+# per call (120 MB) and ~80 ms with 32 × 449 (830 MB); the moons MLP's (250 validation examples)
+# 0.6 ms with 64 points per call and 0.2 ms with 256 (34 MB), where the per-call overhead dominates.
 WORKING_SET_BYTES = 128 * 2**20
 MIN_POINTS_PER_CALL = 16  # slice the examples rather than go below this many points per call
 # Memory of a call, as a multiple of its counted activations: the elementwise work inside

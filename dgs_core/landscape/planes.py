@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from dgs_core.landscape.weights import Landscape, ParamLayout
-from dgs_core.params import Param, ParamError, check_keys, invalid
+from dgs_core.params import Param, check_keys, invalid
 
 PLANE_KINDS = ("exact", "pca", "random")
 PCA_CENTRES = ("mean", "initial")  # or an optimizer's label: its final weights
@@ -200,11 +200,7 @@ class Plane:
     def coordinates(self, weights: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Coordinates ``(k, 2)`` of the orthogonal projections of ``weights`` ``(k, n)`` onto
         the plane, and each vector's distance ``(k,)`` from it."""
-        offsets = weights.to(torch.float64) - self.origin
-        d = self.directions
-        coords = torch.linalg.solve(d @ d.T, d @ offsets.T).T  # least squares: (DDᵀ)⁻¹ D (θ − o)
-        residual = offsets - coords @ d
-        return coords.numpy(), residual.norm(dim=1).numpy()
+        return _project(self.origin, self.directions, weights)
 
     def points(self, coords: torch.Tensor) -> torch.Tensor:
         """Weight vectors ``(p, n)`` float32 at plane coordinates ``(p, 2)``, computed in float64
@@ -283,12 +279,22 @@ def build_plane(landscape: Landscape, spec: PlaneSpec) -> Plane:
         titles = ("α (filter-normalized direction 1)", "β (filter-normalized direction 2)")
         anchors = {spec.labels[0]: (0.0, 0.0)}
     everything = torch.cat([p.weights for p in landscape.paths.values()])
-    plane = Plane(spec, origin, directions, titles, MappingProxyType(anchors), variance, 0.0, 0.0)
-    _, distances = plane.coordinates(everything)
+    _, distances = _project(origin, directions, everything)
     extent = float((everything.to(torch.float64) - origin).norm(dim=1).max())
     return Plane(
         spec, origin, directions, titles, MappingProxyType(anchors), variance, float(distances.max()), extent
     )
+
+
+def _project(
+    origin: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares coordinates c = (DDᵀ)⁻¹ D (θ − o) of each row of ``weights`` in the plane's
+    axes D, and each row's distance ‖θ − o − cᵀD‖ from the plane (float64)."""
+    offsets = weights.to(torch.float64) - origin
+    coords = torch.linalg.solve(directions @ directions.T, directions @ offsets.T).T
+    residual = offsets - coords @ directions
+    return coords.numpy(), residual.norm(dim=1).numpy()
 
 
 def _exact(
@@ -348,8 +354,10 @@ def _pca(
             "labels", list(labels), "optimizers whose recorded weights span at least two dimensions"
         )
     directions = vh[:2].clone()
-    # SVD's signs are arbitrary: point each axis towards the first optimizer's final weights
-    reference = landscape.path(labels[0]).final.to(torch.float64) - origin
+    # SVD's signs are arbitrary: point each axis towards the first optimizer's final weights (or,
+    # when those are the centre, towards the point of its path farthest from it)
+    path = landscape.path(labels[0]).weights.to(torch.float64) - origin
+    reference = path[-1] if float(path[-1].norm()) > 0 else path[int(path.norm(dim=1).argmax())]
     for i in range(2):
         if float(directions[i] @ reference) < 0:
             directions[i] = -directions[i]
@@ -399,10 +407,9 @@ def random_directions(
         rows.append(layout.flatten(filter_normalize(raw, named, include_bias_and_norm=include_bias_and_norm)))
     direction = torch.stack(rows)
     if not bool(direction.any(dim=1).all()):
-        raise ParamError(
+        raise invalid(
             "include_bias_and_norm",
             include_bias_and_norm,
-            "Invalid include_bias_and_norm: False (the model has only 1-D parameters, which this "
-            "leaves out: the direction would be zero; set it True)",
+            "True: the model has only 1-D parameters, which False leaves out (a zero direction)",
         )
     return direction

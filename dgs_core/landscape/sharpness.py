@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.func import grad
 
-from dgs_core.landscape.weights import Landscape
+from dgs_core.landscape.weights import SPLITS, Landscape
 from dgs_core.params import Param, ParamSet, invalid
 
 SETTINGS = ParamSet(
@@ -99,6 +99,8 @@ def top_hessian_eigenvalue(
     iteration (see the module docstring). Raises ``ParamError`` naming ``label``, ``split``,
     ``tol``, ``max_iter`` or ``seed``."""
     path = landscape.path(label)
+    if split not in SPLITS:
+        raise invalid("split", split, f"one of {', '.join(SPLITS)}")
     settings = SETTINGS.resolve({"tol": tol, "max_iter": max_iter, "seed": seed})
     loss = landscape.functional_loss(split)
     weights = path.final.to(landscape.device)

@@ -69,7 +69,7 @@ def test_the_iteration_cap_and_the_tolerance(tiny: Landscape) -> None:
         ({"label": "lion"}, "label"),
         ({"tol": 0.0}, "tol"),
         ({"max_iter": 0}, "max_iter"),
-        ({"split": "test"}, "splits"),
+        ({"split": "test"}, "split"),
     ],
 )
 def test_bad_sharpness_inputs_name_their_field(tiny: Landscape, kwargs: dict, field: str) -> None:
