@@ -21,6 +21,7 @@ from app_pages.parts import surface_views as views
 from app_pages.ui import optimizer_controls, optimizer_label, optimizer_picker
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
+from dgs_core.params import ParamError
 from dgs_core.surfaces.config import VIEWS, SurfaceConfig, clean_start
 from dgs_core.viz import surface as viz
 
@@ -227,6 +228,13 @@ view = st.radio(
     label_visibility="collapsed",
 )
 config = replace(config, view=view)
+try:  # the server's work budget, before anything is simulated
+    config.check_work()
+except ParamError as exc:
+    st.error(f"{exc}. Lower it to see this view.")
+    if exc.field == "steps":
+        st.sidebar.error(str(exc))  # marks the widget that holds the field
+    st.stop()
 runs, run_errors = state.compute_runs(config, hparam_errors)
 for name, message in run_errors.items():
     st.error(f"{optimizer_label(name)} is left out: {message}")

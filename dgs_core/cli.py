@@ -94,6 +94,7 @@ def run(config_path: Path, out: Path, *, name: str | None, png: bool, quiet: boo
     log = io.StringIO() if quiet else sys.stderr
     if "surface" in raw:
         config = SurfaceConfig.from_dict(raw)
+        config.check_work()  # the same work limit as the Surface lab ($DGS_LAB_MAX_SURFACE_WORK)
         print(f"simulating {config.surface}: {len(config.optimizers)} optimizers", file=log)
         runs = config.simulate()
         data = export_surface(runs, config, figures=surface_figures(runs), name=name, png=png)
@@ -296,6 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except ValueError as exc:  # SnapshotError and ParamError included
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            "error: not enough memory for this run; make it smaller (steps, optimizers, grid)",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:
         print(f"error: cannot use {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)

@@ -324,3 +324,12 @@ def test_leaving_and_returning_keeps_the_settings_and_the_link():
     assert at.number_input(key="surface_hp_adam_lr").value == 0.05
     assert at.slider(key="surface_step").value == 30
     assert at.query_params == query
+
+
+def test_a_link_over_the_work_budget_is_refused_with_the_field_and_nothing_runs(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the basin map ran despite the budget")
+
+    monkeypatch.setattr(surfaces, "basin_map", never)
+    at = open_page({"view": "basin", "bres": "100", "steps": "5000", "opt": "adam"})
+    assert any("basin_resolution" in e and "DGS_LAB_MAX_SURFACE_WORK" in e for e in texts(at.error))
