@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from dgs_core import jobs
 
@@ -85,6 +86,12 @@ def current(slot: Slot) -> jobs.Job | None:
     return job
 
 
+def _session_id() -> str | None:
+    """This browser session's id, made by the server (never taken from a link)."""
+    ctx = get_script_run_ctx()
+    return None if ctx is None else ctx.session_id
+
+
 def start(slot: Slot, job: jobs.Job, *, reuse: Hashable | None = None, keep: int = 3) -> None:
     """Stop this session's previous job in ``slot``, then register and start ``job``.
 
@@ -102,7 +109,7 @@ def start(slot: Slot, job: jobs.Job, *, reuse: Hashable | None = None, keep: int
         job = reused
     else:
         try:
-            jobs.JOBS.add(job)
+            jobs.JOBS.add(job, owner=_session_id())
         except ValueError as exc:
             st.session_state[f"{slot.key}_error"] = str(exc)
             return
