@@ -9,6 +9,7 @@ its ``field`` names (:class:`FieldSlots`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -82,8 +83,19 @@ def param_controls(
         except ValueError as exc:
             chosen[spec.name] = value
             errors[spec.name] = str(exc)
-            st.error(str(exc))
+            st.error(plain(exc))
     return chosen, errors
+
+
+# Markdown (and its extensions: autolinks, emoji, math) acts on these; escaped, they show as typed.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def plain(text: object) -> str:
+    """Untrusted text (a link's value, a bundle's name, an error quoting either) for Streamlit's
+    Markdown elements: every character Markdown would act on is escaped, so ``![x](http://…)``
+    shows as those characters and the browser fetches nothing."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
 
 
 class FieldSlots:
@@ -106,7 +118,7 @@ class FieldSlots:
         place = self._slots.get(getattr(error, "field", None))  # type: ignore[arg-type]  # None: no field
         if place is None:
             return False
-        place.error(str(error))
+        place.error(plain(error))
         return True
 
 
@@ -227,7 +239,7 @@ def task_controls(
             try:
                 info.resolve(params)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
                 valid = False
     size = st.selectbox("Model size", SIZES, index=SIZES.index("small"), key=size_key)
     preset = resolve_model_params(task, {"size": size})
