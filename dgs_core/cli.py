@@ -52,6 +52,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from dgs_core.limits import check_study
 from dgs_core.runs.bundle import Bundle
 from dgs_core.runs.export import DEFAULT_MLFLOW_URI
 from dgs_core.runs.read import read_bundle
@@ -203,6 +204,7 @@ def study(spec_path: Path, out: Path, *, address: str | None, quiet: bool, stdou
     from dgs_core.viz.studies import best_table, study_figures
 
     spec = StudySpec.from_dict(_read_config(spec_path))
+    check_study(spec)  # the server's limits ($DGS_LAB_MAX_TRIALS, $DGS_LAB_MAX_STEPS), before Ray starts
     sweep = SweepStudy(spec, address=address)
     with tqdm(total=spec.trials_total, unit="trial", disable=quiet, file=sys.stderr, desc="study") as bar:
         for event in sweep.run():
