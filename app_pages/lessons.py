@@ -132,7 +132,7 @@ with prose:
             f"Open in the {LAB_NAMES[link.page]} ↗", f"{link.page}?{query}" if query else link.page,
             help="opens the lab in a new tab with this step's settings",
         )  # fmt: skip
-    if link.note:
+    if link.note and not presenting():
         st.caption(link.note)
 with figure_column:
     show_figure(step_figure(step, config, directory), key=f"{key}_figure")

@@ -16,6 +16,7 @@ for the same data, so a step looks exactly as the lab will when its link is open
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from dgs_core.viz import surface as surface_viz
 from dgs_core.viz import training as training_viz
 
 PROJECTOR_FONT = 18  # px: the smallest figure text readable from the back of a room at 1280 × 720
-STEP_HEIGHT = 520  # px: one figure beside the prose fits a laptop screen and a projector
+STEP_HEIGHT = 440  # px: one figure beside the prose fits a 1280 × 720 projector
 
 
 def _labelled(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,7 +136,8 @@ def projector_fonts(fig: go.Figure, size: int = PROJECTOR_FONT) -> go.Figure:
     fig.update_layout(font={"size": size}, legend={"font": {"size": size}})
     if fig.layout.title.text:
         fig.update_layout(title={"font": {"size": max(size + 2, fig.layout.title.font.size or 0)}})
-    fig.for_each_xaxis(lambda a: a.update(tickfont={"size": size}, title={"font": {"size": size}}))
+    # fewer ticks on narrow panels: at this size "100 200 300" of neighbours would run together
+    fig.for_each_xaxis(lambda a: a.update(tickfont={"size": size}, title={"font": {"size": size}}, nticks=4))
     fig.for_each_yaxis(lambda a: a.update(tickfont={"size": size}, title={"font": {"size": size}}))
     for annotation in fig.layout.annotations or ():
         annotation.font.size = max(size, annotation.font.size or 0)
@@ -152,3 +154,25 @@ def projector_fonts(fig: go.Figure, size: int = PROJECTOR_FONT) -> go.Figure:
         slider.font.size = size
         slider.currentvalue.font.size = size
     return fig
+
+
+def race_caption(runs: Mapping[str, Any]) -> str:
+    """What a race of Surface-lab runs shows, read off the runs themselves: who reaches
+    f − f* < ε and at which step, then the others by their final f − f* (so the Home page states
+    nothing its figure does not show)."""
+    reached, others = [], []
+    for name, run in runs.items():
+        values = run.metrics()
+        steps, gap = int(values["steps_to_tolerance"][0]), float(values["final_gap"][0])
+        label = registry.get(name).label if name in registry.names() else name
+        if steps >= 0:
+            reached.append((steps, label))
+        else:
+            others.append((gap if math.isfinite(gap) else math.inf, label))
+    parts = [f"{label} reaches f − f* < ε at step {steps}" for steps, label in sorted(reached)]
+    if others:
+        length = max(run.steps for run in runs.values())
+        ranked = ", ".join(f"{label} ({gap:.2g})" for gap, label in sorted(others))
+        parts.append(f"after {length} steps f − f* is {ranked}")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
