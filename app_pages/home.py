@@ -43,9 +43,14 @@ st.markdown(
 race, start = st.columns([3, 2], gap="large")
 with race:
     runs, _ = compute_runs(RACE, {})
+    st.markdown("**The Rosenbrock race**: five optimizers from (−2, 2); press ▶ play.")
     figure = surface_viz.contour_figure(
-        RACE.get_surface(), runs, animate=True, clickable=False, height=460,
-        title="The Rosenbrock race: every optimizer from (−2, 2) — press ▶",
+        RACE.get_surface(), runs, animate=True, clickable=False, events=False, height=600
+    )
+    # the legend on top: the animation's play button and step slider take the bottom
+    figure.update_layout(
+        title=None, legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        margin={"t": 90, "b": 20},
     )  # fmt: skip
     if presenting():
         projector_fonts(figure)
