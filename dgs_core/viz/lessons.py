@@ -139,8 +139,8 @@ def projector_fonts(fig: go.Figure, size: int = PROJECTOR_FONT) -> go.Figure:
     # fewer ticks on narrow panels: at this size "100 200 300" of neighbours would run together
     fig.for_each_xaxis(lambda a: a.update(tickfont={"size": size}, title={"font": {"size": size}}, nticks=4))
     fig.for_each_yaxis(lambda a: a.update(tickfont={"size": size}, title={"font": {"size": size}}))
-    # log axes over less than a few decades label every digit (2, 3, … 9): decades only
-    fig.for_each_yaxis(lambda a: a.update(dtick=1) if a.type == "log" and a.dtick is None else None)
+    # at this size a log axis over a few decades would label every digit (2, 3, … 9)
+    fig.for_each_yaxis(lambda a: a.update(nticks=6))
     for annotation in fig.layout.annotations or ():
         annotation.font.size = max(size, annotation.font.size or 0)
     if fig.layout.coloraxis.colorbar is not None:
