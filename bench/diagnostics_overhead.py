@@ -8,9 +8,9 @@
 
 Times are this thread's CPU time, the variants interleaved (repeats of bare, +diag, k=10 in
 turn) and reported as medians with quartiles: on a shared machine the spread is real, report it.
-The overhead includes the optimizer's own ``tensor_summaries`` (DGS's "clipped" fraction: most
-of its row) and reading the tracked elements from memory the optimizer's step just streamed
-through (more state, colder caches: Adam and Adan pay more than SGD).
+The overhead includes the optimizer's own values (``dgs_core.diagnostics.summaries``: DGS's
+"clipped" fraction, Adan's ‖v‖, …) and reading the tracked elements from memory the optimizer's
+step just streamed through (more state, colder caches: Adam and Adan pay more than SGD).
 
 Run:  .venv/bin/python bench/diagnostics_overhead.py [--threads 1] [--device cpu] [--quick]
 Budgets: (a) overhead ≤ 15% of a training step; (b) ≤ 10% of the bare loop's time.

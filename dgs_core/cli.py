@@ -2,8 +2,9 @@
 
     python -m dgs_core run CONFIG.json --out run.zip [--name NAME] [--png] [--quiet]
     python -m dgs_core show run.zip [--json]
-    python -m dgs_core study SPEC.json --out study.zip [--address HOST:PORT] [--quiet]
+    python -m dgs_core study STUDY.json --out study.zip [--address HOST:PORT] [--quiet]
     python -m dgs_core export run.zip [--tensorboard DIR] [--mlflow [URI]]
+    python -m dgs_core lessons [--rebuild] [--check]
 
 ``run`` trains (or, for a surface config, simulates) headless and writes the same bundle
 the labs' download buttons give for that config. CONFIG.json is a training config
@@ -23,6 +24,10 @@ table; the bundle holds the trials, the seed curves and the figures.
 ``export`` writes a bundle's curves as TensorBoard event files (``--tensorboard DIR``, one run
 folder per optimizer) and/or logs it to an MLflow tracking store (``--mlflow [URI]``, default
 ``sqlite:///mlflow.db``; MLflow is optional and the message says how to install it).
+
+``lessons`` lists the lessons of ``assets/lessons/`` (and any file that does not load, with the
+reason); ``--rebuild`` re-makes the prepared runs their steps ship; ``--check`` runs every step
+and reports each claim its prose makes that the numbers contradict.
 
 Exit status (one line "error: …" on stderr for every failure):
     0    done
@@ -216,6 +221,28 @@ def _write_atomically(out: Path, data: bytes) -> None:
     partial.replace(out)  # never a half-written bundle under the final name
 
 
+def lessons(*, rebuild: bool, check: bool, out: TextIO) -> int:
+    """List (and rebuild or check) the lessons; the number of problems found."""
+    from dgs_core import lessons as lessons_module
+
+    found, errors = lessons_module.load_lessons()
+    for lesson in found:
+        print(f"{lesson.id}: {lesson.title} ({len(lesson.steps)} steps)", file=out)
+    for error in errors:
+        print(f"error: {error}", file=out)
+    if rebuild:
+        for path in lessons_module.rebuild():
+            print(f"wrote {path.relative_to(lessons_module.LESSONS_DIR.parents[1])}", file=out)
+    problems = len(errors)
+    if check:
+        for lesson in found:
+            for step in lesson.steps:
+                for failure in lessons_module.check_step(step):
+                    print(f"claim not held: {lesson.id}, step {step.index + 1}: {failure}", file=out)
+                    problems += 1
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dgs_core", description="DGS Lab runs without a browser.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_parser = commands.add_parser("show", help="check a bundle and print its summary")
     show_parser.add_argument("bundle", type=Path)
     show_parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    lessons_parser = commands.add_parser("lessons", help="list, rebuild or check the lessons")
+    lessons_parser.add_argument("--rebuild", action="store_true", help="re-make the prepared runs")
+    lessons_parser.add_argument("--check", action="store_true", help="check every step's claims")
     export_parser = commands.add_parser("export", help="write a bundle to TensorBoard and/or MLflow")
     export_parser.add_argument("bundle", type=Path)
     export_parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write event files here")
@@ -250,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "study":
             data = study(args.spec, args.out, address=args.address, quiet=args.quiet, stdout=sys.stdout)
             print(f"wrote {args.out} ({len(data) / 2**20:.1f} MB)", file=sys.stderr)
+        elif args.command == "lessons":
+            if lessons(rebuild=args.rebuild, check=args.check, out=sys.stdout):
+                return 2
         elif args.command == "export":
             export(args.bundle, tensorboard=args.tensorboard, mlflow=args.mlflow, out=sys.stdout)
         elif args.json:

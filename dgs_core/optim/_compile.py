@@ -62,12 +62,6 @@ import torch
 
 from dgs_core.params import Param, invalid
 
-# ``sample(param, tensor)``: a caller's tracked elements (flat) of a tensor shaped like
-# ``param``. The diagnostics layer hands one to ``tensor_summaries_many`` so that values derived
-# from a per-element state (Adan's ‖v‖, DGS's clipped fraction) come from the elements it
-# already follows rather than from another pass over the state.
-Sampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 _CACHE: dict[Callable[..., Any], Callable[..., Any]] = {}
 _STATS: dict[str, dict[str, float]] = {}
 

@@ -1,7 +1,9 @@
-"""AdAdaGrad and AdAdaGrad-Norm: adaptive batch sizes by batch-size tests (SPEC §1.7).
+"""AdAdaGrad and AdAdaGrad-Norm: adaptive batch sizes by batch-size tests.
+
+See docs/algorithms.md#batch-size-tests.
 
 Lau, Liu, Kolar, "AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient Methods"
-(https://arxiv.org/abs/2402.11215), SPEC §1.7. On the current batch B (b = |B|) with
+(https://arxiv.org/abs/2402.11215), docs/algorithms.md#batch-size-tests. On the current batch B (b = |B|) with
 per-sample gradients ∇f_i, g_B = mean_i ∇f_i and unbiased variances over i (divisor b − 1),
 each test returns the candidate next batch size b':
 
@@ -172,11 +174,12 @@ def coordinatewise_test(
 
     b' = ⌈ Σ_j P_j Var_i(G_ij) / (η² Σ_j P_j (g_B)_j²) ⌉,  P = diag(1/(√G_acc + ε))
 
-    **Interpretation** (SPEC §1.7): the paper introduces a coordinate-wise variant for AdaGrad
-    without fixing this form; we measure the norm test in the preconditioner AdaGrad steps
-    with. ``accumulator`` is AdaGrad's sum of squared gradients G_acc for the step being
-    tested (shape (d,), or (N, d) for a batched G); ``eps`` is AdaGrad's ε (a float, or a
-    tensor of shape (d,) when parameter groups differ). A uniform P reduces to the norm test.
+    **Interpretation** (docs/algorithms.md#batch-size-tests): the paper introduces a
+    coordinate-wise variant for AdaGrad without fixing this form; we measure the norm test in
+    the preconditioner AdaGrad steps with. ``accumulator`` is AdaGrad's sum of squared
+    gradients G_acc for the step being tested (shape (d,), or (N, d) for a batched G); ``eps``
+    is AdaGrad's ε (a float, or a tensor of shape (d,) when parameter groups differ). A uniform
+    P reduces to the norm test.
     """
     G, eta = _check_matrix(G), _check_constant("eta", eta)
     if not isinstance(accumulator, Tensor) or accumulator.shape[-1:] != G.shape[-1:]:

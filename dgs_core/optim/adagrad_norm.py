@@ -69,7 +69,7 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
 
     The accumulator b_t² of a group lives in ``state[p]["b_squared"]`` of the group's first
     parameter, so ``state_dict()`` / ``load_state_dict()`` carry it like any other state.
-    :meth:`tensor_summaries` reports b_t.
+    The diagnostics report b_t (:mod:`dgs_core.diagnostics.summaries`).
 
     Example:
         >>> import torch
@@ -82,14 +82,15 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
 
     Departures from the authors' code (timlautk/AdAdaGrad, ``Adagradnorm``), both deliberate:
 
-    - b₀: SPEC §1.6's b₀ = 0.01 is b itself, so the accumulator starts at b₀² = 1e-4. The
+    - b₀: our b₀ = 0.01 (docs/algorithms.md#adagrad_norm) is b itself, so the accumulator starts
+      at b₀² = 1e-4. The
       authors' code starts its accumulator (b²) at ``initial_accumulator_value=1e-2``, which is
       b₀ = 0.1; pass ``b0=0.1`` to reproduce their runs. b₀ only matters while Σ‖g‖² is small
       against b₀²; the smaller value lets the first step be close to η·g/‖g‖, and the 2-D
       surface defaults are tuned with it.
     - one accumulator per parameter group, as Ward, Wu and Bottou define the method; the
       authors' code keeps one per row of each weight (per output channel), which is not
-      AdaGrad-Norm (SPEC §1.6).
+      AdaGrad-Norm (docs/algorithms.md#adagrad_norm).
     """
 
     def __init__(
@@ -154,17 +155,6 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
             dtype = real(anchor).dtype  # a real b² for a complex parameter too
             state["b_squared"] = torch.full(shape, group["b0"] ** 2, dtype=dtype, device=anchor.device)
         return state["b_squared"]
-
-    def tensor_summaries(self, param: Tensor) -> dict[str, Tensor]:
-        """Optimizer-specific values for the diagnostics layer: ``{"b": b_t}`` of ``param``'s group.
-
-        A 0-dim tensor (shape (N,) in an ``independent_rows`` group); empty before the group's first step.
-        """
-        for group in self.param_groups:
-            if any(p is param for p in group["params"]):
-                b_squared = self.state[group["params"][0]].get("b_squared")
-                return {} if b_squared is None else {"b": b_squared.sqrt()}
-        raise ValueError("Invalid param: not one of this optimizer's parameters")
 
 
 def _sum_of_squares(x: Tensor, dim: int | None = None) -> Tensor:

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from dgs_core.optim._compile import (
-    Sampler,
     check_switches,
     compiled,
     row_count,
@@ -43,7 +42,7 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
     r"""Adan: Adam-style moments plus an EMA of gradient differences (Nesterov look-ahead).
 
     Follows the official implementation (sail-sg/Adan), whose betas are 1 − the paper's β.
-    Per element, step t = 1, 2, … (SPEC §1.3)::
+    Per element, step t = 1, 2, … (docs/algorithms.md#adan)::
 
         d_t = g_t − g_{t−1}             (d_1 = 0)         state["previous_grad"] keeps g_{t−1}
         m   = b1 m + (1 − b1) g                           state["exp_avg"]
@@ -188,47 +187,6 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
         for state in self.state.values():
             if state:
                 _restart_state(state)
-
-    def tensor_summaries(self, param: torch.Tensor, *, sample: Sampler | None = None) -> dict[str, float]:
-        """Adan's own per-tensor values for the diagnostics layer, empty before the first step.
-
-        ``diff_norm``: ‖v‖, the norm of the gradient-difference EMA (Adan's Nesterov term);
-        ``t``: the step count of the bias corrections, which a restart sets back to 0.
-        ``sample``: see :meth:`tensor_summaries_many`.
-        """
-        return self.tensor_summaries_many([param], sample=sample)[0]
-
-    def tensor_summaries_many(
-        self, params: Sequence[torch.Tensor], *, sample: Sampler | None = None
-    ) -> list[dict[str, float]]:
-        """:meth:`tensor_summaries` of several tensors (their norms in one call).
-
-        ``sample(param, tensor)``: the caller's tracked elements of a tensor shaped like
-        ``param`` (the diagnostics layer passes its own). With it, ‖v‖ is estimated from them
-        as the diagnostics estimate ‖g‖ and ‖θ‖, √(numel / tracked)·‖v_tracked‖ (exact when
-        every element is tracked), instead of a pass over all of v: at 5M parameters that
-        pass was a third of what a diagnostics record cost.
-        """
-        known = {id(p) for group in self.param_groups for p in group["params"]}
-        out: list[dict[str, float]] = []
-        found: list[tuple[int, torch.Tensor, float, float]] = []  # (at, v or its sample, factor, t)
-        for param in params:
-            if id(param) not in known:
-                raise ValueError("Invalid param: not one of this optimizer's parameters")
-            out.append({})
-            state = self.state.get(param)
-            if state:
-                v = state["exp_avg_diff"]
-                tracked = v if sample is None else sample(param, v)
-                factor = math.sqrt(v.numel() / max(1, tracked.numel()))
-                found.append((len(out) - 1, tracked, factor, float(state["step"])))
-        if found:
-            norms = torch._foreach_norm([tracked for _, tracked, _, _ in found])  # one call for all
-            same = len({(n.device, n.dtype) for n in norms}) == 1
-            values = torch.stack(norms).tolist() if same else [float(n) for n in norms]
-            for (at, _, factor, t), value in zip(found, values, strict=True):
-                out[at].update(diff_norm=value * factor, t=t)
-        return out
 
     def _global_grad_norm(self, rows: bool) -> torch.Tensor:
         """‖g‖ over every gradient of every group: 0-d, or shape (N,) per row with ``rows``."""

@@ -1,17 +1,15 @@
-"""DGS — Dynamic Gradient Scaling (Mann, IJRASET 2024), as DGS Lab interprets it (SPEC §1.2)."""
+"""DGS — Dynamic Gradient Scaling (Mann, IJRASET 2024), as DGS Lab interprets it (docs/algorithms.md#dgs)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 
 from dgs_core.metrics import spike_mask
 from dgs_core.optim._compile import (
-    Sampler,
     as_input,
     check_switches,
     compiled,
@@ -22,8 +20,6 @@ from dgs_core.optim._compile import (
 from dgs_core.optim._contract import KeepsAttributes, real
 from dgs_core.params import Param, ParamSet, invalid
 
-CLIPPED_SAMPLE = 2048  # elements of s_t counted by tensor_summaries' "clipped" (evenly spaced blocks)
-CLIPPED_BLOCK = 16  # contiguous elements per block: one 64-byte cache line of float32
 HYPERPARAMS = ParamSet(
     (
         Param("lr", 0.1, low=0.0, high=1e3, log=True, help="base learning rate η"),
@@ -39,8 +35,10 @@ HYPERPARAMS = ParamSet(
         Param("reset_every", 100, low=1, high=1e9, integer=True, help="N for reset='every'"),
         Param("reset_mode", "soft", choices=("soft", "hard"), help="soft: I, v ← ρ·I, ρ·v; hard: clear"),
         Param("rho", 0.5, low=0.0, high=1.0, help="soft-reset factor ρ"),
-        Param("spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (SPEC §3)"),
-        Param("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (SPEC §3)"),
+        Param(
+            "spike_window", 20, low=1, high=1e6, integer=True, help="spike window W (see the spike metric)"
+        ),
+        Param("spike_threshold", 0.5, low=0.0, high=1e3, help="spike threshold τ (see the spike metric)"),
     )
 )
 # s_min ≤ 1 ≤ s_max by these ranges, so γ = 0 always gives s = 1: plain SGD with momentum.
@@ -52,7 +50,7 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
     r"""Dynamic Gradient Scaling: per-parameter learning rates from EMA importance scores.
 
     The paper states the idea ("parameters with higher gradients receive proportionally smaller
-    updates") but publishes no equation and no code. **Interpretation** (SPEC §1.2), per tensor,
+    updates") but publishes no equation and no code. **Interpretation** (docs/algorithms.md#dgs), per tensor,
     elementwise unless said::
 
         g    ← g + λθ                                   (coupled weight decay)
@@ -81,17 +79,17 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
     - ``reset="every"``: before the step after every ``reset_every``-th step (t = N, 2N, … for
       soft resets; a hard reset restarts t, so it fires whenever t reaches N again);
     - ``reset="spike"``: when the loss spikes, L_t > (1 + τ)·median(L_{t−W}, …, L_{t−1}) with
-      the up-to-W losses seen before (SPEC §3 via :func:`dgs_core.metrics.spike_mask`;
+      the up-to-W losses seen before (docs/algorithms.md#metrics via :func:`dgs_core.metrics.spike_mask`;
       W = ``spike_window``, τ = ``spike_threshold``), once per run of consecutive spikes,
       before that step's update. The optimizer sees the loss through ``step(closure)`` or
       ``observe_loss(loss)``; use one of the two per step.
 
-    ``reset(mode)`` resets by hand. ``tensor_summaries(p)`` gives t and the fraction of scales
-    at s_min or s_max to the diagnostics layer.
+    ``reset(mode)`` resets by hand. The diagnostics report t and the fraction of scales at s_min
+    or s_max (:mod:`dgs_core.diagnostics.summaries`).
 
-    Interpretation details beyond SPEC's equations: the importance is taken of the decayed
-    gradient g + λθ (the gradient the step uses); r_t is computed as I_t/(mean(I_t) + ε(1 − β^t)),
-    equal to the formula above without forming Î_t.
+    Interpretation details beyond the equations of docs/algorithms.md#dgs: the importance is
+    taken of the decayed gradient g + λθ (the gradient the step uses); r_t is computed as
+    I_t/(mean(I_t) + ε(1 − β^t)), equal to the formula above without forming Î_t.
 
     Args:
         params: tensors or parameter groups.
@@ -223,64 +221,6 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
             return torch.full_like(real(param), group["lr"])
         return group["lr"] * state["scale"]
 
-    def tensor_summaries(
-        self, param: torch.Tensor, *, sample: Sampler | None = None
-    ) -> dict[str, float | torch.Tensor]:
-        """DGS's own per-tensor values for the diagnostics layer (s_t itself is ``state["scale"]``).
-
-        ``t``: the step count of the bias correction, which a hard reset sets back to 0;
-        ``clipped``: the fraction of elements whose scale sits at s_min or s_max (a float on the
-        CPU, a 0-d tensor elsewhere: no device sync here). Counted exactly on tensors of up to
-        ``CLIPPED_SAMPLE`` elements; on larger ones, on about that many in evenly spaced blocks
-        of ``CLIPPED_BLOCK`` contiguous elements (a full pass over s_t cost as much as the rest
-        of the diagnostics together, and single spaced elements one cache miss each), or, given
-        ``sample``, on the caller's tracked elements (see :meth:`tensor_summaries_many`).
-        Empty before the first step.
-        """
-        return self.tensor_summaries_many([param], sample=sample)[0]
-
-    def tensor_summaries_many(
-        self, params: Sequence[torch.Tensor], *, sample: Sampler | None = None
-    ) -> list[dict[str, float | torch.Tensor]]:
-        """:meth:`tensor_summaries` of several tensors, counting every tensor's ``clipped`` in
-        one pass over their samples laid end to end (a handful of torch calls, not a handful
-        per tensor: the diagnostics layer asks for every tensor on every record).
-
-        ``sample(param, tensor)``: the caller's tracked elements of a tensor shaped like
-        ``param``. The diagnostics layer passes its own, whose s_t it has already read for the
-        scale's quantiles: ``clipped`` is then counted on those elements, with no read of its own.
-        """
-        groups = {id(p): group for group in self.param_groups for p in group["params"]}
-        out: list[dict[str, float | torch.Tensor]] = []
-        samples: dict[tuple, list[tuple[int, torch.Tensor]]] = {}  # by bounds, device, dtype
-        for k, param in enumerate(params):
-            group = groups.get(id(param))
-            if group is None:
-                raise ValueError("Invalid param: not one of this optimizer's parameters")
-            state = self.state.get(param)
-            out.append({"t": float(state["step"])} if state else {})
-            if state:
-                scale = _clipped_sample(state["scale"]) if sample is None else sample(param, state["scale"])
-                key = (group["s_min"], group["s_max"], scale.device, scale.dtype)
-                samples.setdefault(key, []).append((k, scale))
-        for (s_min, s_max, device, _), members in samples.items():
-            flat = torch.cat([scale for _, scale in members])
-            sizes = [scale.numel() for _, scale in members]
-            fractions: Sequence[float | torch.Tensor]
-            if device.type == "cpu":  # numpy's comparisons are ~4x faster than torch's here
-                values = flat.to(torch.float64 if flat.dtype == torch.float64 else torch.float32).numpy()
-                at_bound = (values <= s_min) | (values >= s_max)
-                starts = np.concatenate([[0], np.cumsum(sizes[:-1])]).astype(np.int64)
-                counts = np.add.reduceat(at_bound, starts, dtype=np.int64)
-                fractions = (counts / np.asarray(sizes)).tolist()
-            else:  # no device sync: 0-d tensors
-                lengths = torch.tensor(sizes, device=device)
-                at_bound_t = ((flat <= s_min) | (flat >= s_max)).to(torch.float64)
-                fractions = (torch.segment_reduce(at_bound_t, "sum", lengths=lengths) / lengths).unbind()
-            for (k, _), fraction in zip(members, fractions, strict=True):
-                out[k]["clipped"] = fraction
-        return out
-
     def _group_of(self, param: torch.Tensor) -> dict[str, Any]:
         for group in self.param_groups:
             if any(p is param for p in group["params"]):
@@ -345,19 +285,6 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
             state = self.state.get(p)
             if state:
                 _reset_state(state, mode, group["rho"])
-
-
-def _clipped_sample(scale: torch.Tensor) -> torch.Tensor:
-    """The elements of s_t that ``clipped`` counts, flat: all of a small tensor, else every k-th
-    block of ``CLIPPED_BLOCK`` (the last ``numel % CLIPPED_BLOCK`` elements never counted), with
-    k = ceil(blocks / (CLIPPED_SAMPLE / CLIPPED_BLOCK))."""
-    n = scale.numel()
-    if n <= CLIPPED_SAMPLE:
-        return scale.reshape(-1)
-    blocks = n // CLIPPED_BLOCK
-    stride = -(-blocks // (CLIPPED_SAMPLE // CLIPPED_BLOCK))
-    rows = scale.reshape(-1)[: blocks * CLIPPED_BLOCK].view(blocks, CLIPPED_BLOCK)
-    return rows[::stride].reshape(-1)
 
 
 def _check(group: dict[str, Any]) -> None:

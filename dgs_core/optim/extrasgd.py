@@ -1,7 +1,7 @@
 """ExtraSGD: the EXTRAP-SGD family of Lin, Kong, Stich and Jaggi (ICML 2020).
 
 Each step moves to an extrapolated point, takes the gradient there on the same batch, and
-applies it from the current point with Nesterov momentum (SPEC §1.5):
+applies it from the current point with Nesterov momentum (docs/algorithms.md#extrasgd):
 
     δ   = −γ̂ g(x_t)                 variant "extragradient" (two gradients per step)
         = −γ̂ ĝ_{t−1}                variant "past" (reuses last step's gradient; δ = 0 at first)
@@ -35,7 +35,7 @@ VARIANTS = ("extragradient", "past", "noise")
 HYPERPARAMS = ParamSet(
     (
         Param("lr", 0.1, low=0.0, high=1e3, log=True, help="learning rate η"),
-        # SPEC's default is γ̂ = η. A Param needs a concrete default, so this is a float equal
+        # The documented default is γ̂ = η. A Param needs a concrete default, so this is a float equal
         # to lr's default (0.1); when you change lr, set extrapolation_lr with it.
         Param(
             "extrapolation_lr",
@@ -43,7 +43,7 @@ HYPERPARAMS = ParamSet(
             low=0.0,
             high=1e3,
             log=True,
-            help="extrapolation step γ̂ of the 'extragradient' and 'past' variants (SPEC default γ̂ = η)",
+            help="extrapolation step γ̂ of the 'extragradient' and 'past' variants (documented default γ̂ = η)",
         ),
         Param("momentum", 0.9, low=0.0, high=1.0, high_open=True, help="Nesterov momentum μ (0 = plain)"),
         Param(
@@ -62,7 +62,7 @@ HYPERPARAMS = ParamSet(
 class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
     r"""SGD with the gradient taken at an extrapolated point (EXTRAP-SGD), Nesterov momentum.
 
-    Update (SPEC §1.5), with g(y) = ∇f(y; B_t) + λy on the step's batch B_t:
+    Update (docs/algorithms.md#extrasgd), with g(y) = ∇f(y; B_t) + λy on the step's batch B_t:
 
         δ = −γ̂ g(x_t)  |  −γ̂ ĝ_{t−1}  |  σξ
         ĝ_t = g(x_t + δ);   m ← μm + ĝ_t;   x_{t+1} = x_t − η(ĝ_t + μm)
@@ -76,7 +76,7 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
     Args:
         params: parameters or parameter groups.
         lr: learning rate η (default 0.1).
-        extrapolation_lr: extrapolation step γ̂ (default 0.1). SPEC's default is γ̂ = η; a
+        extrapolation_lr: extrapolation step γ̂ (default 0.1). The documented default is γ̂ = η; a
             hyperparameter needs a concrete default, so this one equals lr's default. Set
             both together (0 turns extrapolation off: plain Nesterov SGD).
         momentum: Nesterov momentum μ in [0, 1) (default 0.9; 0 is plain SGD at x_t + δ).

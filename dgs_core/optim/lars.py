@@ -39,7 +39,7 @@ _TRUST_CLIP = Param("trust_clip", False, help="LARC: tr = min(tr/η, 1)")
 class LARS(KeepsAttributes, torch.optim.Optimizer):
     r"""LARS: momentum SGD whose step is scaled per tensor by a trust ratio τ‖θ‖/‖g‖.
 
-    Per tensor θ with gradient g (SPEC §1.4)::
+    Per tensor θ with gradient g (docs/algorithms.md#lars)::
 
         tr  = τ ‖θ‖ / (‖g‖ + λ‖θ‖ + ε)     (tr = 1 if ‖θ‖ = 0 or ‖g‖ = 0)   state["trust_ratio"]
         tr  = min(tr/η, 1)                   only with trust_clip=True (LARC)
@@ -67,7 +67,7 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
 
     Departures from the reference (pytorch-optimizer 4.1 ``LARS``; the paper released no code):
 
-    - tr = 1 where ‖g‖ = 0 but λ‖θ‖ > 0 (SPEC §1.4); the reference takes τ/λ there. Both agree
+    - tr = 1 where ‖g‖ = 0 but λ‖θ‖ > 0 (docs/algorithms.md#lars); the reference takes τ/λ there. Both agree
       whenever ‖θ‖ > 0 and ‖g‖ > 0.
     - ε = 1e-8 in the trust ratio's denominator by default; the reference has none (eps=0
       matches it exactly).
@@ -148,17 +148,6 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
                 else:
                     self.state[leaf]["trust_ratio"] = tr
         return loss
-
-    def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """LARS's own value for the diagnostics layer: ``{"trust_ratio": tr}`` of the last step.
-
-        0-d, or (N, 1, …) per row in an ``independent_rows`` group; empty before the first step and for
-        tensors that ``exclude_1d`` leaves without a trust ratio.
-        """
-        if not any(p is param for group in self.param_groups for p in group["params"]):
-            raise ValueError("Invalid param: not one of this optimizer's parameters")
-        trust_ratio = self.state.get(param, {}).get("trust_ratio")
-        return {} if trust_ratio is None else {"trust_ratio": trust_ratio}
 
 
 _GROUP_PARAMS = ParamSet((*HYPERPARAMS, _TRUST_CLIP))

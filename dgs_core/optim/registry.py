@@ -64,7 +64,8 @@ class OptimizerInfo:
         summary: one line for tables and selectors.
         description: one paragraph for the UI.
         paper: link to the paper or reference implementation.
-        interpretation: True when the paper gives no equation and SPEC.md supplies ours.
+        interpretation: True when the paper gives no equation and DGS Lab supplies its own
+            (docs/algorithms.md labels each one).
         hyperparams: the tunable hyperparameters, with defaults and valid ranges.
         fixed: constructor arguments that define the variant (not shown in the UI).
         tuple_args: constructor arguments built from several flat hyperparameters,
@@ -245,7 +246,7 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         description="Keeps an EMA importance score per parameter, turns it into a scaling "
         "factor s = clip(r^(−γ)) of the relative importance r, and steps with the adaptive "
         "rate η·s with momentum: parameters with larger gradients get proportionally smaller "
-        "updates. The paper gives no equations; these are DGS Lab's (SPEC §1.2).",
+        "updates. The paper gives no equations; these are DGS Lab's (docs/algorithms.md#dgs).",
         paper="https://doi.org/10.22214/ijraset.2024.62669",
         interpretation=True,
         hyperparams=dgs.HYPERPARAMS,

@@ -360,7 +360,8 @@ _SCALAR_PARSERS: dict[str, Callable[[str], Any]] = {
 
 
 def _last(value: Any) -> str:
-    """``st.query_params`` gives strings; a repeated key may arrive as a list: keep the last."""
+    """A repeated key arrives as a list (``st.query_params.get_all``): the last one counts, and
+    :func:`parse_query` says so."""
     if isinstance(value, list | tuple):
         return str(value[-1]) if value else ""
     return str(value)
@@ -374,7 +375,11 @@ def parse_query(params: Mapping[str, Any]) -> tuple[SurfaceConfig, list[str]]:
     domain is clamped into it, with a notice.
     """
     query = {str(k): _last(v) for k, v in params.items()}
-    notices: list[str] = []
+    notices: list[str] = [
+        f"{key} was given {len(values)} times; using the last, {key}={_last(values)!r}"
+        for key, values in params.items()
+        if isinstance(values, list | tuple) and len(values) > 1
+    ]
     used: set[str] = set()
 
     def ignored(key: str, exc: Exception, default: str = "the default") -> None:

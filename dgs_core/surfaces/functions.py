@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgs_core.params import invalid
+from dgs_core.params import Param, ParamSet, invalid
 
 Array = np.ndarray
 # f(x, y, xp, **params) -> value ;  grad(x, y, xp, **params) -> (df/dx, df/dy)
@@ -49,7 +49,8 @@ class Surface:
         default_start: the start listed in docs/algorithms.md#surfaces.
         local_minima: other (non-global) minimisers worth marking and naming in basin maps.
         log_colors: colour contours by log(f − f* + c): the surface spans many decades.
-        params: surface parameters (the quadratic's condition number ``kappa``).
+        params: surface parameters (the quadratic's condition number ``kappa``), their values.
+        specs: those parameters' Param specs (valid ranges; the UI's widgets).
     """
 
     name: str
@@ -65,6 +66,7 @@ class Surface:
     local_minima: tuple[tuple[float, float], ...] = ()
     log_colors: bool = False
     params: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    specs: ParamSet = field(default_factory=ParamSet)
 
     # -- evaluation ---------------------------------------------------------------------------
     def value(self, points: Any) -> Any:
@@ -118,17 +120,9 @@ class Surface:
         return xs, ys, z
 
     def with_params(self, **params: float) -> Surface:
-        """A copy with new surface parameters (``get_surface("quadratic").with_params(kappa=10)``)."""
-        unknown = sorted(set(params) - set(self.params))
-        if unknown:
-            allowed = ", ".join(self.params) or "none"
-            raise ValueError(
-                f"Invalid surface parameter for {self.name}: {unknown[0]!r} (allowed: {allowed})"
-            )
-        merged = {**self.params, **params}
-        for key, value in merged.items():
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"Invalid {key}: {value!r} (must be a finite number > 0)")
+        """A copy with new surface parameters (``get_surface("quadratic").with_params(kappa=10)``);
+        ``ParamError`` naming an unknown or out-of-range parameter."""
+        merged = self.specs.resolve(params, base=self.params, what=f"surface parameter for {self.name}")
         return replace(self, params=MappingProxyType(merged))
 
 
@@ -380,6 +374,9 @@ _SURFACES: tuple[Surface, ...] = (
         df=_quadratic_grad,
         log_colors=True,
         params=MappingProxyType({"kappa": 100.0}),
+        # κ ≥ 1 by definition; above 10⁶ the valley is thinner than the contour grid can draw and
+        # f overflows float64's useful range at the domain's corners times typical lrs
+        specs=ParamSet((Param("kappa", 100.0, low=1.0, high=1e6, log=True, help="condition number κ"),)),
     ),
     Surface(
         name="saddle",

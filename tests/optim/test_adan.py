@@ -9,6 +9,7 @@ import pytest
 import pytorch_optimizer
 import torch
 
+from dgs_core.diagnostics.summaries import tensor_summaries
 from dgs_core.optim._compile import compile_stats
 from dgs_core.optim.adan import HYPERPARAMS, Adan
 
@@ -104,7 +105,7 @@ def test_first_step_has_no_difference_term() -> None:
     opt.step()
     assert not opt.state[w]["exp_avg_diff"].any()  # d_1 = 0
     torch.testing.assert_close(w.detach(), torch.tensor([0.9, -1.9], dtype=F64), rtol=1e-15, atol=0)
-    assert opt.tensor_summaries(w) == {"diff_norm": 0.0, "t": 1.0}
+    assert tensor_summaries(opt, w) == {"diff_norm": 0.0, "t": 1.0}
 
 
 def test_restart_makes_the_next_step_a_first_step() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dgs_core import metrics
+from dgs_core.diagnostics.summaries import tensor_summaries
 from dgs_core.optim._compile import compile_stats
 from dgs_core.optim.dgs import DGS, HYPERPARAMS, _dgs_update
 
@@ -125,57 +126,8 @@ def test_scale_clips_at_s_min_and_s_max() -> None:
     opt.step()
     expected = torch.tensor([0.2] + [5.0] * 9, dtype=F64)
     torch.testing.assert_close(opt.state[w]["scale"], expected, rtol=0, atol=0)
-    summaries = opt.tensor_summaries(w)
+    summaries = tensor_summaries(opt, w)
     assert summaries["t"] == 1.0 and float(summaries["clipped"]) == 1.0
-
-
-def test_clipped_fraction_counts_evenly_spaced_blocks_of_large_tensors() -> None:
-    from dgs_core.optim.dgs import CLIPPED_SAMPLE
-
-    n = 4 * CLIPPED_SAMPLE
-    w = torch.zeros(n, dtype=F64, requires_grad=True)
-    opt = DGS([w], s_min=0.2, s_max=5.0)
-    w.grad = torch.ones(n, dtype=F64)
-    opt.step()
-    scale = opt.state[w]["scale"]
-    scale.fill_(1.0)
-    scale[: n // 2].fill_(5.0)  # half at s_max ...
-    # ... but not on the blocks that are never counted: every 4th block of 16 is
-    scale.view(-1, 16)[1::4] = 1.0
-    assert float(opt.tensor_summaries(w)["clipped"]) == 0.5
-    small = torch.zeros(8, dtype=F64, requires_grad=True)
-    opt = DGS([small], s_min=0.2, s_max=5.0)
-    small.grad = torch.ones(8, dtype=F64)
-    opt.step()
-    opt.state[small]["scale"].copy_(torch.tensor([0.2, 1, 1, 1, 1, 1, 1, 5.0], dtype=F64))
-    assert float(opt.tensor_summaries(small)["clipped"]) == 0.25  # exact below the sample size
-
-
-def test_tensor_summaries_many_equals_one_by_one() -> None:
-    from dgs_core.optim.dgs import CLIPPED_SAMPLE
-
-    torch.manual_seed(0)
-    a, b = torch.zeros(3 * CLIPPED_SAMPLE + 5, dtype=F64), torch.zeros(7, 9, dtype=F64)
-    c, idle = torch.zeros(11, dtype=F64), torch.zeros(4, dtype=F64)  # idle: no step yet
-    tensors = [a, b, c, idle]
-    for w in tensors:
-        w.requires_grad_(True)
-    opt = DGS([{"params": [a, b]}, {"params": [c, idle], "s_min": 0.5, "s_max": 2.0}], gamma=2.0)
-    for w in (a, b, c):
-        w.grad = torch.randn_like(w) * torch.logspace(-4, 4, w.numel(), dtype=F64).view_as(w)
-    opt.step()
-    many = opt.tensor_summaries_many(tensors)
-    assert many[3] == {} and set(many[0]) == {"t", "clipped"}
-    for w, summary in zip(tensors, many, strict=True):
-        alone = opt.tensor_summaries(w)
-        assert alone.keys() == summary.keys()
-        for key in alone:
-            assert float(alone[key]) == float(summary[key])
-    scale = opt.state[b]["scale"]
-    assert float(many[1]["clipped"]) == float(((scale <= 0.1) | (scale >= 10.0)).double().mean())
-    assert 0.0 < float(many[1]["clipped"]) < 1.0
-    with pytest.raises(ValueError, match="Invalid param"):
-        opt.tensor_summaries_many([a, torch.zeros(2)])
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
@@ -299,7 +251,7 @@ def test_adaptive_lr_and_summaries_before_the_first_step() -> None:
     w = torch.ones(2, dtype=F64, requires_grad=True)
     opt = DGS([w], lr=0.3)
     torch.testing.assert_close(opt.adaptive_lr(w), torch.full((2,), 0.3, dtype=F64))
-    assert opt.tensor_summaries(w) == {}
+    assert tensor_summaries(opt, w) == {}
     with pytest.raises(ValueError, match="Invalid param"):
         opt.adaptive_lr(torch.ones(2))
 

@@ -8,6 +8,7 @@ import pytest
 import pytorch_optimizer
 import torch
 
+from dgs_core.diagnostics.summaries import tensor_summaries
 from dgs_core.optim._compile import compile_stats
 from dgs_core.optim.lars import HYPERPARAMS, LARS
 
@@ -80,10 +81,10 @@ def test_exclude_1d(exclude_1d: bool) -> None:
     opt.step()
     if exclude_1d:  # plain SGD: no trust ratio, no decay
         expected = torch.tensor([3.0, 2.0], dtype=F64)
-        assert "trust_ratio" not in opt.state[b] and opt.tensor_summaries(b) == {}
+        assert "trust_ratio" not in opt.state[b] and tensor_summaries(opt, b) == {}
     else:  # tr = 0.1·5/(2 + 0.5·5) = 1/9; Δ = tr·(g + λθ) = (1.5, 4)/9
         expected = torch.tensor([3.0 - 1.5 / 9, 4.0 - 4.0 / 9], dtype=F64)
-        torch.testing.assert_close(opt.tensor_summaries(b)["trust_ratio"], torch.tensor(1 / 9, dtype=F64))
+        torch.testing.assert_close(tensor_summaries(opt, b)["trust_ratio"], torch.tensor(1 / 9, dtype=F64))
     torch.testing.assert_close(b.detach(), expected, rtol=1e-15, atol=0)
 
 
@@ -224,4 +225,4 @@ def test_group_value_rewritten_invalid_raises_at_step(key: str, value: object) -
 def test_tensor_summaries_names_unknown_parameters() -> None:
     opt = LARS([torch.zeros(2, 2, requires_grad=True)])
     with pytest.raises(ValueError, match="Invalid param"):
-        opt.tensor_summaries(torch.zeros(2, 2))
+        tensor_summaries(opt, torch.zeros(2, 2))

@@ -598,3 +598,10 @@ def test_optimizer_state_saved_before_the_contract_change_still_loads(data: byte
     old = read_bundle(rewrite(data, changes))
     for label, result in bundle.results.items():
         assert_identical(old.results[label].optimizer.state_dict(), result.optimizer.state_dict(), label)
+
+
+def test_a_run_without_diagnostics_round_trips() -> None:
+    trainer = Trainer(resume_config(diag_every=0, steps=10))
+    list(trainer.run())
+    bundle = read_bundle(export_training(trainer))
+    assert all(len(r.diagnostics) == 0 for r in bundle.results.values())

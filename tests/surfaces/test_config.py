@@ -92,9 +92,9 @@ def test_every_setting_round_trips_exactly():
     assert config.hparams_for("dgs") == {"importance": "taylor", "reset": "every", "reset_every": 7}
 
 
-def test_repeated_keys_keep_the_last_value_and_defaults_are_not_written():
+def test_repeated_keys_keep_the_last_value_said_and_defaults_are_not_written():
     config, notices = parse_query({"steps": ["100", "200"], "surface": "quadratic", "kappa": "100"})
-    assert notices == []
+    assert notices == ["steps was given 2 times; using the last, steps='200'"]
     assert config.steps == 200
     assert config.surface_params == {}  # κ = 100 is the quadratic's default
     assert "kappa" not in config.to_query()
@@ -288,3 +288,12 @@ def test_from_dict_names_the_bad_field(data, field):
     with pytest.raises(ParamError) as raised:
         SurfaceConfig.from_dict(data)
     assert raised.value.field == field
+
+
+def test_a_huge_condition_number_is_refused_by_name_not_simulated() -> None:
+    with pytest.raises(ParamError) as raised:
+        SurfaceConfig(surface="quadratic", surface_params={"kappa": 1e308})
+    assert raised.value.field == "kappa"
+    config, notices = parse_query({"surface": "quadratic", "kappa": "1e308"})
+    assert config.surface_params == {} and len(notices) == 1 and "Invalid kappa" in notices[0]
+

@@ -1,0 +1,92 @@
+"""Lessons are data: every shipped lesson loads, every claim its prose makes holds at the settings
+it names, its prepared runs were made by its current configurations, and a malformed lesson
+file is reported by file, step and field while the others still load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dgs_core import lessons
+from dgs_core.lessons import LESSONS_DIR, PREPARED, LessonError, check_step, load_lessons, parse_lesson
+from dgs_core.runs.read import read_bundle
+
+SHIPPED, ERRORS = load_lessons()
+STEPS = [step for lesson in SHIPPED for step in lesson.steps]
+
+
+def test_the_shipped_lessons_load() -> None:
+    assert ERRORS == []
+    assert len(SHIPPED) >= 6 and all(len(lesson.steps) >= 2 for lesson in SHIPPED)
+    assert [lesson.id[:2] for lesson in SHIPPED] == [f"{k:02d}" for k in range(1, len(SHIPPED) + 1)]
+
+
+@pytest.mark.parametrize("step", [s for s in STEPS if s.checks], ids=lambda s: f"{s.lesson}-{s.index + 1}")
+def test_every_claim_of_a_step_holds_at_its_settings(step) -> None:
+    assert check_step(step) == []
+
+
+@pytest.mark.parametrize("step", [s for s in STEPS if s.prepared], ids=lambda s: f"{s.lesson}-{s.index + 1}")
+def test_a_prepared_run_was_made_by_the_steps_current_config(step) -> None:
+    bundle = read_bundle(lessons.prepared_path(step))
+    assert json.loads(json.dumps(bundle.config)) == json.loads(json.dumps(step.lab_config().to_dict()))
+
+
+def test_no_prepared_run_is_left_over() -> None:
+    used = {step.prepared_name for step in STEPS if step.prepared}
+    assert {p.name for p in (LESSONS_DIR / PREPARED).glob("*.zip")} == used
+
+
+def test_a_check_that_does_not_hold_is_reported() -> None:
+    step = next(s for s in STEPS if s.lesson.startswith("01") and s.checks)
+    wrong = lessons.Check(optimizer="sgd", metric="final_gap", below=0.0)
+    failures = lessons.check_values(step, {"sgd": {"final_gap": 0.5}}) + wrong.failures(
+        {"sgd": {"final_gap": 0.5}}
+    )
+    assert "sgd final_gap = 0.5, not below 0" in failures
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            '+++\ntitle = "x"\n+++\n+++ step\ntitle = "s"\nlab = "nowhere"\n+++\n',
+            "bad.md, step 1: Invalid lab",
+        ),
+        (
+            '+++\ntitle = "x"\n+++\n+++ step\ntitle = "s"\nlab = "surface"\n[config]\nsteps = -1\n+++\n',
+            "bad.md, step 1: Invalid steps: -1",
+        ),
+        (
+            '+++\ntitle = "x"\n+++\n+++ step\ntitle = "s"\nlab = "surface"\ncontrols = ["sgd.nope"]\n+++\n',
+            "bad.md, step 1: Invalid controls: 'sgd.nope'",
+        ),
+        (
+            '+++\ntitle = "x"\n+++\n+++ step\ntitle = "s"\nlab = "surface"\nfigure = "pie"\n+++\n',
+            "bad.md, step 1: Invalid figure: 'pie'",
+        ),
+        (
+            '+++\ntitle = "x"\n+++\n+++ step\ntitle = "s"\nlab = "surface"\nsurprise = 1\n+++\n',
+            "bad.md, step 1: Invalid step key: 'surprise'",
+        ),
+        (
+            '+++\ntitle = "x"\n+++\n+++ step\ntitle = "s"\n',
+            "bad.md: a header opened on line 4 is never closed",
+        ),
+        ("+++\ntitle = \n+++\n", "bad.md: the header is not valid TOML"),
+        ('+++\ntitle = "x"\n+++\n', "bad.md: a lesson has 1 to"),
+    ],
+)
+def test_a_malformed_lesson_is_named_by_file_step_and_field_and_the_others_load(
+    text: str, where: str, tmp_path: Path
+) -> None:
+    shutil.copy(LESSONS_DIR / "01-learning-rate.md", tmp_path / "01-learning-rate.md")
+    (tmp_path / "bad.md").write_text(text, encoding="utf-8")
+    with pytest.raises(LessonError):
+        parse_lesson(tmp_path / "bad.md")
+    loaded, errors = load_lessons(tmp_path)
+    assert [lesson.id for lesson in loaded] == ["01-learning-rate"]
+    assert len(errors) == 1 and errors[0].startswith(where), errors
