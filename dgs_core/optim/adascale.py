@@ -60,7 +60,8 @@ class AdaScaleSGD(KeepsAttributes, torch.optim.Optimizer):
     trainer computes them with ``dgs_core.training.batching.group_grads``). A step without a
     measurement keeps the estimates it has (r = 1 before the first). ``state[first parameter of
     the group]`` holds ``gain_ratio`` r_t and ``tau`` after each step (0-d, or (N,) per row in
-    an ``independent_rows`` group), which :meth:`tensor_summaries` reports for every tensor.
+    an ``independent_rows`` group), which the diagnostics report for every tensor of the group
+    (``dgs_core.diagnostics.summaries``).
 
     Training loop (``x, y`` is a batch of ``scale`` · b examples)::
 
@@ -232,15 +233,6 @@ class AdaScaleSGD(KeepsAttributes, torch.optim.Optimizer):
                 state[key] = torch.zeros(shape, dtype=dtype, device=like.device)
             state["gain_ratio"] = torch.ones(shape, dtype=dtype, device=like.device)
         return state
-
-    def tensor_summaries(self, param: Tensor) -> dict[str, Tensor]:
-        """AdaScale's own values for the diagnostics layer: ``{"gain_ratio": r_t, "tau": τ}`` of
-        ``param``'s group after the last step (0-d, or (N,) per row); empty before it."""
-        for group in self.param_groups:
-            if any(p is param for p in group["params"]):
-                state = self.state.get(group["params"][0], {})
-                return {"gain_ratio": state["gain_ratio"], "tau": state["tau"]} if "tau" in state else {}
-        raise ValueError("Invalid param: not one of this optimizer's parameters")
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -172,16 +172,6 @@ class LAMB(KeepsAttributes, torch.optim.Optimizer):
             )  # fmt: skip
         return loss
 
-    def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """LAMB's own value for the diagnostics layer: ``{"trust_ratio": tr}`` of the last step.
-
-        0-d, or (N, 1, …) per row in an ``independent_rows`` group; empty before the first step.
-        """
-        if not any(p is param for group in self.param_groups for p in group["params"]):
-            raise ValueError("Invalid param: not one of this optimizer's parameters")
-        trust_ratio = self.state.get(param, {}).get("trust_ratio")
-        return {} if trust_ratio is None else {"trust_ratio": trust_ratio}
-
 
 _GROUP_PARAMS = HYPERPARAMS.without("beta1", "beta2")
 

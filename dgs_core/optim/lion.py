@@ -128,14 +128,6 @@ class Lion(KeepsAttributes, torch.optim.Optimizer):
             )  # fmt: skip
         return loss
 
-    def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Lion's own value for the diagnostics layer: ``{"sign_agreement": …}`` of the last step
-        (see the class docstring); empty before ``param``'s first step."""
-        if not any(p is param for group in self.param_groups for p in group["params"]):
-            raise ValueError("Invalid param: not one of this optimizer's parameters")
-        agreement = self.state.get(param, {}).get("sign_agreement")
-        return {} if agreement is None else {"sign_agreement": agreement}
-
 
 _GROUP_PARAMS = HYPERPARAMS.without("beta1", "beta2")
 

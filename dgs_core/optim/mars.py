@@ -197,15 +197,6 @@ class MARS(KeepsAttributes, torch.optim.Optimizer):
             )  # fmt: skip
         return loss
 
-    def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """MARS's own value for the diagnostics layer: ``{"correction_norm": ‖c‖}`` of the last
-        step, before clipping (see the class docstring); empty before the first step and for the
-        tensors that take AdamW."""
-        if not any(p is param for group in self.param_groups for p in group["params"]):
-            raise ValueError("Invalid param: not one of this optimizer's parameters")
-        norm = self.state.get(param, {}).get("correction_norm")
-        return {} if norm is None else {"correction_norm": norm}
-
 
 def _check(group: dict[str, Any]) -> None:
     _GROUP_PARAMS.check(group)

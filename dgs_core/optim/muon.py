@@ -221,14 +221,6 @@ class Muon(KeepsAttributes, torch.optim.Optimizer):
             )  # fmt: skip
         return loss
 
-    def tensor_summaries(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Muon's own value for the diagnostics layer: ``{"update_norm": ‖O‖_F}`` of the last step
-        (see the class docstring); empty before the first step and for the AdamW tensors."""
-        if not any(p is param for group in self.param_groups for p in group["params"]):
-            raise ValueError("Invalid param: not one of this optimizer's parameters")
-        norm = self.state.get(param, {}).get("update_norm")
-        return {} if norm is None else {"update_norm": norm}
-
 
 def _check(group: dict[str, Any]) -> None:
     _GROUP_PARAMS.check(group)

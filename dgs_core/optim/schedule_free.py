@@ -212,15 +212,6 @@ class ScheduleFreeAdamW(KeepsAttributes, torch.optim.Optimizer):
             )  # fmt: skip
         return loss
 
-    def tensor_summaries(self, param: torch.Tensor) -> dict[str, float]:
-        """Schedule-Free's own value for the diagnostics layer: ``{"interpolation_weight": c}``,
-        the weight of the current iterate z in the average x after the last step (see the class
-        docstring); empty before the first step."""
-        if not any(p is param for group in self.param_groups for p in group["params"]):
-            raise ValueError("Invalid param: not one of this optimizer's parameters")
-        state = self.state.get(param, {})
-        return {"interpolation_weight": state["interpolation_weight"]} if "z" in state else {}
-
 
 def _check(group: dict[str, Any]) -> None:
     _GROUP_PARAMS.check(group)

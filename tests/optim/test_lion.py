@@ -6,6 +6,7 @@ import pytest
 import pytorch_optimizer
 import torch
 
+from dgs_core.diagnostics.summaries import tensor_summaries
 from dgs_core.optim import registry
 from dgs_core.optim.lion import Lion
 
@@ -63,7 +64,7 @@ def test_two_steps_by_hand_with_the_sign_agreement() -> None:
     torch.testing.assert_close(w.detach(), theta * (1 - 0.02) - 0.1 * torch.sign(c), rtol=0, atol=1e-15)
     # sign(c)·g > 0 only at element 3 (−, −); elements 0 and 1 disagree, element 2 has g = 0
     assert opt.state[w]["sign_agreement"].item() == 0.25
-    assert opt.tensor_summaries(w) == {"sign_agreement": opt.state[w]["sign_agreement"]}
+    assert tensor_summaries(opt, w) == {"sign_agreement": opt.state[w]["sign_agreement"]}
     torch.testing.assert_close(opt.state[w]["exp_avg"], 0.75 * m + 0.25 * g2)
 
 

@@ -7,6 +7,7 @@ import pytorch_optimizer
 import torch
 from pytorch_optimizer.base.optimizer import BaseOptimizer
 
+from dgs_core.diagnostics.summaries import tensor_summaries
 from dgs_core.optim import registry
 from dgs_core.optim.schedule_free import ScheduleFreeAdamW
 
@@ -78,7 +79,7 @@ def test_the_evaluation_point_is_the_average_of_the_iterates() -> None:
         w.grad = torch.sin(w.detach() * t) + 0.3  # any gradient taken at y
         opt.step()
         assert opt.state[w]["interpolation_weight"] == pytest.approx(1 / t, rel=1e-15)
-        assert opt.tensor_summaries(w) == {"interpolation_weight": opt.state[w]["interpolation_weight"]}
+        assert tensor_summaries(opt, w) == {"interpolation_weight": opt.state[w]["interpolation_weight"]}
         z = opt.state[w]["z"].clone()
         zs.append(z)
         x = torch.stack(zs).mean(0)
