@@ -12,7 +12,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -554,6 +555,29 @@ def create(
         if issubclass(info.cls, _READS_ROWS):
             params = grouped
     return info.cls(params, **kwargs)
+
+
+def evaluates_elsewhere(optimizer: torch.optim.Optimizer | type[torch.optim.Optimizer]) -> bool:
+    """Whether ``optimizer`` (or its class) is evaluated at another point than the one it trains
+    at, with its authors' ``eval()`` / ``train()`` switch (Schedule-Free AdamW: the average x,
+    not y)."""
+    return callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+
+
+@contextlib.contextmanager
+def at_evaluation_point(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block the parameters hold the point to evaluate (``optimizer.eval()``), after
+    it the point to train at again (``optimizer.train()``), as Schedule-Free's authors switch;
+    a no-op for every other optimizer. The round trip moves the training point by rounding
+    only (a few ulps)."""
+    if not evaluates_elsewhere(optimizer):
+        yield
+        return
+    optimizer.eval()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        optimizer.train()  # type: ignore[attr-defined]
 
 
 # Constructor arguments that are not hyperparameters (not knobs of the UI): how an optimizer

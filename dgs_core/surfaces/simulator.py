@@ -375,6 +375,8 @@ class _Engine:
             return self._run(keep_path)
 
     def _run(self, keep_path: bool) -> dict[str, Any]:
+        from dgs_core.optim import registry  # late: the registry imports every optimizer
+
         surface, steps, n_rows = self.surface, self.steps, self.n_rows
         bounds = [(k * self.n_starts, (k + 1) * self.n_starts) for k in range(len(self.lr_values))]
         opt, params = self._build()
@@ -399,7 +401,7 @@ class _Engine:
         group_count = gain_groups.scale if gain_groups is not None else 1
         batch_hist = np.full((steps, n_rows), self.batch * group_count, dtype=np.int64)
         # Schedule-Free trains at y and evaluates at x: the path, the loss and the metrics are x's
-        evaluate_elsewhere = _evaluates_elsewhere(opt)
+        evaluate_elsewhere = registry.evaluates_elsewhere(opt)
 
         common_noise = None
         if self.noise_std > 0 and batches is None and gain_groups is None:
@@ -431,10 +433,8 @@ class _Engine:
 
         def evaluation_point() -> Array:
             # the authors' protocol: eval() moves the parameters to x, train() back to y
-            opt.eval()  # type: ignore[attr-defined]
-            point = current().copy()
-            opt.train()  # type: ignore[attr-defined]
-            return point
+            with registry.at_evaluation_point(opt):
+                return current().copy()
 
         def closure() -> torch.Tensor:
             # torch's convention: loss and gradients at the *current* parameters, on the
@@ -615,12 +615,6 @@ class _RowBatches:
     def grow(self) -> None:
         if self.proposal is not None:
             np.minimum(self.max_batch, np.maximum(self.sizes, self.proposal), out=self.sizes)
-
-
-def _evaluates_elsewhere(opt: torch.optim.Optimizer) -> bool:
-    """Whether ``opt`` keeps its evaluation point apart from its training point, with the
-    authors' ``eval()`` / ``train()`` switch (Schedule-Free AdamW)."""
-    return callable(getattr(opt, "eval", None)) and callable(getattr(opt, "train", None))
 
 
 class _GradientGroups:

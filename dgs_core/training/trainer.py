@@ -472,15 +472,8 @@ class Trainer:
         evaluates elsewhere than it trains (``eval()`` / ``train()``: Schedule-Free AdamW) is
         evaluated, checked and checkpointed at its evaluation point.
         """
-        optimizer = lane.optimizer
-        switches = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
-        if switches:
-            optimizer.eval()  # type: ignore[attr-defined]
-        try:
+        with registry.at_evaluation_point(lane.optimizer):
             self._evaluate_model(lane, observe=observe)
-        finally:
-            if switches:
-                optimizer.train()  # type: ignore[attr-defined]
 
     def _evaluate_model(self, lane: _Lane, *, observe: bool) -> None:
         result, model = lane.result, lane.model
