@@ -9,14 +9,16 @@ from dgs_core.viz.tables import optimizer_table
 st.title("DGS Lab")
 st.markdown(
     "An interactive laboratory for deep-learning optimizers. Watch **Dynamic Gradient Scaling "
-    "(DGS)**, Adan, LARS, EXTRAP-SGD, AdaGrad-Norm, AdAdaGrad and the classic baselines side by "
-    "side: per-parameter importance scores, scaling factors, learning-rate annealing and "
-    "trajectories that overshoot on 2-D loss surfaces."
+    "(DGS)**, Adan, LARS, LAMB, EXTRAP-SGD, AdaGrad-Norm, AdAdaGrad, AdaScale SGD, MARS, Lion, "
+    "Muon, Schedule-Free AdamW and the classic baselines side by side: per-parameter importance "
+    "scores, scaling factors, learning-rate annealing and trajectories that overshoot on 2-D "
+    "loss surfaces."
 )
 st.subheader("Optimizers")
 st.caption(
     "An *interpretation* is an optimizer whose paper gives no equation: DGS Lab supplies its own, "
-    "documented in docs/algorithms.md and in each optimizer's description."
+    "documented in docs/algorithms.md and in each optimizer's description. Where an optimizer "
+    "computes something other than its official (or reference) code, the last column says what."
 )
 st.dataframe(
     optimizer_table(),
@@ -25,9 +27,18 @@ st.dataframe(
         "paper": st.column_config.LinkColumn("paper"),
         "interpretation": st.column_config.CheckboxColumn("interpretation"),
         "needs closure": st.column_config.CheckboxColumn("needs closure"),
+        "departs from the official code": st.column_config.TextColumn("departs from the official code"),
     },
     # the interpretation flag beside the name, where a narrow screen still shows it
-    column_order=("optimizer", "interpretation", "summary", "paper", "key", "needs closure"),
+    column_order=(
+        "optimizer",
+        "interpretation",
+        "summary",
+        "paper",
+        "key",
+        "needs closure",
+        "departs from the official code",
+    ),
     width="stretch",
     height="content",  # every optimizer at once, no scrolling inside the table
 )
