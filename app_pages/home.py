@@ -36,8 +36,9 @@ LABS = (
 st.title("DGS Lab")
 st.markdown(
     "An interactive laboratory for deep-learning optimizers: **Dynamic Gradient Scaling (DGS)**, "
-    "Adan, LARS, EXTRAP-SGD, AdaGrad-Norm, AdAdaGrad and the classic baselines side by side, on "
-    "2-D landscapes and on real networks."
+    "Adan, LARS, LAMB, EXTRAP-SGD, AdaGrad-Norm, AdAdaGrad, AdaScale SGD, MARS, Lion, Muon, "
+    "Schedule-Free AdamW and the classic baselines side by side, on 2-D landscapes and on real "
+    "networks."
 )
 
 race, start = st.columns([3, 2], gap="large")
@@ -79,7 +80,8 @@ with start:
 st.subheader("Optimizers")
 st.caption(
     "An *interpretation* is an optimizer whose paper gives no equation: DGS Lab supplies its own, "
-    "documented in docs/algorithms.md and in each optimizer's description."
+    "documented in docs/algorithms.md and in each optimizer's description. Where an optimizer "
+    "computes something other than its official (or reference) code, the last column says what."
 )
 st.dataframe(
     optimizer_table(),
@@ -88,9 +90,18 @@ st.dataframe(
         "paper": st.column_config.LinkColumn("paper"),
         "interpretation": st.column_config.CheckboxColumn("interpretation"),
         "needs closure": st.column_config.CheckboxColumn("needs closure"),
+        "departs from the official code": st.column_config.TextColumn("departs from the official code"),
     },
     # the interpretation flag beside the name, where a narrow screen still shows it
-    column_order=("optimizer", "interpretation", "summary", "paper", "key", "needs closure"),
+    column_order=(
+        "optimizer",
+        "interpretation",
+        "summary",
+        "paper",
+        "key",
+        "needs closure",
+        "departs from the official code",
+    ),
     width="stretch",
     height="content",  # every optimizer at once, no scrolling inside the table
 )

@@ -18,6 +18,18 @@ def test_home_lists_every_optimizer() -> None:
     assert "dgs" in flagged
 
 
+def test_home_shows_where_each_optimizer_departs_from_its_official_code() -> None:
+    at = app_at()
+    at.run()
+    frame = at.dataframe[0]
+    assert "departs from the official code" in frame.proto.column_order  # shown, not only sent
+    table = frame.value.set_index("key")
+    for info in registry.infos():
+        assert table.loc[info.name, "departs from the official code"] == "; ".join(info.departures)
+    assert len(table) == 20
+    assert table.loc["muon", "departs from the official code"].startswith("Newton–Schulz")
+
+
 def test_home_states_only_what_its_race_shows_and_starts_lesson_one() -> None:
     from dgs_core.lessons import load_lessons
     from dgs_core.surfaces.config import SurfaceConfig
