@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pathlib import Path
 from dgs_core.params import ParamError
 
 ADDRESS_ENV = "RAY_ADDRESS"
+ADDRESS_LOCAL = "local"  # EngineInfo.address of the embedded Ray
 # A trial process imports torch and trains a small model: about 0.5 GB resident, measured with
 # bench/studies.py. Fewer workers than cores when memory is short (a 4 GB laptop gets 2 at most).
 WORKER_MEMORY_BYTES = 512 << 20
@@ -64,6 +66,12 @@ def local_workers() -> int:
     return max(1, min(cores, available_memory() // WORKER_MEMORY_BYTES))
 
 
+def current() -> EngineInfo | None:
+    """Where studies run now; None until :func:`connect` has started or joined a Ray (a page
+    shows "starting Ray…" meanwhile)."""
+    return _current
+
+
 def connect(address: str | None = None) -> EngineInfo:
     """Ray for studies: the cluster at ``address`` (or ``$RAY_ADDRESS``), else an embedded one.
 
@@ -77,16 +85,16 @@ def connect(address: str | None = None) -> EngineInfo:
         raise ParamError(
             "address", wanted, f"Invalid address: {wanted!r} (must be host:port or ray://host:port)"
         )
-    where = wanted or "local"
+    where = wanted or ADDRESS_LOCAL
     with _lock:
         if _current is not None and _current.address == where and ray.is_initialized():
             return _current
         if ray.is_initialized():
             ray.shutdown()
         _current = None
-        try:
-            if wanted is None:
-                workers = local_workers()
+        if wanted is None:
+            workers = local_workers()
+            try:
                 ray.init(
                     num_cpus=workers,
                     include_dashboard=False,
@@ -96,17 +104,23 @@ def connect(address: str | None = None) -> EngineInfo:
                     _node_ip_address="127.0.0.1",
                     runtime_env={"env_vars": {"PYTHONPATH": str(_PACKAGE.parent)}},
                 )
-            else:
-                _check_reachable(wanted)
-                _use_token_auth()
-                with _loopback(_host(wanted) in ("127.0.0.1", "localhost")):
-                    ray.init(
-                        address=wanted,
-                        log_to_driver=False,
-                        configure_logging=False,
-                        runtime_env={"py_modules": [str(_PACKAGE)]},
-                    )
-                workers = int(ray.cluster_resources().get("CPU", 1))
+            except Exception as exc:  # Ray raises a bare Exception when its node starts too slowly
+                ray.shutdown()
+                stop_left_behind(str(Path(ray.__file__).parent))
+                raise RuntimeError(f"The embedded Ray did not start: {exc}") from exc
+            _current = EngineInfo(address=where, workers=workers)
+            return _current
+        try:
+            _check_reachable(wanted)
+            _use_token_auth()
+            with _loopback(_host(wanted) in ("127.0.0.1", "localhost")):
+                ray.init(
+                    address=wanted,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    runtime_env={"py_modules": [str(_PACKAGE)]},
+                )
+            workers = int(ray.cluster_resources().get("CPU", 1))
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             if ray.is_initialized():
                 ray.shutdown()
@@ -117,6 +131,30 @@ def connect(address: str | None = None) -> EngineInfo:
             ) from None
         _current = EngineInfo(address=where, workers=workers)
         return _current
+
+
+def stop_left_behind(marker: str) -> int:
+    """Stop (SIGTERM) this process's children whose command line holds ``marker``; returns how
+    many. A ``ray.init`` whose node does not come up in time (Ray waits 30 s for its raylet:
+    a heavily loaded machine) raises before Ray keeps a handle on the processes it started,
+    so ``ray.shutdown()`` cannot stop them; their command lines name Ray's package folder."""
+    me, stopped = os.getpid(), 0
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if parent != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            if marker in command:
+                os.kill(int(entry), signal.SIGTERM)
+                stopped += 1
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    return stopped
 
 
 def _use_token_auth() -> None:
