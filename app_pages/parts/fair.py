@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from app_pages import live
@@ -83,6 +84,21 @@ def _mode_to_url() -> None:
 # ---------------------------------------------------------------------------------------------
 # Controls: plain values in, a validated StudySpec out
 # ---------------------------------------------------------------------------------------------
+
+
+def seed_widgets(spec: StudySpec) -> None:
+    """A tab that found its study through the URL shows that study's settings (a widget that
+    already has a value keeps it)."""
+    values = {
+        "train_task": spec.task, "train_size": spec.model.get("size", "small"),
+        "train_fair_steps": spec.steps, "train_fair_batch": spec.batch_size, "train_fair_seed": spec.seed,
+        "train_fair_eval_every": spec.eval_every, "train_fair_optimizers": list(spec.optimizers),
+        "train_fair_trials": spec.trials, "train_fair_seeds": spec.seeds, "train_fair_search": spec.search,
+        "train_fair_early": spec.early_stopping, "train_fair_metric": spec.metric,
+        **{f"train_task_{spec.task}_{name}": value for name, value in spec.task_params.items()},
+    }  # fmt: skip
+    for key, value in values.items():
+        st.session_state.setdefault(key, value)
 
 
 def problem_controls(task_hidden: Sequence[str], slots: FieldSlots) -> tuple[dict[str, Any], bool]:
@@ -166,33 +182,30 @@ def build_spec(values: dict[str, Any], slots: FieldSlots, max_steps: int) -> tup
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(spec: StudySpec) -> SweepStudy:
-    """In the job's thread: join Ray (the embedded one starts on a server's first study)."""
-    engine.connect()
-    return SweepStudy(spec)
+def _styled(table: pd.DataFrame) -> Any:
+    """A small table as plain HTML: no index, numbers to 4 significant digits, "–" for NaN."""
+    return table.style.hide(axis="index").format("{:.4g}", subset=table.select_dtypes("float").columns,
+                                                 na_rep="–")  # fmt: skip
 
 
 def draw_progress(job: jobs.Job) -> None:
     """Stop, trials done / total with the ETA, "starting Ray…", each optimizer's best so far."""
     live.status(FAIR, job)
-    if job.state == jobs.PREPARING:
-        with st.container(key="train_fair_starting"):
-            if engine.current() is None:
-                st.info(
-                    "Starting Ray… The first study on this server starts an embedded local Ray "
-                    "(a few seconds); later studies reuse it."
-                )
-            else:
-                st.info("Preparing the study…")
-        return
     study = job.payload
     if not isinstance(study, SweepStudy):
         return
+    if job.running and engine.current() is None:  # SweepStudy.run joins Ray first
+        with st.container(key="train_fair_starting"):
+            st.info(
+                "Starting Ray… The first study on this server starts an embedded local Ray "
+                "(a few seconds); later studies reuse it."
+            )
     if job.running and job.signal.is_set():
         st.caption("Stopping: cancelling the running trials; the finished ones are kept.")
     elif job.running and study.progress()[0] == 0:
         st.caption("Ray Tune is starting the first trials (each worker loads PyTorch once)…")
-    st.dataframe(progress_table(study.spec, study.rows), hide_index=True, key="train_fair_progress")
+    with st.container(key="train_fair_progress"):
+        st.table(_styled(progress_table(study.spec, study.rows)))
 
 
 def draw_live_sensitivity(job: jobs.Job) -> None:
@@ -223,7 +236,8 @@ def draw_results(job: jobs.Job) -> None:
     with sensitivity:
         live.chart("train_fair_sensitivity", job.id, lambda: sensitivity_figure(result))
     st.subheader("Tuned hyperparameters")
-    st.dataframe(best_table(result), hide_index=True, key="train_fair_best")
+    with st.container(key="train_fair_best"):
+        st.table(_styled(best_table(result)))
     row = st.container(horizontal=True, vertical_alignment="center")
     row.button(
         "Open the tuned run in the Training lab", key="train_fair_open", type="primary",
@@ -270,6 +284,9 @@ def _where() -> str:
 
 def fair_comparison(*, task_hidden: Sequence[str] = (), max_steps: int) -> None:
     """The whole mode: sidebar settings, the start button, the live progress, the results."""
+    job = live.current(FAIR)
+    if job is not None and isinstance(job.payload, SweepStudy):
+        seed_widgets(job.payload.spec)
     slots = FieldSlots()
     with st.sidebar:
         problem, task_ok = problem_controls(task_hidden, slots)
@@ -296,9 +313,10 @@ def fair_comparison(*, task_hidden: Sequence[str] = (), max_steps: int) -> None:
             f"{get_task_info(spec.task).label}. {_where()}"
         )
     if started and spec is not None:
-        live.start(FAIR, study_job(lambda: _build(spec), name="fair", idle_stop_s=live.IDLE_STOP_SECONDS))
+        study = SweepStudy(spec)  # it joins Ray when it runs, in the job's thread
+        live.start(FAIR, study_job(lambda: study, name="fair", idle_stop_s=live.IDLE_STOP_SECONDS))
     live.watch(FAIR, draw_progress, period=PROGRESS_SECONDS)
-    job = live.current(FAIR)
+    job = live.current(FAIR)  # a new one, if Start was pressed
     if job is not None and job.running:
         live.every(FAIR, SENSITIVITY_SECONDS, draw_live_sensitivity)
     elif job is not None:

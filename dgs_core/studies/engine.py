@@ -32,6 +32,9 @@ ADDRESS_LOCAL = "local"  # EngineInfo.address of the embedded Ray
 WORKER_MEMORY_BYTES = 512 << 20
 OBJECT_STORE_BYTES = 128 << 20  # studies pass small dicts; Ray's default takes 30% of the memory
 CONNECT_TIMEOUT_S = 20.0
+# Ray waits a fixed 30 s for its raylet to register; on a machine loaded by other work that can
+# pass (seen here with a load average of 20-30 on 2 cores), and a second start usually succeeds.
+START_ATTEMPTS = 2
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # dgs_core/
 _lock = threading.Lock()
@@ -94,20 +97,25 @@ def connect(address: str | None = None) -> EngineInfo:
         _current = None
         if wanted is None:
             workers = local_workers()
-            try:
-                ray.init(
-                    num_cpus=workers,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    object_store_memory=OBJECT_STORE_BYTES,
-                    _node_ip_address="127.0.0.1",
-                    runtime_env={"env_vars": {"PYTHONPATH": str(_PACKAGE.parent)}},
-                )
-            except Exception as exc:  # Ray raises a bare Exception when its node starts too slowly
-                ray.shutdown()
-                stop_left_behind(str(Path(ray.__file__).parent))
-                raise RuntimeError(f"The embedded Ray did not start: {exc}") from exc
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    ray.init(
+                        num_cpus=workers,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        configure_logging=False,
+                        object_store_memory=OBJECT_STORE_BYTES,
+                        _node_ip_address="127.0.0.1",
+                        runtime_env={"env_vars": {"PYTHONPATH": str(_PACKAGE.parent)}},
+                    )
+                    break
+                except Exception as exc:  # Ray raises a bare Exception when its node starts too slowly
+                    ray.shutdown()
+                    stop_left_behind(str(Path(ray.__file__).parent))
+                    if attempt == START_ATTEMPTS:
+                        raise RuntimeError(
+                            f"The embedded Ray did not start ({START_ATTEMPTS} attempts): {exc}"
+                        ) from exc
             _current = EngineInfo(address=where, workers=workers)
             return _current
         try:

@@ -164,7 +164,7 @@ def progress_table(spec: StudySpec, rows: Iterable[Mapping[str, Any]]) -> pd.Dat
             {
                 "optimizer": optimizer_label(name),
                 "tuning trials": f"{len(tuned)} / {spec.trials}",
-                f"best {metric} so far": best["score"] if best else math.nan,
+                f"{metric}, best so far": best["score"] if best else math.nan,
                 "at": _hparams_text(json.loads(best["hparams"])) if best else "–",
                 "diverged": sum(int(r["diverged_at"]) >= 0 for r in tuned),
                 "seed runs": f"{len(seeds)} / {spec.seeds}",

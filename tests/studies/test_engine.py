@@ -51,7 +51,7 @@ def test_only_this_process_s_children_with_the_marker_are_stopped(tmp_path: Path
             proc.wait()
 
 
-def test_an_embedded_start_that_times_out_stops_what_it_started(monkeypatch) -> None:
+def test_an_embedded_start_that_times_out_is_tried_again_and_stops_what_it_started(monkeypatch) -> None:
     """Ray raises a bare Exception when its raylet does not register within 30 s (a loaded
     machine); the processes it had started must not stay behind."""
     import ray
@@ -68,9 +68,10 @@ def test_an_embedded_start_that_times_out_stops_what_it_started(monkeypatch) -> 
     monkeypatch.setattr(engine, "_current", None)
     monkeypatch.delenv(engine.ADDRESS_ENV, raising=False)
     try:
-        with pytest.raises(RuntimeError, match="embedded Ray did not start: The current node timed out"):
+        with pytest.raises(RuntimeError, match=r"embedded Ray did not start .*: The current node timed out"):
             engine.connect()
-        assert started[0].wait(timeout=20) != 0
+        assert len(started) == engine.START_ATTEMPTS  # tried again, each time stopping what it started
+        assert all(proc.wait(timeout=20) != 0 for proc in started)
         assert engine.current() is None
     finally:
         for proc in started:
