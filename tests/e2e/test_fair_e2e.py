@@ -22,6 +22,8 @@ BAR = "[data-testid='stProgress']"
 TOTAL = 2 * 2 + 2 * 2  # 2 optimizers × (2 tuning trials + 2 seeds)
 PROGRESS_MATCHES = """pattern => new RegExp(pattern).test(
   (document.querySelector("[data-testid='stProgress']") || {}).innerText || '')"""
+INPUT_HOLDS = """([key, value]) => {
+  const box = document.querySelector(`.st-key-${key} input`); return !!box && box.value === value; }"""
 BANDS = """() => { const gd = document.querySelector('.st-key-train_fair_bands_chart .js-plotly-plot');
   if (!gd || !gd._fullData) return null;
   return gd._fullData.map(t => ({name: t.name, fill: t.fill || '', n: (t.x || []).length})); }"""
@@ -89,8 +91,8 @@ def test_a_small_fair_comparison_runs_shows_bands_and_opens_the_tuned_run(server
     page.reload()
     page.locator(".st-key-train_fair_start").wait_for()
     # the new session shows the study's settings, not the defaults
-    assert page.locator(".st-key-train_fair_trials input").input_value() == "2"
-    assert page.locator(".st-key-train_fair_steps input").input_value() == "60"
+    for key, value in (("train_fair_trials", "2"), ("train_fair_steps", "60")):
+        page.wait_for_function(INPUT_HOLDS, arg=[key, value], timeout=60_000)
     page.locator(".st-key-train_fair_bands_chart .js-plotly-plot").wait_for(timeout=480_000)
     wait_for_app(page)
     assert _trials_done(page) == TOTAL

@@ -6,16 +6,24 @@ URL showing its settings."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dgs_core import jobs
+from dgs_core.studies import engine
 from dgs_core.studies.sweep import TUNE
 from dgs_core.studies.tuner import SweepStudy
 from tests.pages.test_training_page import open_page
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_stopped_at_the_end() -> Iterator[None]:
+    yield
+    engine.shutdown()  # the embedded Ray the study started in this process
 
 
 def fair_page(query: dict[str, str] | None = None) -> AppTest:
