@@ -102,7 +102,7 @@ def seed_bands_figure(result: StudyResult, *, height: int = 420) -> go.Figure:
             go.Scatter(
                 x=np.concatenate([steps, steps[::-1]]),
                 y=np.concatenate([(mean + std).to_numpy(), (mean - std).to_numpy()[::-1]]),
-                fill="toself", fillcolor=_hex_to_rgba(color, 0.18), line={"width": 0},
+                mode="lines", fill="toself", fillcolor=_hex_to_rgba(color, 0.18), line={"width": 0},
                 hoverinfo="skip", showlegend=False, name=f"{optimizer_label(name)} ±1 std",
             )
         )  # fmt: skip
@@ -164,7 +164,7 @@ def progress_table(spec: StudySpec, rows: Iterable[Mapping[str, Any]]) -> pd.Dat
             {
                 "optimizer": optimizer_label(name),
                 "tuning trials": f"{len(tuned)} / {spec.trials}",
-                f"{metric}, best so far": best["score"] if best else math.nan,
+                f"best so far ({metric})": best["score"] if best else math.nan,
                 "at": _hparams_text(json.loads(best["hparams"])) if best else "–",
                 "diverged": sum(int(r["diverged_at"]) >= 0 for r in tuned),
                 "seed runs": f"{len(seeds)} / {spec.seeds}",

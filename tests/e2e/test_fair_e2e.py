@@ -85,6 +85,7 @@ def test_a_small_fair_comparison_runs_shows_bands_and_opens_the_tuned_run(server
     page.wait_for_function(PROGRESS_MATCHES, arg=f"trial [1-9]\\d* / {TOTAL}", timeout=300_000)
     assert 1 <= _trials_done(page) <= TOTAL
     assert "SGD" in page.locator(STATUS).inner_text() and "Adam" in page.locator(STATUS).inner_text()
+    _shots(page, shots, "fair-running", at=BAR)
 
     # a refresh in the middle: the URL names the study, the page finds it again
     assert "train_fair_job=" in page.url
