@@ -27,8 +27,11 @@ from dgs_core.params import ParamError
 
 ADDRESS_ENV = "RAY_ADDRESS"
 ADDRESS_LOCAL = "local"  # EngineInfo.address of the embedded Ray
-# A trial process imports torch and trains a small model: about 0.5 GB resident, measured with
-# bench/studies.py. Fewer workers than cores when memory is short (a 4 GB laptop gets 2 at most).
+# Memory, measured with bench/studies.py --page-target (Ray 2.60, moons): Ray's own processes
+# (GCS, raylet, agents) hold about 0.6 GB resident once started, and each trial process, which
+# imports torch and trains a small model, about 0.5 GB (peak 1.6 GB with 2 trials at a time).
+# Fewer workers than cores when memory is short: a 4 GB laptop with 1.5 GB free gets 1.
+RAY_BASE_BYTES = 640 << 20
 WORKER_MEMORY_BYTES = 512 << 20
 OBJECT_STORE_BYTES = 128 << 20  # studies pass small dicts; Ray's default takes 30% of the memory
 CONNECT_TIMEOUT_S = 20.0
@@ -64,9 +67,10 @@ def available_memory() -> int:
 
 
 def local_workers() -> int:
-    """Worker slots for the embedded Ray: every core, fewer when memory is short (at least 1)."""
+    """Worker slots for the embedded Ray: every core, fewer when the memory left after Ray's own
+    processes cannot hold a trial process per core (at least 1)."""
     cores = os.cpu_count() or 1
-    return max(1, min(cores, available_memory() // WORKER_MEMORY_BYTES))
+    return max(1, min(cores, (available_memory() - RAY_BASE_BYTES) // WORKER_MEMORY_BYTES))
 
 
 def current() -> EngineInfo | None:

@@ -19,10 +19,11 @@ SLEEPER = "import time; time.sleep(120)"
     ("cores", "memory", "workers"),
     [
         (2, 16 * GB, 2),  # plenty: every core
-        (2, 4 * GB, 2),  # the 2-core, 4 GB laptop: both cores while 1 GB is free
+        (2, 2 * GB, 2),  # the 2-core, 4 GB laptop with 2 GB free: Ray (0.6 GB) + 2 trials fit
+        (2, 3 * GB // 2, 1),  # 1.5 GB free: Ray's own share leaves room for one trial process
         (2, 700 << 20, 1),  # short: one trial at a time
         (2, 100 << 20, 1),  # at least one
-        (16, 3 * GB, 6),  # memory, not cores, decides
+        (16, 3 * GB, 4),  # memory, not cores, decides: (3 GB − 0.625 GB) / 0.5 GB
     ],
 )
 def test_workers_follow_the_cores_and_the_free_memory(monkeypatch, cores, memory, workers) -> None:
