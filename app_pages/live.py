@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from app_pages.ui import plain
 from dgs_core import jobs
 
 STOP_WAIT_SECONDS = 0.8  # Stop waits this long for the work to end its step
@@ -87,6 +89,12 @@ def current(slot: Slot) -> jobs.Job | None:
     return job
 
 
+def _session_id() -> str | None:
+    """This browser session's id, made by the server (never taken from a link)."""
+    ctx = get_script_run_ctx()
+    return None if ctx is None else ctx.session_id
+
+
 def start(slot: Slot, job: jobs.Job, *, reuse: Hashable | None = None, keep: int = 3) -> None:
     """Stop this session's previous job in ``slot``, then register and start ``job``.
 
@@ -104,7 +112,7 @@ def start(slot: Slot, job: jobs.Job, *, reuse: Hashable | None = None, keep: int
         job = reused
     else:
         try:
-            jobs.JOBS.add(job)
+            jobs.JOBS.add(job, owner=_session_id())
         except ValueError as exc:
             st.session_state[f"{slot.key}_error"] = str(exc)
             return
@@ -186,7 +194,7 @@ def status(slot: Slot, job: jobs.Job, *, resume: Callable[[Any], jobs.Job] | Non
         )  # fmt: skip
     row.progress(job.fraction, text=status_line(slot, job, meter.rate))
     if job.state == jobs.FAILED:
-        st.error(f"The {slot.noun} failed: {job.error}")
+        st.error(f"The {slot.noun} failed: {plain(job.error)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +210,7 @@ def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> Non
     is gone."""
     st.session_state.pop(f"{slot.key}_rerun_app", None)  # a full run is under way already
     if message := st.session_state.get(f"{slot.key}_error"):
-        st.error(message)
+        st.error(plain(message))
     job = current(slot)
     ticking = job is not None and job.running
 

@@ -32,11 +32,13 @@ from app_pages.ui import (
     optimizer_controls,
     optimizer_label,
     optimizer_picker,
+    plain,
     schedule_param_controls,
     task_controls,
 )
 from dgs_core import jobs
 from dgs_core.device import available_devices
+from dgs_core.limits import check_training
 from dgs_core.runs.training import export_training
 from dgs_core.schedules import SCHEDULES, ScheduleSpec
 from dgs_core.schedules.curves import MAX_CURVE_STEPS, default_params
@@ -105,7 +107,7 @@ def schedule(steps: int) -> tuple[ScheduleSpec | None, list[str]]:
         try:
             return ScheduleSpec(name, params), []
         except ValueError as exc:  # cross-parameter rules (warmup_steps <= total_steps, …)
-            st.error(str(exc))
+            st.error(plain(exc))
             return None, [f"schedule: {exc}"]
 
 
@@ -175,6 +177,7 @@ def run_controls() -> tuple[TrainConfig | None, list[str], dict[str, Any] | None
             diag_every=diag_every or auto,
             **shared,  # type: ignore[arg-type]  # shared is None only when errors were returned above
         )
+        check_training(config)  # the server's limits: steps, optimizers, diagnostic records
     except ValueError as exc:
         slots.show(exc)
         return None, [str(exc)], shared

@@ -52,6 +52,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from dgs_core.limits import check_study
 from dgs_core.runs.bundle import Bundle
 from dgs_core.runs.export import DEFAULT_MLFLOW_URI
 from dgs_core.runs.read import read_bundle
@@ -94,6 +95,7 @@ def run(config_path: Path, out: Path, *, name: str | None, png: bool, quiet: boo
     log = io.StringIO() if quiet else sys.stderr
     if "surface" in raw:
         config = SurfaceConfig.from_dict(raw)
+        config.check_work()  # the same work limit as the Surface lab ($DGS_LAB_MAX_SURFACE_WORK)
         print(f"simulating {config.surface}: {len(config.optimizers)} optimizers", file=log)
         runs = config.simulate()
         data = export_surface(runs, config, figures=surface_figures(runs), name=name, png=png)
@@ -202,6 +204,7 @@ def study(spec_path: Path, out: Path, *, address: str | None, quiet: bool, stdou
     from dgs_core.viz.studies import best_table, study_figures
 
     spec = StudySpec.from_dict(_read_config(spec_path))
+    check_study(spec)  # the server's limits ($DGS_LAB_MAX_TRIALS, $DGS_LAB_MAX_STEPS), before Ray starts
     sweep = SweepStudy(spec, address=address)
     with tqdm(total=spec.trials_total, unit="trial", disable=quiet, file=sys.stderr, desc="study") as bar:
         for event in sweep.run():
@@ -296,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except ValueError as exc:  # SnapshotError and ParamError included
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            "error: not enough memory for this run; make it smaller (steps, optimizers, grid)",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:
         print(f"error: cannot use {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from dgs_core.limits import server_limits
 from dgs_core.params import invalid
 
 P = TypeVar("P")  # the payload
@@ -265,23 +266,48 @@ class JobRegistry:
     """The process's jobs by id (thread-safe); see the module docstring.
 
     Args:
-        max_jobs: at most this many unfinished jobs at once (a new one beyond is refused),
-            and at most this many kept in all (the least recently seen finished ones go first).
+        max_jobs: at most this many unfinished jobs at once on the server (a new one beyond is
+            refused).
+        max_session_jobs: at most this many unfinished jobs at once per owner (a browser
+            session), not counting those already asked to stop; None: no per-owner cap.
+        keep_jobs: at most this many jobs kept in all (the least recently seen finished ones
+            go first); defaults to ``max_jobs``.
         keep_s: finished jobs nobody looked at for this long are dropped.
     """
 
-    def __init__(self, *, max_jobs: int = 16, keep_s: float = 3600.0, clock: Clock = time.monotonic) -> None:
-        if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
-            raise invalid("max_jobs", max_jobs, "an integer >= 1")
+    def __init__(
+        self,
+        *,
+        max_jobs: int = 16,
+        max_session_jobs: int | None = None,
+        keep_jobs: int | None = None,
+        keep_s: float = 3600.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        keep_jobs = max_jobs if keep_jobs is None else keep_jobs
+        for name, value in (
+            ("max_jobs", max_jobs),
+            ("max_session_jobs", max_session_jobs),
+            ("keep_jobs", keep_jobs),
+        ):
+            if value is None and name == "max_session_jobs":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise invalid(name, value, "an integer >= 1")
+        if keep_jobs < max_jobs:
+            raise invalid("keep_jobs", keep_jobs, f">= max_jobs ({max_jobs})")
         if not keep_s > 0:
             raise invalid("keep_s", keep_s, "> 0")
-        self.max_jobs, self.keep_s, self._clock = max_jobs, keep_s, clock
+        self.max_jobs, self.max_session_jobs, self.keep_jobs = max_jobs, max_session_jobs, keep_jobs
+        self.keep_s, self._clock = keep_s, clock
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._seen: dict[str, float] = {}
+        self._owners: dict[str, str] = {}
 
-    def add(self, job: Job) -> Job:
-        """Keep ``job`` (started or not); ``ValueError`` when ``max_jobs`` are already unfinished."""
+    def add(self, job: Job, owner: str | None = None) -> Job:
+        """Keep ``job`` (started or not) for ``owner``; ``ValueError`` when the server's or the
+        owner's cap on unfinished jobs is reached."""
         with self._lock:
             self._sweep()
             unfinished = sum(not j.finished for j in self._jobs.values())
@@ -290,6 +316,17 @@ class JobRegistry:
                     f"Invalid start: {unfinished} runs are in progress on this server (the cap is "
                     f"max_jobs={self.max_jobs}); stop one or wait for one to finish"
                 )
+            if owner is not None and self.max_session_jobs is not None:
+                mine = sum(
+                    not j.finished and not j.signal.is_set() and self._owners.get(i) == owner
+                    for i, j in self._jobs.items()
+                )
+                if mine >= self.max_session_jobs:
+                    raise ValueError(
+                        f"Invalid start: this browser session has {mine} runs in progress (the cap "
+                        f"is max_session_jobs={self.max_session_jobs}); stop one or wait for one to finish"
+                    )
+                self._owners[job.id] = owner
             self._jobs[job.id] = job
             self._seen[job.id] = self._clock()
             self._sweep()
@@ -311,6 +348,7 @@ class JobRegistry:
         with self._lock:
             job = self._jobs.pop(job_id, None)
             self._seen.pop(job_id, None)
+            self._owners.pop(job_id, None)
         if job is not None:
             job.stop(wait)
 
@@ -324,15 +362,21 @@ class JobRegistry:
         now = self._clock()
         for job_id, job in list(self._jobs.items()):
             if job.finished and now - self._seen[job_id] > self.keep_s:
-                del self._jobs[job_id], self._seen[job_id]
+                self._forget(job_id)
         finished = sorted((self._seen[i], i) for i, j in self._jobs.items() if j.finished)
-        while len(self._jobs) > self.max_jobs and finished:
+        while len(self._jobs) > self.keep_jobs and finished:
             _, job_id = finished.pop(0)
-            del self._jobs[job_id], self._seen[job_id]
+            self._forget(job_id)
+
+    def _forget(self, job_id: str) -> None:
+        del self._jobs[job_id], self._seen[job_id]
+        self._owners.pop(job_id, None)
 
 
-JOBS = JobRegistry()
-"""The process's registry (pages share it; each session holds only its own ids)."""
+_LIMITS = server_limits()
+JOBS = JobRegistry(max_jobs=_LIMITS.max_jobs, max_session_jobs=_LIMITS.max_session_jobs, keep_jobs=256)
+"""The process's registry (pages share it; each session holds only its own ids). Its caps are
+the server's limits ($DGS_LAB_MAX_JOBS, $DGS_LAB_MAX_SESSION_JOBS; see :mod:`dgs_core.limits`)."""
 
 
 # ---------------------------------------------------------------------------------------------

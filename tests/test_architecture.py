@@ -119,7 +119,6 @@ def test_page_scripts_stay_thin() -> None:
         assert lines <= 320, f"{path.name} has {lines} lines: pages stay thin (~300)"
 
 
-@pytest.mark.xfail(strict=True, reason="issue #13: diagnostics.py is being split into dgs_core/diagnostics/")
 def test_core_modules_stay_small() -> None:
     for path in CORE.rglob("*.py"):
         lines = len(path.read_text(encoding="utf-8").splitlines())

@@ -136,6 +136,17 @@ def test_show_prints_the_summary(tmp_path: Path, ui_bundle: bytes, capsys) -> No
         (["run"], [1, 2], "must hold a JSON object"),
         (["run"], {"surface": "nowhere", "optimizers": ["sgd"]}, "error: Invalid surface: 'nowhere'"),
         (["show"], None, "error: not a DGS Lab bundle"),
+        (
+            ["run"],
+            {
+                "surface": "rosenbrock",
+                "optimizers": ["sgd"],
+                "steps": 5000,
+                "view": "basin",
+                "basin_resolution": 100,
+            },
+            "$DGS_LAB_MAX_SURFACE_WORK",
+        ),
     ],
 )
 def test_bad_inputs_end_with_one_error_line(tmp_path: Path, capsys, args, config, message) -> None:
@@ -162,3 +173,15 @@ def test_python_dash_m_entry_point(tmp_path: Path, ui_bundle: bytes) -> None:
     shown = subprocess.run([*command, "show", str(out)], env=env, capture_output=True, text=True)
     assert shown.returncode == 0 and "DGS (default)" in shown.stdout
     assert_identical(read_bundle(out).trainer.state_dict(), read_bundle(ui_bundle).trainer.state_dict())
+
+
+def test_out_of_memory_ends_with_one_error_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    def too_big(self):
+        raise MemoryError("Unable to allocate 745. GiB")  # numpy's _ArrayMemoryError is a MemoryError
+
+    monkeypatch.setattr(SurfaceConfig, "simulate", too_big)
+    path = _write(tmp_path / "s.json", SurfaceConfig(optimizers=("sgd",), steps=50).to_dict())
+    assert main(["run", str(path), "--out", str(tmp_path / "out.zip")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: not enough memory") and "GiB" not in err[-1]
+    assert not (tmp_path / "out.zip").exists()

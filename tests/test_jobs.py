@@ -270,3 +270,25 @@ def test_poll_reads_the_payloads_progress_between_events():
     assert job.progress == (7, 10) and job.fraction == pytest.approx(0.7)
     gate.set()
     assert job.join(5.0)
+
+
+def test_registry_caps_each_sessions_unfinished_jobs_but_not_those_stopping():
+    registry = JobRegistry(max_jobs=8, max_session_jobs=2, keep_jobs=16)
+    mine = [registry.add(Job(lambda: None, _until_stopped).start(), owner="a") for _ in range(2)]
+    with pytest.raises(ValueError, match=r"this browser session has 2 runs in progress .*max_session_jobs=2"):
+        registry.add(Job(lambda: None, _until_stopped), owner="a")
+    theirs = registry.add(Job(lambda: None, _until_stopped).start(), owner="b")  # another session may
+    mine[0].signal.set()  # asked to stop: it no longer holds the session's slot
+    third = registry.add(Job(lambda: None, _until_stopped).start(), owner="a")
+    for job in (*mine, theirs, third):
+        job.stop(wait=5.0)
+    with pytest.raises(ValueError, match="Invalid keep_jobs: 4"):
+        JobRegistry(max_jobs=8, keep_jobs=4)
+
+
+def test_the_servers_registry_takes_its_caps_from_the_limits():
+    from dgs_core.jobs import JOBS
+    from dgs_core.limits import server_limits
+
+    limits = server_limits()
+    assert (JOBS.max_jobs, JOBS.max_session_jobs) == (limits.max_jobs, limits.max_session_jobs)

@@ -15,6 +15,7 @@ from dgs_core.runs.archive import SnapshotError
 from dgs_core.runs.read import read_bundle
 from dgs_core.runs.training import resume_trainer
 from dgs_core.studies.sweep import StudySpec
+from dgs_core.surfaces.config import parse_query
 from dgs_core.training.config import TrainConfig
 from tests.runs.test_bundles import member, rewrite, small_training_bundle
 
@@ -84,3 +85,26 @@ def test_resume_obeys_the_servers_cap_not_the_bundles(monkeypatch: pytest.Monkey
     assert resumed.config.steps == 15 and resumed.config.max_steps == 15
     with pytest.raises(SnapshotError, match="exceeds max_steps=15"):
         resume_trainer(bundle, extra_steps=6)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"view": "basin", "bres": "100", "steps": "5000"}, "basin_resolution"),  # ~1.2 GB before
+        ({"opt": "adadagrad", "noise": "5", "steps": "5000", "adadagrad.max_batch_size": "100000"}, "steps"),
+    ],
+)
+def test_a_surface_link_over_the_work_budget_is_refused_before_any_work(query: dict, field: str) -> None:
+    config, _ = parse_query(query)
+    with pytest.raises(ParamError) as raised:
+        config.check_work()
+    assert raised.value.field == field and "$DGS_LAB_MAX_SURFACE_WORK" in str(raised.value)
+
+
+def test_the_surface_budget_counts_the_view() -> None:
+    config, _ = parse_query({"view": "panels", "bres": "100", "steps": "5000"})
+    config.check_work()  # the paths alone are cheap; the basin grid is what costs
+    tight = ServerLimits(max_surface_work=8 * 500)
+    parse_query({"steps": "500"})[0].check_work(tight)  # eight paths of 500 steps: exactly the limit
+    with pytest.raises(ParamError):
+        parse_query({"steps": "500", "view": "sensitivity"})[0].check_work(tight)

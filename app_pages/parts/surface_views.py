@@ -10,9 +10,10 @@ from typing import Any
 import streamlit as st
 
 from app_pages.parts.surface_state import GRID_SIZE, basin, compute_sweeps, items, on_pick, surface_args
-from app_pages.ui import optimizer_label
+from app_pages.ui import optimizer_label, plain
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
+from dgs_core.params import ParamError
 from dgs_core.runs.surface import export_surface
 from dgs_core.surfaces.config import (
     BASIN_KINDS,
@@ -100,6 +101,12 @@ def basin_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> Surfa
     resolution = c3.selectbox(
         "Grid of starts", BASIN_RESOLUTIONS, format_func=lambda r: f"{r} × {r}", key="surface_basin_res"
     )
+    chosen = replace(config, basin_optimizer=name, basin_kind=kind, basin_resolution=resolution)
+    try:  # the server's work budget, before the grid of starts runs
+        chosen.check_work()
+    except ParamError as exc:
+        c3.error(plain(exc))  # under the grid's widget
+        return config
     kwargs = {k: v for k, v in config.simulation_kwargs().items() if k != "start"}
     with st.spinner(f"Running {optimizer_label(name)} from {resolution * resolution} starts…"):
         result = basin(*surface_args(config), name, items(config.hparams_for(name)), resolution, **kwargs)
@@ -112,7 +119,7 @@ def basin_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> Surfa
         title = f"{optimizer_label(name)} from ({config.start[0]:g}, {config.start[1]:g})"
         figure = viz.contour_figure(config.get_surface(), {name: runs[name]}, title=title, height=620)
         clickable_chart(figure, "surface_basin_path")
-    return replace(config, basin_optimizer=name, basin_kind=kind, basin_resolution=resolution)
+    return chosen
 
 
 def sensitivity_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> SurfaceConfig:

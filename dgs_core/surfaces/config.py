@@ -36,11 +36,13 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from dgs_core.limits import ServerLimits, check_surface_work
 from dgs_core.optim import registry
 from dgs_core.params import Param, ParamSet, Value, check_keys, invalid
 from dgs_core.surfaces import simulator
 from dgs_core.surfaces.functions import SURFACES, Surface, check_starts, get_surface
 from dgs_core.surfaces.simulator import Run
+from dgs_core.surfaces.studies import lr_grid
 
 DEFAULT_SURFACE = "rosenbrock"
 # The issue's default set, in the registry's display order (the order every picker shows).
@@ -191,6 +193,32 @@ class SurfaceConfig:
             "batch_size": self.batch_size,
             "clip_norm": self.clip_norm,
         }
+
+    def rows_per_step(self, name: str) -> float:
+        """What one of ``name``'s rows costs per step, in 2-D point-steps: 1, and for the
+        adaptive-batch family under noise also its per-sample test (up to ``max_batch_size``
+        samples every ``test_interval`` steps)."""
+        info = registry.get(name)
+        if info.batch_test is None or self.noise_std == 0:
+            return 1.0
+        resolved = info.resolve(self.hparams_for(name), surface=True)
+        return 1.0 + float(resolved["max_batch_size"]) / float(resolved["test_interval"])
+
+    def check_work(self, limits: ServerLimits | None = None) -> None:
+        """This configuration's view within the server's Surface work limit, before any work.
+
+        Counts every path (one row per optimizer), plus the basin map's grid of starts or the
+        lr views' sweeps; over the limit, a ``ParamError`` names the field that sets the most
+        work (``basin_resolution`` on the basin view, ``steps`` otherwise) and the limit.
+        """
+        rows = sum(self.rows_per_step(name) for name in self.optimizers)
+        field = "steps"
+        if self.view == "basin" and self.basin is not None:
+            rows += self.basin_resolution**2 * self.rows_per_step(self.basin)
+            field = "basin_resolution"
+        elif self.view in ("sensitivity", "tuning"):
+            rows += len(lr_grid(1.0)) * sum(self.rows_per_step(name) for name in self.optimizers)
+        check_surface_work(points=math.ceil(rows), steps=self.steps, field=field, limits=limits)
 
     def simulate(self) -> dict[str, Run]:
         """Every chosen optimizer's run from the start: ``{name: Run}``, in display order."""

@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 
 from dgs_core.landscape import Interpolation, LossGrid, ProjectedPath
 from dgs_core.params import invalid
-from dgs_core.viz.surface import OPTIMIZER_COLORS, optimizer_label
+from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label
 from dgs_core.viz.training import colors
 
 _SPLIT_NAMES = {"train": "training loss", "val": "validation loss"}

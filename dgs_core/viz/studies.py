@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from dgs_core.studies.sweep import SEEDS, TUNE, StudySpec
 from dgs_core.studies.tuner import StudyResult
-from dgs_core.viz.surface import OPTIMIZER_COLORS, optimizer_label
+from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label
 from dgs_core.viz.training import _hex_to_rgba
 
 _MARGIN = {"l": 60, "r": 20, "t": 50, "b": 50}

@@ -27,7 +27,7 @@ from dgs_core import metrics
 from dgs_core.params import invalid
 from dgs_core.training.results import RunResult
 from dgs_core.training.tasks import Task
-from dgs_core.viz.surface import OPTIMIZER_COLORS, optimizer_label
+from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label
 
 Results = Mapping[str, RunResult]
 

@@ -28,7 +28,7 @@ from dgs_core.viz.landscape import (
     landscape_surface_figure,
     sharpness_figure,
 )
-from dgs_core.viz.surface import OPTIMIZER_COLORS
+from dgs_core.viz.style import OPTIMIZER_COLORS
 
 
 @pytest.fixture(scope="module")

@@ -16,3 +16,20 @@ def test_home_lists_every_optimizer() -> None:
     flagged = set(table.loc[table["interpretation"], "key"])
     assert flagged == {info.name for info in registry.infos() if info.interpretation}
     assert "dgs" in flagged
+
+
+def test_home_states_only_what_its_race_shows_and_starts_lesson_one() -> None:
+    from dgs_core.lessons import load_lessons
+    from dgs_core.surfaces.config import SurfaceConfig
+    from dgs_core.viz.lessons import race_caption
+
+    at = app_at()
+    at.run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    race = SurfaceConfig(surface="rosenbrock", optimizers=("sgd", "momentum", "adam", "adan", "dgs"))
+    assert race_caption(race.simulate()) in captions  # the race of app_pages/home.py, run here
+    assert not any("overshoot less" in m.value for m in at.markdown)
+    first = load_lessons()[0][0]
+    assert any(first.title in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 1

@@ -9,10 +9,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
+from dgs_core import metrics
 from dgs_core.surfaces.functions import get_surface
 from dgs_core.surfaces.simulator import compare, simulate
 from dgs_core.surfaces.studies import basin_map, lr_sweep
 from dgs_core.viz import surface as viz
+from dgs_core.viz.style import optimizer_label
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def test_contour_draws_surface_minima_start_and_paths(runs) -> None:
     (start,) = _named(fig, "start")
     assert (start.x[0], start.y[0]) == (-2.0, 2.0)
     for name, run in runs.items():
-        path = _path_trace(fig, viz.optimizer_label(name))
+        path = _path_trace(fig, optimizer_label(name))
         np.testing.assert_array_equal(path.x, run.points[:, 0, 0])
         np.testing.assert_array_equal(path.y, run.points[:, 0, 1])
     # log colours on Rosenbrock: the colour axis spans several decades
@@ -47,7 +49,7 @@ def test_contour_draws_surface_minima_start_and_paths(runs) -> None:
 
 def test_step_cuts_every_path_and_moves_the_head(runs) -> None:
     fig = viz.contour_figure("rosenbrock", runs, step=40)
-    label = viz.optimizer_label("adam")
+    label = optimizer_label("adam")
     path = _path_trace(fig, label)
     assert len(path.x) == 41
     index = fig.data.index(path)
@@ -76,7 +78,7 @@ def test_overshoot_and_oscillation_markers_sit_on_the_path() -> None:
     index = fig.data.index(path)
     overshoots, oscillations = fig.data[index + 2], fig.data[index + 3]
     pts = run.points[:, 0]
-    over = np.flatnonzero(viz.metrics.overshoot_mask(pts, run.surface.grad(pts))) + 1
+    over = np.flatnonzero(metrics.overshoot_mask(pts, run.surface.grad(pts))) + 1
     np.testing.assert_array_equal(overshoots.x, pts[over, 0])
     np.testing.assert_array_equal(overshoots.customdata, over)
     assert len(oscillations.x) == int(run.metrics()["oscillations"][0]) > 0
@@ -101,7 +103,7 @@ def test_divergence_is_marked_at_the_last_finite_point() -> None:
 def test_extrasgd_extrapolated_points_are_drawn() -> None:
     run = simulate("booth", "extrasgd", steps=15)
     fig = viz.contour_figure("booth", run, step=10)
-    index = fig.data.index(_path_trace(fig, viz.optimizer_label("extrasgd")))
+    index = fig.data.index(_path_trace(fig, optimizer_label("extrasgd")))
     segments, points = fig.data[index + 4], fig.data[index + 5]
     np.testing.assert_array_equal(points.x, run.extrapolated[:10, 0, 0])
     assert len(segments.x) == 3 * 10  # x_t, x_t + δ, gap
@@ -132,7 +134,7 @@ def test_small_multiples_share_axes_and_colour_scale(runs) -> None:
     contours = [t for t in fig.data if isinstance(t, go.Contour)]
     assert len(contours) == 3
     assert {c.coloraxis for c in contours} == {"coloraxis"}
-    assert [a.text for a in fig.layout.annotations] == [viz.optimizer_label(n) for n in runs]
+    assert [a.text for a in fig.layout.annotations] == [optimizer_label(n) for n in runs]
     assert fig.layout.xaxis.range == fig.layout.xaxis3.range == (-2.0, 2.0)
     with pytest.raises(ValueError, match="Invalid runs"):
         viz.small_multiples_figure("booth", runs)
