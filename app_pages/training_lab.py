@@ -253,7 +253,7 @@ st.caption(
     "learning rates, scaling factors — is drawn side by side."
 )
 if fair.fair_mode():
-    fair.fair_comparison(task_hidden=TASK_HIDDEN, max_steps=steps_cap())
+    fair.fair_comparison(task_hidden=TASK_HIDDEN)
     st.stop()  # the fair comparison is the whole page in its mode
 with st.sidebar:
     st.header("Run settings")

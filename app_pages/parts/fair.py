@@ -23,9 +23,10 @@ import streamlit as st
 
 from app_pages import live
 from app_pages.parts.training_panels import RUN, training_job
-from app_pages.ui import FieldSlots, optimizer_picker, task_controls
+from app_pages.ui import FieldSlots, optimizer_picker, plain, task_controls
 from dgs_core import jobs
-from dgs_core.params import ParamError, invalid
+from dgs_core.limits import check_study, check_training
+from dgs_core.params import ParamError
 from dgs_core.runs.study import export_study
 from dgs_core.studies import engine, study_job
 from dgs_core.studies.sweep import EARLY_STOPPING, METRICS, SEARCHES, SEEDS, StudySpec
@@ -161,13 +162,13 @@ def study_controls(slots: FieldSlots) -> dict[str, Any]:
             "early_stopping": early, "metric": metric}  # fmt: skip
 
 
-def build_spec(values: dict[str, Any], slots: FieldSlots, max_steps: int) -> tuple[StudySpec | None, str]:
-    """The validated spec, or None and the message (also shown under its widget when one holds
-    the field it names)."""
+def build_spec(values: dict[str, Any], slots: FieldSlots) -> tuple[StudySpec | None, str]:
+    """The validated spec within the server's limits, or None and the message (also shown under
+    its widget when one holds the field it names)."""
     try:
-        if values["steps"] > max_steps:
-            raise invalid("steps", values["steps"], f"<= max_steps={max_steps} (this server's cap)")
-        return StudySpec(kind="training", **values), ""
+        spec = StudySpec(kind="training", **values)
+        check_study(spec)  # $DGS_LAB_MAX_TRIALS, $DGS_LAB_MAX_STEPS
+        return spec, ""
     except ValueError as exc:
         if isinstance(exc, ParamError) and exc.field == "optimizers" and not values["optimizers"]:
             message = "Pick at least one optimizer."
@@ -238,6 +239,8 @@ def draw_results(job: jobs.Job) -> None:
     st.subheader("Tuned hyperparameters")
     with st.container(key="train_fair_best"):
         st.table(_styled(best_table(result)))
+    if message := st.session_state.pop("train_fair_open_error", None):
+        st.error("Cannot open the tuned run: " + plain(message))
     row = st.container(horizontal=True, vertical_alignment="center")
     row.button(
         "Open the tuned run in the Training lab", key="train_fair_open", type="primary",
@@ -262,6 +265,11 @@ def _open_tuned(result: StudyResult) -> None:
     auto = max(1, result.spec.steps // 60)  # the live run's "auto" evaluation and diagnostics
     config = result.tuned_config(eval_every=auto, diag_every=auto, device="cpu")
     state = st.session_state
+    try:
+        check_training(config)  # the server's limits on a live run (optimizers, records)
+    except ValueError as exc:
+        state["train_fair_open_error"] = str(exc)
+        return
     state[MODE_KEY] = "live"
     st.query_params[MODE_KEY] = "live"
     state["train_optimizers"] = [spec.name for spec in config.optimizers]
@@ -282,7 +290,7 @@ def _where() -> str:
     return f"Ray starts on the first study: embedded, local, {engine.local_workers()} trials at a time."
 
 
-def fair_comparison(*, task_hidden: Sequence[str] = (), max_steps: int) -> None:
+def fair_comparison(*, task_hidden: Sequence[str] = ()) -> None:
     """The whole mode: sidebar settings, the start button, the live progress, the results."""
     job = live.current(FAIR)
     if job is not None and isinstance(job.payload, SweepStudy):
@@ -299,13 +307,13 @@ def fair_comparison(*, task_hidden: Sequence[str] = (), max_steps: int) -> None:
     values = {**problem, **study_controls(slots)}
     spec, error = (None, "Fix the task parameters marked in the sidebar.") if not task_ok else (None, "")
     if task_ok:
-        spec, error = build_spec(values, slots, max_steps)
+        spec, error = build_spec(values, slots)
     start_col, note_col = st.columns([1, 3], vertical_alignment="center")
     started = start_col.button(
         FAIR.start_label, key="train_fair_start", type="primary", disabled=spec is None, width="stretch"
     )
     if spec is None:
-        note_col.error("Cannot start: " + error)
+        note_col.error("Cannot start: " + plain(error))
     else:
         note_col.caption(
             f"{len(spec.optimizers)} optimizer(s) × ({spec.trials} tuning trials + {spec.seeds} "
