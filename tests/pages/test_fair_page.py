@@ -15,6 +15,7 @@ from dgs_core import jobs
 from dgs_core.studies import engine
 from dgs_core.studies.sweep import TUNE
 from dgs_core.studies.tuner import SweepStudy
+from tests.pages.conftest import shown
 from tests.pages.test_training_page import open_page
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def fair_page(query: dict[str, str] | None = None) -> AppTest:
 
 
 def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    return [shown(e.value) for e in at.error]
 
 
 def test_the_url_chooses_the_mode() -> None:
