@@ -231,7 +231,9 @@ def draw_results(job: jobs.Job) -> None:
     bands, sensitivity = st.columns(2)
     with bands:
         if (result.trials["phase"] == SEEDS).any():
-            live.chart("train_fair_bands", job.id, lambda: seed_bands_figure(result))
+            # a shorter title: the figure has half the page's width here
+            live.chart("train_fair_bands", job.id, lambda: seed_bands_figure(result).update_layout(
+                title="Tuned runs over the seeds: mean ± 1 std"))  # fmt: skip
         else:
             st.info("No seed run finished: the bands need the re-runs of the tuned configurations.")
     with sensitivity:
