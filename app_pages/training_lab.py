@@ -17,8 +17,16 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
+from app_pages.parts import fair
 from app_pages.parts.large_batch import large_batch_section
-from app_pages.parts.training_panels import LIVE_HELP, RUN, TICK_SECONDS, live_panels, results_of
+from app_pages.parts.training_panels import (
+    LIVE_HELP,
+    RUN,
+    TICK_SECONDS,
+    live_panels,
+    results_of,
+    training_job,
+)
 from app_pages.ui import (
     FieldSlots,
     optimizer_controls,
@@ -54,17 +62,6 @@ def steps_cap() -> int:
     except ValueError:
         return DEFAULT_MAX_STEPS
     return cap if cap >= 1 else DEFAULT_MAX_STEPS
-
-
-def training_job(payload: Trainer | TrainConfig) -> jobs.Job:
-    """A job that trains (a new trainer for a config, or continues a stopped one)."""
-    return jobs.Job(
-        lambda: payload if isinstance(payload, Trainer) else Trainer(payload),
-        lambda trainer, stop: trainer.run(stop),
-        poll=lambda trainer: (trainer.step, trainer.config.steps),  # events come on evaluations only
-        idle_stop_s=live.IDLE_STOP_SECONDS,
-        name="train",
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +252,9 @@ st.caption(
     "and sees the same batches, and its per-parameter story — importance scores, effective "
     "learning rates, scaling factors — is drawn side by side."
 )
+if fair.fair_mode():
+    fair.fair_comparison(task_hidden=TASK_HIDDEN)
+    st.stop()  # the fair comparison is the whole page in its mode
 with st.sidebar:
     st.header("Run settings")
     config, config_errors, shared_settings = run_controls()
