@@ -16,7 +16,7 @@ st.markdown(
 st.subheader("Optimizers")
 st.caption(
     "An *interpretation* is an optimizer whose paper gives no equation: DGS Lab supplies its own, "
-    "documented in SPEC and in each optimizer's description."
+    "documented in docs/algorithms.md and in each optimizer's description."
 )
 st.dataframe(
     optimizer_table(),

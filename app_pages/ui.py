@@ -1,21 +1,122 @@
-"""Widget groups shared by several pages. Widgets in, plain values out; no math here."""
+"""Widget groups shared by the pages, built from Param specs. Widgets in, plain values out; no math.
+
+:func:`param_controls` draws one control per :class:`~dgs_core.params.Param` (numbers, choices,
+switches, step lists) and every group here is built on it: an optimizer's hyperparameters, a
+schedule's parameters, a task's parameters, the plateau settings. An invalid value is shown
+right under its control; a config's :class:`~dgs_core.params.ParamError` goes under the widget
+its ``field`` names (:class:`FieldSlots`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import streamlit as st
 
 from dgs_core.optim import registry
-from dgs_core.optim.registry import OptimizerInfo
 from dgs_core.params import Param
 from dgs_core.schedules import ScheduleInfo
 from dgs_core.schedules.curves import parse_step_list
+from dgs_core.training.models import SIZES, resolve_model_params
+from dgs_core.training.tasks import get_task_info, task_names
+
+Errors = dict[str, str]
+
+
+# ---------------------------------------------------------------------------------------------
+# Controls from Param specs
+# ---------------------------------------------------------------------------------------------
+
+
+def _help(spec: Param, suffix: str = "") -> str:
+    valid = f"valid: {spec.describe_range()}{suffix}"
+    return f"{spec.help} — {valid}" if spec.help else valid
+
+
+def _control(spec: Param, value: Any, key: str) -> Any:
+    """The widget for one spec; returns what it holds (a step list as parsed text)."""
+    kind = spec.kind
+    if kind == "bool":
+        return st.checkbox(spec.name, value=bool(value), key=key, help=_help(spec))
+    if kind == "choice":
+        choices = list(spec.choices or ())
+        index = choices.index(value) if value in choices else 0
+        return st.selectbox(spec.name, choices, index=index, key=key, help=_help(spec))
+    if kind == "int_list":
+        shown = ", ".join(str(v) for v in value)
+        text = st.text_input(spec.name, value=shown, key=key, help=_help(spec, ", separated by commas"))
+        return parse_step_list(text, spec.name)  # ParamError naming the field for bad text
+    if kind == "int":
+        return st.number_input(spec.name, value=int(value), step=1, key=key, help=_help(spec))
+    # Deliberately unbounded: an out-of-range value must reach the validator so the page can
+    # show its message next to the control rather than silently clamping it.
+    fmt = "%.3e" if spec.log else "%.4f"
+    return st.number_input(spec.name, value=float(value), format=fmt, key=key, help=_help(spec))
+
+
+def param_controls(
+    params: Iterable[Param],
+    *,
+    key: str,
+    values: Mapping[str, Any] | None = None,
+    hidden: Sequence[str] = (),
+) -> tuple[dict[str, Any], Errors]:
+    """One control per spec, in order, starting at ``values`` (else the spec's default).
+
+    Widget keys are ``f"{key}_{name}"``. ``hidden`` specs get no control and keep their start
+    value. Returns ``(chosen, errors)``: the values as entered (validated where valid) and, per
+    invalid one, the error's message, which is also shown right under its control.
+    """
+    start = dict(values or {})
+    chosen: dict[str, Any] = {}
+    errors: Errors = {}
+    for spec in params:
+        value = start.get(spec.name, spec.default)
+        if spec.name in hidden:
+            chosen[spec.name] = value
+            continue
+        try:
+            value = _control(spec, value, key=f"{key}_{spec.name}")
+            chosen[spec.name] = spec.validate(value)
+        except ValueError as exc:
+            chosen[spec.name] = value
+            errors[spec.name] = str(exc)
+            st.error(str(exc))
+    return chosen, errors
+
+
+class FieldSlots:
+    """Places right under widgets, by the field they hold, for the errors of a whole config.
+
+    ``add("steps")`` after a widget reserves its place; ``show(error)`` writes a
+    :class:`~dgs_core.params.ParamError` into the place of ``error.field`` (True), or nowhere
+    when no widget holds that field (False: the caller shows it elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, Any] = {}
+
+    def add(self, *fields: str) -> None:
+        place = st.empty()
+        for name in fields:
+            self._slots[name] = place
+
+    def show(self, error: ValueError) -> bool:
+        place = self._slots.get(getattr(error, "field", None))  # type: ignore[arg-type]  # None: no field
+        if place is None:
+            return False
+        place.error(str(error))
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------------------------
 
 
 def optimizer_label(name: str) -> str:
-    """Display label for a registry name, with "(interpretation)" where SPEC supplies the math."""
+    """Display label for a registry name, with "(interpretation)" where the lab supplies the math."""
     info = registry.get(name)
     return f"{info.label} (interpretation)" if info.interpretation else info.label
 
@@ -35,100 +136,100 @@ def optimizer_picker(
     return [n for n in options if n in chosen]
 
 
-def _control(spec: Param, value: Any, key: str) -> Any:
-    help_text = f"{spec.help} — valid: {spec.describe_range()}" if spec.help else spec.describe_range()
-    if spec.kind == "bool":
-        return st.checkbox(spec.name, value=bool(value), key=key, help=help_text)
-    if spec.kind == "choice":
-        choices = list(spec.choices or ())
-        index = choices.index(value) if value in choices else 0
-        return st.selectbox(spec.name, choices, index=index, key=key, help=help_text)
-    if spec.kind == "int":
-        return st.number_input(spec.name, value=int(value), step=1, key=key, help=help_text)
-    # Deliberately unbounded: an out-of-range value must reach the validator so the page can
-    # show its message next to the control rather than silently clamping it.
-    fmt = "%.3e" if spec.log else "%.4f"
-    return st.number_input(spec.name, value=float(value), format=fmt, key=key, help=help_text)
+def _start(name: str, values: Mapping[str, Any] | None, surface: bool) -> dict[str, Any]:
+    info = registry.get(name)
+    return {**info.defaults, **(info.surface_defaults if surface else {}), **(values or {})}
 
 
 def hyperparam_controls(
-    info: OptimizerInfo,
+    name: str,
     *,
     key: str,
     values: Mapping[str, Any] | None = None,
     surface: bool = False,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """One control per hyperparameter, starting at ``values`` or the registry defaults.
-
-    Returns ``(chosen, errors)``: the values as entered, and for each invalid one the
-    ValueError's message, which is also shown right under its control.
-    """
-    start = info.defaults
-    if surface:
-        start.update(info.surface_defaults)
-    start.update(values or {})
-    chosen: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for spec in info.hyperparams:
-        value = _control(spec, start[spec.name], key=f"{key}_{info.name}_{spec.name}")
-        try:
-            chosen[spec.name] = spec.validate(value)
-        except ValueError as exc:
-            chosen[spec.name] = value
-            errors[spec.name] = str(exc)
-            st.error(str(exc))
-    return chosen, errors
+    exclude: Sequence[str] = (),
+) -> tuple[dict[str, Any], Errors]:
+    """One optimizer's hyperparameters (:func:`param_controls`, keys ``f"{key}_{name}_{param}"``),
+    starting at ``values``, else the registry defaults (the Surface lab's with ``surface``);
+    ``exclude``: hyperparameters the caller sets itself (no control, not returned)."""
+    params = registry.get(name).hyperparams.without(*exclude)
+    return param_controls(params, key=f"{key}_{name}", values=_start(name, values, surface))
 
 
-def changed_hparams(
-    info: OptimizerInfo, chosen: Mapping[str, Any], *, surface: bool = False
-) -> dict[str, Any]:
+def changed_hparams(name: str, chosen: Mapping[str, Any], *, surface: bool = False) -> dict[str, Any]:
     """Only the values that differ from the defaults (what a URL or config needs to keep)."""
-    base = info.defaults
-    if surface:
-        base.update(info.surface_defaults)
+    base = _start(name, None, surface)
     return {k: v for k, v in chosen.items() if base.get(k) != v}
 
 
-def schedule_param_controls(
-    info: ScheduleInfo,
+def optimizer_controls(
+    names: Sequence[str],
     *,
     key: str,
-    values: Mapping[str, Any] | None = None,
-    hidden: Sequence[str] = (),
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """One control per parameter of a schedule, in the registry's order, like
-    :func:`hyperparam_controls`: step lists (``multistep``'s milestones) are comma-separated
-    text. ``hidden`` parameters get no control and keep their value from ``values`` (or the
-    default). Widget keys are ``f"{key}_{info.name}_{parameter}"``.
+    values: Mapping[str, Mapping[str, Any]] | None = None,
+    surface: bool = False,
+    exclude: Sequence[str] = (),
+    summary: bool = False,
+) -> tuple[dict[str, dict[str, Any]], Errors]:
+    """An expander "<optimizer> hyperparameters" per optimizer (:func:`hyperparam_controls`).
 
-    Returns ``(chosen, errors)``; each invalid value's ValueError message is also shown
-    under its control. Cross-parameter rules (``min_lr <= base_lr``) are the caller's:
-    ``ScheduleSpec(info.name, chosen)`` raises them.
+    Returns the changed hyperparameters (:func:`changed_hparams`) of each valid optimizer, and
+    per invalid one its errors joined by "; ". ``summary``: each expander starts with the
+    optimizer's one-line summary.
     """
-    start = {**info.defaults, **(values or {})}
-    chosen: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for spec in info.hyperparams:
-        if spec.name in hidden:
-            chosen[spec.name] = start[spec.name]
-            continue
-        widget_key = f"{key}_{info.name}_{spec.name}"
-        try:
-            if spec.kind == "int_list":
-                text = st.text_input(
-                    spec.name,
-                    value=", ".join(str(v) for v in start[spec.name]),
-                    key=widget_key,
-                    help=f"{spec.help} — valid: {spec.describe_range()}, separated by commas",
-                )
-                value: Any = text
-                chosen[spec.name] = spec.validate(parse_step_list(text, spec.name))
-            else:
-                value = _control(spec, start[spec.name], key=widget_key)
-                chosen[spec.name] = spec.validate(value)
-        except ValueError as exc:
-            chosen[spec.name] = value
-            errors[spec.name] = str(exc)
-            st.error(str(exc))
+    chosen: dict[str, dict[str, Any]] = {}
+    errors: Errors = {}
+    for name in names:
+        with st.expander(f"{optimizer_label(name)} hyperparameters"):
+            if summary:
+                st.caption(registry.get(name).summary)
+            entered, bad = hyperparam_controls(
+                name, key=key, values=(values or {}).get(name), surface=surface, exclude=exclude
+            )
+        if bad:
+            errors[name] = "; ".join(bad.values())
+        else:
+            chosen[name] = changed_hparams(name, entered, surface=surface)
     return chosen, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules and tasks
+# ---------------------------------------------------------------------------------------------
+
+
+def schedule_param_controls(
+    info: ScheduleInfo, *, key: str, values: Mapping[str, Any] | None = None, hidden: Sequence[str] = ()
+) -> tuple[dict[str, Any], Errors]:
+    """A schedule's parameters (:func:`param_controls`, keys ``f"{key}_{info.name}_{param}"``; step
+    lists such as ``multistep``'s milestones are comma-separated text). Cross-parameter rules
+    (``min_lr <= base_lr``) are the caller's: ``ScheduleSpec(info.name, chosen)`` raises them."""
+    return param_controls(info.hyperparams, key=f"{key}_{info.name}", values=values, hidden=hidden)
+
+
+def task_picker(key: str) -> str:
+    """A selectbox over the tasks (their labels shown)."""
+    return st.selectbox("Task", task_names(), format_func=lambda n: get_task_info(n).label, key=key)
+
+
+def task_controls(
+    *, key: str, size_key: str, hidden: Sequence[str] = ()
+) -> tuple[str, dict[str, Any], str, bool]:
+    """Task, its parameters (in an expander; keys ``f"{key}_{task}_{param}"``) and model size
+    (``size_key``); and whether every value is valid (the task's cross-parameter rule included)."""
+    task = task_picker(key)
+    info = get_task_info(task)
+    st.caption(info.summary)
+    with st.expander("Task parameters"):
+        params, errors = param_controls(info.params.without(*hidden), key=f"{key}_{task}")
+        valid = not errors
+        if valid:
+            try:
+                info.resolve(params)
+            except ValueError as exc:
+                st.error(str(exc))
+                valid = False
+    size = st.selectbox("Model size", SIZES, index=SIZES.index("small"), key=size_key)
+    preset = resolve_model_params(task, {"size": size})
+    st.caption(f"{info.model.upper()}: " + ", ".join(f"{k} {v}" for k, v in preset.items()))
+    return task, params, size, valid

@@ -2,7 +2,7 @@
 
     python -m dgs_core run CONFIG.json --out run.zip [--name NAME] [--png] [--quiet]
     python -m dgs_core show run.zip [--json]
-    python -m dgs_core study SPEC.json --out study.zip [--address HOST:PORT] [--quiet]
+    python -m dgs_core study STUDY.json --out study.zip [--address HOST:PORT] [--quiet]
     python -m dgs_core export run.zip [--tensorboard DIR] [--mlflow [URI]]
     python -m dgs_core lessons [--rebuild] [--check]
     python -m dgs_core claims [NAME ... | --all] [--budget smoke|full] [--address HOST:PORT] [--out DIR]

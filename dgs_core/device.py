@@ -19,6 +19,16 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def available_devices() -> tuple[str, ...]:
+    """The device types this machine can run on: "cpu", then "cuda" and "mps" where present."""
+    mps = getattr(torch.backends, "mps", None)
+    return (
+        "cpu",
+        *(("cuda",) if torch.cuda.is_available() else ()),
+        *(("mps",) if mps is not None and mps.is_available() else ()),
+    )
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` or "auto" → :func:`default_device`; anything else → ``torch.device(device)``."""
     if device is None or device == "auto":

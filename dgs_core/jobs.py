@@ -1,7 +1,8 @@
 """Background jobs: a long computation a page starts, watches while it runs, and stops.
 
-No streamlit here. A :class:`Job` prepares a payload (a :class:`~dgs_core.training.Trainer`)
-and drives ``work(payload, stop)`` — any iterator of progress events — in a daemon thread. Any
+No streamlit here. A :class:`Job` prepares a payload (a :class:`~dgs_core.training.Trainer`,
+or a study: :func:`dgs_core.studies.study_job`) and drives ``work(payload, stop)`` — any
+iterator of progress events — in a daemon thread. Any
 thread may read the latest event, the progress, the ETA and the payload (whose results grow
 as the work goes on) while it runs. ``stop`` is a :class:`StopSignal`: ``work`` checks
 ``stop.is_set()`` as often as it can (the trainer does before every step), so Stop takes

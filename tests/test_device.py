@@ -7,7 +7,13 @@ import threading
 import pytest
 import torch
 
-from dgs_core.device import default_device, flush_denormal_enabled, resolve_device, small_tensor_mode
+from dgs_core.device import (
+    available_devices,
+    default_device,
+    flush_denormal_enabled,
+    resolve_device,
+    small_tensor_mode,
+)
 
 
 @pytest.fixture
@@ -20,6 +26,14 @@ def flushing_cpu():
     yield
     torch.set_flush_denormal(False)
     torch.set_num_threads(threads)
+
+
+def test_available_devices(monkeypatch):
+    devices = available_devices()
+    assert devices[0] == "cpu" and default_device().type in devices
+    assert ("cuda" in devices) == torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "cuda" in available_devices()
 
 
 def test_resolve_device():

@@ -4,6 +4,7 @@
     archive.py   the zip: caps (LIMITS), deterministic writing, hardened reading, figure rendering
     bundle.py    the manifest, config and figures every bundle has; the Bundle record
     training.py  export_training, its reader, resume_trainer
+    landscape.py a training bundle's optional loss grids (planes, grids, projected paths)
     surface.py   export_surface (a SurfaceConfig and its runs), its reader
     read.py      read_bundle: the common checks, then the kind's reader
     store.py     RunStore: runs kept on the server's disk, private to a session until saved
@@ -24,12 +25,14 @@ Reading one back — every file is untrusted; any problem raises :class:`Snapsho
 
     bundle = read_bundle("run.zip")               # a path or the bytes of an upload
     bundle.results, bundle.task                    # training: {label: RunResult} as recorded
+    bundle.landscapes                              # training: the loss grids stored with it
     bundle.runs                                    # surface: {name: Run}
     trainer = resume_trainer(bundle, extra_steps=200)
 
-Format (``FORMAT_VERSION`` 2; version 1 differs only in a surface bundle's config.json). A
-bundle is a zip (stored or deflated members only) holding exactly these members, ``<key>``
-being each optimizer's file key from the manifest::
+Format (``FORMAT_VERSION`` 3; version 2 differs only in a training bundle having no
+``trajectory/`` members, version 1 also in a surface bundle's config.json). A bundle is a zip
+(stored or deflated members only) holding exactly these members, ``<key>`` being each
+optimizer's file key from the manifest::
 
     manifest.json        format "dgs-lab-run", format_version, kind ("training" | "surface"),
                          name, created (UTC, ISO 8601), dgs_lab_version, torch_version,
@@ -59,6 +62,13 @@ being each optimizer's file key from the manifest::
     checkpoints/<key>.safetensors                the weights at evaluation steps, keyed
                                                  "<step>/<tensor>" (2-D tasks: the decision
                                                  boundary at any step is drawn from them)
+    trajectory/<key>.safetensors                 the weights the optimizer went through, for the
+                                                 landscape: one flat float32 vector of all
+                                                 parameters per kept step (step 0 and thinned
+                                                 evaluations), keyed "<step>" (format 3 on)
+    landscape/index.json, landscape/<key>.json, .safetensors, .parquet
+                         optional (format 3 on): loss grids of the run, each its plane (JSON +
+                         safetensors) and its grid (Parquet); see :mod:`dgs_core.runs.landscape`
   surface:
     simulation.json      per optimizer: resolved hyperparameters, notes, noise settings
     trajectories/<key>.safetensors   points, loss, grad, lr, scaling, batch_size, diverged_at,

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 FORMAT = "dgs-lab-run"
-FORMAT_VERSION = 2  # 2: a surface bundle's config.json is SurfaceConfig.to_dict()
+# 2: a surface bundle's config.json is SurfaceConfig.to_dict(); 3: a training bundle holds each
+# optimizer's weight trajectory (trajectory/<key>.safetensors) and may hold landscapes
+FORMAT_VERSION = 3
 KINDS = ("training", "surface", "study")
 MB = 1 << 20
 

@@ -19,6 +19,7 @@ import torch
 
 import dgs_core
 from dgs_core.device import resolve_device
+from dgs_core.landscape import LossGrid
 from dgs_core.metrics import divergence_message
 from dgs_core.runs.archive import (
     FORMAT,
@@ -114,6 +115,7 @@ class Bundle:
         trainer: training: the run rebuilt as recorded (use :func:`resume_trainer` to train on).
         runs: surface: ``{label: Run}``.
         study: study: the :class:`~dgs_core.studies.tuner.StudyResult`.
+        landscapes: training: the loss grids stored with the run (format 3 on; often none).
     """
 
     kind: str
@@ -126,6 +128,7 @@ class Bundle:
     trainer: Trainer | None = None
     runs: Mapping[str, Run] | None = None
     study: StudyResult | None = None
+    landscapes: tuple[LossGrid, ...] = ()
 
     @property
     def name(self) -> str:

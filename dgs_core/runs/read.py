@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 from dgs_core.runs.archive import LIMITS, MB, Archive, Limits, SnapshotError
 from dgs_core.runs.bundle import Bundle, _check_manifest, expect
+from dgs_core.runs.landscape import landscape_keys
 from dgs_core.runs.study import members as study_members
 from dgs_core.runs.study import read_study
 from dgs_core.runs.surface import members as surface_members
@@ -24,8 +25,13 @@ _KINDS = {
 }
 
 
-def _expected_members(kind: str, keys: Sequence[str], png: Sequence[str]) -> list[str]:
+def _expected_members(
+    kind: str, keys: Sequence[str], png: Sequence[str], version: int, archive: Archive
+) -> list[str]:
     common = ["manifest.json", "config.json", "figures/index.html", *(f"figures/{k}.png" for k in png)]
+    if kind == "training":  # format 3 added the trajectories and the optional landscapes
+        landscapes = landscape_keys(archive) if version >= 3 else []
+        return common + training_members(keys, version, landscapes)
     return common + _KINDS[kind][0](keys)
 
 
@@ -55,7 +61,7 @@ def read_bundle(
         raise SnapshotError("not a DGS Lab bundle: manifest.json is missing")
     manifest = archive.json("manifest.json")
     kind, labels, keys, png = _check_manifest(manifest)
-    expected = _expected_members(kind, keys, png)
+    expected = _expected_members(kind, keys, png, manifest["format_version"], archive)
     missing = [n for n in expected if n not in archive.infos]
     expect(not missing, f"{missing[0] if missing else ''} is missing")
     unexpected = sorted(set(archive.infos) - set(expected))

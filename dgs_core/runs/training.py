@@ -17,7 +17,7 @@ import torch
 
 from dgs_core.diagnostics import DiagnosticRecord, TensorDiagnostics
 from dgs_core.limits import check_training, server_limits
-from dgs_core.runs.archive import LIMITS, Archive, Limits, SnapshotError
+from dgs_core.runs.archive import FORMAT_VERSION, LIMITS, Archive, Limits, SnapshotError
 from dgs_core.runs.bundle import Bundle, config_error, device_available, expect, keys_of, write_bundle
 from dgs_core.runs.codec import (
     Decoder,
@@ -28,19 +28,23 @@ from dgs_core.runs.codec import (
     parquet_bytes,
     safetensors_bytes,
 )
+from dgs_core.runs.landscape import landscape_members, read_landscapes
+from dgs_core.runs.landscape import members as landscape_files
 from dgs_core.training.config import TrainConfig
-from dgs_core.training.results import METRIC_COLUMNS
+from dgs_core.training.results import METRIC_COLUMNS, trajectory_capacity
 from dgs_core.training.trainer import Trainer
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
+
+    from dgs_core.landscape import LossGrid
 
 # ---------------------------------------------------------------------------------------------
 # Training runs
 # ---------------------------------------------------------------------------------------------
 
 # Lane entries of Trainer.state_dict() that have members of their own; the rest goes to trainer.json.
-_LANE_MEMBERS = ("model", "optimizer", "columns", "records", "checkpoints")
+_LANE_MEMBERS = ("model", "optimizer", "columns", "records", "checkpoints", "trajectory")
 _ELEMENT_QUANTITIES = ("importance", "lr_eff", "scaling_factor", "scale")
 DIAGNOSTIC_COLUMNS = {"step": "int", "tensor": "str", "quantity": "str", "statistic": "str", "value": "float"}
 TRAINING_METRICS = {
@@ -61,6 +65,7 @@ _TRAINING_FILES = (
     "optimizer/{}.json",
     "checkpoints/{}.safetensors",
 )
+TRAJECTORY_FILE = "trajectory/{}.safetensors"  # from format 3 on
 
 
 def _records_members(records: Sequence[DiagnosticRecord]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -99,6 +104,7 @@ def export_training(
     created: datetime | None = None,
     png: bool = False,
     limits: Limits = LIMITS,
+    landscapes: Sequence[LossGrid] = (),
 ) -> bytes:
     """The bundle of a training run: a :class:`Trainer` (finished, stopped or mid-run) or its
     ``state_dict()``.
@@ -106,6 +112,9 @@ def export_training(
     Args:
         figures: ``{title: figure}`` to store as HTML (the Training lab's are
             :func:`dgs_core.viz.runs.training_figures`; none by default).
+        landscapes: loss grids of this run (:func:`dgs_core.landscape.evaluate_grid`), stored
+            under ``landscape/`` (:mod:`dgs_core.runs.landscape`); their figures go in
+            ``figures`` (:func:`dgs_core.viz.landscape.landscape_figures`).
         name: the run's display name (default: task and optimizers).
         created: the manifest's time (default: now, or ``SOURCE_DATE_EPOCH``).
         png: also store PNG images (needs kaleido and a Chromium; slow: seconds).
@@ -138,10 +147,15 @@ def export_training(
             f"{step}/{k}": t for step, weights in lane["checkpoints"].items() for k, t in weights.items()
         }
         members[f"checkpoints/{key}.safetensors"] = safetensors_bytes(checkpoints)
+        members[TRAJECTORY_FILE.format(key)] = safetensors_bytes(
+            {str(step): flat for step, flat in lane["trajectory"].items()}
+        )
         rest = {k: v for k, v in lane.items() if k not in _LANE_MEMBERS}
         lanes_json[label] = encode(rest, extra_tensors, f"lanes/{key}")
     members["trainer.json"] = json_bytes({"step": state["step"], "lanes": lanes_json})
     members["trainer.safetensors"] = safetensors_bytes(extra_tensors)
+    numel = sum(p.numel() for p in next(iter(trainer.lanes.values())).model.parameters())
+    members.update(landscape_members(landscapes, labels, numel, limits))
     default_name = f"{config.task}: {', '.join(labels)} · {trainer.step} steps"
     return write_bundle(
         "training",
@@ -158,11 +172,14 @@ def export_training(
     )
 
 
-def members(keys: Sequence[str]) -> list[str]:
-    """A training bundle's own members."""
-    return ["trainer.json", "trainer.safetensors"] + [
-        pattern.format(key) for key in keys for pattern in _TRAINING_FILES
+def members(keys: Sequence[str], version: int = FORMAT_VERSION, landscapes: Sequence[str] = ()) -> list[str]:
+    """A training bundle's own members (``version``: the bundle's format version; ``landscapes``:
+    the keys its landscape index lists, from format 3 on)."""
+    patterns = (*_TRAINING_FILES, TRAJECTORY_FILE) if version >= 3 else _TRAINING_FILES
+    own = ["trainer.json", "trainer.safetensors"] + [
+        pattern.format(key) for key in keys for pattern in patterns
     ]
+    return own + (landscape_files(landscapes) if version >= 3 else [])
 
 
 def read_training(
@@ -202,6 +219,12 @@ def read_training(
         f"trainer.json: lanes must be {config.labels}",
     )
     extras = Decoder("trainer.json", archive.tensors("trainer.safetensors"))
+    version = common["manifest"]["format_version"]
+    if version < 3:
+        notes.append(
+            f"a format-{version} bundle: no weight trajectories (the landscape has only the final "
+            "weights, and the checkpoints of 2-D tasks)"
+        )
     lanes, spikes = {}, {}
     for label, key in zip(config.labels, keys, strict=True):
         lane = trainer.lanes[label]
@@ -221,12 +244,18 @@ def read_training(
             "records": _read_records(archive, key, lane.model, lane.result.element_index, step),
             "checkpoints": _read_checkpoints(archive, key, lane.model, columns),
         }
+        if version >= 3:
+            lanes[label]["trajectory"] = _read_trajectory(archive, key, lane.model, columns)
     extras.finish()
     state = {"config": config.to_dict(), "step": step, "lanes": lanes}
     try:
         trainer.load_state_dict(state)
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
         raise SnapshotError(f"trainer.json: the saved state does not load ({exc})") from None
+    landscapes: tuple = ()
+    if version >= 3:
+        numel = sum(p.numel() for p in next(iter(trainer.lanes.values())).model.parameters())
+        landscapes = read_landscapes(archive, config.labels, numel)
     for label, key in zip(config.labels, keys, strict=True):
         frame = trainer.results[label].metrics
         expect(
@@ -237,7 +266,7 @@ def read_training(
             archive.read(f"metrics/{key}.csv") == csv_bytes(frame),
             f"metrics/{key}.csv does not match metrics/{key}.parquet",
         )
-    return Bundle(**common, notes=tuple(notes), trainer=trainer)
+    return Bundle(**common, notes=tuple(notes), trainer=trainer, landscapes=landscapes)
 
 
 _STATUS = re.compile(r"running|done|stopped|diverged at step \d+")
@@ -474,6 +503,37 @@ def _read_checkpoints(
     for step in sorted(grouped):
         _check_state(f"{name}: step {step}", grouped[step], expected)
         out[step] = {k: grouped[step][k] for k in expected}
+    return out
+
+
+def _read_trajectory(
+    archive: Archive, key: str, model: torch.nn.Module, columns: Mapping[str, list]
+) -> dict[int, torch.Tensor]:
+    """The weight trajectory: step 0 and evaluated steps only, each a finite float32 vector of
+    the model's parameter count, at most :func:`trajectory_capacity` of them, in step order."""
+    name = TRAJECTORY_FILE.format(key)
+    loaded = archive.tensors(name)
+    numel = sum(p.numel() for p in model.parameters())
+    capacity = trajectory_capacity(numel)
+    expect(
+        len(loaded) <= capacity,
+        f"{name}: {len(loaded)} snapshots (a model this size keeps at most {capacity})",
+    )
+    evaluated = {s for s, v in zip(columns["step"], columns["val_loss"], strict=True) if not math.isnan(v)}
+    out = {}
+    for k in sorted(loaded, key=lambda k: int(k) if k.isdigit() else -1):
+        expect(
+            k.isdigit() and len(k) < 10 and (int(k) == 0 or int(k) in evaluated),
+            f"{name}: {k!r} is not step 0 or an evaluated step",
+        )
+        flat = loaded[k]
+        expect(
+            tuple(flat.shape) == (numel,) and flat.dtype == torch.float32,
+            f"{name}: step {k} has shape {tuple(flat.shape)} {flat.dtype} "
+            f"(the model of config.json needs ({numel},) float32)",
+        )
+        expect(bool(flat.isfinite().all()), f"{name}: step {k} holds values that are not finite")
+        out[int(k)] = flat
     return out
 
 

@@ -151,14 +151,14 @@ def default_params(name: str, run_steps: int) -> dict[str, Any]:
 
 
 def parse_step_list(text: Any, name: str = "milestones") -> tuple[int, ...]:
-    """``"100, 200"`` → ``(100, 200)``; ``ValueError`` naming ``name`` when a part is no integer."""
+    """``"100, 200"`` → ``(100, 200)``; a ``ParamError`` naming ``name`` when a part is no integer."""
     if not isinstance(text, str):
-        raise ValueError(f"Invalid {name}: {text!r} (must be integers separated by commas)")
+        raise invalid(name, text, "integers separated by commas")
     parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
     try:
         return tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(f"Invalid {name}: {text!r} (must be integers separated by commas)") from None
+        raise invalid(name, text, "integers separated by commas") from None
 
 
 def schedule_curves(curves: Sequence[CurveSpec], run_steps: int) -> pd.DataFrame:

@@ -1,184 +1,38 @@
 """The Annealing lab's training studies: the two-phase recipe and the schedule against the effective lr.
 
 :func:`two_phase_configs` builds the four variants of the two-phase ("iterative learning-rate
-reduction") demo with the same seed, budget, initialisation and data order;
+reduction") demo with the same seed, budget, initialisation and data order, and
+:class:`TwoPhaseStudy` trains them (a :class:`~dgs_core.studies.trainers.TrainerStudy`, in turns);
 :func:`effective_lr_config` the run that compares a schedule's lr with the per-parameter
-effective lr of several optimizers. :class:`StudyRuns` advances several trainers round-robin.
+effective lr of several optimizers (a TrainerStudy of one run).
 
 >>> settings = TwoPhaseSettings(main_steps=20, anneal_steps=10, eval_every=5,
 ...                             task_params={"n_samples": 200, "label_noise": 0.2})
->>> study = StudyRuns(two_phase_configs(settings))
->>> while not study.finished:
-...     progress = study.advance(max_seconds=0.5)
->>> sorted(study.results) == sorted(VARIANTS)
-True
+>>> study = TwoPhaseStudy(settings)
+>>> _ = list(study.run())
+>>> sorted(study.results) == sorted(VARIANTS), study.progress()
+(True, (120, 120))
 >>> study.results["anneal_hq"].metrics["data_source"].iloc[[19, 20]].tolist()
 ['main', 'hq']
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
-from dgs_core.device import small_tensor_mode
 from dgs_core.optim import registry
-from dgs_core.params import Param, invalid
-from dgs_core.schedules import (
-    ReductionEvent,
-    ScheduleSpec,
-)
+from dgs_core.params import Param, ParamError, invalid
+from dgs_core.schedules import ScheduleSpec
 from dgs_core.schedules.annealing import AnnealingPlan, Phase, PlateauSettings, StopRule, two_phase_plan
+from dgs_core.studies.trainers import TrainerStudy
 from dgs_core.training.config import OptimizerSpec, TrainConfig
-from dgs_core.training.results import RUNNING, STOPPED, RunResult
-
-# The trainer's models are tiny: one intra-op thread is an order of magnitude faster on a busy
-# CPU (measured: 3 optimizers × 300 steps, 3.4 s with 1 thread against 52 s with 2 threads
-# under load). The surface lab's context manager does exactly that and restores the count.
 from dgs_core.training.tasks import get_task_info
-from dgs_core.training.trainer import Trainer
 
-# The trainer's models are tiny: one intra-op thread is an order of magnitude faster on a busy
-# CPU (measured: 3 optimizers × 300 steps, 3.4 s with 1 thread against 52 s with 2 threads
-# under load). The surface lab's context manager does exactly that and restores the count.
 MAX_TRAIN_STEPS = 5_000
 """The steps cap of every training run started from the Annealing lab."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Progressive runs
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudyProgress:
-    """Where a :class:`StudyRuns` stands after :meth:`StudyRuns.advance`."""
-
-    steps_done: int
-    steps_total: int
-    finished: bool
-    elapsed_s: float  # wall time of the advance call
-
-    @property
-    def fraction(self) -> float:
-        return 1.0 if self.finished else min(1.0, self.steps_done / max(1, self.steps_total))
-
-
-class StudyRuns:
-    """Several trainer runs advanced round-robin in slices, so a page can draw in between.
-
-    Each run is an ordinary :class:`~dgs_core.training.Trainer`; a slice trains every
-    unfinished run by ``chunk`` steps (default: its ``eval_every``) in turn until
-    ``max_seconds`` have passed. Slicing does not change the numbers: a run advanced in
-    slices equals the same run trained in one go (the trainer resumes where it stopped).
-    Trainers are built lazily, on the first slice that needs them.
-    """
-
-    def __init__(self, configs: Mapping[str, TrainConfig]) -> None:
-        if not isinstance(configs, Mapping) or not configs:
-            raise ValueError(f"Invalid configs: {configs!r} (must map names to TrainConfigs)")
-        for name, config in configs.items():
-            if not isinstance(config, TrainConfig):
-                raise ValueError(f"Invalid config {name!r}: {config!r} (must be a TrainConfig)")
-        self.configs: dict[str, TrainConfig] = dict(configs)
-        self.trainers: dict[str, Trainer] = {}
-
-    def _trainer(self, name: str) -> Trainer:
-        if name not in self.trainers:
-            self.trainers[name] = Trainer(self.configs[name])
-        return self.trainers[name]
-
-    def _done(self, name: str) -> bool:
-        trainer = self.trainers.get(name)
-        if trainer is None:
-            return False
-        # "stopped" only means paused between slices; "done" and "diverged at …" are final
-        settled = all(r.status not in (RUNNING, STOPPED) for r in trainer.results.values())
-        return settled or trainer.step >= trainer.config.steps
-
-    @property
-    def finished(self) -> bool:
-        return all(self._done(name) for name in self.configs)
-
-    def progress(self, elapsed_s: float = 0.0) -> StudyProgress:
-        total = sum(c.steps for c in self.configs.values())
-        done = 0
-        for name, config in self.configs.items():
-            trainer = self.trainers.get(name)
-            if trainer is not None:
-                done += config.steps if self._done(name) else trainer.step
-        return StudyProgress(done, total, self.finished, elapsed_s)
-
-    def advance(self, *, max_seconds: float = 1.0, chunk: int | None = None) -> StudyProgress:
-        """Train round-robin, ``chunk`` steps per run per turn, for about ``max_seconds``.
-
-        At least one turn always runs (so every call makes progress); a turn may overrun the
-        deadline by one chunk of one run.
-        """
-        if not (isinstance(max_seconds, int | float) and max_seconds > 0):
-            raise invalid("max_seconds", max_seconds, "> 0")
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise invalid("chunk", chunk, "an integer >= 1")
-        start = time.perf_counter()
-        with small_tensor_mode():
-            while not self.finished:
-                for name in self.configs:
-                    if self._done(name):
-                        continue
-                    trainer = self._trainer(name)
-                    target = trainer.step + (chunk or trainer.config.eval_every)
-                    for _ in trainer.run(stop=lambda t=trainer, s=target: t.step >= s):
-                        pass
-                if time.perf_counter() - start >= max_seconds:
-                    break
-        return self.progress(time.perf_counter() - start)
-
-    @property
-    def results(self) -> dict[str, RunResult]:
-        """Per run, the single optimizer's result (runs with one optimizer, as the two-phase
-        variants); see :meth:`all_results` for runs with several."""
-        return {
-            name: next(iter(trainer.results.values()))
-            for name, trainer in self.trainers.items()
-            if len(trainer.results) == 1
-        }
-
-    def all_results(self, name: str) -> dict[str, RunResult]:
-        """Every optimizer's result of run ``name`` (empty before its first slice)."""
-        trainer = self.trainers.get(name)
-        return {} if trainer is None else trainer.results
-
-    def reductions(self, name: str) -> list[ReductionEvent]:
-        """The plateau cuts of run ``name``'s first optimizer (``step``: the validation's
-        0-based training step; the new lr applies from metrics row ``step + 2`` on)."""
-        trainer = self.trainers.get(name)
-        if trainer is None:
-            return []
-        controller = next(iter(trainer.lanes.values())).controller
-        return [] if controller is None else controller.reductions
-
-    def record(self) -> dict[str, Any]:
-        """Plain JSON: per run its config (annealing plan included) and, per optimizer, the
-        annealing controller's state (plan, validations, phase spans and end reasons)."""
-        runs = {}
-        for name, config in self.configs.items():
-            trainer = self.trainers.get(name)
-            lanes = {}
-            if trainer is not None:
-                for label, lane in trainer.lanes.items():
-                    controller = lane.controller
-                    cuts = [] if controller is None else controller.reductions
-                    lanes[label] = {
-                        "status": lane.result.status,
-                        "steps": lane.result.steps_done,
-                        "annealing": None if controller is None else controller.state_dict(),
-                        "reductions": [e.to_dict() for e in cuts],
-                    }
-            runs[name] = {"config": config.to_dict(), "lanes": lanes}
-        return {"runs": runs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,9 +118,11 @@ class TwoPhaseSettings:
         for name, param in _SETTINGS_SPECS.items():
             set_(self, name, param.validate(getattr(self, name)))
         if self.main_steps + self.anneal_steps > MAX_TRAIN_STEPS:
-            raise ValueError(
+            raise ParamError(
+                "anneal_steps",
+                self.anneal_steps,
                 f"Invalid anneal_steps: {self.anneal_steps!r} (main_steps + anneal_steps must be <= "
-                f"{MAX_TRAIN_STEPS}, the lab's steps cap)"
+                f"{MAX_TRAIN_STEPS}, the lab's steps cap)",
             )
 
     @property
@@ -390,7 +246,16 @@ def two_phase_configs(settings: TwoPhaseSettings) -> dict[str, TrainConfig]:
     }
 
 
-def two_phase_record(settings: TwoPhaseSettings, study: StudyRuns | None = None) -> dict[str, Any]:
+class TwoPhaseStudy(TrainerStudy):
+    """The four variants of :func:`two_phase_configs` (keyed as :data:`VARIANTS`), trained in
+    turns; ``settings`` are kept with them (the page draws from them, the record saves them)."""
+
+    def __init__(self, settings: TwoPhaseSettings) -> None:
+        super().__init__(two_phase_configs(settings))
+        self.settings = settings
+
+
+def two_phase_record(settings: TwoPhaseSettings, study: TrainerStudy | None = None) -> dict[str, Any]:
     """The demo's record as plain JSON: the settings, every variant's plan (phases, planned
     boundaries, schedules) and, once run, what each plan did (spans, end reason, cuts)."""
     plans = two_phase_plans(settings)

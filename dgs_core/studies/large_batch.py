@@ -2,15 +2,15 @@
 
 Does a large batch generalise worse, and do LARS (You, Gitman, Ginsburg 2017) and EXTRAP-SGD
 (Lin, Kong, Stich, Jaggi 2020) close the gap? :func:`large_batch_configs` builds the two runs,
-:class:`LargeBatchStudy` trains them one after the other and :func:`large_batch_gap` tabulates
-each optimizer's train − validation gap.
+:class:`LargeBatchStudy` trains them (a :class:`~dgs_core.studies.trainers.TrainerStudy`: in
+turns, so both grow together) and :func:`large_batch_gap` tabulates each optimizer's train −
+validation gap.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -18,10 +18,10 @@ import pandas as pd
 
 from dgs_core.optim import registry
 from dgs_core.params import Param, ParamSet
+from dgs_core.studies.trainers import TrainerStudy
 from dgs_core.training.config import OptimizerSpec, TrainConfig
-from dgs_core.training.results import EVAL_COLUMNS, ProgressEvent, RunResult
+from dgs_core.training.results import EVAL_COLUMNS, RunResult
 from dgs_core.training.tasks import make_task
-from dgs_core.training.trainer import Trainer
 
 # ---------------------------------------------------------------------------------------------
 # The large-batch question
@@ -101,16 +101,8 @@ def large_batch_base(task: str = "moons", **changes: Any) -> TrainConfig:
     return TrainConfig(task=task, optimizers=changes.pop("optimizers", optimizers), **changes)
 
 
-@dataclass(frozen=True)
-class StudyEvent:
-    """A progress event of one of the study's runs."""
-
-    batch_size: int
-    event: ProgressEvent
-
-
-class LargeBatchStudy:
-    """Runs :func:`large_batch_configs` one after the other; :meth:`gap` compares them.
+class LargeBatchStudy(TrainerStudy):
+    """The runs of :func:`large_batch_configs`, keyed by batch size; :meth:`gap` compares them.
 
     >>> study = LargeBatchStudy(large_batch_base("moons", task_params={"n_samples": 200}),
     ...                         small_batch=16, large_batch=128, epochs=1)
@@ -120,25 +112,11 @@ class LargeBatchStudy:
     """
 
     def __init__(self, base: TrainConfig, **kwargs: Any) -> None:
-        self.configs = large_batch_configs(base, **kwargs)
-        self.trainers: dict[int, Trainer] = {}
-
-    def run(self, stop: Callable[[], bool] | Any = None) -> Iterator[StudyEvent]:
-        should_stop = getattr(stop, "is_set", stop)
-        for batch, config in self.configs.items():
-            trainer = self.trainers.get(batch)
-            if trainer is None:
-                trainer = self.trainers[batch] = Trainer(config)
-            elif trainer.complete:
-                continue
-            for event in trainer.run(stop):
-                yield StudyEvent(batch, event)
-            if should_stop is not None and should_stop():
-                return
+        super().__init__(large_batch_configs(base, **kwargs))
 
     def gap(self) -> pd.DataFrame:
         """One row per optimizer and batch size, from each run's last evaluation."""
-        return large_batch_gap({b: t.results for b, t in self.trainers.items()})
+        return large_batch_gap({b: t.results for b, t in list(self.trainers.items())})
 
 
 def large_batch_gap(results: Mapping[int, Mapping[str, RunResult]]) -> pd.DataFrame:

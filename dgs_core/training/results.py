@@ -39,6 +39,36 @@ EVAL_COLUMNS = ("train_loss", "train_metric", "val_loss", "val_metric")  # metri
 
 DONE, STOPPED, RUNNING = "done", "stopped", "running"
 
+# The weights' trajectory (RunResult.trajectory): at most this many flat float32 snapshots per
+# optimizer, and at most this many bytes of them (a model bigger than 1/3 of it keeps 3: the
+# initial weights, one more on the thinned grid and the latest).
+TRAJECTORY_MAX_SNAPSHOTS = 64
+TRAJECTORY_MAX_BYTES = 8 * 2**20
+
+
+def trajectory_capacity(numel: int) -> int:
+    """How many snapshots of a model of ``numel`` parameters a trajectory keeps (at least 3)."""
+    return max(3, min(TRAJECTORY_MAX_SNAPSHOTS, TRAJECTORY_MAX_BYTES // (4 * max(1, numel))))
+
+
+def trajectory_stride(latest: int, *, every: int, capacity: int) -> int:
+    """The step spacing of the kept snapshots once the latest one is at step ``latest``.
+
+    A trajectory keeps step 0, every multiple of the stride up to ``latest``, and ``latest``
+    itself: ``latest // stride + 2 <= capacity``. The stride is ``every`` (the evaluation
+    spacing) times the smallest power of two that fits, so it only ever doubles and a kept
+    snapshot is dropped only when it doubles (or when it was the latest and is off the grid).
+    The kept steps are a pure function of the evaluated steps: a resumed run keeps the same
+    snapshots as an uninterrupted one.
+
+    >>> trajectory_stride(100, every=10, capacity=64), trajectory_stride(1000, every=10, capacity=64)
+    (10, 20)
+    """
+    factor = 1
+    while latest // (every * factor) + 2 > capacity:
+        factor *= 2
+    return every * factor
+
 # ---------------------------------------------------------------------------------------------
 # Results and progress events
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +122,12 @@ class RunResult:
         element_index: where the kept per-element copies come from (rows/cols of each tensor).
         checkpoints: for 2-D tasks, the weights at every evaluation, ``{step: state_dict}``
             (CPU copies; a few thousand numbers each), for :meth:`boundary_at`.
+        trajectory: for every task, the weights the optimizer went through, ``{step: flat}``:
+            one float32 CPU vector of all parameters (``model.parameters()`` order) at step 0
+            (the shared initial weights) and at evaluations, thinned to at most
+            :func:`trajectory_capacity` snapshots (see :meth:`record_weights`); for the
+            landscape (:mod:`dgs_core.landscape`). Empty for runs read from bundles older than
+            format 3.
         model, optimizer: the live objects (final after the run).
     """
 
@@ -107,6 +143,7 @@ class RunResult:
         self.records: list[DiagnosticRecord] = []
         self.element_index: dict[str, torch.Tensor] = {}
         self.checkpoints: dict[int, dict[str, torch.Tensor]] = {}
+        self.trajectory: dict[int, torch.Tensor] = {}
         self._probe: nn.Module | None = None  # a copy of the model to evaluate checkpoints with
         self._boundaries: dict[tuple[int, int], np.ndarray] = {}
         self._diagnostics: tuple[int, pd.DataFrame] | None = None  # (records, their frame)
@@ -117,6 +154,30 @@ class RunResult:
     @property
     def steps_done(self) -> int:
         return len(self.columns["step"])
+
+    def progress(self, *, lr: float = math.nan, batch_size: int | None = None) -> LaneProgress:
+        """Its latest values: the last step's loss, lr and batch size, the last evaluation's.
+
+        Safe while the trainer appends from another thread: it reads only the rows every column
+        already has, and the evaluation the trainer marks after writing its values. ``lr`` and
+        ``batch_size`` stand in before the first step.
+        """
+        done = min(len(values) for values in self.columns.values())
+        evaluated, last = self.last_evaluation, done - 1
+        columns = self.columns
+        records = self.records
+        return LaneProgress(
+            label=self.label,
+            status=self.status,
+            step=done,
+            loss=columns["loss"][last] if done else math.nan,
+            val_loss=columns["val_loss"][evaluated] if evaluated is not None else math.nan,
+            val_metric=columns["val_metric"][evaluated] if evaluated is not None else math.nan,
+            lr=columns["lr"][last] if done else lr,
+            batch_size=columns["batch_size"][last] if done else batch_size,
+            diagnostics=records[-1] if records else None,
+            result=self,
+        )
 
     @property
     def losses(self) -> np.ndarray:
@@ -178,6 +239,18 @@ class RunResult:
         steps = [r.step for r in self.records]
         i = bisect.bisect_right(steps, step) - 1
         return self.records[i] if i >= 0 else None
+
+    def record_weights(self, step: int, flat: torch.Tensor, *, every: int, capacity: int) -> None:
+        """Keep ``flat`` (the parameters after ``step`` steps) in :attr:`trajectory`, thinned.
+
+        Keeps step 0, the multiples of :func:`trajectory_stride` and the latest snapshot, so the
+        snapshots stay evenly spaced and at most ``capacity``. ``flat`` is kept as it is (not
+        copied): the caller passes a fresh tensor. The dict is replaced, never changed in place,
+        so a page reading it from another thread sees the old or the new one whole.
+        """
+        stride = trajectory_stride(step, every=every, capacity=capacity)
+        trajectory = {**self.trajectory, step: flat}
+        self.trajectory = {s: w for s, w in trajectory.items() if s == step or s % stride == 0}
 
     @torch.no_grad()
     def boundary_at(self, task: Task, step: int, resolution: int = 60) -> tuple[int, np.ndarray] | None:

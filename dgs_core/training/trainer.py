@@ -17,8 +17,9 @@ records it has not read yet in one go.
 
 A non-finite loss stops that optimizer with "diverged at step t"; the others go on. Every
 ``eval_every`` steps the trainer evaluates each model on the whole training and validation
-sets (and, for 2-D tasks, keeps a copy of the weights for the decision boundary) and yields a
-:class:`ProgressEvent`. A stop request ends the run cleanly: what was recorded stays in
+sets (and, for 2-D tasks, keeps a copy of the weights for the decision boundary; for every
+task, a flat float32 copy in the thinned weight trajectory, ``RunResult.trajectory``) and
+yields a :class:`ProgressEvent`. A stop request ends the run cleanly: what was recorded stays in
 :attr:`Trainer.results`, and :meth:`Trainer.run` continues where it stopped. From
 :meth:`Trainer.state_dict` a run resumes with bit-identical metrics, weights and diagnostics on
 the CPU (the state holds each lane's :class:`~dgs_core.diagnostics.Diagnostics` state: its
@@ -69,9 +70,9 @@ from dgs_core.training.results import (
     METRIC_COLUMNS,
     RUNNING,
     STOPPED,
-    LaneProgress,
     ProgressEvent,
     RunResult,
+    trajectory_capacity,
 )
 from dgs_core.training.tasks import Task, make_task
 
@@ -239,6 +240,11 @@ class Trainer:
         self.lanes: dict[str, _Lane] = {}
         for label, spec in zip(config.labels, config.optimizers, strict=True):
             self.lanes[label] = self._make_lane(label, spec, copy.deepcopy(initial))
+        # The weights' trajectory starts with the shared initial weights (one tensor for all lanes).
+        start = torch.cat([p.detach().reshape(-1) for p in initial.parameters()]).to("cpu", torch.float32)
+        self._trajectory_capacity = trajectory_capacity(start.numel())
+        for lane in self.lanes.values():
+            self._record_weights(lane, 0, start)
 
     def _lr_factor(self, schedule: Callable[[int], float] | None) -> Callable[[int], float] | None:
         if schedule is None and self.config.schedule is not None:
@@ -448,8 +454,10 @@ class Trainer:
         """
         result, model = lane.result, lane.model
         step = result.columns["step"][-1]
-        # one flat copy: a few thousand numbers, cheaper than a check per tensor
-        if not bool(torch.cat([p.reshape(-1) for p in model.parameters()]).isfinite().all()):
+        # one flat copy: a few thousand numbers, cheaper than a check per tensor; it is also
+        # the trajectory's snapshot of this step
+        flat = torch.cat([p.reshape(-1) for p in model.parameters()])
+        if not bool(flat.isfinite().all()):
             result.status = metrics.divergence_message(step)
             return
         train_loss, train_metric = _loss_and_accuracy(model, *self._sources["main"])
@@ -459,34 +467,29 @@ class Trainer:
         result.last_evaluation = result.steps_done - 1
         if self.task.is_2d:
             result.checkpoints[step] = {k: v.detach().to("cpu", copy=True) for k, v in lane.weights}
+        self._record_weights(lane, step, flat.to("cpu", torch.float32))
         if observe and lane.controller is not None:
             metric = val_loss if lane.controller.plan.metric_mode == "min" else val_metric
             lane.controller.observe_validation(step - 1, metric)
 
+    def _record_weights(self, lane: _Lane, step: int, flat: torch.Tensor) -> None:
+        """Keep a snapshot in the lane's trajectory: evenly thinned to at most the capacity."""
+        lane.result.record_weights(
+            step, flat, every=self.config.eval_every, capacity=self._trajectory_capacity
+        )
+
     def _event(self, *, finished: bool, elapsed: float) -> ProgressEvent:
-        lanes = {}
-        for label, lane in self.lanes.items():
-            r = lane.result
-            last_eval = r.last_evaluation
-            lanes[label] = LaneProgress(
-                label=label,
-                status=r.status,
-                step=r.steps_done,
-                loss=r.columns["loss"][-1] if r.steps_done else math.nan,
-                val_loss=r.columns["val_loss"][last_eval] if last_eval is not None else math.nan,
-                val_metric=r.columns["val_metric"][last_eval] if last_eval is not None else math.nan,
-                lr=r.columns["lr"][-1] if r.steps_done else lane.lr,
-                batch_size=r.columns["batch_size"][-1] if r.steps_done else lane.batch_size,
-                diagnostics=r.records[-1] if r.records else None,
-                result=r,
-            )
+        lanes = {
+            label: lane.result.progress(lr=lane.lr, batch_size=lane.batch_size)
+            for label, lane in self.lanes.items()
+        }
         return ProgressEvent(self.step, self.config.steps, MappingProxyType(lanes), finished, elapsed)
 
     # -- save and resume -------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run: config, step, and per optimizer the model,
-        optimizer state, data position, recorded metrics, records and checkpoints.
+        optimizer state, data position, recorded metrics, records, checkpoints and trajectory.
 
         Tensors are detached copies on their device; the rest is plain Python.
         """
@@ -503,6 +506,7 @@ class Trainer:
                 "columns": {k: list(v) for k, v in r.columns.items()},
                 "records": list(r.records),
                 "checkpoints": dict(r.checkpoints),
+                "trajectory": dict(r.trajectory),
                 "annealing": None if lane.controller is None else lane.controller.state_dict(),
                 "diagnostics": None if lane.diagnostics is None else lane.diagnostics.state_dict(),
             }
@@ -531,6 +535,8 @@ class Trainer:
             r.last_evaluation = evaluated[-1] if evaluated else None
             r.records, r._diagnostics, r._bands = list(saved["records"]), None, {}
             r.checkpoints, r._boundaries = dict(saved["checkpoints"]), {}
+            # states saved before the trajectory existed (bundles of format 2): none recorded
+            r.trajectory = dict(saved.get("trajectory") or {})
             if lane.controller is not None and saved["annealing"] is not None:
                 lane.controller.load_state_dict(saved["annealing"])
             # states saved before diagnostics had one (no "diagnostics" key): the EMA restarts

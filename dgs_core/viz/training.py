@@ -58,6 +58,27 @@ def colors(results: Results) -> dict[str, str]:
     return out
 
 
+def lanes_table(results: Results) -> pd.DataFrame:
+    """One row per optimizer, its latest numbers (:meth:`RunResult.progress`): optimizer, status,
+    step, batch loss, val loss, val accuracy, lr, batch size. Safe while the run grows."""
+    rows = []
+    for label, result in results.items():
+        lane = result.progress()
+        rows.append(
+            {
+                "optimizer": label,
+                "status": lane.status,
+                "step": lane.step,
+                "batch loss": lane.loss,
+                "val loss": lane.val_loss,
+                "val accuracy": lane.val_metric,
+                "lr": lane.lr,
+                "batch size": lane.batch_size,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _title(label: str, result: RunResult) -> str:
     name = optimizer_label(result.name)
     title = name if label == result.name else f"{label} ({name})"

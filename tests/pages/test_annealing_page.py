@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dgs_core import jobs
 from dgs_core.studies.annealing import VARIANTS
 from tests.pages.conftest import app_at
 
@@ -47,12 +48,17 @@ def errors(at: AppTest) -> list[str]:
 
 
 def run_until_finished(at: AppTest, section: str, limit: int = 40) -> str:
-    """Rerun until the section's progress bar says finished; each rerun trains one slice."""
+    """Rerun until the section's progress bar says finished; the runs train in background jobs
+    (:mod:`dgs_core.jobs`), waited on between reruns as the page's fragment timer would."""
     for _ in range(limit):
         texts = [p.proto.text for p in at.get("progress")]
         mine = [t for t in texts if t.startswith("finished")]
         if mine:
             return mine[0]
+        for slot in ("anneal_tp_job", "anneal_eff_job"):
+            job = jobs.JOBS.get(at.session_state[slot]) if slot in at.session_state else None
+            if job is not None:
+                job.join(3.0)
         at.run()
         assert not at.exception, at.exception
     raise AssertionError(f"{section} did not finish: {texts}")
@@ -78,8 +84,11 @@ def test_page_loads_with_the_default_curves_and_the_plateau_demo(at):
     ("key", "value", "message"),
     [
         ("anneal_sched_warmup_cosine_min_lr", 0.5, "Invalid min_lr: 0.5 (must be <= base_lr=0.1)"),
-        ("anneal_sched_warmup_cosine_warmup_steps", 400,
-         "Invalid warmup_steps: 400 (must be <= total_steps=300)"),
+        (
+            "anneal_sched_warmup_cosine_warmup_steps",
+            400,
+            "Invalid warmup_steps: 400 (must be <= total_steps=300)",
+        ),
         ("anneal_sched_step_decay_step_size", -5, "Invalid step_size: -5 (must be an integer in [1, 1e+09])"),
         ("anneal_prefix_step_decay", 300, "Invalid warmup_before: 300 (must be < the run length 300"),
         ("anneal_sched_wsd_decay_steps", -1, "Invalid decay_steps: -1"),
@@ -177,3 +186,29 @@ def test_effective_lr_runs_every_optimizer_side_by_side(at):
     assert "schedule lr η_t" in names(spec)
     table = at.dataframe[-1].value.set_index("optimizer")
     assert table.loc["SGD", "median η_eff / η_t"] == pytest.approx(1.0, rel=1e-3)
+
+
+def open_page(query: dict[str, str]) -> AppTest:
+    """A new browser session on the page with ``query`` in its URL (a reloaded tab keeps it)."""
+    app = app_at()
+    app.run()
+    for key, value in query.items():
+        app.query_params[key] = value
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_a_run_is_a_background_job_that_survives_a_reload(at):
+    at.number_input(key="anneal_tp_main_steps").set_value(10)
+    at.number_input(key="anneal_tp_anneal_steps").set_value(5)
+    at.button(key="anneal_tp_run").click().run()
+    job = jobs.JOBS.get(at.session_state["anneal_tp_job"])
+    assert job is not None and at.query_params["anneal_tp_job"] in (job.id, [job.id])  # in the URL
+    assert job.join(120.0) and job.state == "done"
+    reloaded = open_page({"anneal_tp_job": job.id})
+    assert reloaded.session_state["anneal_tp_job"] == job.id
+    assert "finished: 60 / 60 steps" in [p.proto.text for p in reloaded.get("progress")]
+    assert set(VARIANTS.values()) <= set(names(figure(reloaded, "anneal_tp_chart")))
+    gone = open_page({"anneal_tp_job": "no-such-run"})
+    assert any("no longer on the server" in i.value for i in gone.info)

@@ -101,6 +101,16 @@ def test_page_loads_with_defaults_ready_to_start(at):
     assert not at.get("plotly_chart")
 
 
+def test_the_live_help_names_the_redraw_periods_the_page_uses(at):
+    from app_pages.parts.training_panels import LIVE_PERIODS, TICK_SECONDS
+
+    note = next(c.value for c in at.caption if "optimizer(s) ×" in c.value)
+    others = [p for name, p in LIVE_PERIODS.items() if name != "loss"]
+    assert f"latest numbers redraw every {TICK_SECONDS:g} s" in note, note
+    assert f"the loss curves every {LIVE_PERIODS['loss']:g} s" in note, note
+    assert f"the other panels every {min(others):g} to {max(others):g} s" in note, note
+
+
 def test_invalid_hyperparameter_is_named_at_its_control_and_blocks_start(at):
     at.number_input(key="train_hp_sgd_lr").set_value(-1.0).run()
     assert "Invalid lr: -1.0 (must be in [0, 1000])" in errors(at)
@@ -245,4 +255,11 @@ def test_large_batch_question_refuses_a_run_over_the_cap(at, monkeypatch):
     monkeypatch.setenv("DGS_LAB_MAX_STEPS", "100")
     at.number_input(key="train_lb_epochs").set_value(10.0).run()
     assert any("the cap is max_steps=100" in e for e in errors(at)), errors(at)
+    assert at.button(key="train_lb_start").disabled
+
+
+def test_large_batch_setting_refused_under_its_widget(at):
+    at.number_input(key="train_lb_large").set_value(8).run()  # not above the small batch
+    (error,) = [e for e in at.error if "Invalid large_batch" in e.value]
+    assert error.value == "Invalid large_batch: 8 (must be > small_batch = 16)"
     assert at.button(key="train_lb_start").disabled

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,6 @@ from dgs_core.schedules.plateau import plateau_demo
 from dgs_core.studies.annealing import (
     ANNEAL_SHAPES,
     VARIANTS,
-    StudyRuns,
     TwoPhaseSettings,
     anneal_schedule,
     effective_lr_config,
@@ -36,6 +36,7 @@ from dgs_core.studies.annealing import (
     two_phase_plans,
     two_phase_record,
 )
+from dgs_core.studies.trainers import TrainerStudy
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
 from tests.runs.test_bundles import export_with_figures
@@ -48,10 +49,11 @@ def small_settings(**changes) -> TwoPhaseSettings:
     return TwoPhaseSettings(**{**base, **changes})
 
 
-def run_all(configs) -> StudyRuns:
-    runs = StudyRuns(configs)
-    while not runs.finished:
-        runs.advance(max_seconds=5.0)
+def run_all(configs) -> TrainerStudy:
+    runs = TrainerStudy(configs)
+    for _ in runs.run():
+        pass
+    assert runs.complete
     return runs
 
 
@@ -186,34 +188,36 @@ def test_plateau_demo_refuses_bad_settings():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_slices_give_the_same_numbers_as_one_run():
+def test_turns_and_stops_give_the_same_numbers_as_one_run():
     config = TrainConfig(
         task="moons", task_params=SMALL, model={"size": "tiny"},
         optimizers=[("momentum", {"lr": 0.1}), "adam"], steps=23, eval_every=5, diag_every=0, device="cpu",
     )  # fmt: skip
-    runs = StudyRuns({"a": config})
-    progress = runs.advance(max_seconds=1e-9, chunk=4)  # one turn: 4 steps
-    assert (progress.steps_done, progress.steps_total, progress.finished) == (4, 23, False)
-    while not runs.finished:
-        runs.advance(max_seconds=1e-9, chunk=3)
-    assert runs.progress().fraction == 1.0
-    whole = Trainer(config)
-    for _ in whole.run():
-        pass
-    for label, result in whole.results.items():
-        pd.testing.assert_frame_equal(runs.all_results("a")[label].metrics, result.metrics)
+    runs = TrainerStudy({"a": config, "b": config.replace(seed=1)})
+    stop = threading.Event()
+    for event in runs.run(stop):  # one turn each: 5 steps
+        if event.run == "b":
+            stop.set()
+    assert runs.progress() == (10, 46) and not runs.complete
+    assert {r.status for name in "ab" for r in runs.all_results(name).values()} == {"stopped"}
+    stop.clear()
+    turns = [(e.run, e.event.step) for e in runs.run(stop)]
+    # round-robin, each run to its next evaluation
+    assert turns[:4] == [("a", 10), ("b", 10), ("a", 15), ("b", 15)]
+    assert runs.complete and runs.progress() == (46, 46)
+    for name, seed in (("a", 0), ("b", 1)):
+        whole = Trainer(config.replace(seed=seed))
+        for _ in whole.run():
+            pass
+        for label, result in whole.results.items():
+            pd.testing.assert_frame_equal(runs.all_results(name)[label].metrics, result.metrics)
 
 
-def test_study_runs_refuses_bad_input():
+def test_trainer_study_refuses_bad_input():
     with pytest.raises(ValueError, match="Invalid configs"):
-        StudyRuns({})
+        TrainerStudy({})
     with pytest.raises(ValueError, match="Invalid config 'x'"):
-        StudyRuns({"x": {"task": "moons"}})
-    runs = StudyRuns({"x": TrainConfig(steps=2)})
-    with pytest.raises(ValueError, match="Invalid max_seconds: 0"):
-        runs.advance(max_seconds=0)
-    with pytest.raises(ValueError, match="Invalid chunk: 0"):
-        runs.advance(chunk=0)
+        TrainerStudy({"x": {"task": "moons"}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -139,6 +139,20 @@ def test_metrics_columns_events_and_statuses() -> None:
     np.testing.assert_allclose(last, direct, rtol=1e-6)
 
 
+def test_progress_reads_only_complete_rows() -> None:
+    """A page reads a result's latest numbers while the trainer appends a row column by column."""
+    trainer = Trainer(_config(steps=10))
+    result = trainer.results["sgd"]
+    before = result.progress()
+    assert before.step == 0 and math.isnan(before.loss) and before.batch_size is None
+    events = _run(trainer)
+    lane = result.progress()
+    assert lane == events[-1].lanes["sgd"]
+    result.columns["step"].append(11)  # a row half written: the step column only
+    result.columns["loss"].append(99.0)
+    assert result.progress() == lane
+
+
 def test_each_event_counts_the_spikes_up_to_its_step() -> None:
     # a large SGD lr on spirals: a spiky loss; an event's count is read after the run went on
     trainer = Trainer(TrainConfig(task="spirals", optimizers=[("sgd", {"lr": 2.0})], steps=200,
@@ -566,7 +580,7 @@ def test_large_batch_study_reports_the_gap_per_optimizer_and_batch() -> None:
     base = large_batch_base("moons", task_params=MOONS, device="cpu", diag_every=0)
     study = LargeBatchStudy(base, small_batch=16, large_batch=64, epochs=2)
     events = list(study.run())
-    assert {e.batch_size for e in events} == {16, 64} and events[-1].event.finished
+    assert {e.run for e in events} == {16, 64} and events[-1].event.finished
     gap = study.gap()
     assert gap[["optimizer", "batch_size"]].values.tolist() == [
         ["sgd", 16], ["sgd", 64], ["lars", 16], ["lars", 64], ["extrasgd", 16], ["extrasgd", 64],
@@ -584,9 +598,10 @@ def test_large_batch_study_stops_and_resumes() -> None:
     study = LargeBatchStudy(base, small_batch=16, large_batch=64, epochs=1)
     stop = threading.Event()
     for event in study.run(stop):
-        if event.batch_size == 16 and event.event.step >= 5:
+        if event.run == 16 and event.event.step >= 5:
             stop.set()
-    assert list(study.trainers) == [16] and study.trainers[16].results["sgd"].status == "stopped"
+    assert study.trainers[16].results["sgd"].status == "stopped"
+    assert 5 <= study.trainers[16].step < study.configs[16].steps
     stop.clear()
     list(study.run(stop))
     assert all(r.status == "done" for t in study.trainers.values() for r in t.results.values())

@@ -10,20 +10,20 @@ from dgs_core.schedules.curves import curve, schedule_curves
 from dgs_core.schedules.plateau import plateau_demo
 from dgs_core.studies.annealing import (
     VARIANTS,
-    StudyRuns,
     TwoPhaseSettings,
     effective_lr_config,
     two_phase_configs,
 )
+from dgs_core.studies.trainers import TrainerStudy
 from dgs_core.viz import annealing as viz
 
 SMALL = {"n_samples": 200, "label_noise": 0.3, "hq_fraction": 0.3}
 
 
-def _run(configs) -> StudyRuns:
-    runs = StudyRuns(configs)
-    while not runs.finished:
-        runs.advance(max_seconds=5.0)
+def _run(configs) -> TrainerStudy:
+    runs = TrainerStudy(configs)
+    for _ in runs.run():
+        pass
     return runs
 
 

@@ -143,6 +143,18 @@ def test_decision_boundary_refuses_other_tasks() -> None:
         viz.decision_boundary_figure(trainer.results, trainer.task, step=2)
 
 
+def test_lanes_table_has_each_optimizers_latest_numbers(trainer: Trainer) -> None:
+    table = viz.lanes_table(trainer.results).set_index("optimizer")
+    assert list(table.index) == ["sgd", "dgs", "adam"]
+    columns = ["status", "step", "batch loss", "val loss", "val accuracy", "lr", "batch size"]
+    assert list(table.columns) == columns
+    metrics = trainer.results["adam"].metrics
+    assert table.loc["adam", "step"] == 30 and table.loc["adam", "status"] == "done"
+    assert table.loc["adam", "batch loss"] == metrics["loss"].iloc[-1]
+    assert table.loc["adam", "val accuracy"] == metrics["val_metric"].iloc[-1]
+    assert table.loc["adam", "lr"] == 0.01
+
+
 def test_large_batch_figure() -> None:
     base = large_batch_base("moons", task_params={"n_samples": 100}, device="cpu", diag_every=0)
     study = LargeBatchStudy(base, small_batch=15, large_batch=45, epochs=1)
