@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dgs_core.claims import common
+import dgs_core.claims.common as common
 from dgs_core.claims.base import Claim, FigureSpec, Plan, Source, Tables, Tuning
 from dgs_core.claims.verdicts import Finding, Interval, Verdict, between
 

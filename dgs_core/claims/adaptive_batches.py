@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dgs_core.claims import common
+import dgs_core.claims.common as common
 from dgs_core.claims.base import Arm, Claim, FigureSpec, Plan, Source, Tables, Tuning
 from dgs_core.claims.verdicts import Finding, Interval, Verdict, at_least, interval, paired, under
 

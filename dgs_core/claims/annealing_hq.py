@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dgs_core.claims import common
+import dgs_core.claims.common as common
 from dgs_core.claims.base import Arm, Claim, FigureSpec, Plan, Source, Tables
 from dgs_core.claims.verdicts import Finding, Interval, Verdict, below, paired
 from dgs_core.studies.annealing import TwoPhaseSettings, two_phase_configs

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+import dgs_core.claims.common as common
 from dgs_core import metrics
-from dgs_core.claims import common
 from dgs_core.claims.base import Claim, FigureSpec, Plan, Source, Tables, Tuning
 from dgs_core.claims.verdicts import Finding, Interval, Verdict, below, interval, paired
 from dgs_core.optim import registry

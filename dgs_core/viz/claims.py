@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import stats
 
-from dgs_core.claims import common
+import dgs_core.claims.common as common
 from dgs_core.claims.base import Claim
 from dgs_core.viz.surface import OPTIMIZER_COLORS, optimizer_label
 from dgs_core.viz.training import _hex_to_rgba
