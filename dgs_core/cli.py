@@ -278,7 +278,7 @@ def claims(
             for run in runs:
                 for event in run.run():
                     bar.update(1)
-                    bar.set_postfix_str(f"{run.claim.name}: {event.phase} {event.label}")
+                    bar.set_postfix_str(f"{run.claim.name}: {event.event} {event.run}")
                 result = run.result
                 if out is not None:
                     folder = claims_module.save_result(result, out)

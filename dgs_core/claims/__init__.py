@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dgs_core.claims import adan_steps, adaptive_batches, annealing_hq, dgs_efficiency, large_batch, overshoot
 from dgs_core.claims.base import BUDGETS, Claim, Plan
-from dgs_core.claims.execution import ClaimEvent, ClaimResult, ClaimRun, Stopped
+from dgs_core.claims.execution import ClaimResult, ClaimRun
 from dgs_core.claims.store import CLAIMS_DIR, StoredResult, load_result, save_result
 from dgs_core.claims.verdicts import OUTCOMES, Verdict
 from dgs_core.params import invalid
@@ -63,11 +63,9 @@ __all__ = [
     "CLAIMS_DIR",
     "OUTCOMES",
     "Claim",
-    "ClaimEvent",
     "ClaimResult",
     "ClaimRun",
     "Plan",
-    "Stopped",
     "StoredResult",
     "Verdict",
     "claim_names",

@@ -1,8 +1,9 @@
 """Running a claim: tune on the Studies engine, measure over seeds, compute the verdict.
 
-:class:`ClaimRun` follows the Study protocol (``run(stop)`` yields a :class:`ClaimEvent` per
-finished piece of work, ``progress()`` says how far it is, :attr:`ClaimRun.result` holds the
-outcome), in three phases:
+:class:`ClaimRun` follows the Study protocol (:mod:`dgs_core.studies.protocol`: ``run(stop)``
+yields a ``StudyEvent`` per finished piece of work and returns soon after ``stop`` says so,
+keeping what finished; ``progress()`` says how far it is; :attr:`ClaimRun.result` holds the
+outcome once all is done), so a page runs it with ``studies.study_job``. Three phases:
 
 1. **Tuning** — every :class:`~dgs_core.claims.base.Tuning` trial, each a
    :func:`~dgs_core.studies.sweep.run_trial` (the function a
@@ -39,6 +40,7 @@ import dgs_core
 from dgs_core import metrics
 from dgs_core.claims.base import Claim, Plan, Tuning
 from dgs_core.claims.verdicts import Verdict
+from dgs_core.studies.protocol import Stop, StudyEvent
 from dgs_core.studies.sweep import StudySpec, run_trial
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.results import DONE, STOPPED
@@ -53,10 +55,6 @@ RUN_COLUMNS = (
 )  # fmt: skip
 CURVE_COLUMNS = ("arm", "group", "seed", "step", "samples", "val_loss", "val_accuracy", "train_loss")
 _REPO = Path(__file__).resolve().parents[2]
-
-
-class Stopped(Exception):  # noqa: N818 (a signal, not an error)
-    """Raised inside :meth:`ClaimRun.run` when ``stop()`` turned True (nothing is kept)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,16 +118,17 @@ _REMOTE: dict[Callable, Any] = {}
 
 def _each(
     fn: Callable[..., dict[str, Any]],
-    calls: Sequence[tuple[Any, ...]],
+    calls: Mapping[int, tuple[Any, ...]],
     *,
     ray_engine: bool,
     stop: Callable[[], bool],
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``fn(*call)`` for every call, as (index, result) in the order they finish."""
+    """``fn(*call)`` for every ``{index: call}``, as (index, result) in the order they finish;
+    ends early (unfinished calls cancelled) once ``stop()`` is True."""
     if not ray_engine:
-        for index, call in enumerate(calls):
+        for index, call in calls.items():
             if stop():
-                raise Stopped
+                return
             yield index, fn(*call)
         return
     import ray
@@ -137,13 +136,11 @@ def _each(
     remote = _REMOTE.get(fn)
     if remote is None:
         remote = _REMOTE[fn] = ray.remote(num_cpus=1, max_retries=0)(fn)
-    index_of = {remote.remote(*call): index for index, call in enumerate(calls)}
+    index_of = {remote.remote(*call): index for index, call in calls.items()}
     pending = list(index_of)
     try:
-        while pending:
+        while pending and not stop():
             done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-            if stop():
-                raise Stopped
             for ref in done:
                 yield index_of[ref], ray.get(ref)
     finally:
@@ -154,16 +151,6 @@ def _each(
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaimEvent:
-    """One finished piece of work: progress, the phase and what finished."""
-
-    done: int
-    total: int
-    phase: str
-    label: str
 
 
 @dataclass
@@ -191,7 +178,11 @@ def best_hparams(tuning: Tuning, rows: pd.DataFrame, optimizer: str) -> dict[str
 
 
 class ClaimRun:
-    """A claim at a budget, run on the Studies engine (see the module docstring).
+    """A claim at a budget, run on the Studies engine (see the module docstring); a Study
+    (:mod:`dgs_core.studies.protocol`): :meth:`run` yields a
+    :class:`~dgs_core.studies.protocol.StudyEvent` per finished piece of work (``run``: what
+    finished, ``event``: its phase, "tune", "measure" or "extra"), and :meth:`progress` counts
+    those pieces.
 
     >>> from dgs_core.claims import get_claim
     >>> run = ClaimRun(get_claim("annealing_hq"), "smoke", in_process=True)
@@ -207,105 +198,141 @@ class ClaimRun:
         self.plan: Plan = claim.plan_for(budget)
         self.address = address
         self.in_process = in_process
-        self.done = 0
         self.result: ClaimResult | None = None
+        self.where: str | None = None
+        self.seconds = 0.0  # time spent in run(), over all its calls
+        # what finished, kept across a stop: call index → the worker's output
+        self._tuned: dict[int, dict[str, Any]] = {}
+        self._measured: dict[int, dict[str, Any]] = {}
+        self._extra_done = 0
+        self._started = 0.0
 
     def progress(self) -> tuple[int, int]:
-        """(work done, work in all)."""
-        return self.done, self.plan.total
+        """(pieces of work done, pieces in all): tuning trials, measured runs, extra pieces."""
+        return len(self._tuned) + len(self._measured) + self._extra_done, self.plan.total
 
-    def run(self, stop: Callable[[], bool] | None = None) -> Iterator[ClaimEvent]:
-        """Tune, measure, run the extra work; yields one event per finished piece. When
-        ``stop()`` turns True the run ends with :class:`Stopped` and keeps nothing."""
-        stop = stop or (lambda: False)
-        plan, started = self.plan, time.perf_counter()
-        where = "in process"
-        if not self.in_process and (plan.tunings or plan.arms):
-            from dgs_core.studies import engine
+    def _engine(self) -> bool:
+        """Connect once; True when the work goes to Ray."""
+        if self.where is None:
+            self.where = "in process"
+            if not self.in_process and (self.plan.tunings or self.plan.arms):
+                from dgs_core.studies import engine
 
-            where = engine.connect(self.address).address
-        ray_engine = where != "in process"
+                self.where = engine.connect(self.address).address
+        return self.where != "in process"
+
+    def run(self, stop: Stop = None) -> Iterator[StudyEvent]:
+        """Tune, measure, run the extra work, yielding one event per finished piece; then
+        :attr:`result`. Once ``stop`` (a callable, or an object with ``is_set()``) says so, it
+        returns soon after, keeping every finished trial and run; calling it again continues."""
+        should_stop = getattr(stop, "is_set", stop) or (lambda: False)
+        self._started = time.perf_counter()
+        try:
+            yield from self._run(self.plan, should_stop)
+        finally:
+            self.seconds += time.perf_counter() - self._started
+
+    def _run(self, plan: Plan, stop: Callable[[], bool]) -> Iterator[StudyEvent]:
+        ray_engine = self._engine()
 
         # 1. tuning
-        calls, keys = [], []
+        calls, keys = {}, []
         for tuning in plan.tunings:
             for name in tuning.spec.optimizers:
                 for trial, hparams in enumerate(tuning.trials(name)):
-                    calls.append((tuning.spec.to_dict(), name, hparams, tuning.spec.seed))
+                    index = len(keys)
                     keys.append((tuning.key, name, trial, hparams))
-        tuning_rows: list[dict[str, Any] | None] = [None] * len(calls)
+                    if index not in self._tuned:
+                        calls[index] = (tuning.spec.to_dict(), name, hparams, tuning.spec.seed)
         for index, out in _each(tuning_trial, calls, ray_engine=ray_engine, stop=stop):
-            key, name, trial, hparams = keys[index]
-            tuning_rows[index] = {
-                "tuning": key, "optimizer": name, "trial": trial,
-                "hparams": json.dumps(hparams, sort_keys=True), **out,
-            }  # fmt: skip
+            self._tuned[index] = out
+            key, name, _, _ = keys[index]
             yield self._event(TUNE, f"{key} · {name}")
-        tuning_table = pd.DataFrame(tuning_rows, columns=list(TUNING_COLUMNS))
+        if len(self._tuned) < len(keys):
+            return  # stopped
+        tuning_table = pd.DataFrame(
+            [
+                {
+                    "tuning": key,
+                    "optimizer": name,
+                    "trial": trial,
+                    "hparams": json.dumps(hparams, sort_keys=True),
+                    **self._tuned[index],
+                }
+                for index, (key, name, trial, hparams) in enumerate(keys)
+            ],
+            columns=list(TUNING_COLUMNS),
+        )
         tuned = {
             t.key: {name: best_hparams(t, tuning_table, name) for name in t.spec.optimizers}
             for t in plan.tunings
         }
 
-        # 2. measurement
-        calls, arms = [], []
+        # 2. measurement: every arm at every seed, with its tuned hyperparameters
+        calls, arms = {}, []
         for arm in plan.arms:
             best = tuned[arm.tuned[0]][arm.tuned[1]] if arm.tuned else None
             tuning = plan.tuning(arm.tuned[0]) if arm.tuned else None
             for seed in plan.seeds:
-                calls.append((arm.configure(best, tuning, seed).to_dict(), arm.samples))
+                index = len(arms)
                 arms.append((arm, seed))
-        outs: list[dict[str, Any] | None] = [None] * len(calls)
+                if index not in self._measured:
+                    calls[index] = (arm.configure(best, tuning, seed).to_dict(), arm.samples)
         for index, out in _each(measured_run, calls, ray_engine=ray_engine, stop=stop):
-            outs[index] = out
+            self._measured[index] = out
             arm, seed = arms[index]
             yield self._event(MEASURE, f"{arm.label} · seed {seed}")
-        runs, curves = [], []
-        for (arm, seed), out in zip(arms, outs, strict=True):
-            assert out is not None  # every call yielded
-            runs.append({"arm": arm.label, "group": arm.group, "optimizer": arm.optimizer, "seed": seed,
-                         **out["summary"]})  # fmt: skip
-            curve = pd.DataFrame(out["curve"])
-            curve.insert(0, "arm", arm.label)
-            curve.insert(1, "group", arm.group)
-            curve.insert(2, "seed", seed)
-            curves.append(curve)
-        tables = {
-            "tuning": tuning_table,
-            "runs": pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
-            "curves": pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
-            if curves
-            else pd.DataFrame(columns=list(CURVE_COLUMNS)),
-        }
+        if len(self._measured) < len(arms):
+            return  # stopped
+        tables = {"tuning": tuning_table, **_measured_tables(arms, self._measured)}
 
-        # 3. the claim's own work, in this process
+        # 3. the claim's own work, in this process (seconds: redone in full after a stop)
         if self.claim.extra is not None:
+            self._extra_done = 0
             rows: dict[str, list[dict[str, Any]]] = {}
             for label, produced in self.claim.extra(plan):
                 if stop():
-                    raise Stopped
+                    self._extra_done = 0
+                    return
                 for name, new in produced.items():
                     rows.setdefault(name, []).extend(new)
+                self._extra_done += 1
                 yield self._event(EXTRA, label)
             tables.update({name: pd.DataFrame(value) for name, value in rows.items()})
 
         numbers = self.claim.numbers(tables, plan.extra)
         verdict = self.claim.verdict(numbers)
+        seconds = self.seconds + time.perf_counter() - self._started
         record = make_record(
-            self.claim,
-            plan,
-            tuned,
-            tables,
-            numbers,
-            verdict,
-            seconds=time.perf_counter() - started,
-            where=where,
+            self.claim, plan, tuned, tables, numbers, verdict, seconds=seconds, where=self.where or ""
         )
         self.result = ClaimResult(self.claim, tables, numbers, verdict, record)
 
-    def _event(self, phase: str, label: str) -> ClaimEvent:
-        self.done += 1
-        return ClaimEvent(self.done, self.plan.total, phase, label)
+    def _event(self, phase: str, label: str) -> StudyEvent:
+        done, total = self.progress()
+        return StudyEvent(run=label, event=phase, done=done, total=total)
+
+
+def _measured_tables(
+    arms: Sequence[tuple[Any, int]], outs: Mapping[int, dict[str, Any]]
+) -> dict[str, pd.DataFrame]:
+    """``runs`` (one row per arm and seed) and ``curves`` (its evaluations) from the workers."""
+    runs, curves = [], []
+    for index, (arm, seed) in enumerate(arms):
+        out = outs[index]
+        runs.append({"arm": arm.label, "group": arm.group, "optimizer": arm.optimizer, "seed": seed,
+                     **out["summary"]})  # fmt: skip
+        curve = pd.DataFrame(out["curve"])
+        curve.insert(0, "arm", arm.label)
+        curve.insert(1, "group", arm.group)
+        curve.insert(2, "seed", seed)
+        curves.append(curve)
+    return {
+        "runs": pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
+        "curves": pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
+        if curves
+        else pd.DataFrame(columns=list(CURVE_COLUMNS)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from dgs_core.claims.verdicts import (
 from dgs_core.cli import main
 from dgs_core.optim import registry
 from dgs_core.params import ParamError, ParamSet
-from dgs_core.studies import engine
+from dgs_core.studies import Study, engine
 from dgs_core.viz.claims import claim_figure, verdict_table
 
 # -- the rules, on intervals ------------------------------------------------------------------
@@ -339,3 +339,21 @@ def test_the_shipped_verdicts_table_lists_every_claim() -> None:
     records = [load_result(name).record for name in claim_names()]
     table = verdict_table(records)
     assert list(table["claim"]) == claim_names() and set(table["verdict"]) <= set(OUTCOMES)
+
+
+def test_a_stopped_claim_keeps_what_finished_and_continues() -> None:
+    claim = get_claim("extrap_large_batch")  # the quickest at the smoke budget
+    whole = ClaimRun(claim, "smoke", in_process=True)
+    list(whole.run())
+    part = ClaimRun(claim, "smoke", in_process=True)
+    assert isinstance(part, Study)
+    seen = []
+    for event in part.run(stop=lambda: len(seen) >= 3):
+        seen.append(event)
+    total = part.plan.total
+    assert part.result is None and part.progress() == (3, total) and len(seen) == 3
+    rest = list(part.run())
+    assert [e.done for e in rest] == list(range(4, total + 1)) and part.progress() == (total, total)
+    for name, table in whole.result.tables.items():
+        pd.testing.assert_frame_equal(table, part.result.tables[name])
+    assert part.result.verdict == whole.result.verdict
