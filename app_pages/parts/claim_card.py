@@ -24,8 +24,12 @@ from dgs_core.surfaces.config import SurfaceConfig
 from dgs_core.viz.claims import claim_figure
 
 PERIOD_SECONDS = 1.0  # progress redraws while a claim re-runs
-BADGES = {HOLDS: "🟢 holds", PARTLY: "🟡 partly", DOES_NOT_HOLD: "🔴 does not hold at this scale",
-          INCONCLUSIVE: "⚪ inconclusive"}  # fmt: skip
+BADGES = {
+    HOLDS: ":green-badge[holds]",
+    PARTLY: ":orange-badge[partly]",
+    DOES_NOT_HOLD: ":red-badge[does not hold at this scale]",
+    INCONCLUSIVE: ":gray-badge[inconclusive]",
+}
 WHERE = {"this process": "in one process, one run after another", "Ray": "on Ray (embedded, or the address)"}
 LAB_PAGES = {"training": "training", "annealing": "annealing", "surface": "surface"}
 
@@ -66,11 +70,14 @@ def _made(record: dict[str, Any], current_hash: str) -> str:
 
 def _findings(record: dict[str, Any]) -> None:
     verdict = record["verdict"]
-    st.markdown(f"**Verdict: {BADGES.get(verdict['outcome'], verdict['outcome'])}**")
-    table = pd.DataFrame(verdict["findings"]).rename(
-        columns={"criterion": "finding", "outcome": "outcome", "detail": "numbers (mean [95 % interval], n)"}
-    )
-    st.dataframe(table, hide_index=True, width="stretch")
+    lines = [f"**Verdict: {BADGES.get(verdict['outcome'], verdict['outcome'])}** — from these findings:"]
+    for finding in verdict["findings"]:
+        lines.append(
+            f"- {BADGES.get(finding['outcome'], finding['outcome'])} {finding['criterion']}: "
+            f"`{finding['detail']}`"
+        )
+    st.markdown("\n".join(lines))
+    st.caption("Numbers: mean [95 % interval], n (seeds or starts).")
 
 
 def _experiments(record: dict[str, Any]) -> None:
@@ -138,7 +145,8 @@ def claim_card(claim: Claim) -> None:
         head = BADGES.get(shown[0]["verdict"]["outcome"], "") if shown else "no result yet"
         st.subheader(f"{claim.number}. {claim.title} — {head}", anchor=claim.name)
         source = claim.source
-        st.markdown(f"> {claim.quote}\n>\n> — [{source.citation}]({source.url}) ({source.where})")
+        cited = f"[{source.citation}]({source.url})" if source.url.startswith("http") else source.citation
+        st.markdown(f"> {claim.quote}\n>\n> — {cited} ({source.where})")
         left, right = st.columns([2, 3])
         with left:
             st.markdown(f"**Experiment.** {claim.experiment}")
