@@ -117,7 +117,9 @@ CLAIM = Claim(
         "is reported beside the verdict."
     ),
     lab="annealing",
-    figure=FigureSpec("curves", "val_loss", "Validation loss (clean set) of the four variants", log_y=True),
+    figure=FigureSpec(
+        "curves", "val_loss", "Validation loss (clean set) of the four variants", log_y=True, one_panel=True
+    ),
     plan=plan,
     numbers=numbers,
     verdict=verdict,

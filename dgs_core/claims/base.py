@@ -257,6 +257,7 @@ class FigureSpec:
     quantity: str
     title: str
     log_y: bool = False
+    one_panel: bool = False  # curves: every arm in one panel (arms of one optimizer, e.g. schedules)
 
 
 @dataclass(frozen=True)

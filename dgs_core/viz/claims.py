@@ -39,6 +39,8 @@ QUANTITY_LABELS = {
     "overshoot_fraction": "overshoot fraction",
     "spikes": "loss spikes K",
 }
+# One panel of several arms of one optimizer: a colour per arm (Plotly's "D3" palette).
+ARM_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 # Arms of one optimizer in one panel (the same optimizer at two batch sizes) get these dashes.
 _DASHES = ("solid", "dash", "dot", "dashdot")
 
@@ -62,15 +64,16 @@ def _optimizer_of(arm: str, runs: pd.DataFrame | None) -> str:
 
 def curves_figure(
     curves: pd.DataFrame, quantity: str, *, runs: pd.DataFrame | None = None, title: str = "",
-    log_y: bool = False, height: int = 420,
+    log_y: bool = False, one_panel: bool = False, height: int = 420,
 ) -> go.Figure:  # fmt: skip
-    """Mean over seeds and 95 % band per arm, one panel per group."""
-    groups = list(dict.fromkeys(curves["group"].astype(str)))
+    """Mean over seeds and 95 % band per arm, one panel per group (``one_panel``: all arms in
+    one panel, each in a colour of its own, for arms of one optimizer such as schedules)."""
+    groups = [""] if one_panel else list(dict.fromkeys(curves["group"].astype(str)))
     fig = make_subplots(rows=1, cols=max(1, len(groups)), subplot_titles=groups, horizontal_spacing=0.08)
     for col, group in enumerate(groups, start=1):
-        rows = curves[curves["group"].astype(str) == group]
+        rows = curves if one_panel else curves[curves["group"].astype(str) == group]
         used: dict[str, int] = {}
-        for arm in dict.fromkeys(rows["arm"]):
+        for position, arm in enumerate(dict.fromkeys(rows["arm"])):
             optimizer = _optimizer_of(arm, runs)
             dash = _DASHES[used.get(optimizer, 0) % len(_DASHES)]
             used[optimizer] = used.get(optimizer, 0) + 1
@@ -80,7 +83,7 @@ def curves_figure(
             steps = table.index.to_numpy()
             mean = table.mean(axis=1).to_numpy()
             half = np.array([_half_width(r[np.isfinite(r)]) for r in table.to_numpy()])
-            color = _color(optimizer)
+            color = ARM_COLORS[position % len(ARM_COLORS)] if one_panel else _color(optimizer)
             ok = np.isfinite(half)
             if ok.any():
                 fig.add_trace(
@@ -205,7 +208,7 @@ def claim_figure(claim: Claim, tables: Mapping[str, pd.DataFrame], *, height: in
     if spec.kind == "curves":
         return curves_figure(
             tables["curves"], spec.quantity, runs=tables.get("runs"), title=spec.title, log_y=spec.log_y,
-            height=height,
+            one_panel=spec.one_panel, height=height,
         )  # fmt: skip
     if spec.kind == "bars":
         return bars_figure(tables["runs"], spec.quantity, title=spec.title, height=height)

@@ -358,3 +358,17 @@ def test_a_stopped_claim_keeps_what_finished_and_continues() -> None:
     for name, table in whole.result.tables.items():
         pd.testing.assert_frame_equal(table, part.result.tables[name])
     assert part.result.verdict == whole.result.verdict
+
+
+def test_the_annealing_figure_draws_the_four_variants_in_one_panel() -> None:
+    claim = get_claim("annealing_hq")
+    stored = load_result(claim.name)
+    assert stored is not None
+    fig = claim_figure(claim, stored.tables)
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(lines) == 4 and len({t.line.color for t in lines}) == 4
+    assert {t.xaxis for t in fig.data} == {"x"}  # one panel
+    # its means are the seeds' means of the stored curves
+    curves = stored.tables["curves"]
+    first = curves[curves["arm"] == "constant lr"].groupby("step")["val_loss"].mean()
+    assert list(lines[0].y) == pytest.approx(first.to_list())
