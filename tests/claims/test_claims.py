@@ -372,3 +372,11 @@ def test_the_annealing_figure_draws_the_four_variants_in_one_panel() -> None:
     curves = stored.tables["curves"]
     first = curves[curves["arm"] == "constant lr"].groupby("step")["val_loss"].mean()
     assert list(lines[0].y) == pytest.approx(first.to_list())
+
+
+def test_the_readme_lists_the_shipped_verdicts() -> None:
+    readme = (CLAIMS_DIR.parents[1] / "README.md").read_text(encoding="utf-8")
+    for claim in CLAIMS:
+        stored = load_result(claim.name)
+        assert stored is not None
+        assert f"| {claim.number} | {claim.title} | {stored.verdict.outcome} |" in readme, claim.name
