@@ -124,8 +124,9 @@ def _rerun_controls(claim: Claim) -> None:
 
 def _draw_status(claim_slot: live.Slot, job: jobs.Job) -> None:
     live.status(claim_slot, job)
-    if job.latest is not None and job.running:
-        st.caption(f"last finished: {job.latest.event} · {job.latest.run}")
+    if job.running:
+        last = f" · last finished: {job.latest.event} · {job.latest.run}" if job.latest is not None else ""
+        st.caption(f"Counted in pieces of work (tuning trials, measured runs, surfaces), not steps{last}")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
