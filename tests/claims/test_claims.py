@@ -333,7 +333,8 @@ def test_the_shipped_result_was_made_by_the_current_configs(name: str) -> None:
     assert _close(again, stored.numbers)
     assert claim.verdict(stored.numbers).to_dict() == record["verdict"]
     for path in (CLAIMS_DIR / name).iterdir():
-        assert path.stat().st_size < 400_000, path
+        # small files: the largest is the overshoot claim's per-start table (8,640 rows, 0.56 MB)
+        assert path.stat().st_size < 1_000_000, path
 
 
 def test_the_shipped_verdicts_table_lists_every_claim() -> None:
