@@ -38,11 +38,17 @@ for claim in CLAIMS:
             "#": claim.number,
             "claim": claim.title,
             "shipped verdict": record["verdict"]["outcome"] if record else "no result",
-            "made": record["created"].replace("T", " ")[:16] if record else "",
+            "made": record["created"][:10] if record else "",
             "took": f"{record['seconds']:.0f} s" if record else "",
         }
     )
-st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch", key="claims_summary")
+st.dataframe(
+    pd.DataFrame(summary),
+    hide_index=True,
+    width="stretch",
+    key="claims_summary",
+    column_config={"shipped verdict": st.column_config.TextColumn(width="medium")},
+)
 
 for claim in CLAIMS:
     claim_card(claim)

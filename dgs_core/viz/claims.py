@@ -147,13 +147,13 @@ def bars_figure(runs: pd.DataFrame, quantity: str, *, title: str = "", height: i
 
 
 def overshoot_figure(
-    starts: pd.DataFrame, runs: pd.DataFrame, *, title: str = "", height: int = 440
+    starts: pd.DataFrame, runs: pd.DataFrame, *, title: str = "", height: int = 640
 ) -> go.Figure:
     """Per surface, each optimizer's overshoot fraction (tuned: filled, with its 95 % interval;
-    at the 2-D default: hollow), and the loss spikes on the training task."""
+    at the 2-D default: hollow), and the loss spikes on the training task: a 2 × 2 grid."""
     surfaces = list(dict.fromkeys(starts["surface"]))
     fig = make_subplots(
-        rows=1, cols=len(surfaces) + 1, subplot_titles=[*surfaces, "loss spikes (training task)"],
+        rows=2, cols=2, subplot_titles=[*surfaces, "loss spikes (training task)"], vertical_spacing=0.2,
         horizontal_spacing=0.06,
     )  # fmt: skip
     for col, surface in enumerate(surfaces, start=1):
@@ -172,7 +172,7 @@ def overshoot_figure(
                     error_y={"type": "data", "array": [_half_width(tuned)]}, showlegend=False,
                     hovertemplate=f"{label}, tuned lr<br>%{{y:.3f}}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=(col - 1) // 2 + 1, col=(col - 1) % 2 + 1,
             )  # fmt: skip
             fig.add_trace(
                 go.Scatter(
@@ -180,10 +180,11 @@ def overshoot_figure(
                     marker={"color": color, "size": 11, "symbol": "circle-open"}, showlegend=False,
                     hovertemplate=f"{label}, 2-D default lr<br>%{{y:.3f}}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=(col - 1) // 2 + 1, col=(col - 1) % 2 + 1,
             )  # fmt: skip
-        fig.update_yaxes(range=[0, 1], row=1, col=col)
+        fig.update_yaxes(range=[0, 1], row=(col - 1) // 2 + 1, col=(col - 1) % 2 + 1)
     fig.update_yaxes(title_text="overshoot fraction (● tuned, ○ default lr)", row=1, col=1)
+    fig.update_yaxes(title_text="overshoot fraction", row=2, col=1)
     spikes = len(surfaces) + 1
     for arm in dict.fromkeys(runs["arm"]):
         optimizer = _optimizer_of(arm, runs)
@@ -195,9 +196,9 @@ def overshoot_figure(
                 error_y={"type": "data", "array": [_half_width(values)]},
                 hovertemplate=f"{arm}<br>mean K %{{y:.3g}}<extra></extra>",
             ),
-            row=1, col=spikes,
+            row=(spikes - 1) // 2 + 1, col=(spikes - 1) % 2 + 1,
         )  # fmt: skip
-    fig.update_yaxes(title_text="K", rangemode="tozero", row=1, col=spikes)
+    fig.update_yaxes(title_text="K", rangemode="tozero", row=(spikes - 1) // 2 + 1, col=(spikes - 1) % 2 + 1)
     fig.update_layout(title=title or "Overshoot with tuned learning rates", height=height, margin=_MARGIN)
     return fig
 
@@ -213,7 +214,7 @@ def claim_figure(claim: Claim, tables: Mapping[str, pd.DataFrame], *, height: in
     if spec.kind == "bars":
         return bars_figure(tables["runs"], spec.quantity, title=spec.title, height=height)
     if spec.kind == "overshoot":
-        return overshoot_figure(tables["starts"], tables["runs"], title=spec.title, height=height)
+        return overshoot_figure(tables["starts"], tables["runs"], title=spec.title, height=int(height * 1.5))
     raise ValueError(f"Invalid figure kind: {spec.kind!r} (must be curves, bars or overshoot)")
 
 
