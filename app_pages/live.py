@@ -50,6 +50,7 @@ class Slot:
         idle: shown while the session has no job in the slot ("" for nothing).
         start_label: the button that starts one (named when a link's job is gone).
         short: the short status line ("running: 40 / 140 steps · ETA 3.0 s", "finished: …").
+        unit: what the progress counts ("step"; a landscape's grid: "point").
     """
 
     prefix: str
@@ -58,6 +59,7 @@ class Slot:
     idle: str = ""
     start_label: str = "Start"
     short: bool = False
+    unit: str = "step"
 
     @property
     def key(self) -> str:
@@ -155,11 +157,11 @@ def status_line(slot: Slot, job: jobs.Job, rate: float | None = None) -> str:
     if state == jobs.STOPPED and job.stop_reason == "idle":
         state = f"stopped (nobody watched it for {IDLE_STOP_SECONDS:.0f} s)"
     if slot.short:
-        text = f"{SHORT_STATES.get(state, state)}: {done} / {total} steps"
+        text = f"{SHORT_STATES.get(state, state)}: {done} / {total} {slot.unit}s"
         return f"{text} · ETA {duration(job.eta_s)}" if job.running else text
     parts = [state]
     if total:
-        parts.append(f"step {done} / {total}")
+        parts.append(f"{slot.unit} {done} / {total}")
     parts.append(f"elapsed {duration(job.elapsed_s)}")
     if job.running:
         parts.append(f"ETA {duration(job.eta_s)}")

@@ -1,0 +1,158 @@
+"""Landscape page (AppTest): no run yet, a finished Training-lab run's landscape computed in the
+background (contours and surface with every path, the interpolation, the sharpness table),
+switching planes, a bad grid size marked under its widget, and a bundle from the Runs page
+opened with the grids it was stored with.
+
+The computation runs in a background thread (:mod:`dgs_core.jobs`); the tests wait on the job
+and then rerun the script, as the page's fragment timer would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dgs_core import jobs
+from dgs_core.landscape import GridSpec, Landscape, PlaneSpec, build_plane, evaluate_grid
+from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, new_session_id
+from dgs_core.runs.training import export_training
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.trainer import Trainer
+from tests.pages.conftest import app_at
+
+PAGE = "app_pages/landscape.py"
+
+
+@pytest.fixture(scope="module")
+def trainer() -> Trainer:
+    optimizers = [("sgd", {"lr": 0.1}), ("adam", {"lr": 0.01}), "dgs"]
+    config = TrainConfig(
+        task="moons", task_params={"n_samples": 200}, optimizers=optimizers,
+        steps=30, eval_every=10, diag_every=10, device="cpu",
+    )  # fmt: skip
+    trainer = Trainer(config)
+    list(trainer.run())
+    return trainer
+
+
+def finished_job(trainer: Trainer) -> jobs.Job:
+    """A Training-lab job that has ended (as the Training lab keeps it)."""
+    job = jobs.Job(lambda: trainer, lambda t, stop: iter(()), name="train")
+    jobs.JOBS.add(job)
+    job.start()
+    assert job.join(30)
+    return job
+
+
+def open_page(state: dict | None = None, query: dict | None = None) -> AppTest:
+    app = app_at()
+    app.run()  # the navigation registers on the first run; only then can the test switch page
+    for key, value in (state or {}).items():
+        app.session_state[key] = value
+    for key, value in (query or {}).items():
+        app.query_params[key] = value
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def rerun(app: AppTest) -> AppTest:
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def compute(app: AppTest) -> AppTest:
+    """Press Compute, wait for the job, redraw."""
+    app.button(key="landscape_compute").click()
+    rerun(app)
+    job = jobs.JOBS.get(app.session_state["landscape_job"])
+    assert job is not None and job.join(300), job
+    assert job.state == jobs.DONE, (job.state, job.error)
+    return rerun(app)
+
+
+def figure(app: AppTest, name: str) -> dict:
+    charts = [c for c in app.get("plotly_chart") if c.proto.id.endswith(f"-landscape_{name}_chart")]
+    assert len(charts) == 1, [c.proto.id for c in app.get("plotly_chart")]
+    return json.loads(charts[0].proto.spec)
+
+
+def texts(app: AppTest) -> str:
+    return " ".join(e.value for group in (app.info, app.error, app.markdown, app.warning) for e in group)
+
+
+def test_without_a_run_the_page_says_where_to_train() -> None:
+    app = open_page()
+    assert "Train two or more optimizers in the Training lab" in texts(app)
+    assert not app.get("plotly_chart")
+
+
+def test_a_finished_run_gets_contours_surface_paths_interpolation_and_sharpness(trainer: Trainer) -> None:
+    app = open_page({"train_job": finished_job(trainer).id})
+    assert "Training lab: moons · sgd, adam, dgs · 30 steps (done)" in texts(app)
+    app.number_input(key="landscape_resolution").set_value(9)
+    rerun(app)
+    assert "Press **Compute**" in texts(app)
+    compute(app)
+
+    contour = figure(app, "contour")
+    assert contour["layout"]["title"]["text"].startswith(
+        "<b>Exact plane through the initial weights, sgd and adam"
+    )
+    names = [t.get("name") for t in contour["data"]]
+    assert {"sgd", "adam", "dgs"} <= set(names) and "sgd: end" in names
+    surface = figure(app, "surface")
+    assert {t["type"] for t in surface["data"]} == {"surface", "scatter3d"}
+    curve = figure(app, "interpolation")
+    assert [t["name"] for t in curve["data"]] == ["sgd → adam: training loss", "sgd → adam: validation loss"]
+    table = figure(app, "sharpness")["data"][0]["cells"]["values"]
+    assert [row.split(" ")[0] for row in table[0]] == ["sgd", "adam", "dgs"]
+    assert all(float(v) > 0 for v in table[1])  # positive top eigenvalues near a minimum
+    assert app.get("download_button")  # the export
+
+    # Another plane: PCA of every path, computed on demand; the first plane stays cached.
+    app.radio(key="landscape_kind").set_value("pca")
+    rerun(app)
+    assert "Press **Compute**" in texts(app)
+    compute(app)
+    assert figure(app, "contour")["layout"]["title"]["text"].startswith("<b>PCA plane of sgd, adam, dgs")
+    app.radio(key="landscape_kind").set_value("exact")
+    rerun(app)
+    assert figure(app, "contour")["layout"]["title"]["text"].startswith("<b>Exact plane")  # no recompute
+
+
+def test_bad_values_are_marked_and_never_crash(trainer: Trainer) -> None:
+    app = open_page({"train_job": finished_job(trainer).id})
+    app.number_input(key="landscape_resolution").set_value(1)
+    rerun(app)
+    assert any("Invalid resolution: 1" in e.value for e in app.error)
+    assert app.button(key="landscape_compute").disabled
+    app.number_input(key="landscape_resolution").set_value(9)
+    app.selectbox(key="landscape_exact_second").set_value("sgd")
+    rerun(app)
+    assert any("Invalid labels" in e.value for e in app.error)
+    assert app.button(key="landscape_compute").disabled
+
+
+def test_a_bundle_from_the_runs_page_opens_with_its_stored_grids(
+    trainer: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))
+    landscape = Landscape.from_trainer(trainer)
+    plane = build_plane(landscape, PlaneSpec.exact("sgd", "adam"))
+    stored = evaluate_grid(landscape, plane, GridSpec(resolution=9))
+    session = new_session_id()
+    info = RunStore().add(export_training(trainer, landscapes=[stored]), session=session)
+    app = open_page(query={"landscape_from": "bundle", "landscape_run": info.id, "session": session})
+    assert f"Runs page: {info.name}" in texts(app)
+    app.number_input(key="landscape_resolution").set_value(9)
+    rerun(app)  # the stored grid is shown without computing it again
+    contour = figure(app, "contour")
+    assert contour["layout"]["title"]["text"].startswith(
+        "<b>Exact plane through the initial weights, sgd and adam"
+    )
+    assert "landscape_job" not in app.session_state
