@@ -5,7 +5,7 @@ A finished or stopped Training-lab run, or a training bundle opened on the Runs 
 and grid chosen in the sidebar → one background job (:mod:`app_pages.parts.landscape_work`:
 the grid, the interpolation between two optimizers, the sharpness table; progress, ETA and
 Stop from :mod:`app_pages.live`) → figures from :mod:`dgs_core.viz.landscape`. The planes,
-grids, interpolation and sharpness are described in docs/algorithms.md ("The loss landscape").
+grids, interpolation and sharpness are described in docs/algorithms.md ("Loss landscape").
 """
 
 from __future__ import annotations
