@@ -10,6 +10,7 @@ grids, interpolation and sharpness are described in docs/algorithms.md ("Loss la
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import live
@@ -148,11 +149,12 @@ def draw_grid(run: LandscapeRun, results: Results, key: str, split: str, log_sca
     if grid is None:
         st.info("Press **Compute** to evaluate the loss on this plane.")
         return
-    st.markdown(f"**{grid.title.replace(' · ', '** · ', 1)}")
+    st.markdown(f"**{grid.title.replace(' · ', '** · ', 1)}")  # which plane · how faithful
+    stopped = "" if grid.complete else " **Stopped before the end: blank where not evaluated.**"
     st.caption(
         f"{len(grid.xs)} × {len(grid.ys)} grid in {live.duration(grid.seconds)}; open circles mark "
         "each path's start, stars its end. Hover a path point for its distance from the plane and "
-        "the loss at its real weights beside the loss on the plane."
+        "the loss at its real weights beside the loss on the plane." + stopped
     )
     version = (key, split, log_scale, grid.complete)
     contour, surface = st.columns(2)
@@ -160,14 +162,21 @@ def draw_grid(run: LandscapeRun, results: Results, key: str, split: str, log_sca
         live.chart(
             "landscape_contour",
             version,
-            lambda: viz.landscape_contour_figure(grid, split=split, log_scale=log_scale, height=HEIGHT),
+            lambda: _untitled(
+                viz.landscape_contour_figure(grid, split=split, log_scale=log_scale, height=HEIGHT)
+            ),
         )
     with surface:
         live.chart(
             "landscape_surface",
             version,
-            lambda: viz.landscape_surface_figure(grid, split=split, height=HEIGHT),
+            lambda: _untitled(viz.landscape_surface_figure(grid, split=split, height=HEIGHT)),
         )
+
+
+def _untitled(fig: go.Figure) -> go.Figure:
+    """Side by side, the plane's long title would be cut: it stands above both figures instead."""
+    return fig.update_layout(title_text="", margin={"t": 30})
 
 
 def draw_line_and_sharpness(results: Results, pair: tuple[str, str] | None) -> None:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 STATUS = "[data-testid='stProgress']"
 CONTOUR = ".st-key-landscape_contour_chart .js-plotly-plot"
-TITLE = f"() => {{ const gd = document.querySelector('{CONTOUR}'); return gd && gd.layout.title.text; }}"
+AXIS = f"() => {{ const gd = document.querySelector('{CONTOUR}'); return gd && gd.layout.xaxis.title.text; }}"
 SIZES = {"laptop": {"width": 1366, "height": 768}, "projector": {"width": 1280, "height": 720}}
 
 
@@ -35,19 +35,21 @@ def _number(page, key: str, value: int) -> None:
     wait_for_app(page)
 
 
-def _compute_and_wait(page, title_part: str) -> str:
-    """Press Compute; wait for the job to finish and the contour to show the new plane."""
+def _compute_and_wait(page, axis: str, title: str) -> str:
+    """Press Compute; wait for the job to finish and the contour to show the new plane (its x
+    axis); the plane's title (what it is · how faithful) above the figures."""
     _click(page, "landscape_compute")
     try:
         page.wait_for_function(
-            f"s => {{ const t = ({TITLE})(); return t && t.includes(s); }}", arg=title_part, timeout=300_000
+            f"s => {{ const t = ({AXIS})(); return t && t.startsWith(s); }}", arg=axis, timeout=300_000
         )
         page.locator(STATUS).filter(has_text="done").wait_for(timeout=300_000)
     except Exception:
-        print("status:", page.locator(STATUS).all_inner_texts(), "title:", page.evaluate(TITLE))
+        print("status:", page.locator(STATUS).all_inner_texts(), "axis:", page.evaluate(AXIS))
         raise
     wait_for_app(page)
-    return page.evaluate(TITLE)
+    page.mouse.move(5, 5)  # no tooltip over the screenshots
+    return page.locator("[data-testid='stMarkdownContainer'] p", has_text=title).first.inner_text()
 
 
 def _shots(page, folder: Path, name: str) -> None:
@@ -55,6 +57,9 @@ def _shots(page, folder: Path, name: str) -> None:
         page.set_viewport_size(viewport)
         page.wait_for_timeout(1500)  # plotly redraws at the new width
         page.screenshot(path=str(folder / f"{name}-{size}.png"))
+    page.set_viewport_size({"width": 1366, "height": 2200})  # the whole page, for review
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(folder / f"{name}-whole.png"))
     page.set_viewport_size({"width": 1600, "height": 3000})
     page.wait_for_timeout(1000)
 
@@ -79,7 +84,7 @@ def test_train_open_switch_planes_interpolate_and_export(server, page, tmp_path)
     wait_for_app(page)
     _number(page, "landscape_resolution", 21)
     page.get_by_text("Press Compute to evaluate the loss on this plane.").wait_for()
-    title = _compute_and_wait(page, "Exact plane through the initial weights, sgd and adam")
+    title = _compute_and_wait(page, "towards sgd", "Exact plane through the initial weights, sgd and adam")
     assert "exact at those three points" in title
     paths = page.locator(CONTOUR).evaluate("gd => gd.data.filter(t => t.type === 'scatter').map(t => t.name)")
     for label in ("sgd", "adam", "dgs"):
@@ -89,7 +94,7 @@ def test_train_open_switch_planes_interpolate_and_export(server, page, tmp_path)
     )
     assert surface[0] == "surface" and surface.count("scatter3d") == 9, surface
     curve = page.locator(".st-key-landscape_interpolation_chart .js-plotly-plot").evaluate(
-        "gd => gd.data.map(t => [t.name, t.y.length])"
+        "gd => gd._fullData.map(t => [t.name, t.y.length])"
     )
     assert curve == [["sgd → adam: training loss", 41], ["sgd → adam: validation loss", 41]], curve
     sharpness = page.locator(".st-key-landscape_sharpness_chart .js-plotly-plot").evaluate(
@@ -102,12 +107,12 @@ def test_train_open_switch_planes_interpolate_and_export(server, page, tmp_path)
     # Switch planes: PCA of every path (explained variance in the title), then random directions.
     page.locator(".st-key-landscape_kind").get_by_text("PCA of the optimizers' paths").click()
     wait_for_app(page)
-    title = _compute_and_wait(page, "PCA plane of sgd, adam, dgs")
+    title = _compute_and_wait(page, "PC 1 (", "PCA plane of sgd, adam, dgs")
     assert "explained variance" in title
     _shots(page, shots, "landscape-pca")
     page.locator(".st-key-landscape_kind").get_by_text("Filter-normalized random").click()
     wait_for_app(page)
-    title = _compute_and_wait(page, "Filter-normalized random plane around sgd")
+    title = _compute_and_wait(page, "α (filter-normalized", "Filter-normalized random plane around sgd")
     assert "biases and norms left out" in title
     assert page.query_selector("[data-testid='stException']") is None
 

@@ -99,10 +99,9 @@ def test_a_finished_run_gets_contours_surface_paths_interpolation_and_sharpness(
     assert "Press **Compute**" in texts(app)
     compute(app)
 
+    assert "**Exact plane through the initial weights, sgd and adam** · exact at those three" in texts(app)
     contour = figure(app, "contour")
-    assert contour["layout"]["title"]["text"].startswith(
-        "<b>Exact plane through the initial weights, sgd and adam"
-    )
+    assert contour["layout"]["xaxis"]["title"]["text"] == "towards sgd (distance)"
     names = [t.get("name") for t in contour["data"]]
     assert {"sgd", "adam", "dgs"} <= set(names) and "sgd: end" in names
     surface = figure(app, "surface")
@@ -119,10 +118,11 @@ def test_a_finished_run_gets_contours_surface_paths_interpolation_and_sharpness(
     rerun(app)
     assert "Press **Compute**" in texts(app)
     compute(app)
-    assert figure(app, "contour")["layout"]["title"]["text"].startswith("<b>PCA plane of sgd, adam, dgs")
+    assert "**PCA plane of sgd, adam, dgs (centre: mean)** · explained variance" in texts(app)
+    assert figure(app, "contour")["layout"]["xaxis"]["title"]["text"].startswith("PC 1 (")
     app.radio(key="landscape_kind").set_value("exact")
     rerun(app)
-    assert figure(app, "contour")["layout"]["title"]["text"].startswith("<b>Exact plane")  # no recompute
+    assert figure(app, "contour")["layout"]["xaxis"]["title"]["text"] == "towards sgd (distance)"  # cached
 
 
 def test_bad_values_are_marked_and_never_crash(trainer: Trainer) -> None:
@@ -151,8 +151,7 @@ def test_a_bundle_from_the_runs_page_opens_with_its_stored_grids(
     assert f"Runs page: {info.name}" in texts(app)
     app.number_input(key="landscape_resolution").set_value(9)
     rerun(app)  # the stored grid is shown without computing it again
+    assert "**Exact plane through the initial weights, sgd and adam** · exact at those three" in texts(app)
     contour = figure(app, "contour")
-    assert contour["layout"]["title"]["text"].startswith(
-        "<b>Exact plane through the initial weights, sgd and adam"
-    )
+    assert contour["layout"]["xaxis"]["title"]["text"] == "towards sgd (distance)"
     assert "landscape_job" not in app.session_state
