@@ -175,29 +175,30 @@ def draw_grid(run: LandscapeRun, results: Results, key: str, split: str, log_sca
 
 
 def _untitled(fig: go.Figure) -> go.Figure:
-    """Side by side, the plane's long title would be cut: it stands above both figures instead."""
-    return fig.update_layout(title_text="", margin={"t": 30})
+    """Side by side, the plane's long title would be cut (it stands above both figures instead)
+    and a colour bar titled across would take a third of the width."""
+    for kind in ("contour", "surface"):
+        fig.update_traces(colorbar={"title": {"side": "right"}, "thickness": 14}, selector={"type": kind})
+    return fig.update_layout(title_text="", margin={"t": 30, "l": 50, "r": 10})
 
 
 def draw_line_and_sharpness(results: Results, pair: tuple[str, str] | None) -> None:
-    line, sharp = st.columns(2)
-    with line:
-        curve = results.curves.get(pair) if pair is not None else None
-        if curve is None:
-            st.caption("The interpolation between the chosen optimizers appears after **Compute**.")
-        else:
-            live.chart("landscape_interpolation", pair, lambda: viz.interpolation_figure(curve))
-    with sharp:
-        table = results.sharpness
-        if table is None:
-            st.caption("The sharpness table appears after **Compute**.")
-            return
-        live.chart("landscape_sharpness", id(table), lambda: viz.sharpness_figure(table))
-        st.caption(
-            "Top eigenvalue of the training loss's Hessian at each final weights (power iteration on "
-            "Hessian-vector products), beside the validation gap: sharper minima are argued to "
-            "generalise worse (Keskar et al. 2017)."
-        )
+    curve = results.curves.get(pair) if pair is not None else None
+    if curve is None:
+        st.caption("The interpolation between the chosen optimizers appears after **Compute**.")
+    else:
+        live.chart("landscape_interpolation", pair, lambda: viz.interpolation_figure(curve, height=380))
+    table = results.sharpness
+    if table is None:
+        st.caption("The sharpness table appears after **Compute**.")
+        return
+    rows = len(table)
+    live.chart("landscape_sharpness", id(table), lambda: viz.sharpness_figure(table, height=110 + 36 * rows))
+    st.caption(
+        "Top eigenvalue of the training loss's Hessian at each final weights (power iteration on "
+        "Hessian-vector products), beside the validation gap (val − train): sharper minima are "
+        "argued to generalise worse (Keskar et al. 2017)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
