@@ -155,3 +155,19 @@ def test_a_bundle_from_the_runs_page_opens_with_its_stored_grids(
     contour = figure(app, "contour")
     assert contour["layout"]["xaxis"]["title"]["text"] == "towards sgd (distance)"
     assert "landscape_job" not in app.session_state
+
+
+def test_the_runs_page_links_a_training_bundle_to_its_landscape(
+    trainer: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))
+    session = new_session_id()
+    info = RunStore().add(export_training(trainer), session=session)
+    app = app_at()
+    app.run()
+    app.query_params["session"] = session
+    app.switch_page("app_pages/runs.py").run()
+    assert not app.exception, app.exception
+    (link,) = [e for e in app.get("page_link") if e.proto.label == "Open the loss landscape"]
+    assert link.proto.page == "landscape"
+    assert link.proto.query_string == f"landscape_from=bundle&landscape_run={info.id}&session={session}"
