@@ -171,3 +171,21 @@ def test_the_runs_page_links_a_training_bundle_to_its_landscape(
     (link,) = [e for e in app.get("page_link") if e.proto.label == "Open the loss landscape"]
     assert link.proto.page == "landscape"
     assert link.proto.query_string == f"landscape_from=bundle&landscape_run={info.id}&session={session}"
+
+
+def test_stop_keeps_what_was_evaluated_and_marks_it(trainer: Trainer) -> None:
+    app = open_page({"train_job": finished_job(trainer).id})
+    app.number_input(key="landscape_resolution").set_value(201)  # 40,401 points: time to stop it
+    rerun(app)
+    app.button(key="landscape_compute").click()
+    rerun(app)
+    job = jobs.JOBS.get(app.session_state["landscape_job"])
+    app.button(key="landscape_stop").click()
+    rerun(app)
+    assert job.join(60) and job.state == jobs.STOPPED, job.state
+    rerun(app)
+    bars = [p.proto.text for p in app.get("progress")]
+    assert len(bars) == 1 and bars[0].startswith("stopped · point "), bars
+    assert "Stopped before the end: blank where not evaluated." in " ".join(c.value for c in app.caption)
+    assert figure(app, "contour")["data"][0]["type"] == "contour"  # what was evaluated is drawn
+    assert app.get("download_button")[0].proto.disabled  # a stopped grid is not exported
