@@ -73,7 +73,7 @@ def plane_controls(landscape: Landscape) -> PlaneSpec | None:
             if not chosen:
                 st.error("Pick at least one optimizer's path.")
                 return None
-            return PlaneSpec.pca(chosen, centre)
+            return PlaneSpec.pca(() if chosen == labels else chosen, centre)  # all: "every path"
         around = st.selectbox("Around", labels, key="landscape_random_label")
         seed = st.number_input("Seed", value=0, step=1, key="landscape_random_seed")
         slots.add("seed")
@@ -151,6 +151,9 @@ def draw_grid(run: LandscapeRun, results: Results, key: str, split: str, log_sca
         return
     st.markdown(f"**{grid.title.replace(' · ', '** · ', 1)}")  # which plane · how faithful
     stopped = "" if grid.complete else " **Stopped before the end: blank where not evaluated.**"
+    if split not in grid.losses:  # a grid stored with one split only
+        split = next(iter(grid.losses))
+        st.info(f"This grid holds the {SPLIT_LABELS[split]} only (as stored in the bundle).")
     st.caption(
         f"{len(grid.xs)} × {len(grid.ys)} grid in {live.duration(grid.seconds)}; open circles mark "
         "each path's start, stars its end. Hover a path point for its distance from the plane and "
@@ -239,7 +242,8 @@ with st.sidebar:
 plane: Plane | None = None
 if spec is not None:
     try:
-        plane = build_plane(landscape, spec)
+        version = (run.key, spec.to_json())  # a PCA plane takes an SVD: built once per run and spec
+        plane = live.figure("landscape_plane", version, lambda: build_plane(landscape, spec))
     except ParamError as exc:
         st.error(str(exc))
 ready = plane is not None and grid_spec is not None and pair is not None

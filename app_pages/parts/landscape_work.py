@@ -63,13 +63,12 @@ class Results:
 
 
 def adopt_stored(results: Results, landscape: Landscape, stored: Sequence[LossGrid]) -> None:
-    """Put the grids a bundle came with among the results (once), under their cache keys."""
+    """Put the grids a bundle came with among the results (once), each under the key of the
+    page's request for its plane and grid (one stored with fewer splits answers it as it is)."""
     if results.adopted:
         return
     for grid in stored:
-        with_losses = any(p.losses for p in grid.paths.values())
-        key = LandscapeCache.key(landscape, grid.plane.spec, grid.grid, tuple(grid.losses), with_losses)
-        results.keep(key, grid)
+        results.keep(LandscapeCache.key(landscape, grid.plane.spec, grid.grid), grid)
     results.adopted = True
 
 

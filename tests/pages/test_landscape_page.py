@@ -118,7 +118,7 @@ def test_a_finished_run_gets_contours_surface_paths_interpolation_and_sharpness(
     rerun(app)
     assert "Press **Compute**" in texts(app)
     compute(app)
-    assert "**PCA plane of sgd, adam, dgs (centre: mean)** · explained variance" in texts(app)
+    assert "**PCA plane of every path (centre: mean)** · explained variance" in texts(app)
     assert figure(app, "contour")["layout"]["xaxis"]["title"]["text"].startswith("PC 1 (")
     app.radio(key="landscape_kind").set_value("exact")
     rerun(app)
@@ -145,8 +145,10 @@ def test_a_bundle_from_the_runs_page_opens_with_its_stored_grids(
     landscape = Landscape.from_trainer(trainer)
     plane = build_plane(landscape, PlaneSpec.exact("sgd", "adam"))
     stored = evaluate_grid(landscape, plane, GridSpec(resolution=9))
+    pca = build_plane(landscape, PlaneSpec.pca())
+    val_only = evaluate_grid(landscape, pca, GridSpec(resolution=9), splits=("val",), path_losses=False)
     session = new_session_id()
-    info = RunStore().add(export_training(trainer, landscapes=[stored]), session=session)
+    info = RunStore().add(export_training(trainer, landscapes=[stored, val_only]), session=session)
     app = open_page(query={"landscape_from": "bundle", "landscape_run": info.id, "session": session})
     assert f"Runs page: {info.name}" in texts(app)
     app.number_input(key="landscape_resolution").set_value(9)
@@ -154,6 +156,14 @@ def test_a_bundle_from_the_runs_page_opens_with_its_stored_grids(
     assert "**Exact plane through the initial weights, sgd and adam** · exact at those three" in texts(app)
     contour = figure(app, "contour")
     assert contour["layout"]["xaxis"]["title"]["text"] == "towards sgd (distance)"
+    assert "landscape_job" not in app.session_state
+
+    # The stored PCA grid holds the validation loss only: asked for the training loss, it says so.
+    app.radio(key="landscape_split").set_value("train")
+    app.radio(key="landscape_kind").set_value("pca")
+    rerun(app)
+    assert "This grid holds the validation loss only (as stored in the bundle)." in texts(app)
+    assert figure(app, "contour")["layout"]["xaxis"]["title"]["text"].startswith("PC 1 (")
     assert "landscape_job" not in app.session_state
 
 
