@@ -248,9 +248,10 @@ if spec is not None:
         st.error(str(exc))
 ready = plane is not None and grid_spec is not None and pair is not None
 key = grid_key(landscape, plane, grid_spec) if plane is not None and grid_spec is not None else None
-st.markdown(f"**{run.title}** — optimizers: {', '.join(landscape.labels)}")
-if st.button(
-    "Compute", key="landscape_compute", type="primary", disabled=not ready,
+compute_col, run_col = st.columns([1, 6], vertical_alignment="center")
+run_col.markdown(f"**{run.title}** — optimizers: {', '.join(landscape.labels)}")
+if compute_col.button(
+    "Compute", key="landscape_compute", type="primary", disabled=not ready, width="stretch",
     help="the grid on this plane (both losses), the interpolation and (once per run) the sharpness",
 ):  # fmt: skip
     request = Request(run.key, key, plane, grid_spec, pair)  # type: ignore[arg-type]  # ready
