@@ -55,11 +55,15 @@ class Results:
     adopted: bool = False  # the bundle's own grids are in
 
     def keep(self, key: str, grid: LossGrid) -> None:
+        """Keep a complete grid (the job's thread calls this: a new dict is swapped in, so the
+        page never iterates one that changes under it)."""
         if grid.complete:
-            self.grids[key] = grid
-            self.grids.move_to_end(key)
-            while len(self.grids) > MAX_GRIDS:
-                self.grids.popitem(last=False)
+            grids = OrderedDict(self.grids)
+            grids[key] = grid
+            grids.move_to_end(key)
+            while len(grids) > MAX_GRIDS:
+                grids.popitem(last=False)
+            self.grids = grids
 
 
 def adopt_stored(results: Results, landscape: Landscape, stored: Sequence[LossGrid]) -> None:
