@@ -196,7 +196,7 @@ def draw_line_and_sharpness(results: Results, pair: tuple[str, str] | None) -> N
         st.caption("The sharpness table appears after **Compute**.")
         return
     rows = len(table)
-    live.chart("landscape_sharpness", id(table), lambda: viz.sharpness_figure(table, height=110 + 36 * rows))
+    live.chart("landscape_sharpness", id(table), lambda: viz.sharpness_figure(table, height=110 + 28 * rows))
     st.caption(
         "Top eigenvalue of the training loss's Hessian at each final weights (power iteration on "
         "Hessian-vector products), beside the validation gap (val − train): sharper minima are "
