@@ -17,6 +17,7 @@ PAGES = [
     st.Page("app_pages/surface_lab.py", title="Surface lab", icon="⛰️", url_path="surface"),
     st.Page("app_pages/training_lab.py", title="Training lab", icon="🧠", url_path="training"),
     st.Page("app_pages/annealing_lab.py", title="Annealing lab", icon="📉", url_path="annealing"),
+    st.Page("app_pages/landscape.py", title="Landscape lab", icon="🏔️", url_path="landscape"),
     st.Page("app_pages/claims.py", title="Claims", icon="⚖️", url_path="claims"),
     st.Page("app_pages/runs.py", title="Runs", icon="🗂️", url_path="runs"),
 ]

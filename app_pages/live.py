@@ -52,7 +52,8 @@ class Slot:
         idle: shown while the session has no job in the slot ("" for nothing).
         start_label: the button that starts one (named when a link's job is gone).
         short: the short status line ("running: 40 / 140 steps · ETA 3.0 s", "finished: …").
-        unit: what the progress counts ("step"; a fair comparison counts each "trial").
+        unit: what the progress counts ("step"; a fair comparison counts each "trial", a landscape
+            grid each "point").
     """
 
     prefix: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages.parts.landscape_runs import bundle_link
 from dgs_core.runs.archive import LIMITS, MB, SnapshotError
 from dgs_core.runs.bundle import Bundle
 from dgs_core.runs.read import read_bundle
@@ -219,6 +220,8 @@ def _one_run(store: RunStore, infos: list[RunInfo], session: str) -> None:
     for note in bundle.notes:
         st.info(note)
     st.dataframe(bundle.summary(), hide_index=True, width="stretch", key="runs_summary")
+    if bundle.kind == "training":
+        bundle_link(info.id, session)
     path = str(store.bundle_path(info.id, session))
     for title, fig in _figures(path, info.size).items():
         st.markdown(f"**{title}**")

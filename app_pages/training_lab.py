@@ -18,6 +18,7 @@ import streamlit as st
 
 from app_pages import live
 from app_pages.parts import fair
+from app_pages.parts.landscape_runs import training_link
 from app_pages.parts.large_batch import large_batch_section
 from app_pages.parts.training_panels import (
     LIVE_HELP,
@@ -226,6 +227,7 @@ def draw_status(job: jobs.Job) -> None:
     st.dataframe(viz.lanes_table(results), hide_index=True, key="train_lanes")
     if job.finished:
         export_button(trainer)
+        training_link(job)
 
 
 def export_button(trainer: Trainer) -> None:

@@ -1,0 +1,162 @@
+"""Which runs the Landscape page draws, and the links to it from the Training lab and the Runs page.
+
+Two kinds of run, each with its optimizers' recorded weights:
+
+* ``training``: this session's Training-lab run (its job, found as the Training lab finds it:
+  :func:`app_pages.live.current` of the ``train`` slot; the link carries ``train_job`` in the
+  URL, so a reloaded tab finds it again), once it has finished or been stopped;
+* ``bundle``: a training bundle opened on the Runs page (the link carries the run's id and the
+  Runs page's session id; the page reads the stored bundle, checked as the Runs page does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+
+from app_pages import live
+from app_pages.parts.training_panels import RUN
+from dgs_core import jobs
+from dgs_core.landscape import Landscape, LossGrid
+from dgs_core.runs.archive import SnapshotError
+from dgs_core.runs.bundle import Bundle
+from dgs_core.runs.read import read_bundle
+from dgs_core.runs.store import RunStore, is_session_id
+from dgs_core.training.trainer import Trainer
+
+PAGE = "app_pages/landscape.py"
+FROM = "landscape_from"  # the links' query parameter: "training" or "bundle"
+BUNDLE_RUN = "landscape_run"  # the Runs page's run id
+RUNS_SESSION = "session"  # the Runs page's session id (its own query parameter)
+URL_PATH = "landscape"  # as app.py registers the page
+LINK_LABEL = "Open the loss landscape"
+ICON = "🏔️"
+
+
+@dataclass(frozen=True, eq=False)
+class LandscapeRun:
+    """One run the page can draw.
+
+    Attributes:
+        kind: "training" or "bundle".
+        key: what identifies it in this session (job id and step; bundle path and size).
+        title: how the page names it.
+        trainer: the run (its config, results and task).
+        stored: loss grids the bundle came with.
+        notes: what the bundle had to make do with (older formats).
+    """
+
+    kind: str
+    key: str
+    title: str
+    trainer: Trainer
+    stored: tuple[LossGrid, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Links (one small call in each page that has a run)
+# ---------------------------------------------------------------------------------------------
+
+
+def _link(query: dict[str, str], help: str) -> None:
+    try:
+        st.page_link(PAGE, label=LINK_LABEL, icon=ICON, query_params=query, help=help)
+    except StreamlitPageNotFoundError:  # a page script run on its own, without app.py's navigation
+        st.markdown(f"[{ICON} {LINK_LABEL}](/{URL_PATH}?{urlencode(query)})", help=help)
+
+
+def training_link(job: jobs.Job) -> None:
+    """The link from a finished or stopped Training-lab run to its landscape."""
+    _link(
+        {FROM: "training", RUN.key: job.id},
+        "the loss surface around these runs: planes, paths, interpolation, sharpness",
+    )
+
+
+def bundle_link(run_id: str, session: str) -> None:
+    """The link from a training bundle on the Runs page to its landscape."""
+    _link(
+        {FROM: "bundle", BUNDLE_RUN: run_id, RUNS_SESSION: session},
+        "the loss surface around this run's optimizers: planes, paths, interpolation, sharpness",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the runs
+# ---------------------------------------------------------------------------------------------
+
+
+def training_run() -> tuple[LandscapeRun | None, str | None]:
+    """The session's Training-lab run, or None and why not (None: there is none)."""
+    job = live.current(RUN)
+    if job is None:
+        return None, None
+    trainer = job.payload
+    if not isinstance(trainer, Trainer) or job.running:
+        return (
+            None,
+            "The Training lab's run is still running: its landscape opens once it finishes or you stop it.",
+        )
+    if job.state == jobs.FAILED or trainer.step == 0:
+        return None, "The Training lab's run has no trained weights (it failed or never took a step)."
+    config = trainer.config
+    title = f"Training lab: {config.task} · {', '.join(config.labels)} · {trainer.step} steps ({job.state})"
+    return LandscapeRun("training", f"train:{job.id}:{trainer.step}", title, trainer), None
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading the run…")
+def _bundle(path: str, size: int) -> Bundle:
+    """A stored bundle, read and checked (read-only; shared by the sessions that may see it)."""
+    return read_bundle(path)
+
+
+def bundle_run() -> tuple[LandscapeRun | None, str | None]:
+    """The training bundle the Runs page linked to (kept in this session once opened), or None
+    and why not."""
+    params = st.query_params
+    if params.get(FROM) == "bundle" and BUNDLE_RUN in params:
+        st.session_state["landscape_bundle"] = (params[BUNDLE_RUN], params.get(RUNS_SESSION))
+    if "landscape_bundle" not in st.session_state:
+        return None, None
+    run_id, session = st.session_state["landscape_bundle"]
+    store = RunStore()
+    try:
+        info = store.get(run_id, session if is_session_id(session) else None)
+        bundle = _bundle(
+            str(store.bundle_path(info.id, session if is_session_id(session) else None)), info.size
+        )
+    except (ValueError, OSError) as exc:  # StoreError and SnapshotError are ValueErrors
+        st.session_state.pop("landscape_bundle", None)
+        return None, f"The run opened from the Runs page cannot be read: {exc}"
+    if bundle.kind != "training" or bundle.trainer is None:
+        return None, f"“{info.name}” is a {bundle.kind} bundle: only training runs have a loss landscape."
+    title = f"Runs page: {info.name}"
+    key = f"bundle:{info.id}:{info.size}"
+    return LandscapeRun("bundle", key, title, bundle.trainer, tuple(bundle.landscapes), bundle.notes), None
+
+
+@st.cache_resource(max_entries=8, show_spinner="Collecting the weight paths…")
+def _landscape(key: str, _trainer: Trainer) -> Landscape:
+    return Landscape.from_trainer(_trainer)
+
+
+def landscape_of(run: LandscapeRun) -> Landscape:
+    """The run's :class:`Landscape` (built once per run; raises ``ParamError`` naming ``runs``)."""
+    return _landscape(run.key, run.trainer)
+
+
+__all__ = [
+    "LINK_LABEL",
+    "PAGE",
+    "LandscapeRun",
+    "SnapshotError",
+    "bundle_link",
+    "bundle_run",
+    "landscape_of",
+    "training_link",
+    "training_run",
+]
