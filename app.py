@@ -10,11 +10,15 @@ import streamlit as st
 st.set_page_config(page_title="DGS Lab", page_icon="🧭", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/home.py", title="Home", icon="🏠", url_path="home", default=True),
+    st.Page("app_pages/home.py", title="Home", icon="🏠", url_path="index", default=True),
     st.Page("app_pages/surface_lab.py", title="Surface lab", icon="⛰️", url_path="surface"),
     st.Page("app_pages/training_lab.py", title="Training lab", icon="🧠", url_path="training"),
     st.Page("app_pages/annealing_lab.py", title="Annealing lab", icon="📉", url_path="annealing"),
     st.Page("app_pages/runs.py", title="Runs", icon="🗂️", url_path="runs"),
 ]
 
-st.navigation(PAGES).run()
+# The default page lives at "/" (its url_path is only reserved: Streamlit answers it with "Page not
+# found"). An old or typed /home link lands on this hidden page, which moves on to Home at "/".
+HOME_ALIAS = st.Page(lambda: st.switch_page(PAGES[0]), title="Home", url_path="home", visibility="hidden")
+
+st.navigation([*PAGES, HOME_ALIAS]).run()
