@@ -67,24 +67,35 @@ def colors(results: Results) -> dict[str, str]:
 
 
 def lanes_table(results: Results) -> pd.DataFrame:
-    """One row per optimizer, its latest numbers (:meth:`RunResult.progress`): optimizer, status,
-    step, batch loss, val loss, val accuracy, lr, batch size. Safe while the run grows."""
+    """One row per optimizer, its latest numbers (:meth:`RunResult.progress`): optimizer (its
+    display name), status, step, batch loss, val loss, val accuracy, lr, batch size. Safe while
+    the run grows. Numbers are text to 4 significant digits, "—" where there is none yet (before
+    the first evaluation: a number column would show Python's "None")."""
     rows = []
     for label, result in results.items():
         lane = result.progress()
         rows.append(
             {
-                "optimizer": label,
+                "optimizer": _display_name(label, result),
                 "status": lane.status,
                 "step": lane.step,
-                "batch loss": lane.loss,
-                "val loss": lane.val_loss,
-                "val accuracy": lane.val_metric,
-                "lr": lane.lr,
-                "batch size": lane.batch_size,
+                "batch loss": _number(lane.loss),
+                "val loss": _number(lane.val_loss),
+                "val accuracy": _number(lane.val_metric),
+                "lr": _number(lane.lr),
+                "batch size": _number(lane.batch_size),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _display_name(label: str, result: RunResult) -> str:
+    """A label that is the registry key ("sgd") shows as the optimizer's name ("SGD")."""
+    return optimizer_label(result.name) if label == result.name else label
 
 
 def _title(label: str, result: RunResult) -> str:

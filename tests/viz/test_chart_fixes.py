@@ -150,3 +150,15 @@ def test_timeline_figure_plays_paths_and_curve_cursors_from_frames(runs) -> None
     assert sviz.start_from_selection(click, traces=first_curve) == (-1.0, 2.0)
     with pytest.raises(ValueError, match="Invalid view: '3d'"):
         sviz.timeline_figure("rosenbrock", runs, view="3d")
+
+
+def test_tables_show_a_dash_and_display_names_never_none_or_keys(moons) -> None:
+    short = surfaces.compare("rosenbrock", ["sgd", "adam"], steps=5)  # ε not reached in 5 steps
+    table = sviz.metrics_table(short)
+    assert table["steps to ε=0.001"].tolist() == ["—", "—"]
+    assert table["optimizer"].tolist() == ["SGD", "Adam"]
+    reached = sviz.metrics_table({"Adam": surfaces.simulate("booth", "adam", steps=2000)})
+    assert reached.loc[0, "steps to ε=0.001"].isdigit()
+    lanes = tviz.lanes_table(moons.results)
+    assert lanes["optimizer"].tolist() == ["SGD", "Adam"]
+    assert not lanes.isna().any().any() and "None" not in lanes.astype(str).to_numpy()

@@ -296,8 +296,8 @@ def metrics_table(
     window: int = metrics.SPIKE_WINDOW,
     tau: float = metrics.SPIKE_TAU,
 ) -> pd.DataFrame:
-    """docs/algorithms.md#metrics metrics, one row per path: final gap, steps to ε, overshoots, oscillations,
-    spikes K and divergence ("diverged at step t", empty if it did not)."""
+    """docs/algorithms.md#metrics metrics, one row per path: final gap, steps to ε ("—": never),
+    overshoots, oscillations, spikes K and divergence ("diverged at step t", empty if it did not)."""
     rows = []
     for label, run in labelled(runs):
         values = run.metrics(tolerance=tolerance, window=window, tau=tau)
@@ -319,8 +319,17 @@ def metrics_table(
             )
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame[f"steps to ε={tolerance:g}"] = frame[f"steps to ε={tolerance:g}"].astype("Int64")
+        frame[f"steps to ε={tolerance:g}"] = _steps_text(frame[f"steps to ε={tolerance:g}"])
     return frame
+
+
+#: A table cell with no value (a table showed Python's "None" there).
+MISSING = "—"
+
+
+def _steps_text(column: pd.Series) -> pd.Series:
+    """Steps as text, "—" where ε was never reached (a number column shows "None" there)."""
+    return column.map(lambda v: MISSING if v is None or pd.isna(v) else str(int(v))).astype(object)
 
 
 def tuning_table(sweeps: Mapping[str, LrSweep], *, criterion: str = "steps_to_tolerance") -> pd.DataFrame:
@@ -341,5 +350,5 @@ def tuning_table(sweeps: Mapping[str, LrSweep], *, criterion: str = "steps_to_to
     frame = pd.DataFrame(rows)
     for column in ("default steps to ε", "tuned steps to ε"):
         if column in frame:
-            frame[column] = frame[column].astype("Int64")
+            frame[column] = _steps_text(frame[column])
     return frame
