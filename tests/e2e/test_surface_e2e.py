@@ -193,5 +193,12 @@ def test_fresh_server_deep_link_has_no_page_not_found_dialog(page, tmp_path) -> 
         page.goto(f"{fresh.url}/surface")
         page.get_by_role("heading", name="Surface lab").wait_for(timeout=180_000)  # the page did run
         assert page.query_selector("[role='dialog']") is None
+        # an old /home link: Home at "/", with no "Page not found" box over it
+        page.goto(f"{fresh.url}/home")
+        page.get_by_role("heading", name="DGS Lab").wait_for(timeout=180_000)
+        wait_for_app(page)
+        page.wait_for_url(f"{fresh.url}/", timeout=60_000)
+        page.wait_for_timeout(1000)
+        assert page.query_selector("[role='dialog']") is None
     finally:
         fresh.stop()
