@@ -13,6 +13,7 @@ cursor per curve moves with the frames to the step the paths show.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,8 @@ from dgs_core.viz.surface.paths import Path, RunsLike, paths_of
 TIMELINE_VIEWS = ("panels", "overlay")
 CURSOR = {"dash": "dot", "color": "#555555", "width": 1.5}
 CURVES_HEIGHT = 260  # pixels of the curves' row under the paths
+LEGEND_ROW = 28  # pixels of one legend row (four entries a row on a laptop screen)
+CONTROLS = 110  # pixels of the play buttons and the slider under the curves
 GAP = 70  # pixels between the paths and the curves (the panels' x labels, the curves' titles)
 
 
@@ -69,19 +72,23 @@ def timeline_figure(
     curves = [loss_figure(runs), scaling_figure(runs)]
     if any(p.run.batch_size is not None and np.ptp(p.run.batch_size[: p.length - 1, 0]) > 0 for p in paths):
         curves.append(batch_size_figure(runs))
-    map_px = int(fig.layout.height) - 80 if view == "panels" else int(fig.layout.height)
-    height = map_px + GAP + CURVES_HEIGHT + 150  # + title, legend, slider and buttons
-    bottom = 110 / height  # the slider and the buttons below the curves
-    curves_top = bottom + CURVES_HEIGHT / height
-    _squeeze_maps(fig, low=curves_top + GAP / height)
+    legend = sum(1 for t in fig.data if t.showlegend is not False and t.type == "scatter")
+    top = 40 + LEGEND_ROW * math.ceil(legend / 4)  # the legend's rows in the top margin
+    map_px = int(fig.layout.height) - 80 if view == "panels" else int(fig.layout.height) - 90
+    paper = map_px + GAP + CURVES_HEIGHT + CONTROLS  # the plotting area, margins aside
+    bottom = CONTROLS / paper  # the buttons and the slider under the curves
+    curves_top = bottom + CURVES_HEIGHT / paper
+    maps_low = curves_top + GAP / paper
+    _squeeze_maps(fig, low=maps_low)
     fig.layout.meta = {"map_traces": len(fig.data)}  # a click on a trace from here on is no start
     cursors = _add_curves(fig, curves, low=bottom, high=curves_top)
-    fig.update_layout(  # the legend above the plots: nothing under it, whatever the width
-        height=height,
-        margin={"l": 50, "r": 20, "t": 110, "b": 20},
-        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
-        title={"y": 0.99, "yanchor": "top"},
+    fig.update_layout(  # the legend in the top margin: over no plot or label, whatever the width
+        height=paper + top + 20,
+        title=None,  # the page's header names the surface
+        margin={"l": 50, "r": 20, "t": top, "b": 20},
+        legend={"orientation": "h", "x": 0, "y": 1.0, "yref": "container", "yanchor": "top"},
     )
+    fig.layout.coloraxis.colorbar.update(y=maps_low, yanchor="bottom", len=1 - maps_low)
     animate_paths(fig, placed, step, max_frames, opening=opening, cursors=cursors)
     return fig
 
@@ -131,7 +138,7 @@ def _add_curves(fig: go.Figure, curves: list[go.Figure], *, low: float, high: fl
                 title = curve.layout.annotations[k].text  # a subplot's title: the coordinate
             ytitle = src_y.title.text or curve.layout.yaxis.title.text
             fig.layout[f"xaxis{index}"] = {
-                "domain": (column * width + 0.045, (column + 1) * width - 0.01),
+                "domain": (column * width + 0.09, (column + 1) * width - 0.01),
                 "anchor": y,
                 "title": {"text": "step t"},
             }
