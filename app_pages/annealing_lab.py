@@ -16,7 +16,7 @@ import streamlit as st
 from app_pages import live
 from app_pages.parts.schedules import schedules_section
 from app_pages.parts.two_phase import two_phase_section
-from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker, task_picker
+from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker, plain, task_picker
 from dgs_core import jobs
 from dgs_core.optim import registry
 from dgs_core.schedules.curves import CurveSpec
@@ -82,7 +82,7 @@ def effective_controls(curves: list[CurveSpec], run_steps: int) -> TrainConfig |
             task=task,
         )
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from app_pages.ui import plain
 from dgs_core import jobs
 
 STOP_WAIT_SECONDS = 0.8  # Stop waits this long for the work to end its step
@@ -51,6 +52,7 @@ class Slot:
         idle: shown while the session has no job in the slot ("" for nothing).
         start_label: the button that starts one (named when a link's job is gone).
         short: the short status line ("running: 40 / 140 steps · ETA 3.0 s", "finished: …").
+        unit: what the progress counts ("step"; a fair comparison counts each "trial").
     """
 
     prefix: str
@@ -59,6 +61,7 @@ class Slot:
     idle: str = ""
     start_label: str = "Start"
     short: bool = False
+    unit: str = "step"
 
     @property
     def key(self) -> str:
@@ -162,11 +165,11 @@ def status_line(slot: Slot, job: jobs.Job, rate: float | None = None) -> str:
     if state == jobs.STOPPED and job.stop_reason == "idle":
         state = f"stopped (nobody watched it for {IDLE_STOP_SECONDS:.0f} s)"
     if slot.short:
-        text = f"{SHORT_STATES.get(state, state)}: {done} / {total} steps"
+        text = f"{SHORT_STATES.get(state, state)}: {done} / {total} {slot.unit}s"
         return f"{text} · ETA {duration(job.eta_s)}" if job.running else text
     parts = [state]
     if total:
-        parts.append(f"step {done} / {total}")
+        parts.append(f"{slot.unit} {done} / {total}")
     parts.append(f"elapsed {duration(job.elapsed_s)}")
     if job.running:
         parts.append(f"ETA {duration(job.eta_s)}")
@@ -191,7 +194,7 @@ def status(slot: Slot, job: jobs.Job, *, resume: Callable[[Any], jobs.Job] | Non
         )  # fmt: skip
     row.progress(job.fraction, text=status_line(slot, job, meter.rate))
     if job.state == jobs.FAILED:
-        st.error(f"The {slot.noun} failed: {job.error}")
+        st.error(f"The {slot.noun} failed: {plain(job.error)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> Non
     is gone."""
     st.session_state.pop(f"{slot.key}_rerun_app", None)  # a full run is under way already
     if message := st.session_state.get(f"{slot.key}_error"):
-        st.error(message)
+        st.error(plain(message))
     job = current(slot)
     ticking = job is not None and job.running
 

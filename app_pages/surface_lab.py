@@ -19,7 +19,7 @@ import streamlit as st
 
 from app_pages.parts import surface_state as state
 from app_pages.parts import surface_views as views
-from app_pages.ui import optimizer_controls, optimizer_label, optimizer_picker
+from app_pages.ui import optimizer_controls, optimizer_label, optimizer_picker, plain
 from dgs_core import metrics, surfaces
 from dgs_core.params import ParamError
 from dgs_core.surfaces.config import VIEWS, SurfaceConfig, clean_start
@@ -67,7 +67,7 @@ def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], d
                 surfaces.get_surface(name, **{param: value})
                 params[param] = value
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
         surf = surfaces.get_surface(name, **params)
         st.markdown("**Start** — or click a contour")
         left, right = st.columns(2)
@@ -167,7 +167,7 @@ parsed, link_notices = st.session_state.get("surface_link", (None, []))
 if link_notices and replace(config, step=None, view=parsed.view) == replace(parsed, step=None):
     st.warning(
         "Some settings in this link could not be used; their defaults apply:\n\n"
-        + "\n".join(f"- {notice}" for notice in link_notices)
+        + "\n".join(f"- {plain(notice)}" for notice in link_notices)
     )
 
 view = st.radio(
@@ -182,9 +182,9 @@ config = replace(config, view=view)
 try:  # the server's work budget, before anything is simulated
     config.check_work()
 except ParamError as exc:
-    st.error(f"{exc}. Lower it to see this view.")
+    st.error(f"{plain(exc)}. Lower it to see this view.")
     if exc.field == "steps":
-        st.sidebar.error(str(exc))  # marks the widget that holds the field
+        st.sidebar.error(plain(exc))  # marks the widget that holds the field
     st.stop()
 runs, run_errors = state.compute_runs(config, hparam_errors)
 for name, message in run_errors.items():

@@ -17,18 +17,28 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
+from app_pages.parts import fair
 from app_pages.parts.large_batch import large_batch_section
-from app_pages.parts.training_panels import LIVE_HELP, RUN, TICK_SECONDS, live_panels, results_of
+from app_pages.parts.training_panels import (
+    LIVE_HELP,
+    RUN,
+    TICK_SECONDS,
+    live_panels,
+    results_of,
+    training_job,
+)
 from app_pages.ui import (
     FieldSlots,
     optimizer_controls,
     optimizer_label,
     optimizer_picker,
+    plain,
     schedule_param_controls,
     task_controls,
 )
 from dgs_core import jobs
 from dgs_core.device import available_devices
+from dgs_core.limits import check_training
 from dgs_core.runs.training import export_training
 from dgs_core.schedules import SCHEDULES, ScheduleSpec
 from dgs_core.schedules.curves import MAX_CURVE_STEPS, default_params
@@ -52,17 +62,6 @@ def steps_cap() -> int:
     except ValueError:
         return DEFAULT_MAX_STEPS
     return cap if cap >= 1 else DEFAULT_MAX_STEPS
-
-
-def training_job(payload: Trainer | TrainConfig) -> jobs.Job:
-    """A job that trains (a new trainer for a config, or continues a stopped one)."""
-    return jobs.Job(
-        lambda: payload if isinstance(payload, Trainer) else Trainer(payload),
-        lambda trainer, stop: trainer.run(stop),
-        poll=lambda trainer: (trainer.step, trainer.config.steps),  # events come on evaluations only
-        idle_stop_s=live.IDLE_STOP_SECONDS,
-        name="train",
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +107,7 @@ def schedule(steps: int) -> tuple[ScheduleSpec | None, list[str]]:
         try:
             return ScheduleSpec(name, params), []
         except ValueError as exc:  # cross-parameter rules (warmup_steps <= total_steps, …)
-            st.error(str(exc))
+            st.error(plain(exc))
             return None, [f"schedule: {exc}"]
 
 
@@ -178,6 +177,7 @@ def run_controls() -> tuple[TrainConfig | None, list[str], dict[str, Any] | None
             diag_every=diag_every or auto,
             **shared,  # type: ignore[arg-type]  # shared is None only when errors were returned above
         )
+        check_training(config)  # the server's limits: steps, optimizers, diagnostic records
     except ValueError as exc:
         slots.show(exc)
         return None, [str(exc)], shared
@@ -252,6 +252,9 @@ st.caption(
     "and sees the same batches, and its per-parameter story — importance scores, effective "
     "learning rates, scaling factors — is drawn side by side."
 )
+if fair.fair_mode():
+    fair.fair_comparison(task_hidden=TASK_HIDDEN)
+    st.stop()  # the fair comparison is the whole page in its mode
 with st.sidebar:
     st.header("Run settings")
     config, config_errors, shared_settings = run_controls()

@@ -4,11 +4,13 @@
 switches, step lists) and every group here is built on it: an optimizer's hyperparameters, a
 schedule's parameters, a task's parameters, the plateau settings. An invalid value is shown
 right under its control; a config's :class:`~dgs_core.params.ParamError` goes under the widget
-its ``field`` names (:class:`FieldSlots`).
+its ``field`` names (:class:`FieldSlots`). :func:`presenter_mode` is presenter mode for
+every page (app.py calls it once).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +22,7 @@ from dgs_core.schedules import ScheduleInfo
 from dgs_core.schedules.curves import parse_step_list
 from dgs_core.training.models import SIZES, resolve_model_params
 from dgs_core.training.tasks import get_task_info, task_names
+from dgs_core.viz.lessons import PROJECTOR_FONT
 
 Errors = dict[str, str]
 
@@ -82,8 +85,19 @@ def param_controls(
         except ValueError as exc:
             chosen[spec.name] = value
             errors[spec.name] = str(exc)
-            st.error(str(exc))
+            st.error(plain(exc))
     return chosen, errors
+
+
+# Markdown (and its extensions: autolinks, emoji, math) acts on these; escaped, they show as typed.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def plain(text: object) -> str:
+    """Untrusted text (a link's value, a bundle's name, an error quoting either) for Streamlit's
+    Markdown elements: every character Markdown would act on is escaped, so ``![x](http://…)``
+    shows as those characters and the browser fetches nothing."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
 
 
 class FieldSlots:
@@ -106,7 +120,7 @@ class FieldSlots:
         place = self._slots.get(getattr(error, "field", None))  # type: ignore[arg-type]  # None: no field
         if place is None:
             return False
-        place.error(str(error))
+        place.error(plain(error))
         return True
 
 
@@ -227,9 +241,76 @@ def task_controls(
             try:
                 info.resolve(params)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
                 valid = False
     size = st.selectbox("Model size", SIZES, index=SIZES.index("small"), key=size_key)
     preset = resolve_model_params(task, {"size": size})
     st.caption(f"{info.model.upper()}: " + ", ".join(f"{k} {v}" for k, v in preset.items()))
     return task, params, size, valid
+
+
+# ---------------------------------------------------------------------------------------------
+# Presenter mode
+# ---------------------------------------------------------------------------------------------
+
+PRESENT = "present"  # the URL flag (?present=1) and the session-state key of the toggle
+PRESENT_ON = ("1", "true", "on", "yes")
+
+# Hides the sidebar, Streamlit's header and toolbar; larger text; every figure's text at least
+# PROJECTOR_FONT px. The figure rule also covers plotly's hidden text tester (it measures labels
+# to lay out margins and ticks), so a figure drawn with small fonts is laid out for the large
+# ones; figures the page draws itself also get projector_fonts() for legends and spacing.
+_PRESENTER_CSS = f"""
+<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stHeader"],
+[data-testid="stToolbar"], [data-testid="stDecoration"], [data-testid="stSidebarNav"] {{
+  display: none !important;
+}}
+[data-testid="stMainBlockContainer"] {{ padding: 1rem 2rem 2rem 2rem; max-width: 100%; }}
+[data-testid="stMain"] {{ font-size: 1.25rem; }}
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
+[data-testid="stCaptionContainer"], [data-testid="stWidgetLabel"] p {{ font-size: 1.25rem !important; }}
+.js-plotly-plot .main-svg text, #js-plotly-tester text {{ font-size: {PROJECTOR_FONT}px !important; }}
+</style>
+"""
+
+
+def presenting() -> bool:
+    """Whether this session is in presenter mode."""
+    return bool(st.session_state.get(PRESENT, False))
+
+
+def _leave_presenter_mode() -> None:
+    st.session_state[PRESENT] = False
+
+
+def presenter_query() -> dict[str, str]:
+    """The URL flag of presenter mode, for pages that rewrite the whole query string."""
+    return {PRESENT: "1"} if presenting() else {}
+
+
+def presenter_mode() -> bool:
+    """Presenter mode for every page (called once, in app.py, before the page runs).
+
+    On a session's first run it starts from the URL flag ``?present=1``; afterwards the
+    sidebar's toggle rules it (and an "Exit presenter mode" button, since presenter mode hides
+    the sidebar). The flag is kept in the URL, so a copied link opens in presenter mode.
+    Returns whether it is on.
+    """
+    if PRESENT not in st.session_state:
+        st.session_state[PRESENT] = str(st.query_params.get(PRESENT, "")).lower() in PRESENT_ON
+    with st.sidebar:
+        st.toggle(
+            "Presenter mode",
+            key=PRESENT,
+            help="for a projector: hides the sidebar, the toolbar and the controls a lesson step "
+            "does not need; larger text and figure fonts. Also ?present=1 in a link.",
+        )
+    on = presenting()
+    if on:
+        st.html(_PRESENTER_CSS)
+        st.button("Exit presenter mode", key="present_exit", on_click=_leave_presenter_mode, type="tertiary")
+        st.query_params[PRESENT] = "1"
+    elif PRESENT in st.query_params:
+        del st.query_params[PRESENT]
+    return on

@@ -11,8 +11,10 @@ saved copy before every step, outside the timed region (pytorch-optimizer writes
 copies (one per gradient evaluation) are inside their time.
 
 Targets (default eager path): Adan ≤ 1.0× pytorch-optimizer's Adan, LARS/LARC ≤ 1.0×
-pytorch-optimizer's LARS, DGS ≤ 1.3× torch Adam(foreach=True); ``fused=True`` for DGS, Adan and
-LARS ≤ 1.25× torch Adam(fused=True), with the one-time compile cost printed separately.
+pytorch-optimizer's LARS, LAMB, MARS, Lion, Muon and Schedule-Free AdamW ≤ 1.0× their
+pytorch-optimizer twins (Lamb, MARS, Lion, Muon, ScheduleFreeAdamW, at their defaults), DGS ≤ 1.3×
+torch Adam(foreach=True); ``fused=True`` for DGS, Adan and LARS ≤ 1.25× torch Adam(fused=True),
+with the one-time compile cost printed separately.
 Rows without a target are for information.
 
 "floor" rows (with the fused rows): the memory traffic of each fused update with none of its
@@ -62,13 +64,14 @@ class Case:
     needs_closure: bool = False
 
 
-def _pytorch_optimizer(name: str) -> Factory | None:
+def _pytorch_optimizer(name: str, **group: Any) -> Factory | None:
+    """pytorch-optimizer's ``name`` with its defaults (``group``: keys of its one parameter group)."""
     try:
         import pytorch_optimizer
     except ImportError:  # test-only dependency
         return None
     cls = getattr(pytorch_optimizer, name)
-    return lambda ps: cls(ps)
+    return lambda ps: cls([{"params": ps, **group}] if group else ps)
 
 
 def _registry(name: str, **switches) -> Factory:
@@ -91,6 +94,14 @@ _REFERENCES: dict[str, tuple[str, Factory | None, float | None]] = {
     "adagrad_norm": ("torch SGD(foreach=True)", lambda ps: torch.optim.SGD(ps, lr=0.1, foreach=True), None),
     "adadagrad": ("torch Adagrad(foreach=True)", lambda ps: torch.optim.Adagrad(ps, foreach=True), None),
     "adadagrad_norm": ("torch SGD(foreach=True)", lambda ps: torch.optim.SGD(ps, lr=0.1, foreach=True), None),
+    "lamb": ("pytorch-optimizer Lamb", _pytorch_optimizer("Lamb"), 1.0),
+    # without a gain measurement (no group gradients here) AdaScale steps as SGD with r = 1
+    "adascale": ("torch SGD(foreach=True)", lambda ps: torch.optim.SGD(ps, lr=0.01, foreach=True), None),
+    "mars": ("pytorch-optimizer MARS", _pytorch_optimizer("MARS"), 1.0),
+    "lion": ("pytorch-optimizer Lion", _pytorch_optimizer("Lion"), 1.0),
+    # every tensor is a matrix: the reference's one use_muon group (its Newton–Schulz in bfloat16)
+    "muon": ("pytorch-optimizer Muon", _pytorch_optimizer("Muon", use_muon=True), 1.0),
+    "schedule_free": ("pytorch-optimizer ScheduleFreeAdamW", _pytorch_optimizer("ScheduleFreeAdamW"), 1.0),
 }
 _OURS = ("dgs", "adan", "lars")  # also timed with foreach=True and fused=True
 

@@ -1,6 +1,6 @@
 """Studies on Ray Tune against a plain loop of the same trials, in one run.
 
-    .venv/bin/python bench/studies.py [--trials 8] [--steps 300] [--skip-fair]
+    .venv/bin/python bench/studies.py [--trials 8] [--steps 300] [--skip-fair] [--page-target]
 
 1. Ray's start-up: ``engine.connect()`` of the embedded Ray (first call in the process).
 2. A study of 4 optimizers × ``--trials`` trials of ``--steps`` steps on moons (+ one seed run
@@ -11,7 +11,10 @@
 3. The Training lab's fair comparison: 4 optimizers × 8 trials × 3 seeds on moons, wall time
    (target: under a minute on this 2-core machine).
 
-Resident memory of the embedded Ray (its raylet, GCS and worker processes) is read from /proc.
+Resident memory of the embedded Ray (its GCS, raylet, agents and worker processes: this process's
+descendants, so another Ray on the machine is not counted) by psutil, or from /proc without it.
+``--page-target`` runs only 3., as the Training lab runs it (a study job), with Ray's start-up and
+its peak resident memory.
 """
 
 from __future__ import annotations
@@ -19,25 +22,107 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
-from dgs_core.studies import engine
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from dgs_core.studies import engine, study_job
 from dgs_core.studies.sweep import StudySpec, run_trial
 from dgs_core.studies.tuner import SweepStudy
 
 OPTIMIZERS = ("sgd", "adam", "dgs", "adan")
 
 
+def _descendants(root: int) -> list[int]:
+    """The processes below ``root`` (the embedded Ray's GCS, raylet and workers are)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _ray_rss_mb() -> float:
-    """Resident memory of Ray's own processes and its workers (MB)."""
-    out = subprocess.run(["ps", "-eo", "rss,args"], capture_output=True, text=True).stdout
+    """Resident memory of the processes this one started (the embedded Ray: GCS, raylet, its
+    agents and the trial workers), in MB; psutil when installed, else /proc. Other Ray
+    instances on the machine (other users) are not counted."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        me = psutil.Process()
+        return sum(p.memory_info().rss for p in me.children(recursive=True)) / (1 << 20)
     total = 0
-    for line in out.splitlines()[1:]:
-        rss, _, args = line.strip().partition(" ")
-        if any(key in args for key in ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard")):
-            total += int(rss)
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+                total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+        except OSError:
+            continue
     return total / 1024
+
+
+class _PeakRss:
+    """Samples :func:`_ray_rss_mb` every ``period`` seconds in a thread; ``peak`` in MB."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def _run(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self.peak = max(self.peak, _ray_rss_mb())
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def page_target() -> None:
+    """The Training lab's fair comparison with the page's defaults (4 optimizers × 8 trials ×
+    3 seeds, 300 steps on moons), run as the page runs it: a study job on the embedded Ray."""
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()}")
+    before = _ray_rss_mb()
+    started = time.perf_counter()
+    info = engine.connect()
+    startup = time.perf_counter() - started
+    idle = _ray_rss_mb() - before
+    print(f"Ray start-up (embedded, {info.workers} worker slots): {startup:.1f} s; "
+          f"resident after start-up {idle:.0f} MB")  # fmt: skip
+    spec = StudySpec()  # the page's defaults: moons, sgd/adam/dgs/adan, 8 trials, 3 seeds, 300 steps
+    job = study_job(lambda: SweepStudy(spec), name="fair")
+    with _PeakRss() as rss:
+        started = time.perf_counter()
+        job.start()
+        job.join()
+        wall = time.perf_counter() - started
+    if job.state != "done":
+        raise SystemExit(f"the study ended {job.state}: {job.error}")
+    trials = job.payload.result.trials
+    print(f"fair comparison {len(spec.optimizers)} optimizers × {spec.trials} trials × {spec.seeds} seeds "
+          f"on moons ({len(trials)} trials of {spec.steps} steps): {wall:.1f} s with Ray up "
+          f"(+ {startup:.1f} s start-up on a server's first study); target < 60 s")  # fmt: skip
+    print(f"Ray resident memory: peak {rss.peak:.0f} MB while the study ran "
+          f"({info.workers} workers), {_ray_rss_mb():.0f} MB after it")  # fmt: skip
+    engine.shutdown()
 
 
 def _study(spec: StudySpec) -> tuple[float, SweepStudy]:
@@ -55,7 +140,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8, help="tuning trials per optimizer (4 optimizers)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--skip-fair", action="store_true", help="skip the 4 × 8 × 3 fair comparison")
+    parser.add_argument(
+        "--page-target", action="store_true",
+        help="only the Training lab's fair comparison, run as the page runs it, with Ray's memory",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.page_target:
+        page_target()
+        return
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()}")
 
     started = time.perf_counter()

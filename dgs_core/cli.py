@@ -5,6 +5,7 @@
     python -m dgs_core study STUDY.json --out study.zip [--address HOST:PORT] [--quiet]
     python -m dgs_core export run.zip [--tensorboard DIR] [--mlflow [URI]]
     python -m dgs_core lessons [--rebuild] [--check]
+    python -m dgs_core claims [NAME ... | --all] [--budget smoke|full] [--address HOST:PORT] [--out DIR]
 
 ``run`` trains (or, for a surface config, simulates) headless and writes the same bundle
 the labs' download buttons give for that config. CONFIG.json is a training config
@@ -29,6 +30,11 @@ folder per optimizer) and/or logs it to an MLflow tracking store (``--mlflow [UR
 reason); ``--rebuild`` re-makes the prepared runs their steps ship; ``--check`` runs every step
 and reports each claim its prose makes that the numbers contradict.
 
+``claims`` re-runs the Claims lab's claims (:mod:`dgs_core.claims`): the named ones, or all with
+``--all``, at the ``full`` budget (the shipped results, written to ``assets/claims/``) or the
+``smoke`` budget (seconds; written only where ``--out`` says). A progress bar goes to stderr and
+the verdicts are printed as a table. Without a name it prints the stored verdicts.
+
 Exit status (one line "error: …" on stderr for every failure):
     0    done
     1    an unexpected failure (a bug: the traceback is printed)
@@ -52,6 +58,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from dgs_core.limits import check_study
 from dgs_core.runs.bundle import Bundle
 from dgs_core.runs.export import DEFAULT_MLFLOW_URI
 from dgs_core.runs.read import read_bundle
@@ -203,6 +210,7 @@ def study(spec_path: Path, out: Path, *, address: str | None, quiet: bool, stdou
     from dgs_core.viz.studies import best_table, study_figures
 
     spec = StudySpec.from_dict(_read_config(spec_path))
+    check_study(spec)  # the server's limits ($DGS_LAB_MAX_TRIALS, $DGS_LAB_MAX_STEPS), before Ray starts
     sweep = SweepStudy(spec, address=address)
     with tqdm(total=spec.trials_total, unit="trial", disable=quiet, file=sys.stderr, desc="study") as bar:
         for event in sweep.run():
@@ -244,6 +252,47 @@ def lessons(*, rebuild: bool, check: bool, out: TextIO) -> int:
     return problems
 
 
+def claims(
+    names: Sequence[str], *, run_all: bool, budget: str, address: str | None, out: Path | None,
+    quiet: bool, stdout: TextIO,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Run the claims ``names`` (or all) at ``budget``; write each result under ``out``; print
+    the verdicts. With no name and not ``run_all``: print the stored verdicts of ``out``."""
+    from tqdm import tqdm
+
+    from dgs_core import claims as claims_module
+    from dgs_core.claims.base import BUDGET
+    from dgs_core.viz.claims import verdict_table
+
+    budget = BUDGET.validate(budget)
+    selected = claims_module.CLAIMS if run_all else [claims_module.get_claim(name) for name in names]
+    if out is None and budget == "full":
+        out = claims_module.CLAIMS_DIR
+    records = []
+    if not selected:  # list what is stored
+        for claim in claims_module.CLAIMS:
+            stored = claims_module.load_result(claim.name, out or claims_module.CLAIMS_DIR)
+            if stored is not None:
+                records.append(stored.record)
+    else:
+        runs = [claims_module.ClaimRun(claim, budget, address=address) for claim in selected]
+        total = sum(run.plan.total for run in runs)
+        with tqdm(total=total, unit="run", disable=quiet, file=sys.stderr, desc="claims") as bar:
+            for run in runs:
+                for event in run.run():
+                    bar.update(1)
+                    bar.set_postfix_str(f"{run.claim.name}: {event.event} {event.run}")
+                result = run.result
+                if out is not None:
+                    folder = claims_module.save_result(result, out)
+                    print(f"wrote {folder}", file=sys.stderr)
+                records.append(result.record)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
+        table = verdict_table(records)
+        print(table.to_string(index=False) if len(table) else "no stored results", file=stdout)
+    return records
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dgs_core", description="DGS Lab runs without a browser.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -273,6 +322,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--address", help="a Ray cluster (host:port); default: $RAY_ADDRESS or embedded"
     )
     study_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    claims_parser = commands.add_parser(
+        "claims", help="re-run the Claims lab's claims and print the verdicts"
+    )
+    claims_parser.add_argument(
+        "names", nargs="*", metavar="NAME", help="claims to run (none: show the stored ones)"
+    )
+    claims_parser.add_argument("--all", action="store_true", help="run every claim")
+    claims_parser.add_argument(
+        "--budget", default="full", help="smoke (seconds) or full (the shipped result)"
+    )
+    claims_parser.add_argument(
+        "--address", help="a Ray cluster (host:port); default: $RAY_ADDRESS or embedded"
+    )
+    claims_parser.add_argument(
+        "--out",
+        type=Path,
+        help="where results go (default: assets/claims/ for the full budget, nowhere for smoke)",
+    )
+    claims_parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -281,6 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "study":
             data = study(args.spec, args.out, address=args.address, quiet=args.quiet, stdout=sys.stdout)
             print(f"wrote {args.out} ({len(data) / 2**20:.1f} MB)", file=sys.stderr)
+        elif args.command == "claims":
+            if args.all and args.names:
+                raise ValueError(f"Invalid claims: {args.names} (give names or --all, not both)")
+            claims(
+                args.names, run_all=args.all, budget=args.budget, address=args.address, out=args.out,
+                quiet=args.quiet, stdout=sys.stdout,
+            )  # fmt: skip
         elif args.command == "lessons":
             if lessons(rebuild=args.rebuild, check=args.check, out=sys.stdout):
                 return 2

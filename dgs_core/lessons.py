@@ -33,7 +33,12 @@ carries exactly its state. Steps whose runs take longer than a page should wait
 ``python -m dgs_core lessons --rebuild``; a test checks they were made by the current configs.
 
 A malformed lesson raises :class:`LessonError` naming the file, the step and the field;
-:func:`load_lessons` keeps the others and reports it.
+:func:`load_lessons` keeps the others and reports it. ``$DGS_LAB_LESSONS_DIR`` points the Lessons
+page at another folder of lessons (:func:`lessons_dir`).
+
+A step's controls are live on the Lessons page for Surface-lab steps (:func:`control_start`,
+:func:`with_controls`); :func:`lab_link` is its "open in the lab" link, with a note of what the
+lab cannot yet take from a URL.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +56,7 @@ from typing import Any
 from dgs_core.params import Param, check_keys
 
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "assets" / "lessons"
+LESSONS_DIR_ENV = "DGS_LAB_LESSONS_DIR"
 PREPARED = "prepared"
 LABS = ("surface", "training", "annealing", "study")
 FIGURES: Mapping[str, tuple[str, ...]] = {
@@ -429,3 +436,105 @@ def rebuild(directory: Path = LESSONS_DIR, *, only: Sequence[str] = ()) -> list[
             path.write_bytes(data)
             written.append(path)
     return written
+
+
+def lessons_dir() -> Path:
+    """The folder the Lessons page reads: ``$DGS_LAB_LESSONS_DIR``, else the shipped lessons."""
+    return Path(os.environ.get(LESSONS_DIR_ENV) or LESSONS_DIR)
+
+
+# ---------------------------------------------------------------------------------------------
+# A step's controls and its link into the lab
+# ---------------------------------------------------------------------------------------------
+
+# The Surface lab's view that shows a step's figure (its loss and scaling curves sit beside the panels).
+SURFACE_VIEWS = {"overlay": "overlay", "basin": "basin", "sensitivity": "sensitivity", "tuning": "tuning"}
+
+
+def control_param(step: Step, name: str) -> Param:
+    """The validated spec behind a control: an optimizer hyperparameter ("sgd.lr") or a field of
+    the Surface lab's config ("steps")."""
+    from dgs_core.optim import registry
+    from dgs_core.surfaces.config import FIELDS
+
+    optimizer, _, hparam = name.partition(".")
+    if hparam:
+        return registry.get(optimizer).hyperparams[hparam]
+    if name not in FIELDS.names:
+        raise ValueError(f"Invalid controls: {name!r} (no control for this field on the Lessons page)")
+    return FIELDS[name]
+
+
+def control_start(step: Step, config: Any, name: str) -> Any:
+    """A control's value in the step's (Surface-lab) configuration, defaults filled in."""
+    from dgs_core.optim import registry
+
+    optimizer, _, hparam = name.partition(".")
+    if not hparam:
+        return getattr(config, name)
+    info = registry.get(optimizer)
+    return {**info.defaults, **info.surface_defaults, **config.hparams_for(optimizer)}[hparam]
+
+
+def with_controls(step: Step, values: Mapping[str, Any]) -> Any:
+    """The step's Surface-lab configuration with its controls set to ``values`` (validated:
+    a :class:`~dgs_core.params.ParamError` names the field)."""
+    if step.lab != "surface":
+        raise ValueError(f"Invalid controls: a {step.lab} step's controls are set in its lab")
+    data = step.lab_config().to_dict()
+    for name, value in values.items():
+        optimizer, _, hparam = name.partition(".")
+        if hparam:
+            if optimizer not in data["optimizers"]:
+                raise ValueError(f"Invalid controls: {name!r} ({optimizer} is not in this step)")
+            data["hparams"].setdefault(optimizer, {})[hparam] = value
+        else:
+            data[name] = value
+    return _schema("surface", data)
+
+
+@dataclass(frozen=True)
+class LabLink:
+    """Where "open in the lab" goes: the lab page's url path (None: no page yet), the query
+    string it reads, and what the link cannot carry ("" when it carries everything)."""
+
+    page: str | None
+    query: Mapping[str, str]
+    note: str = ""
+
+
+def lab_link(step: Step, config: Any = None) -> LabLink:
+    """The step's lab with its exact state where the lab reads it from the URL (the Surface lab
+    reads all of it); for the others, the settings to choose by hand. ``config``: the step's
+    configuration as its controls set it (default: the step's own)."""
+    config = step.lab_config() if config is None else config
+    if step.lab == "surface":
+        from dataclasses import replace
+
+        view = SURFACE_VIEWS.get(step.figure, "panels")
+        return LabLink("surface", replace(config, view=view, step=None).to_query())
+    settings = "; ".join(_settings(step.config))
+    if step.lab == "study":
+        return LabLink(
+            None,
+            {},
+            "Studies have no page yet: this run was made by `python -m dgs_core lessons --rebuild` "
+            f"with {settings}.",
+        )
+    lab = {"training": "Training", "annealing": "Annealing"}[step.lab]
+    return LabLink(
+        step.lab,
+        {},
+        f"The {lab} lab cannot read its settings from a link yet; choose them by hand: {settings}.",
+    )
+
+
+def _settings(data: Any, prefix: str = "") -> list[str]:
+    """A step's configuration as "key = value" phrases, as its file writes them."""
+    if isinstance(data, Mapping):
+        if not data and prefix:
+            return [f"{prefix} = defaults"]
+        return [p for k, v in data.items() for p in _settings(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(data, list) and data and all(isinstance(v, Mapping) for v in data):
+        return [p for i, v in enumerate(data) for p in _settings(v, f"{prefix}[{i + 1}]")]
+    return [f"{prefix} = {data}"]

@@ -310,3 +310,18 @@ MAX_LR = 1e3
 def lr_param(default: float, name: str = "lr", help: str = "learning rate η") -> Param:
     """A learning rate: a float in [0, 1000] on a log-scaled control."""
     return Param(name, default, low=0.0, high=MAX_LR, log=True, help=help)
+
+
+def check_tuple(name: str, value: Any, specs: Iterable[Param]) -> tuple[Any, ...]:
+    """A tuple argument made of several fields, such as ``betas = (beta1, beta2)``, validated.
+
+    One value per spec, each checked by its spec (so the error names that field, ``beta1``);
+    anything that is not a sequence of that length names ``name``. Returns the values as a tuple.
+    """
+    specs = tuple(specs)
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise invalid(name, value, f"{len(specs)} values ({', '.join(s.name for s in specs)})")
+    items = tuple(value)
+    if len(items) != len(specs):
+        raise invalid(name, value, f"{len(specs)} values ({', '.join(s.name for s in specs)})")
+    return tuple(spec.validate(item) for spec, item in zip(specs, items, strict=True))

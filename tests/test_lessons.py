@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,51 @@ def test_a_malformed_lesson_is_named_by_file_step_and_field_and_the_others_load(
     loaded, errors = load_lessons(tmp_path)
     assert [lesson.id for lesson in loaded] == ["01-learning-rate"]
     assert len(errors) == 1 and errors[0].startswith(where), errors
+
+
+# ---------------------------------------------------------------------------------------------
+# A step's controls and its link into the lab; Home's race sentence
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "step", [s for s in STEPS if s.lab == "surface"], ids=lambda s: f"{s.lesson}-{s.index + 1}"
+)
+def test_a_surface_steps_link_carries_its_exact_state(step) -> None:
+    from dgs_core.surfaces.config import parse_query
+
+    link = lessons.lab_link(step)
+    config, notices = parse_query(link.query)
+    assert link.page == "surface" and link.note == "" and notices == []
+    assert replace(config, view=step.lab_config().view) == step.lab_config()
+
+
+def test_the_controls_change_the_linked_state_and_a_bad_value_names_its_field() -> None:
+    step = next(s for s in STEPS if s.controls == ("sgd.lr",))
+    assert lessons.control_start(step, step.lab_config(), "sgd.lr") == step.config["hparams"]["sgd"]["lr"]
+    config = lessons.with_controls(step, {"sgd.lr": 0.002})
+    assert lessons.lab_link(step, config).query["sgd.lr"] == "0.002"
+    with pytest.raises(ValueError, match="lr"):
+        lessons.with_controls(step, {"sgd.lr": -1.0})
+
+
+def test_a_lab_that_cannot_read_a_link_gets_the_settings_to_choose() -> None:
+    step = next(s for s in STEPS if s.lab == "training")
+    link = lessons.lab_link(step)
+    assert link.page == "training" and dict(link.query) == {}
+    assert "task = moons" in link.note and "optimizers[1].name = sgd" in link.note
+
+
+def test_homes_race_sentence_is_what_the_runs_show() -> None:
+    from dgs_core.surfaces.config import SurfaceConfig
+    from dgs_core.viz.lessons import race_caption
+
+    runs = SurfaceConfig(surface="rosenbrock", optimizers=("sgd", "adam", "adan")).simulate()
+    gaps = {name: float(run.metrics()["final_gap"][0]) for name, run in runs.items()}
+    assert all(int(run.metrics()["steps_to_tolerance"][0]) < 0 for run in runs.values())
+    order = sorted(gaps, key=gaps.get)
+    text = race_caption(runs)
+    labels = {"sgd": "SGD", "adam": "Adam", "adan": "Adan"}
+    positions = [text.index(f"{labels[name]} (") for name in order]
+    assert positions == sorted(positions), text
+    assert f"{gaps[order[0]]:.2g}" in text

@@ -15,7 +15,7 @@ from dgs_core.runs.archive import SnapshotError
 from dgs_core.runs.read import read_bundle
 from dgs_core.runs.training import resume_trainer
 from dgs_core.studies.sweep import StudySpec
-from dgs_core.surfaces.config import parse_query
+from dgs_core.surfaces.config import SurfaceConfig, parse_query
 from dgs_core.training.config import TrainConfig
 from tests.runs.test_bundles import member, rewrite, small_training_bundle
 
@@ -108,3 +108,27 @@ def test_the_surface_budget_counts_the_view() -> None:
     parse_query({"steps": "500"})[0].check_work(tight)  # eight paths of 500 steps: exactly the limit
     with pytest.raises(ParamError):
         parse_query({"steps": "500", "view": "sensitivity"})[0].check_work(tight)
+
+
+def test_adascale_under_noise_counts_its_group_gradients() -> None:
+    # each step of a row computes S group gradients (scale), as the per-sample tests count theirs
+    quiet = SurfaceConfig(surface="booth", optimizers=("adascale",))
+    assert quiet.rows_per_step("adascale") == 1.0  # no noise: the groups are not drawn
+    noisy = SurfaceConfig(surface="booth", optimizers=("adascale",), noise_std=1.0)
+    assert noisy.rows_per_step("adascale") == 1.0 + 4  # S = 4 by default
+    wide = SurfaceConfig(
+        surface="booth", optimizers=("adascale",), noise_std=1.0, hparams={"adascale": {"scale": 4096}}
+    )
+    assert wide.rows_per_step("adascale") == 1.0 + 4096 and noisy.rows_per_step("sgd") == 1.0
+    budget = ServerLimits(max_surface_work=4097 * 1000)  # 1000 steps of one such row
+    for steps, refused in ((1000, False), (1001, True)):
+        config = SurfaceConfig(
+            surface="booth", optimizers=("adascale",), noise_std=1.0, steps=steps,
+            hparams={"adascale": {"scale": 4096}},
+        )  # fmt: skip
+        if not refused:
+            config.check_work(budget)
+            continue
+        with pytest.raises(ParamError) as raised:
+            config.check_work(budget)
+        assert raised.value.field == "steps"

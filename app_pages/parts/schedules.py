@@ -11,7 +11,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app_pages.ui import param_controls, schedule_param_controls
+from app_pages.ui import param_controls, plain, schedule_param_controls
 from dgs_core.schedules import PLATEAU_HYPERPARAMS, SCHEDULES, ScheduleSpec
 from dgs_core.schedules.curves import CurveSpec, check_run_steps, default_params, schedule_curves
 from dgs_core.schedules.plateau import PLATEAU_DEMO_HYPERPARAMS, PlateauDemo, plateau_demo
@@ -53,7 +53,7 @@ def schedule_controls(name: str, run_steps: int) -> CurveSpec | None:
         curve = CurveSpec(ScheduleSpec(name, params), prefix)
         curve.check_run(run_steps)
     except ValueError as exc:  # cross-parameter rules: min_lr <= base_lr, warmup within the run
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
     return curve
 
@@ -129,7 +129,7 @@ def plateau_section() -> None:
         try:
             demo = _plateau(json.dumps({**plateau, **toy}, sort_keys=True))
         except ValueError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
             return
         st.plotly_chart(viz.plateau_demo_figure(demo), key="anneal_plateau_chart")
         st.dataframe(viz.plateau_events_table(demo.events), hide_index=True, height=160)

@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.ui import optimizer_label
+from app_pages.ui import PRESENT, optimizer_label, presenter_query
 from dgs_core import surfaces
 from dgs_core.surfaces.config import FIELDS, SurfaceConfig, clean_start, parse_query
 from dgs_core.viz import surface as viz
@@ -128,7 +128,8 @@ def compute_sweeps(config: SurfaceConfig, names: list[str]) -> dict[str, surface
 def session_config() -> SurfaceConfig:
     """The configuration of the last run; on a session's first run, the URL's (with notices)."""
     if "surface_config" not in st.session_state:
-        config, notices = parse_query(st.query_params.to_dict())
+        link = {k: v for k, v in st.query_params.to_dict().items() if k != PRESENT}
+        config, notices = parse_query(link)
         st.session_state.surface_config = config
         st.session_state.surface_link = (config, notices)
     return st.session_state.surface_config
@@ -191,6 +192,6 @@ def reset() -> None:
 def publish(config: SurfaceConfig) -> None:
     """Remember the configuration and write it into the URL."""
     st.session_state.surface_config = config
-    query = config.to_query()
+    query = {**config.to_query(), **presenter_query()}
     if st.query_params.to_dict() != query:
         st.query_params.from_dict(query)

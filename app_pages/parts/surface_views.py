@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages.parts.surface_state import GRID_SIZE, basin, compute_sweeps, items, on_pick, surface_args
-from app_pages.ui import optimizer_label
+from app_pages.ui import optimizer_label, plain
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
 from dgs_core.params import ParamError
@@ -106,7 +106,7 @@ def basin_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> Surfa
     try:  # the server's work budget, before the grid of starts runs
         chosen.check_work()
     except ParamError as exc:
-        c3.error(str(exc))  # under the grid's widget
+        c3.error(plain(exc))  # under the grid's widget
         return config
     kwargs = {k: v for k, v in config.simulation_kwargs().items() if k != "start"}
     with st.spinner(f"Running {optimizer_label(name)} from {resolution * resolution} starts…"):

@@ -17,6 +17,7 @@ import streamlit as st
 
 from app_pages import live
 from dgs_core import jobs
+from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
 from dgs_core.viz import training as viz
 
@@ -48,6 +49,17 @@ RUN = live.Slot(
     building="the task, the models and the optimizers",
     idle="Choose the settings in the sidebar and press **Start**.",
 )
+
+
+def training_job(payload: Trainer | TrainConfig) -> jobs.Job:
+    """A job that trains (a new trainer for a config, or continues a stopped one)."""
+    return jobs.Job(
+        lambda: payload if isinstance(payload, Trainer) else Trainer(payload),
+        lambda trainer, stop: trainer.run(stop),
+        poll=lambda trainer: (trainer.step, trainer.config.steps),  # events come on evaluations only
+        idle_stop_s=live.IDLE_STOP_SECONDS,
+        name="train",
+    )
 
 
 def results_of(job: jobs.Job | None) -> tuple[Trainer | None, int]:

@@ -12,7 +12,7 @@ import json
 import streamlit as st
 
 from app_pages import live
-from app_pages.ui import FieldSlots, hyperparam_controls, optimizer_label, task_picker
+from app_pages.ui import FieldSlots, hyperparam_controls, optimizer_label, plain, task_picker
 from dgs_core import jobs
 from dgs_core.optim import registry
 from dgs_core.runs.training import export_training
@@ -97,7 +97,7 @@ def two_phase_controls() -> TwoPhaseSettings | None:
         )  # fmt: skip
     except ValueError as exc:
         if not slots.show(exc):
-            st.error(str(exc))
+            st.error(plain(exc))
         return None
 
 

@@ -28,19 +28,13 @@ Return ``{}`` when there is nothing to report yet.
 The lookup follows the class's MRO: a subclass reports its base's values (AdAdaGrad-Norm
 reports AdaGrad-Norm's b_t) unless it has its own entry.
 
-**Adding summaries for a new optimizer** (LAMB's trust ratio, Lion's sign agreement, …):
-write one function below and add ``YourOptimizer: your_function`` to :data:`SUMMARIES`; a test
-in ``tests/diagnostics/test_summaries.py`` computes the value by hand. For example::
+**Adding summaries for a new optimizer**: write one function below and add
+``YourOptimizer: your_function`` to :data:`SUMMARIES`; a test computes the value by hand (in
+``tests/diagnostics/test_summaries.py`` or the optimizer's own tests). For example::
 
     def _lamb(optimizer, group, param, state, sample):
-        ratio = state.get("trust_ratio")          # if the update keeps it in its state
+        ratio = state.get("trust_ratio")          # the update keeps it in its state
         return {} if ratio is None else {"trust_ratio": ratio}
-
-    def _lion(optimizer, group, param, state, sample):
-        if not state:
-            return {}
-        m, g = sample(state["exp_avg"]), sample(param.grad)
-        return {"sign_agreement": (m.sign() == g.sign()).double().mean()}
 
 A value that needs a quantity the update does not keep should be kept by the update in its
 state under a name from the math (like LARS's ``state["trust_ratio"]``), not recomputed here.
@@ -67,8 +61,14 @@ from torch import Tensor
 
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.optim.adan import Adan
+from dgs_core.optim.adascale import AdaScaleSGD
 from dgs_core.optim.dgs import DGS
+from dgs_core.optim.lamb import LAMB
 from dgs_core.optim.lars import LARS
+from dgs_core.optim.lion import Lion
+from dgs_core.optim.mars import MARS
+from dgs_core.optim.muon import Muon
+from dgs_core.optim.schedule_free import ScheduleFreeAdamW
 
 Group = Mapping[str, Any]  # a parameter group: its hyperparameters and "params"
 State = Mapping[str, Any]  # optimizer.state[param]
@@ -119,11 +119,62 @@ def _adagrad_norm(
     return {} if b_squared is None else {"b": b_squared.sqrt()}
 
 
+def _lamb(optimizer: LAMB, group: Group, param: Tensor, state: State, sample: Sample) -> dict[str, Any]:
+    """``trust_ratio`` φ(‖θ‖)/‖r + λθ‖ of the last step: 0-d, or (N, 1, …) per row."""
+    trust_ratio = state.get("trust_ratio")
+    return {} if trust_ratio is None else {"trust_ratio": trust_ratio}
+
+
+def _adascale(
+    optimizer: AdaScaleSGD, group: Group, param: Tensor, state: State, sample: Sample
+) -> dict[str, Any]:
+    """``gain_ratio`` r_t and ``tau`` (τ, the scale-invariant iteration count) of ``param``'s
+    group, kept in the state of the group's first tensor ((N,) per row); none before its first
+    step."""
+    gain = optimizer.state.get(group["params"][0], {})
+    return {"gain_ratio": gain["gain_ratio"], "tau": gain["tau"]} if "tau" in gain else {}
+
+
+def _mars(optimizer: MARS, group: Group, param: Tensor, state: State, sample: Sample) -> dict[str, Any]:
+    """``correction_norm``: ‖c_t‖ of the variance-reduced gradient before its clipping to norm
+    1; none for the tensors that take the AdamW path."""
+    norm = state.get("correction_norm")
+    return {} if norm is None else {"correction_norm": norm}
+
+
+def _lion(optimizer: Lion, group: Group, param: Tensor, state: State, sample: Sample) -> dict[str, Any]:
+    """``sign_agreement``: the fraction of coordinates where the last step went against the
+    gradient's sign, sign(c)·g > 0, as plain sign descent would (kept by the update)."""
+    agreement = state.get("sign_agreement")
+    return {} if agreement is None else {"sign_agreement": agreement}
+
+
+def _muon(optimizer: Muon, group: Group, param: Tensor, state: State, sample: Sample) -> dict[str, Any]:
+    """``update_norm``: ‖O_t‖_F of the orthogonalized momentum of the last step (≈ √min(m, n));
+    none for the tensors that take the AdamW fallback."""
+    norm = state.get("update_norm")
+    return {} if norm is None else {"update_norm": norm}
+
+
+def _schedule_free(
+    optimizer: ScheduleFreeAdamW, group: Group, param: Tensor, state: State, sample: Sample
+) -> dict[str, Any]:
+    """``interpolation_weight``: c_t, the weight of the newest iterate z in the average x (the
+    evaluation point) after the last step."""
+    return {"interpolation_weight": state["interpolation_weight"]} if "z" in state else {}
+
+
 SUMMARIES: dict[type[torch.optim.Optimizer], Summary] = {
     DGS: _dgs,
     Adan: _adan,
     LARS: _lars,
     AdaGradNorm: _adagrad_norm,
+    LAMB: _lamb,
+    AdaScaleSGD: _adascale,
+    MARS: _mars,
+    Lion: _lion,
+    Muon: _muon,
+    ScheduleFreeAdamW: _schedule_free,
 }
 
 

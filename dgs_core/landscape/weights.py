@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
+from dgs_core.optim import registry
 from dgs_core.params import ParamError, invalid
 from dgs_core.training.results import RunResult
 from dgs_core.training.tasks import Task
@@ -119,7 +120,9 @@ class WeightPath:
     def of(cls, label: str, result: RunResult) -> WeightPath:
         """A run's path: its trajectory (or, from older bundles, its checkpoints), then its
         current weights when they are finite and newer (a diverged run ends at its last finite
-        snapshot)."""
+        snapshot). An optimizer evaluated elsewhere than it trains (Schedule-Free AdamW) ends at
+        its last evaluation: its snapshots are taken at the evaluation point x, its current
+        weights are y, where it takes gradients (docs/algorithms.md#schedule_free)."""
         snapshots, source = dict(result.trajectory), "trajectory"
         if not snapshots and result.checkpoints:
             source = "checkpoints"
@@ -127,7 +130,9 @@ class WeightPath:
             snapshots = {
                 s: torch.cat([w[n].reshape(-1) for n in names]).float() for s, w in result.checkpoints.items()
             }
-        if result.model is not None:
+        # the live optimizer, or (a run read from a bundle) its class
+        optimizer = result.optimizer if result.optimizer is not None else registry.get(result.name).cls
+        if result.model is not None and not registry.evaluates_elsewhere(optimizer):
             final = flat_parameters(result.model)
             step = result.steps_done
             if bool(final.isfinite().all()) and (not snapshots or step > max(snapshots)):

@@ -12,21 +12,41 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import torch
 
-from dgs_core.optim import adadagrad, adagrad_norm, adan, dgs, extrasgd, lars
+from dgs_core.optim import (
+    adadagrad,
+    adagrad_norm,
+    adan,
+    adascale,
+    dgs,
+    extrasgd,
+    lamb,
+    lars,
+    lion,
+    mars,
+    muon,
+    schedule_free,
+)
 from dgs_core.optim._compile import ROWS_KEY, with_rows
 from dgs_core.optim.adadagrad import AdAdaGrad, AdAdaGradNorm
 from dgs_core.optim.adagrad_norm import AdaGradNorm
 from dgs_core.optim.adan import Adan
+from dgs_core.optim.adascale import AdaScaleSGD
 from dgs_core.optim.dgs import DGS
 from dgs_core.optim.extrasgd import ExtraSGD
+from dgs_core.optim.lamb import LAMB
 from dgs_core.optim.lars import LARS
+from dgs_core.optim.lion import Lion
+from dgs_core.optim.mars import MARS
+from dgs_core.optim.muon import Muon
+from dgs_core.optim.schedule_free import ScheduleFreeAdamW
 from dgs_core.params import Param, ParamSet, Value, invalid
 
 
@@ -53,6 +73,9 @@ class OptimizerInfo:
             e.g. ``{"betas": ("beta1", "beta2")}``.
         needs_closure: ``step()`` must be given a closure (see the class docstring).
         batch_test: name of the adaptive batch-size test (AdAdaGrad family), else None.
+        group_gradients: each step's batch is ``optimizer.scale`` groups of the base batch size,
+            and the caller hands the groups' mean gradients to ``optimizer.measure_gain`` before
+            ``step()`` (AdaScale SGD; the trainer and the 2-D simulator do).
         surface_defaults: overrides of the defaults for the 2-D surface lab, where a single
             2-vector is the whole model (documented per optimizer in the README).
         departures: where the class deliberately departs from the official (or reference)
@@ -73,6 +96,7 @@ class OptimizerInfo:
     tuple_args: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen)
     needs_closure: bool = False
     batch_test: str | None = None
+    group_gradients: bool = False
     surface_defaults: Mapping[str, Value] = field(default_factory=_frozen)
     departures: tuple[str, ...] = ()
 
@@ -276,6 +300,36 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         departures=_LARS_DEPARTURES,
     ),
     OptimizerInfo(
+        name="lamb",
+        label="LAMB",
+        cls=LAMB,
+        summary="LAMB: Adam's direction with a per-tensor trust ratio ‖θ‖/‖r + λθ‖.",
+        description="Computes Adam's bias-corrected direction r = m̂/(√v̂ + ε), adds the weight "
+        "decay λθ, and rescales the result per tensor so that each tensor moves by η·min(‖θ‖, 10) "
+        "whatever its gradient's size: LARS's layer-wise trust ratio on top of Adam, the recipe "
+        "that trained BERT with batches of 32k.",
+        paper="https://arxiv.org/abs/1904.00962",
+        hyperparams=lamb.HYPERPARAMS,
+        tuple_args=_frozen({"betas": ("beta1", "beta2")}),
+        # LAMB's step is η·φ(‖θ‖) long whatever the gradient, so with the defaults it circles a
+        # minimum at that distance (f − f* ≈ 0.1 at Rosenbrock's (1, 1) for η = 0.01), and it
+        # crawls where the path passes the origin (φ = ‖θ‖ → 0: Rosenbrock's valley and booth's
+        # diagonal both do). Two of the paper's knobs make it settle, measured with
+        # surfaces.simulate (rosenbrock, the κ = 100 quadratic, booth, himmelblau, beale, banana)
+        # and 3000 steps from Rosenbrock's (−2, 2): γ_l = 1 keeps the steps from vanishing at the
+        # origin, and ε = 0.1 in the trust ratio turns the step into Adam's with lr η·φ/ε where
+        # Adam's direction is small (near a minimum), so it anneals as Adam does. η ∈ [0.007,
+        # 0.01] at ε = 0.1 and η ∈ [0.015, 0.03] at ε = 0.3 all converge; η = 0.01 ends
+        # Rosenbrock at f − f* ≈ 1e-4, η·φ/ε ≈ 0.14 there, about Adam's 2-D lr.
+        surface_defaults=_frozen({"lr": 0.01, "eps": 0.1, "trust_norm_min": 1.0}),
+        departures=(
+            "bias-corrected m and v, as the paper (reference, pytorch-optimizer 4.1: none; "
+            "bias_correction=False matches it)",
+            "steps of η·φ, as the paper (reference default: divided by 1 − β₁ᵗ, up to 10× longer at first)",
+            "weight decay inside the trust ratio, as the paper (reference default: decoupled, outside it)",
+        ),
+    ),
+    OptimizerInfo(
         name="extrasgd",
         label="ExtraSGD",
         cls=ExtraSGD,
@@ -337,6 +391,121 @@ _INFOS: tuple[OptimizerInfo, ...] = (
         surface_defaults=_frozen({"lr": 3.0, **_BATCH_SURFACE_DEFAULTS}),
         departures=_ADAGRAD_NORM_DEPARTURES,
     ),
+    OptimizerInfo(
+        name="adascale",
+        label="AdaScale SGD",
+        cls=AdaScaleSGD,
+        summary="AdaScale SGD: a batch of S groups, η scaled by the gain ratio r ∈ [1, S].",
+        description="Trains on batches S times the base size and multiplies the base run's "
+        "learning rate by the gain ratio r = (σ² + μ²)/(σ²/S + μ²), measured from the spread of "
+        "the S group gradients: about S while gradient noise dominates, about 1 once the "
+        "gradient's signal does. τ, the sum of the r's, counts the base run's steps the training "
+        "is worth; the schedule follows τ. Without gradient noise (the 2-D surfaces' default) "
+        "the groups agree, r = 1, and it is plain SGD.",
+        paper="https://arxiv.org/abs/2007.05105",
+        interpretation=True,
+        hyperparams=adascale.HYPERPARAMS,
+        group_gradients=True,
+        # the update is SGD's (r = 1 without noise): its 2-D lr carries over
+        surface_defaults=_frozen({"lr": 1.4e-3}),
+    ),
+    OptimizerInfo(
+        name="mars",
+        label="MARS",
+        cls=MARS,
+        summary="MARS-AdamW: AdamW on a variance-reduced gradient g + γβ₁/(1 − β₁)(g − g_prev).",
+        description="Adds a scaled difference of consecutive gradients to the gradient (a "
+        "STORM-style variance reduction), clips the result to norm 1 and runs AdamW on it, so "
+        "the momentum tracks the current gradient instead of lagging. Matrices get MARS, "
+        "vectors and scalars plain AdamW unless optimize_1d (on in the 2-D lab).",
+        paper="https://arxiv.org/abs/2411.10438",
+        hyperparams=mars.HYPERPARAMS,
+        tuple_args=_frozen({"betas": ("beta1", "beta2"), "betas_1d": ("beta1_1d", "beta2_1d")}),
+        # optimize_1d: the 2-D lab's point is one row of two numbers, which would otherwise get
+        # the 1-D AdamW. The correction is clipped to norm 1, so on the surfaces MARS runs Adam
+        # on unit vectors; measured with surfaces.simulate (rosenbrock, the κ = 100 quadratic,
+        # booth, himmelblau, beale, banana) and 3000 steps from Rosenbrock's (−2, 2), every
+        # η ∈ [0.02, 0.1] converges without diverging; 0.05 sits in the middle.
+        surface_defaults=_frozen({"lr": 0.05, "optimize_1d": True}),
+        departures=(
+            "the 1-D AdamW's weight decay defaults to 0 (reference and official code: 0.1)",
+            "steps counted per tensor (reference: per group; the official code counts per tensor)",
+            "the 1-D AdamW's lr is a ratio of η that schedules move too (reference: lr_1d/lr, fixed)",
+        ),
+    ),
+    OptimizerInfo(
+        name="lion",
+        label="Lion",
+        cls=Lion,
+        summary="Lion: the sign of interpolated momentum; every coordinate steps by ±η.",
+        description="Steps each coordinate by exactly η against the sign of β₁m + (1 − β₁)g, "
+        "a blend of momentum and the new gradient, then updates the momentum with β₂: the "
+        "gradient's size never changes the step's. Found by program search; wants an η several "
+        "times smaller than AdamW's, and settles only to within about η of a minimum.",
+        paper="https://arxiv.org/abs/2302.06675",
+        hyperparams=lion.HYPERPARAMS,
+        tuple_args=_frozen({"betas": ("beta1", "beta2")}),
+        # Every coordinate moves by exactly ±η, so Lion reaches a minimum only if it lies on the
+        # lattice start + ηℤ², and otherwise circles it at a distance of about η. Measured with
+        # surfaces.simulate from the default starts: booth (14 units away) needs η ≥ 0.014 to
+        # arrive in 1000 steps, while circling Rosenbrock's valley floor keeps f − f* < 1e-2
+        # only for η ≤ 0.003. η = 1/80 puts the minima of rosenbrock, booth, quadratic,
+        # himmelblau and beale on the lattice of their default starts, and β = (0.95, 0.98),
+        # the paper's setting for stability, lets the walk end on them (with (0.9, 0.99) it
+        # circles Rosenbrock's minimum at f − f* ≈ 0.04).
+        surface_defaults=_frozen({"lr": 0.0125, "beta1": 0.95, "beta2": 0.98}),
+    ),
+    OptimizerInfo(
+        name="muon",
+        label="Muon",
+        cls=Muon,
+        summary="Muon: momentum orthogonalized by Newton–Schulz for matrices, AdamW for the rest.",
+        description="On every weight matrix, takes Nesterov momentum and replaces it by the "
+        "nearest orthogonal matrix (five Newton–Schulz iterations), so every direction of the "
+        "update moves about equally: steepest descent in the spectral norm. Everything that is "
+        "not a matrix (biases, gains, scalars) takes AdamW with lr η·adamw_lr_ratio. On the 2-D "
+        "surfaces the point is a vector, so the Surface lab shows this AdamW fallback.",
+        paper="https://kellerjordan.github.io/posts/muon/",
+        hyperparams=muon.HYPERPARAMS,
+        tuple_args=_frozen({"adamw_betas": ("adamw_beta1", "adamw_beta2")}),
+        # Two settings, one per path. A surface point is a vector: the 2-D lab runs the AdamW
+        # fallback, at η·ratio = 0.1, Adam's 2-D lr (its betas (0.9, 0.95) converge there for
+        # every ratio in [5, 20] at η = 0.01, measured with surfaces.simulate). A (1, 2) matrix,
+        # as a user's own loop may hand it, takes the orthogonalized step, here a normalized
+        # momentum step of length ≈ 0.7η, which circles a minimum: at Rosenbrock's (1, 1) it
+        # keeps f − f* ≈ 125·(0.7η)², below 1e-2 for η ≤ 0.012 (3000 steps from (−2, 2)).
+        surface_defaults=_frozen({"lr": 0.01, "adamw_lr_ratio": 10.0}),
+        departures=(
+            "Newton–Schulz in float32 or float64 (reference and authors: bfloat16)",
+            "matrices chosen by shape, ndim ≥ 2 (reference: groups flagged use_muon)",
+            "the AdamW fallback's lr is a ratio of η and its steps are counted per tensor",
+        ),
+    ),
+    OptimizerInfo(
+        name="schedule_free",
+        label="Schedule-Free AdamW",
+        cls=ScheduleFreeAdamW,
+        summary="Schedule-Free AdamW: gradients at an interpolation, evaluation at an average.",
+        description="Replaces the learning-rate schedule by averaging: an AdamW-like iterate z, "
+        "its running average x (the point to evaluate and keep) and the interpolation "
+        "y = (1 − β₁)z + β₁x where gradients are taken. The lab evaluates, draws and reports x; "
+        "training steps at y.",
+        paper="https://arxiv.org/abs/2405.15682",
+        hyperparams=schedule_free.HYPERPARAMS,
+        tuple_args=_frozen({"betas": ("beta1", "beta2")}),
+        # r = 2 (w_t ∝ t², the paper's polynomial averaging): with r = 0 the average weighs the
+        # whole path alike, and after Rosenbrock's long valley x (and y) stay 0.02–0.08 above
+        # f* at 3000 steps, the O(1/T) of a uniform average; a warmup makes it worse. Measured
+        # with surfaces.simulate (rosenbrock, the κ = 100 quadratic, booth, himmelblau, beale,
+        # banana: x, the drawn point) and 3000 steps from (−2, 2) (y, where it trains): every
+        # γ ∈ [0.05, 0.3] with r ∈ [1.5, 3] converges; γ = 0.1 is Adam's 2-D lr.
+        surface_defaults=_frozen({"lr": 0.1, "r": 2.0}),
+        departures=(
+            "√(1 − β₂ᵗ) corrects the denominator, as the reference (official code: it scales γ_t and so "
+            "the averaging weights)",
+            "t and the averaging weights counted per tensor (reference and official code: per group)",
+        ),
+    ),
 )
 
 _REGISTRY: Mapping[str, OptimizerInfo] = MappingProxyType({info.name: info for info in _INFOS})
@@ -388,9 +557,33 @@ def create(
     return info.cls(params, **kwargs)
 
 
+def evaluates_elsewhere(optimizer: torch.optim.Optimizer | type[torch.optim.Optimizer]) -> bool:
+    """Whether ``optimizer`` (or its class) is evaluated at another point than the one it trains
+    at, with its authors' ``eval()`` / ``train()`` switch (Schedule-Free AdamW: the average x,
+    not y)."""
+    return callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+
+
+@contextlib.contextmanager
+def at_evaluation_point(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block the parameters hold the point to evaluate (``optimizer.eval()``), after
+    it the point to train at again (``optimizer.train()``), as Schedule-Free's authors switch;
+    a no-op for every other optimizer. The round trip moves the training point by rounding
+    only (a few ulps)."""
+    if not evaluates_elsewhere(optimizer):
+        yield
+        return
+    optimizer.eval()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        optimizer.train()  # type: ignore[attr-defined]
+
+
 # Constructor arguments that are not hyperparameters (not knobs of the UI): how an optimizer
 # computes, and maximize (ascend the objective), which every optimizer takes as torch's do.
 _SWITCHES = frozenset({"foreach", "fused", "maximize"})
-# The optimizers with a per-tensor reduction (DGS's mean, LARS's norms, AdaGrad-Norm's scalar,
-# Adan's clip norm), which read a group's independent_rows key.
-_READS_ROWS = (DGS, Adan, LARS, AdaGradNorm)
+# The optimizers with a per-tensor reduction (DGS's mean, LARS's and LAMB's norms, AdaGrad-Norm's
+# scalar, Adan's clip norm, AdaScale's gain, MARS's correction norm, Lion's sign agreement,
+# Muon's matrices), which read a group's independent_rows key.
+_READS_ROWS = (DGS, Adan, LARS, AdaGradNorm, LAMB, AdaScaleSGD, MARS, Lion, Muon)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,15 @@ from dgs_core.training.trainer import Trainer
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
+
+
+# Manifest fields with a known shape (a run's name is free text: printable, at most 1000 characters).
+_MANIFEST_PATTERNS = {
+    "device": re.compile(r"[a-z]{1,16}(:[0-9]{1,3})?"),  # cpu, cuda:0, mps
+    "dgs_lab_version": re.compile(r"[0-9A-Za-z.+_-]{1,40}"),
+    "torch_version": re.compile(r"[0-9A-Za-z.+_-]{1,40}"),
+    "created": re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{5,15}(Z|[+-][0-9]{2}:?[0-9]{2})?"),
+}
 
 
 def write_bundle(
@@ -241,8 +251,13 @@ def _check_manifest(manifest: Any) -> tuple[str, list[str], list[str], list[str]
     kind = manifest.get("kind")
     expect(kind in KINDS, f"manifest.json: kind {kind!r} (must be one of {', '.join(KINDS)})")
     for key in ("name", "created", "dgs_lab_version", "torch_version", "device", "png_note"):
+        text = manifest.get(key)
+        expect(isinstance(text, str) and len(text) <= 1000, f"manifest.json: invalid {key}")
+        expect(text.isprintable(), f"manifest.json: {key} holds control characters")
+    for key, pattern in _MANIFEST_PATTERNS.items():  # shown to everyone who opens a saved run
         expect(
-            isinstance(manifest.get(key), str) and len(manifest[key]) <= 1000, f"manifest.json: invalid {key}"
+            pattern.fullmatch(manifest[key]) is not None,
+            f"manifest.json: invalid {key} {manifest[key][:40]!r}",
         )
     seed = manifest.get("seed")
     expect(isinstance(seed, int) and not isinstance(seed, bool), f"manifest.json: invalid seed {seed!r}")

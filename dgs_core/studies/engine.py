@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -25,11 +26,18 @@ from pathlib import Path
 from dgs_core.params import ParamError
 
 ADDRESS_ENV = "RAY_ADDRESS"
-# A trial process imports torch and trains a small model: about 0.5 GB resident, measured with
-# bench/studies.py. Fewer workers than cores when memory is short (a 4 GB laptop gets 2 at most).
+ADDRESS_LOCAL = "local"  # EngineInfo.address of the embedded Ray
+# Memory, measured with bench/studies.py --page-target (Ray 2.60, moons): Ray's own processes
+# (GCS, raylet, agents) hold about 0.6 GB resident once started, and each trial process, which
+# imports torch and trains a small model, about 0.5 GB (peak 1.6 GB with 2 trials at a time).
+# Fewer workers than cores when memory is short: a 4 GB laptop with 1.5 GB free gets 1.
+RAY_BASE_BYTES = 640 << 20
 WORKER_MEMORY_BYTES = 512 << 20
 OBJECT_STORE_BYTES = 128 << 20  # studies pass small dicts; Ray's default takes 30% of the memory
 CONNECT_TIMEOUT_S = 20.0
+# Ray waits a fixed 30 s for its raylet to register; on a machine loaded by other work that can
+# pass (seen here with a load average of 20-30 on 2 cores), and a second start usually succeeds.
+START_ATTEMPTS = 2
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # dgs_core/
 _lock = threading.Lock()
@@ -59,9 +67,16 @@ def available_memory() -> int:
 
 
 def local_workers() -> int:
-    """Worker slots for the embedded Ray: every core, fewer when memory is short (at least 1)."""
+    """Worker slots for the embedded Ray: every core, fewer when the memory left after Ray's own
+    processes cannot hold a trial process per core (at least 1)."""
     cores = os.cpu_count() or 1
-    return max(1, min(cores, available_memory() // WORKER_MEMORY_BYTES))
+    return max(1, min(cores, (available_memory() - RAY_BASE_BYTES) // WORKER_MEMORY_BYTES))
+
+
+def current() -> EngineInfo | None:
+    """Where studies run now; None until :func:`connect` has started or joined a Ray (a page
+    shows "starting Ray…" meanwhile)."""
+    return _current
 
 
 def connect(address: str | None = None) -> EngineInfo:
@@ -77,36 +92,47 @@ def connect(address: str | None = None) -> EngineInfo:
         raise ParamError(
             "address", wanted, f"Invalid address: {wanted!r} (must be host:port or ray://host:port)"
         )
-    where = wanted or "local"
+    where = wanted or ADDRESS_LOCAL
     with _lock:
         if _current is not None and _current.address == where and ray.is_initialized():
             return _current
         if ray.is_initialized():
             ray.shutdown()
         _current = None
-        try:
-            if wanted is None:
-                workers = local_workers()
-                ray.init(
-                    num_cpus=workers,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    object_store_memory=OBJECT_STORE_BYTES,
-                    _node_ip_address="127.0.0.1",
-                    runtime_env={"env_vars": {"PYTHONPATH": str(_PACKAGE.parent)}},
-                )
-            else:
-                _check_reachable(wanted)
-                _use_token_auth()
-                with _loopback(_host(wanted) in ("127.0.0.1", "localhost")):
+        if wanted is None:
+            workers = local_workers()
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
                     ray.init(
-                        address=wanted,
+                        num_cpus=workers,
+                        include_dashboard=False,
                         log_to_driver=False,
                         configure_logging=False,
-                        runtime_env={"py_modules": [str(_PACKAGE)]},
+                        object_store_memory=OBJECT_STORE_BYTES,
+                        _node_ip_address="127.0.0.1",
+                        runtime_env={"env_vars": {"PYTHONPATH": str(_PACKAGE.parent)}},
                     )
-                workers = int(ray.cluster_resources().get("CPU", 1))
+                    break
+                except Exception as exc:  # Ray raises a bare Exception when its node starts too slowly
+                    ray.shutdown()
+                    stop_left_behind(str(Path(ray.__file__).parent))
+                    if attempt == START_ATTEMPTS:
+                        raise RuntimeError(
+                            f"The embedded Ray did not start ({START_ATTEMPTS} attempts): {exc}"
+                        ) from exc
+            _current = EngineInfo(address=where, workers=workers)
+            return _current
+        try:
+            _check_reachable(wanted)
+            _use_token_auth()
+            with _loopback(_host(wanted) in ("127.0.0.1", "localhost")):
+                ray.init(
+                    address=wanted,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    runtime_env={"py_modules": [str(_PACKAGE)]},
+                )
+            workers = int(ray.cluster_resources().get("CPU", 1))
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             if ray.is_initialized():
                 ray.shutdown()
@@ -117,6 +143,30 @@ def connect(address: str | None = None) -> EngineInfo:
             ) from None
         _current = EngineInfo(address=where, workers=workers)
         return _current
+
+
+def stop_left_behind(marker: str) -> int:
+    """Stop (SIGTERM) this process's children whose command line holds ``marker``; returns how
+    many. A ``ray.init`` whose node does not come up in time (Ray waits 30 s for its raylet:
+    a heavily loaded machine) raises before Ray keeps a handle on the processes it started,
+    so ``ray.shutdown()`` cannot stop them; their command lines name Ray's package folder."""
+    me, stopped = os.getpid(), 0
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if parent != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            if marker in command:
+                os.kill(int(entry), signal.SIGTERM)
+                stopped += 1
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    return stopped
 
 
 def _use_token_auth() -> None:

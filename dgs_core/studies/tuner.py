@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dgs_core.params import invalid
 from dgs_core.studies import engine
 from dgs_core.studies.sweep import SEEDS, TUNE, Range, StudySpec, run_trial
+from dgs_core.training.config import TrainConfig
 
 # Tune's own result files (JSON, CSV, TensorBoard per trial) are not used: the results are
 # collected in memory by a callback. Writing them cost ~0.1 s per trial here.
@@ -106,6 +108,26 @@ class StudyResult:
         """The best tuned hyperparameters of ``optimizer`` (empty when no trial finished)."""
         text = self.best.set_index("optimizer").loc[optimizer, "hparams"]
         return json.loads(text) if text else {}
+
+    def tuned_config(self, *, eval_every: int, diag_every: int, device: str = "cpu") -> TrainConfig:
+        """The tuned configurations as one ordinary training run: every optimizer at its best
+        hyperparameters (its defaults where no trial finished) on the study's task, model,
+        steps, batch size and seed, side by side — what the Training lab trains live."""
+        spec = self.spec
+        if spec.kind != "training":
+            raise invalid("kind", spec.kind, "a training study (a surface study has no training run)")
+        return TrainConfig(
+            task=spec.task,
+            task_params=spec.task_params,
+            model=spec.model,
+            optimizers=[(name, self.best_hparams(name)) for name in spec.optimizers],
+            steps=spec.steps,
+            batch_size=spec.batch_size,
+            eval_every=eval_every,
+            diag_every=diag_every,
+            seed=spec.seed,
+            device=device,
+        )
 
 
 def grid_points(ranges: Mapping[str, Range], trials: int) -> list[dict[str, Any]]:
@@ -391,6 +413,13 @@ class SweepStudy:
         """(trials finished, trials in all)."""
         return self._done[0], self.spec.trials_total
 
+    def snapshot(self) -> StudyResult:
+        """What has finished so far, as a result (readable from another thread while ``run``
+        goes on); after ``run`` ends, :attr:`result`."""
+        if self.result is not None:
+            return self.result
+        return self._result(self.address or engine.ADDRESS_LOCAL)
+
     def run(self, stop: Callable[[], bool] | None = None) -> Iterator[SweepEvent]:
         """Tune every optimizer, then re-run the winners over the seeds; yields one event per
         finished trial. Keeps what finished when ``stop()`` turns True."""
@@ -448,15 +477,16 @@ class SweepStudy:
         finally:
             _SINKS.pop(sink, None)
 
-    def _frame(self) -> pd.DataFrame:
-        rows = [{k: v for k, v in r.items() if k != "curve"} for r in self.rows]
+    def _frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        rows = [{k: v for k, v in r.items() if k != "curve"} for r in rows]
         frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
         frame = frame.sort_values(["phase", "optimizer", "trial"], key=_order(self.spec), kind="stable")
         return with_hparam_columns(frame.reset_index(drop=True), self.spec)
 
     def _result(self, address: str) -> StudyResult:
+        rows = list(self.rows)  # Tune's thread may append while a page reads
         curves = []
-        for row in self.rows:
+        for row in rows:
             if row["phase"] != SEEDS or not row.get("curve"):
                 continue
             curve = row["curve"]
@@ -472,7 +502,7 @@ class SweepStudy:
                 )
         frame = pd.DataFrame(curves, columns=list(CURVE_COLUMNS))
         frame = frame.sort_values(["optimizer", "seed", "step"], key=_order(self.spec), kind="stable")
-        return StudyResult(self.spec, self._frame(), frame.reset_index(drop=True), address)
+        return StudyResult(self.spec, self._frame(rows), frame.reset_index(drop=True), address)
 
 
 def with_hparam_columns(trials: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:

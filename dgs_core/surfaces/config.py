@@ -195,12 +195,14 @@ class SurfaceConfig:
         }
 
     def rows_per_step(self, name: str) -> float:
-        """What one of ``name``'s rows costs per step, in 2-D point-steps: 1, and for the
-        adaptive-batch family under noise also its per-sample test (up to ``max_batch_size``
-        samples every ``test_interval`` steps)."""
+        """What one of ``name``'s rows costs per step, in 2-D point-steps: 1, and under noise
+        also the adaptive-batch family's per-sample test (up to ``max_batch_size`` samples every
+        ``test_interval`` steps) or AdaScale's S group gradients (``scale`` every step)."""
         info = registry.get(name)
-        if info.batch_test is None or self.noise_std == 0:
+        if self.noise_std == 0 or (info.batch_test is None and not info.group_gradients):
             return 1.0
+        if info.group_gradients:
+            return 1.0 + float(info.resolve(self.hparams_for(name), surface=True)["scale"])
         resolved = info.resolve(self.hparams_for(name), surface=True)
         return 1.0 + float(resolved["max_batch_size"]) / float(resolved["test_interval"])
 

@@ -28,7 +28,14 @@ Gradient noise (optional, docs/algorithms.md#surfaces): the optimizer sees ``∇
 learning rate and the seed, never on which other rows share the batch, and an lr sweep
 compares learning rates on the same noise. Optimizers that grow their batch (the AdAdaGrad
 family) see per-sample gradients ``∇f(x) + σ·ξ_{t,i}``, ``i < b``, with
-``ξ_{t,i}`` from ``default_rng((seed, t))``.
+``ξ_{t,i}`` from ``default_rng((seed, t))``. AdaScale SGD's steps take S groups of B examples:
+its group gradients ``∇f(x) + σ·ξ_{t,i}/√B``, ``i < S``, go to its ``measure_gain``, and the step's
+gradient is their mean (see :class:`_GradientGroups`).
+
+Schedule-Free AdamW takes its gradients at y and is evaluated at x, the average of its iterates
+(``optimizer.eval()`` / ``optimizer.train()``, as its authors switch): the recorded points, losses
+and metrics are x's, the point the optimizer would be evaluated at; the recorded gradients are
+the ones its steps used, taken at y.
 """
 
 from __future__ import annotations
@@ -82,7 +89,8 @@ class Run:
             the registry; per-row learning rates are in ``lrs``.
         starts: ``(N, 2)`` start of each row.
         lrs: ``(N,)`` learning rate of each row.
-        points: ``(T + 1, N, 2)`` x_0 … x_T.
+        points: ``(T + 1, N, 2)`` x_0 … x_T (Schedule-Free AdamW: its evaluation point x, the
+            average, not y where it takes gradients).
         loss: ``(T + 1, N)`` f(x_t).
         grad: ``(T, N, 2)`` the gradient step t + 1 applied: ∇f(x_t) plus noise, clipped when
             clipping is on; for closure optimizers (ExtraSGD) the gradient at the
@@ -91,7 +99,7 @@ class Run:
         scaling: ``(T, N, 2)`` per-coordinate scaling factor (|Δx| / (|g| + 1e-12)) / η_t
             (docs/algorithms.md#diagnostics): 1 for plain SGD, larger where the optimizer stepped
             further than η·|g|.
-        batch_size: ``(T, N)`` the batch size behind each step's gradient.
+        batch_size: ``(T, N)`` the batch size behind each step's gradient (AdaScale: S·B).
         diverged_at: ``(N,)`` first step with a non-finite point or loss, −1 if none.
         scale: ``(T, N, 2)`` DGS's own scaling factor s_t (``state["scale"]``), else None.
         extrapolated: ``(T, N, 2)`` ExtraSGD's extrapolated points x_t + δ, else None.
@@ -367,6 +375,8 @@ class _Engine:
             return self._run(keep_path)
 
     def _run(self, keep_path: bool) -> dict[str, Any]:
+        from dgs_core.optim import registry  # late: the registry imports every optimizer
+
         surface, steps, n_rows = self.surface, self.steps, self.n_rows
         bounds = [(k * self.n_starts, (k + 1) * self.n_starts) for k in range(len(self.lr_values))]
         opt, params = self._build()
@@ -386,10 +396,15 @@ class _Engine:
             last_finite = x0.copy()
         tracked: dict[str, Array] = {}  # _TRACKED_STATE's histories, for the keys the optimizer keeps
         batches = _RowBatches.create(self, opt, params, bounds)
-        batch_hist = np.full((steps, n_rows), self.batch, dtype=np.int64)
+        gain_groups = _GradientGroups.create(self, opt, params, bounds)
+        # AdaScale's steps take S groups of B examples (one batch of S·B)
+        group_count = gain_groups.scale if gain_groups is not None else 1
+        batch_hist = np.full((steps, n_rows), self.batch * group_count, dtype=np.int64)
+        # Schedule-Free trains at y and evaluates at x: the path, the loss and the metrics are x's
+        evaluate_elsewhere = registry.evaluates_elsewhere(opt)
 
         common_noise = None
-        if self.noise_std > 0 and batches is None:
+        if self.noise_std > 0 and batches is None and gain_groups is None:
             rng = np.random.default_rng(self.seed)
             common_noise = rng.standard_normal((steps, 2)) * (self.noise_std / math.sqrt(self.batch))
         clip = self.clip_norm
@@ -416,6 +431,11 @@ class _Engine:
             for p, (a, b) in zip(params, bounds, strict=True):
                 p.grad = torch.from_numpy(g[a:b])
 
+        def evaluation_point() -> Array:
+            # the authors' protocol: eval() moves the parameters to x, train() back to y
+            with registry.at_evaluation_point(opt):
+                return current().copy()
+
         def closure() -> torch.Tensor:
             # torch's convention: loss and gradients at the *current* parameters, on the
             # step's batch (here: the step's noise draw, the same for every call in a step).
@@ -432,6 +452,8 @@ class _Engine:
                 if batches is not None:
                     batch_hist[t] = batches.sizes
                     noise_now = batches.noise(t)
+                elif gain_groups is not None:
+                    noise_now = gain_groups.noise(t)
                 elif common_noise is not None:
                     noise_now = common_noise[t]
                 if keep_path:
@@ -445,13 +467,16 @@ class _Engine:
                     g = gradient(x, out=grads[t] if keep_path else None)
                     if batches is not None:
                         batches.test(t, x)
+                    if gain_groups is not None:
+                        gain_groups.measure(x)
                     set_grads(g)
                     opt.step()
                     if batches is not None:
                         batches.grow()
-                x = current()
+                x = current()  # where the next gradient is taken
+                drawn = evaluation_point() if evaluate_elsewhere else x
                 if keep_path:
-                    points[t + 1] = x
+                    points[t + 1] = drawn
                     if t == 0:  # the state worth drawing that this optimizer keeps
                         kept = [key for key in _TRACKED_STATE if all(key in opt.state[p] for p in params)]
                         tracked = {key: np.full((steps, n_rows, 2), np.nan) for key in kept}
@@ -459,8 +484,9 @@ class _Engine:
                         for p, (a, b) in zip(params, bounds, strict=True):
                             history[t, a:b] = opt.state[p][key].detach().numpy()
                 else:
-                    loss[t + 1] = f(x[:, 0], x[:, 1], np, **fparams)
-                    np.copyto(last_finite, x, where=np.isfinite(loss[t + 1])[:, None] & np.isfinite(x))
+                    loss[t + 1] = f(drawn[:, 0], drawn[:, 1], np, **fparams)
+                    finite = np.isfinite(loss[t + 1])[:, None] & np.isfinite(drawn)
+                    np.copyto(last_finite, drawn, where=finite)
                 if t % 64 == 63 and not np.isfinite(x).any():
                     # every row diverged: nothing left to simulate (the rest stays NaN)
                     if keep_path:
@@ -589,6 +615,58 @@ class _RowBatches:
     def grow(self) -> None:
         if self.proposal is not None:
             np.minimum(self.max_batch, np.maximum(self.sizes, self.proposal), out=self.sizes)
+
+
+class _GradientGroups:
+    """The S group gradients of AdaScale SGD (registry ``group_gradients``).
+
+    A step's batch is S groups of B examples (B the noise formula's batch size): group i's
+    gradient is ``∇f(x_t) + σ·ξ_{t,i}/√B`` with ``ξ_{t,i}``, i < S, from
+    ``default_rng((seed, t))``, the same for every row (common random numbers), and the step's
+    gradient is their mean, ``∇f(x_t) + σ·mean_i ξ_{t,i}/√B``. Before each step the simulator
+    hands every row's S group gradients to ``measure_gain`` (the optimizer's rows are the
+    simulator's, so each row has its own gain ratio). Without noise the groups agree, σ̂² = 0
+    and r = 1 exactly: the measurement is skipped. Clipping, when on, applies to the step's
+    gradient only.
+    """
+
+    def __init__(
+        self,
+        engine: _Engine,
+        opt: torch.optim.Optimizer,
+        params: list[torch.Tensor],
+        bounds: list[tuple[int, int]],
+    ) -> None:
+        self.engine, self.opt, self.params, self.bounds = engine, opt, params, bounds
+        self.scale = int(opt.scale)  # type: ignore[attr-defined]
+        self.deviations: Array | None = None  # (S, 2): group i's noise σ·ξ_{t,i}/√B
+
+    @classmethod
+    def create(
+        cls,
+        engine: _Engine,
+        opt: torch.optim.Optimizer,
+        params: list[torch.Tensor],
+        bounds: list[tuple[int, int]],
+    ) -> _GradientGroups | None:
+        return cls(engine, opt, params, bounds) if engine.info.group_gradients else None
+
+    def noise(self, t: int) -> Array | None:
+        """The step's noise (2,), the mean of the groups'; None without noise."""
+        if self.engine.noise_std == 0:
+            self.deviations = None
+            return None
+        xi = np.random.default_rng((self.engine.seed, t)).standard_normal((self.scale, 2))
+        self.deviations = xi * (self.engine.noise_std / math.sqrt(self.engine.batch))
+        return self.deviations.mean(axis=0)
+
+    def measure(self, x: Array) -> None:
+        if self.deviations is None:
+            return
+        gx, gy = self.engine.surface.df(x[:, 0], x[:, 1], np, **self.engine.surface.params)
+        exact = np.stack((gx, gy), axis=-1)  # (N, 2)
+        groups = exact[None] + self.deviations[:, None, :]  # (S, N, 2)
+        self.opt.measure_gain([torch.from_numpy(groups[:, a:b]) for a, b in self.bounds])  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------

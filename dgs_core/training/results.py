@@ -69,6 +69,7 @@ def trajectory_stride(latest: int, *, every: int, capacity: int) -> int:
         factor *= 2
     return every * factor
 
+
 # ---------------------------------------------------------------------------------------------
 # Results and progress events
 # ---------------------------------------------------------------------------------------------

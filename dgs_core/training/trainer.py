@@ -7,6 +7,7 @@ live views grow together. One step of one optimizer, top to bottom::
     lr       = optimizer lr × schedule(t) / schedule's base lr       (or the annealing plan's)
     x, y     = next batch of the data source (main, or the clean HQ subset when annealing)
     if adaptive batches and a test is due:  optimizer.propose_batch_size(per-sample grads)
+    if AdaScale:  optimizer.measure_gain(the S groups' gradients)
     diagnostics.before_step()                                        (remembers θ_t)
     loss     = optimizer.step(closure)    closure: zero grads, loss(model(x), y), backward
     record   = diagnostics.after_step(t, lr)                         (every diag_every steps)
@@ -24,6 +25,14 @@ yields a :class:`ProgressEvent`. A stop request ends the run cleanly: what was r
 :meth:`Trainer.state_dict` a run resumes with bit-identical metrics, weights and diagnostics on
 the CPU (the state holds each lane's :class:`~dgs_core.diagnostics.Diagnostics` state: its
 importance EMA and step counts).
+
+An optimizer with ``eval()`` and ``train()`` methods (Schedule-Free AdamW, which trains at y and
+is evaluated at the average x) is switched to ``eval()`` for each evaluation and back to
+``train()`` after it, as its authors do. AdaScale SGD (registry ``group_gradients``) draws S·b
+examples per step, S its ``scale`` and b the run's batch size; before the step it gets the S
+groups' mean gradients (consecutive groups of b examples, ``batching.group_grads``), and the
+schedule is read at ⌊τ⌋, its scale-invariant iteration count, instead of t. The run still takes
+``config.steps`` steps: once τ passes the schedule's end the lr stays at its last value.
 
 Steps: row ``step = t`` of the metrics is the t-th update (t = 1, 2, …); its ``lr`` is
 ``schedule(t − 1)`` (schedules count from 0), its ``loss`` the mini-batch loss the optimizer
@@ -61,7 +70,7 @@ from dgs_core.optim import registry
 from dgs_core.params import invalid
 from dgs_core.schedules import ScheduleSpec, build
 from dgs_core.schedules.annealing import AnnealingController, AnnealingPlan
-from dgs_core.training.batching import per_sample_grads
+from dgs_core.training.batching import group_grads, per_sample_grads
 from dgs_core.training.config import OptimizerSpec, TrainConfig
 from dgs_core.training.models import build_model
 from dgs_core.training.results import (
@@ -182,6 +191,7 @@ class _Lane:
     diagnostics: Diagnostics | None
     controller: AnnealingController | None
     fixed_batch: int
+    gain_groups: int = 0  # AdaScale's S: the batch is S groups of fixed_batch (0: not AdaScale)
     samples: int = 0  # examples seen, for the epoch column
     weights: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # state_dict's items (in place)
     grads: torch.Tensor | None = None  # every p.grad is a view of this flat buffer (_flat_grads)
@@ -192,7 +202,10 @@ class _Lane:
 
     @property
     def batch_size(self) -> int:
-        """The optimizer's own batch size (AdAdaGrad family), else the run's."""
+        """The optimizer's own batch size (AdAdaGrad family), S times the run's (AdaScale), else
+        the run's."""
+        if self.gain_groups:
+            return self.gain_groups * self.fixed_batch
         return int(getattr(self.optimizer, "batch_size", self.fixed_batch))
 
 
@@ -306,6 +319,7 @@ class Trainer:
             diagnostics=diagnostics,
             controller=controller,
             fixed_batch=config.batch_size,
+            gain_groups=int(optimizer.scale) if info.group_gradients else 0,  # type: ignore[attr-defined]
             weights=list(model.state_dict().items()),  # updated in place: looked up once
             grads=grads,
         )
@@ -396,7 +410,9 @@ class Trainer:
         if controller is not None:
             factor = controller.lr(step) / self._plan_lr
         else:
-            factor = None if self._factor is None else self._factor(step)
+            # AdaScale follows the schedule in scale-invariant iterations τ (its gain ratios' sum)
+            at = int(optimizer.tau) if lane.gain_groups else step  # type: ignore[attr-defined]
+            factor = None if self._factor is None else self._factor(at)
         lr = lane.lr if factor is None else lane.lr * factor
         if factor is not None:
             for group in optimizer.param_groups:
@@ -421,6 +437,8 @@ class Trainer:
         if lane.adaptive and optimizer.test_due:  # type: ignore[attr-defined]
             # per-sample gradients at θ_t on this batch; the step applies the proposal
             optimizer.propose_batch_size(per_sample_grads(model, cross_entropy, x, y))  # type: ignore[attr-defined]
+        if lane.gain_groups > 1:  # AdaScale: the S groups' gradients at θ_t, before the step
+            optimizer.measure_gain(group_grads(model, cross_entropy, x, y, lane.gain_groups))  # type: ignore[attr-defined]
         if lane.diagnostics is not None:
             # records on steps 1, k, 2k, … whatever the diagnostics' own counter says
             lane.diagnostics.before_step(record=step == 0 or (step + 1) % self.config.diag_every == 0)
@@ -450,8 +468,14 @@ class Trainer:
 
         Whole training set (as trained on, noisy labels included) and validation set; the
         weights of 2-D tasks' models for the decision boundary; the validation goes to the plan
-        (its loss, or its accuracy when the plan's metric_mode is "max").
+        (its loss, or its accuracy when the plan's metric_mode is "max"). An optimizer that
+        evaluates elsewhere than it trains (``eval()`` / ``train()``: Schedule-Free AdamW) is
+        evaluated, checked and checkpointed at its evaluation point.
         """
+        with registry.at_evaluation_point(lane.optimizer):
+            self._evaluate_model(lane, observe=observe)
+
+    def _evaluate_model(self, lane: _Lane, *, observe: bool) -> None:
         result, model = lane.result, lane.model
         step = result.columns["step"][-1]
         # one flat copy: a few thousand numbers, cheaper than a check per tensor; it is also

@@ -9,12 +9,15 @@ seeds with a ±1 standard-deviation band.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dgs_core.studies.sweep import SEEDS, TUNE
+from dgs_core.studies.sweep import SEEDS, TUNE, StudySpec
 from dgs_core.studies.tuner import StudyResult
 from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label
 from dgs_core.viz.training import _hex_to_rgba
@@ -99,7 +102,7 @@ def seed_bands_figure(result: StudyResult, *, height: int = 420) -> go.Figure:
             go.Scatter(
                 x=np.concatenate([steps, steps[::-1]]),
                 y=np.concatenate([(mean + std).to_numpy(), (mean - std).to_numpy()[::-1]]),
-                fill="toself", fillcolor=_hex_to_rgba(color, 0.18), line={"width": 0},
+                mode="lines", fill="toself", fillcolor=_hex_to_rgba(color, 0.18), line={"width": 0},
                 hoverinfo="skip", showlegend=False, name=f"{optimizer_label(name)} ±1 std",
             )
         )  # fmt: skip
@@ -128,10 +131,7 @@ def best_table(result: StudyResult) -> pd.DataFrame:
         rows.append(
             {
                 "optimizer": optimizer_label(row.optimizer),
-                "tuned hyperparameters": ", ".join(
-                    f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items()
-                )
-                or "(defaults)",
+                "tuned hyperparameters": _hparams_text(hparams) or "(defaults)",
                 "tuning score": row.tuned_score,
                 "seeds mean": row.seed_mean,
                 "seeds std": row.seed_std,
@@ -139,6 +139,38 @@ def best_table(result: StudyResult) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _hparams_text(hparams: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items())
+
+
+def progress_table(spec: StudySpec, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """While a study runs: per optimizer, its trials done, its best score so far and where.
+
+    ``rows``: the finished trials (:attr:`~dgs_core.studies.tuner.SweepStudy.rows`: dicts with
+    phase, optimizer, hparams as JSON, score, diverged_at).
+    """
+    rows = list(rows)
+    sign = 1.0 if spec.mode == "min" else -1.0
+    metric = METRIC_LABELS.get(spec.metric, spec.metric)
+    out = []
+    for name in spec.optimizers:
+        tuned = [r for r in rows if r["phase"] == TUNE and r["optimizer"] == name]
+        seeds = [r for r in rows if r["phase"] == SEEDS and r["optimizer"] == name]
+        finite = [r for r in tuned if math.isfinite(r["score"])]
+        best = min(finite, key=lambda r: sign * r["score"]) if finite else None
+        out.append(
+            {
+                "optimizer": optimizer_label(name),
+                "tuning trials": f"{len(tuned)} / {spec.trials}",
+                f"best so far ({metric})": best["score"] if best else math.nan,
+                "at": _hparams_text(json.loads(best["hparams"])) if best else "–",
+                "diverged": sum(int(r["diverged_at"]) >= 0 for r in tuned),
+                "seed runs": f"{len(seeds)} / {spec.seeds}",
+            }
+        )
+    return pd.DataFrame(out)
 
 
 def study_figures(result: StudyResult) -> dict[str, go.Figure]:

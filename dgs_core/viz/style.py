@@ -26,6 +26,12 @@ OPTIMIZER_COLORS: dict[str, str] = {
     "adagrad_norm": "#00A6A6",
     "adadagrad": "#C49C94",
     "adadagrad_norm": "#393B79",
+    "lamb": "#637939",
+    "adascale": "#6B6ECF",
+    "mars": "#E7969C",
+    "lion": "#FFBB78",
+    "muon": "#843C39",
+    "schedule_free": "#BD9E39",
 }
 PALETTE = (
     "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD",

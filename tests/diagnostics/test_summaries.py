@@ -146,3 +146,36 @@ def test_batched_entries_equal_their_per_tensor_entry(dtype):
 def _dgs_one(optimizer, group, param, state, sample):
     values = SUMMARIES[DGS](optimizer, group, param, state, sample)
     return {key: float(value) for key, value in values.items()}
+
+
+SECOND_WAVE = [
+    ("lamb", {"trust_ratio"}),
+    ("adascale", {"gain_ratio", "tau"}),
+    ("mars", {"correction_norm"}),
+    ("lion", {"sign_agreement"}),
+    ("muon", {"update_norm"}),
+    ("schedule_free", {"interpolation_weight"}),
+]
+
+
+@pytest.mark.parametrize("cls", [ReferenceDiagnostics, Diagnostics])
+@pytest.mark.parametrize(("name", "quantities"), SECOND_WAVE, ids=[name for name, _ in SECOND_WAVE])
+def test_each_optimizers_own_values_reach_the_records(cls, name, quantities):
+    # LAMB's trust ratio, AdaScale's r_t and τ, MARS's correction, Lion's sign agreement, Muon's
+    # orthogonalized update norm, Schedule-Free's interpolation weight: kept by the update in its
+    # state (checked by hand in each optimizer's tests), reported by both implementations
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, dtype=F64, requires_grad=True)
+    opt = registry.create(name, [w])
+    assert tensor_summaries(opt, w) == {}  # before the first step
+    diag = cls(opt, [("w", w)])
+    for t in (1, 2):
+        w.grad = torch.randn(3, 4, dtype=F64)
+        diag.before_step()
+        opt.step()
+        record = diag.after_step(t)
+    expected = tensor_summaries(opt, w)
+    assert set(expected) == quantities
+    for quantity in quantities:
+        value = float(torch.as_tensor(expected[quantity], dtype=F64).mean())
+        assert record.tensors[0].stats[quantity] == {"value": pytest.approx(value, rel=1e-12)}

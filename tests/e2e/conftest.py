@@ -49,13 +49,22 @@ class StreamlitServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
-            sys.executable, "-m", "streamlit", "run", "app.py",
-            "--server.headless=true", "--server.address=127.0.0.1",
-            f"--server.port={self.port}", "--browser.gatherUsageStats=false",
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless=true",
+            "--server.address=127.0.0.1",
+            f"--server.port={self.port}",
+            "--browser.gatherUsageStats=false",
         ]
         self.log = open(ROOT / f".pytest_cache/streamlit-{self.port}.log", "w")
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self._wait_healthy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -15,3 +16,9 @@ def app_at(page: str | None = None, *, timeout: float = 120) -> AppTest:
     if page is not None:
         at.switch_page(page)
     return at
+
+
+def shown(text: str) -> str:
+    """What a reader sees of a Markdown element's text: the pages escape untrusted text
+    (``app_pages.ui.plain``), and Markdown shows ``\\[`` as ``[``."""
+    return re.sub(r"\\(.)", r"\1", text)

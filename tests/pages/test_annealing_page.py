@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from dgs_core import jobs
 from dgs_core.studies.annealing import VARIANTS
-from tests.pages.conftest import app_at
+from tests.pages.conftest import app_at, shown
 
 PAGE = "app_pages/annealing_lab.py"
 
@@ -44,7 +44,7 @@ def names(spec: dict) -> list[str]:
 
 
 def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    return [shown(e.value) for e in at.error]
 
 
 def run_until_finished(at: AppTest, section: str, limit: int = 40) -> str:

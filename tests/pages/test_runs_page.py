@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dgs_core.runs.store import RUNS_DIR_ENV, RunStore, new_session_id
+from tests.pages.conftest import shown
 from tests.runs.test_bundles import small_training_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,7 @@ def table(app: AppTest, *columns: str):
 
 
 def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+    return [shown(e.value) for e in elements]
 
 
 def test_an_empty_store_invites_an_import(runs_dir: Path) -> None:

@@ -17,7 +17,7 @@ from dgs_core.optim import registry
 from dgs_core.surfaces.config import DEFAULT_OPTIMIZERS
 from dgs_core.viz import surface as viz
 from dgs_core.viz.surface import timeline_steps
-from tests.pages.conftest import app_at
+from tests.pages.conftest import app_at, shown
 
 PAGE = "app_pages/surface_lab.py"
 
@@ -86,7 +86,7 @@ def labels(names) -> list[str]:
 
 
 def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+    return [shown(e.value) for e in elements]
 
 
 @pytest.fixture
@@ -355,3 +355,10 @@ def test_a_link_over_the_work_budget_is_refused_with_the_field_and_nothing_runs(
     monkeypatch.setattr(surfaces, "basin_map", never)
     at = open_page({"view": "basin", "bres": "100", "steps": "5000", "opt": "adam"})
     assert any("basin_resolution" in e and "DGS_LAB_MAX_SURFACE_WORK" in e for e in texts(at.error))
+
+
+def test_a_links_values_are_shown_as_text_never_as_markdown():
+    at = open_page({"start": "![x](http://evil.example/i.png)", "seed": "[a](http://evil.example)"})
+    (warning,) = [w.value for w in at.warning if "could not be used" in w.value]
+    assert "![x](http" not in warning and "\\!\\[x\\]\\(http" in warning
+    assert "[a](http" not in warning

@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dgs_core import jobs
-from tests.pages.conftest import app_at
+from tests.pages.conftest import app_at, shown
 
 PAGE = "app_pages/training_lab.py"
 SMALL = {"train_task_moons_n_samples": 200}
@@ -60,7 +60,7 @@ def table(at: AppTest, column: str):
 
 
 def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    return [shown(e.value) for e in at.error]
 
 
 def progress(at: AppTest) -> list[str]:
@@ -260,6 +260,16 @@ def test_large_batch_question_refuses_a_run_over_the_cap(at, monkeypatch):
 
 def test_large_batch_setting_refused_under_its_widget(at):
     at.number_input(key="train_lb_large").set_value(8).run()  # not above the small batch
-    (error,) = [e for e in at.error if "Invalid large_batch" in e.value]
-    assert error.value == "Invalid large_batch: 8 (must be > small_batch = 16)"
+    (error,) = [e for e in errors(at) if "Invalid large_batch" in e]
+    assert error == "Invalid large_batch: 8 (must be > small_batch = 16)"
     assert at.button(key="train_lb_start").disabled
+
+
+def test_diagnostics_over_the_servers_record_budget_are_refused_under_their_widget(at):
+    at.number_input(key="train_steps").set_value(20_000).run()
+    at.number_input(key="train_diag_every").set_value(1).run()  # 20,000 records per optimizer
+    assert any(
+        e.startswith("Invalid diag_every: 1 (must be >= 20 for 20000 steps") and "$DGS_LAB_MAX_RECORDS" in e
+        for e in errors(at)
+    ), errors(at)
+    assert at.button(key="train_start").disabled

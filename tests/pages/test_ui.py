@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
+from tests.pages.conftest import shown
+
 
 def _params_script() -> None:
     import streamlit as st
@@ -52,7 +54,7 @@ def _order(at: AppTest) -> list[str]:
         key = getattr(node, "key", None)
         out.append(key if key else node.type)
         if node.type == "error":
-            out[-1] = f"error: {node.value}"
+            out[-1] = f"error: {shown(node.value)}"
     return out
 
 

@@ -605,3 +605,17 @@ def test_a_run_without_diagnostics_round_trips() -> None:
     list(trainer.run())
     bundle = read_bundle(export_training(trainer))
     assert all(len(r.diagnostics) == 0 for r in bundle.results.values())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("device", "![x](http://evil.example/i.png)", "invalid device"),
+        ("torch_version", "2.13 [click](http://evil.example)", "invalid torch_version"),
+        ("created", "yesterday", "invalid created"),
+        ("name", "run\x1b[31m\u202e", "name holds control characters"),
+    ],
+)
+def test_manifest_text_fields_are_checked_before_anyone_sees_them(data: bytes, key, value, message) -> None:
+    manifest = {**json.loads(member(data, "manifest.json")), key: value}
+    refused(rewrite(data, {"manifest.json": json.dumps(manifest).encode()}), message)

@@ -240,3 +240,17 @@ def test_the_same_study_runs_on_a_local_cluster(cluster: str) -> None:
     assert len(study.result.trials) == spec.trials_total
     for row in study.result.trials.itertuples(index=False):
         assert run_trial(spec, row.optimizer, json.loads(row.hparams), seed=row.seed)["score"] == row.score
+
+
+def test_a_study_over_the_servers_trial_limit_is_refused_before_ray_starts(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from dgs_core.studies import engine
+
+    monkeypatch.setenv("DGS_LAB_MAX_TRIALS", "3")
+    monkeypatch.setattr(engine, "connect", lambda *a, **k: pytest.fail("Ray was started"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SURFACE))
+    assert main(["study", str(spec), "--out", str(tmp_path / "x.zip")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Invalid trials:") and "$DGS_LAB_MAX_TRIALS" in err

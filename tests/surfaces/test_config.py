@@ -296,4 +296,3 @@ def test_a_huge_condition_number_is_refused_by_name_not_simulated() -> None:
     assert raised.value.field == "kappa"
     config, notices = parse_query({"surface": "quadratic", "kappa": "1e308"})
     assert config.surface_params == {} and len(notices) == 1 and "Invalid kappa" in notices[0]
-

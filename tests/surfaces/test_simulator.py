@@ -166,6 +166,16 @@ def _plain_loop(surface_name: str, name: str, start, steps: int, **hparams) -> n
         loss.backward()
         return loss
 
+    evaluates_elsewhere = hasattr(opt, "eval") and hasattr(opt, "train")  # Schedule-Free AdamW
+
+    def evaluation_point() -> torch.Tensor:
+        if not evaluates_elsewhere:
+            return point.detach().clone()
+        opt.eval()  # as its authors do: evaluate at x, then train at y again
+        evaluated = point.detach().clone()
+        opt.train()
+        return evaluated
+
     path = [point.detach().clone()]
     for _ in range(steps):
         if info.needs_closure:
@@ -173,7 +183,7 @@ def _plain_loop(surface_name: str, name: str, start, steps: int, **hparams) -> n
         else:
             closure()
             opt.step()
-        path.append(point.detach().clone())
+        path.append(evaluation_point())
     return torch.cat(path).numpy()
 
 
@@ -269,6 +279,40 @@ def test_extrasgd_records_its_extrapolated_points() -> None:
     np.testing.assert_allclose(run.extrapolated[0, 0], x0 - lr * run.surface.grad(x0))
     # the recorded gradient is the one the update applied: at the extrapolated point
     np.testing.assert_allclose(run.grad[:, 0], run.surface.grad(run.extrapolated[:, 0]))
+
+
+def test_schedule_free_draws_its_average_not_its_training_point() -> None:
+    # The points are x_t = Σ w_s z_s / Σ w_s (w_s = s² at the 2-D default r = 2), the point
+    # Schedule-Free AdamW is evaluated at; its gradients are taken at y = (1 − β₁) z + β₁ x.
+    run = simulate("quadratic", "schedule_free", steps=12)
+    surface = get_surface("quadratic")
+    point = torch.tensor([surface.default_start], dtype=torch.float64, requires_grad=True)
+    opt = registry.create("schedule_free", [point], surface=True, independent_rows=True)
+    weighted, total = torch.zeros(1, 2, dtype=torch.float64), 0.0
+    for t in range(1, 13):
+        point.grad = torch.as_tensor(surface.grad(point.detach().numpy()))
+        np.testing.assert_allclose(run.grad[t - 1], point.grad.numpy(), rtol=1e-12)  # taken at y
+        opt.step()
+        weighted, total = weighted + t**2 * opt.state[point]["z"], total + t**2
+        np.testing.assert_allclose(run.points[t], (weighted / total).numpy(), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(run.points[-1], point.detach().numpy())  # y is elsewhere
+
+
+def test_adascale_gains_from_gradient_noise_only() -> None:
+    # Without noise the S groups agree: r = 1, plain SGD. With noise each row measures its own
+    # gain: near the minimum (noise dominates) it steps further than SGD, r > 1, far from it r ≈ 1.
+    quiet = simulate("booth", "adascale", steps=30)
+    sgd = simulate("booth", "sgd", {"lr": quiet.hparams["lr"]}, steps=30)
+    np.testing.assert_array_equal(quiet.points, sgd.points)
+    assert np.all(quiet.batch_size == 4)  # S·B
+    starts = [[-8.0, -8.0], [1.01, 3.01]]
+    noisy = simulate("booth", "adascale", start=starts, steps=60, noise_std=5.0, seed=1, batch_size=2)
+    assert np.all(noisy.batch_size == 8)
+    gain = np.nanmedian(noisy.scaling[20:], axis=(0, 2))  # |Δx|/(η|g|) = r with μ = 0
+    assert gain[0] < 1.5 < gain[1] <= 4.0 + 1e-9
+    for r in range(2):  # rows are independent problems
+        alone = simulate("booth", "adascale", start=starts[r], steps=60, noise_std=5.0, seed=1, batch_size=2)
+        np.testing.assert_allclose(alone.points[:, 0], noisy.points[:, r], rtol=1e-12, atol=1e-14)
 
 
 def test_gradient_clipping_only_when_asked() -> None:

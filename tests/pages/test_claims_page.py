@@ -1,0 +1,50 @@
+"""Claims page (AppTest): seven cards from the shipped results, and a Re-run at the smoke budget
+that replaces the card's result with this session's while the shipped one stays on disk."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dgs_core import jobs
+from dgs_core.claims import CLAIMS, load_result
+from tests.pages.conftest import app_at
+
+PAGE = "app_pages/claims.py"
+
+
+@pytest.fixture
+def at() -> AppTest:
+    app = app_at()
+    app.run()  # the navigation registers on the first run; only then can the test switch page
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_every_claim_has_a_card_with_its_verdict(at: AppTest) -> None:
+    headers = [h.value for h in at.subheader]
+    assert len(headers) == len(CLAIMS) == 7
+    for claim, header in zip(CLAIMS, headers, strict=True):
+        assert header.startswith(f"{claim.number}. {claim.title}")
+        stored = load_result(claim.name)
+        if stored is not None:
+            assert stored.verdict.outcome in header
+    assert any("Interpretation and departures" in i.value and "interpretation" in i.value for i in at.info)
+
+
+def test_a_smoke_rerun_shows_its_own_result(at: AppTest) -> None:
+    name = "extrap_large_batch"
+    at.selectbox(key=f"claims_{name}_budget").set_value("smoke")
+    at.selectbox(key=f"claims_{name}_where").set_value("this process")
+    at.button(key=f"claims_{name}_rerun").click().run()
+    job = jobs.JOBS.get(at.session_state[f"claims_{name}_job"])
+    assert job is not None
+    assert job.join(240.0) and job.state == jobs.DONE, job.error
+    at.run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "this session's re-run (not saved)" in captions and "smoke budget" in captions
+    outcome = job.payload.result.verdict.outcome
+    header = next(h.value for h in at.subheader if h.value.startswith("3."))
+    assert outcome in header

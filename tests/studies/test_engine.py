@@ -1,0 +1,80 @@
+"""The Ray engine without a cluster: fewer worker slots when memory is short, and a failed
+embedded start leaves nothing running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dgs_core.studies import engine
+
+GB = 1 << 30
+SLEEPER = "import time; time.sleep(120)"
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory", "workers"),
+    [
+        (2, 16 * GB, 2),  # plenty: every core
+        (2, 2 * GB, 2),  # the 2-core, 4 GB laptop with 2 GB free: Ray (0.6 GB) + 2 trials fit
+        (2, 3 * GB // 2, 1),  # 1.5 GB free: Ray's own share leaves room for one trial process
+        (2, 700 << 20, 1),  # short: one trial at a time
+        (2, 100 << 20, 1),  # at least one
+        (16, 3 * GB, 4),  # memory, not cores, decides: (3 GB − 0.625 GB) / 0.5 GB
+    ],
+)
+def test_workers_follow_the_cores_and_the_free_memory(monkeypatch, cores, memory, workers) -> None:
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(engine, "available_memory", lambda: memory)
+    assert engine.local_workers() == workers
+
+
+def test_available_memory_is_a_plausible_number_of_bytes() -> None:
+    assert 64 << 20 < engine.available_memory() < 1 << 50
+
+
+def _child(tag: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SLEEPER, tag])
+
+
+def test_only_this_process_s_children_with_the_marker_are_stopped(tmp_path: Path) -> None:
+    marked, other = _child(str(tmp_path / "ray-like")), _child("unrelated")
+    try:
+        assert engine.stop_left_behind(str(tmp_path)) == 1
+        assert marked.wait(timeout=20) != 0
+        assert other.poll() is None
+    finally:
+        for proc in (marked, other):
+            proc.kill()
+            proc.wait()
+
+
+def test_an_embedded_start_that_times_out_is_tried_again_and_stops_what_it_started(monkeypatch) -> None:
+    """Ray raises a bare Exception when its raylet does not register within 30 s (a loaded
+    machine); the processes it had started must not stay behind."""
+    import ray
+
+    started: list[subprocess.Popen] = []
+
+    def slow_init(**kwargs):
+        started.append(_child(str(Path(ray.__file__).parent / "core" / "raylet")))
+        raise Exception("The current node timed out during startup.")  # Ray's own type
+
+    monkeypatch.setattr(ray, "init", slow_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(engine, "_current", None)
+    monkeypatch.delenv(engine.ADDRESS_ENV, raising=False)
+    try:
+        with pytest.raises(RuntimeError, match=r"embedded Ray did not start .*: The current node timed out"):
+            engine.connect()
+        assert len(started) == engine.START_ATTEMPTS  # tried again, each time stopping what it started
+        assert all(proc.wait(timeout=20) != 0 for proc in started)
+        assert engine.current() is None
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
