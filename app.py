@@ -12,7 +12,7 @@ from app_pages.ui import presenter_mode
 st.set_page_config(page_title="DGS Lab", page_icon="🧭", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/home.py", title="Home", icon="🏠", url_path="home", default=True),
+    st.Page("app_pages/home.py", title="Home", icon="🏠", url_path="index", default=True),
     st.Page("app_pages/lessons.py", title="Lessons", icon="🎓", url_path="lessons"),
     st.Page("app_pages/surface_lab.py", title="Surface lab", icon="⛰️", url_path="surface"),
     st.Page("app_pages/training_lab.py", title="Training lab", icon="🧠", url_path="training"),
@@ -22,6 +22,10 @@ PAGES = [
     st.Page("app_pages/runs.py", title="Runs", icon="🗂️", url_path="runs"),
 ]
 
-page = st.navigation(PAGES)
+# The default page lives at "/" (its url_path is only reserved: Streamlit answers it with "Page not
+# found"). An old or typed /home link lands on this hidden page, which moves on to Home at "/".
+HOME_ALIAS = st.Page(lambda: st.switch_page(PAGES[0]), title="Home", url_path="home", visibility="hidden")
+
+page = st.navigation([*PAGES, HOME_ALIAS])
 presenter_mode()  # the ?present=1 flag and its toggle, on every page
 page.run()

@@ -4,8 +4,9 @@ The surfaces: docs/algorithms.md#surfaces.
 
 Widgets in → a :class:`~dgs_core.surfaces.config.SurfaceConfig`, mirrored in the URL's query
 string → cached simulations (:mod:`dgs_core.surfaces`) → figures (:mod:`dgs_core.viz.surface`).
-The timeline (slider and play) lives in a fragment: moving it redraws the figures from the
-cached runs and never simulates again. A click on a contour moves the start of every optimizer.
+The timeline (play, speeds, slider, moving markers) plays in the browser as Plotly animation
+frames of one cached figure: it never reruns the page. A click on a contour moves the start of
+every optimizer.
 The session's state, the cache and the callbacks are :mod:`app_pages.parts.surface_state`; the
 views besides the timeline :mod:`app_pages.parts.surface_views`.
 """
@@ -20,14 +21,10 @@ from app_pages.parts import surface_state as state
 from app_pages.parts import surface_views as views
 from app_pages.ui import optimizer_controls, optimizer_label, optimizer_picker, plain
 from dgs_core import metrics, surfaces
-from dgs_core.optim import registry
 from dgs_core.params import ParamError
 from dgs_core.surfaces.config import VIEWS, SurfaceConfig, clean_start
 from dgs_core.viz import surface as viz
 
-TICK_SECONDS = 0.8  # one timeline frame per tick while playing (a redraw takes ~0.5 s)
-PLAY_FRAMES = 40  # frames of one play-through, evenly spaced over the run
-PANEL_RESOLUTION = 80  # contour grid per axis of each small-multiples panel
 TIMELINE_VIEWS = ("panels", "overlay", "3d")
 VIEW_LABELS = {
     "panels": "Small multiples",
@@ -129,84 +126,38 @@ def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], d
 
 
 def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> None:
-    """Slider + play, the main figure and the curves beside it, all at one step."""
-    playing = bool(st.session_state.get("surface_playing")) and bool(runs)
-    batch_sizes = any(registry.get(name).batch_test for name in runs)  # the AdAdaGrad family
-    runs = views.panel_labels(runs)
+    """The paths and the curves along the steps in one figure that plays in the browser.
 
-    @st.fragment(run_every=TICK_SECONDS if playing else None)
-    def timeline() -> None:
-        if st.session_state.pop("surface_rerun_app", False):
-            st.rerun(scope="app")
-        steps = config.steps
-        playing_now = bool(st.session_state.get("surface_playing"))
-        if playing_now:
-            # While playing, the play position is the truth: a tick can overtake the browser's
-            # copy of the slider, which may still send the previous frame.
-            current = st.session_state.get("surface_play_step", 0)
-            step = next((k for k in viz.timeline_steps(steps, PLAY_FRAMES) if k > current), steps)
-            st.session_state.surface_play_step = step
-            if step >= steps:
-                st.session_state.surface_playing = playing_now = False
-                st.session_state.surface_rerun_app = True  # turn the timer off
-        else:
-            step = min(max(int(st.session_state.get("surface_step", steps)), 0), steps)
-        st.session_state.surface_step = step
-        play, slider = st.columns([1, 9], vertical_alignment="bottom")
-        if playing_now:
-            play.button("❚❚ Pause", key="surface_pause", on_click=state.pause, width="stretch")
-        else:
-            play.button("▶ Play", key="surface_play", on_click=state.play, width="stretch")
-        step = slider.slider(
-            "Timeline: step t (moves every panel and curve)",
-            0,
-            steps,
-            key="surface_step",
-            disabled=playing_now,
-            help="pause to move it by hand" if playing_now else None,
-        )
-        surf = config.get_surface()
-        if config.view == "panels":  # full width: panels wide enough to read on a projector
-            figure = viz.small_multiples_figure(
-                surf, runs, step=step, clickable=True, resolution=PANEL_RESOLUTION, cols=min(len(runs), 4)
-            )
-            views.clickable_chart(figure, "surface_main")
-            curves = st.columns(3 if batch_sizes else 2)
-        else:
-            main, side = st.columns([3, 2])
-            with main:
-                if config.view == "overlay":
-                    views.clickable_chart(
-                        viz.contour_figure(surf, runs, step=step, height=760), "surface_main"
-                    )
-                else:
-                    st.plotly_chart(
-                        viz.surface_3d_figure(surf, runs, step=step, height=760), key="surface_3d"
-                    )
-                    st.caption("Drag to rotate. Set the start by clicking a contour in the other views.")
-            curves = [side] * 3
-        with curves[0]:
-            st.plotly_chart(viz.loss_figure(runs, step=step, height=360), key="surface_loss")
-        with curves[1]:
-            st.plotly_chart(viz.scaling_figure(runs, step=step, height=420), key="surface_scaling")
-        if batch_sizes:
-            with curves[2]:
-                st.plotly_chart(viz.batch_size_figure(runs, step=step, height=300), key="surface_batch_fig")
-        at_step = None if step >= steps else step
-        st.session_state.surface_config = replace(st.session_state.surface_config, step=at_step)
-        if at_step is None:
-            st.query_params.pop("t", None)
-        else:
-            st.query_params["t"] = str(at_step)
-        if st.session_state.pop("surface_rerun_app", False):
-            st.rerun(scope="app")
-
-    timeline()
+    Play, the speeds, the slider and the moving markers are Plotly animation frames: no rerun
+    per frame. The figure is cached on the configuration, so only a change to the simulation
+    (a click, a hyperparameter, the surface) builds a new one.
+    """
+    step = min(max(int(st.session_state.get("surface_step", config.steps)), 0), config.steps)
+    surf = config.get_surface()
+    labelled = views.panel_labels(runs)
+    if config.view == "3d":
+        main, side = st.columns([3, 2])
+        with main:
+            st.plotly_chart(viz.surface_3d_figure(surf, labelled, step=step, height=760), key="surface_3d")
+            st.caption("Drag to rotate. Set the start by clicking a contour in the other views; "
+                       "the timeline plays there.")  # fmt: skip
+        with side:
+            st.plotly_chart(viz.loss_figure(labelled, step=step, height=360), key="surface_loss")
+            st.plotly_chart(viz.scaling_figure(labelled, step=step, height=420), key="surface_scaling")
+        return
+    query = tuple(sorted(replace(config, step=None).to_query().items()))
+    figure = state.timeline_figure(query, tuple(runs), step, _surface=surf, _runs=labelled)
+    views.clickable_chart(figure, "surface_main", traces=figure.layout.meta["map_traces"])
+    st.caption(
+        f"▶ plays in your browser; **{viz.OPENING_LABEL}** replays steps 0 – "
+        f"{state.OPENING_STEPS - 1} one by one, where overshoots happen; the slider's first ticks "
+        "are single steps. The link keeps the step the timeline opened at, not where you move it "
+        "(that happens in the browser only)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 
-st.session_state.pop("surface_rerun_app", None)  # a full run is under way already
 previous = state.session_config()
 state.seed_widgets(previous)
 config, start_notes, hparam_errors = surface_controls(previous)

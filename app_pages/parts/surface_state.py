@@ -2,7 +2,7 @@
 
 The configuration (:class:`~dgs_core.surfaces.config.SurfaceConfig`) is kept in session state
 and mirrored in the URL's query string; the widgets start from it once, then rule themselves.
-The callbacks here move the start, play and pause the timeline, and reset everything.
+The callbacks here move the start and reset everything; the cached timeline figure is here too.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from dgs_core.surfaces.config import FIELDS, SurfaceConfig, clean_start, parse_q
 from dgs_core.viz import surface as viz
 
 GRID_SIZE = len(surfaces.lr_grid(1.0))  # learning rates per optimizer in the lr views
+PANEL_RESOLUTION = 80  # contour grid per axis of each small-multiples panel
+MAX_FRAMES = 80  # frames of the timeline: the opening steps one by one, the rest evenly spaced
+OPENING_STEPS = 25  # the first steps played one frame each (overshoot happens early)
 
 # ---------------------------------------------------------------------------------------------
 # Cached compute (plain inputs only)
@@ -53,6 +56,20 @@ def sweep(
     """The same learning-rate grid around each optimizer's default: :func:`dgs_core.surfaces.lr_sweep`."""
     surf = surfaces.get_surface(surface, **dict(surface_params))
     return surfaces.lr_sweep(surf, optimizer, dict(hparams), **kwargs)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def timeline_figure(
+    config: Items, names: tuple[str, ...], step: int, *, _surface: Any, _runs: dict[str, surfaces.Run]
+) -> Any:
+    """The timeline figure (:func:`dgs_core.viz.surface.timeline_figure`), cached on the
+    configuration's query (``config``: every simulated setting and the view), the optimizers that
+    ran and the opening step; ``_surface`` and ``_runs`` follow from those. Never mutated."""
+    view = dict(config).get("view", "panels")
+    return viz.timeline_figure(
+        _surface, _runs, view=view, step=step, max_frames=MAX_FRAMES, opening=OPENING_STEPS,
+        resolution=PANEL_RESOLUTION, cols=min(len(names), 4),
+    )  # fmt: skip
 
 
 def field_range(field: str) -> tuple[Any, Any]:
@@ -153,37 +170,17 @@ def on_steps_change() -> None:
     st.session_state.surface_step = st.session_state.surface_steps
 
 
-def on_pick(key: str) -> None:
-    """A click on a clickable chart: its point becomes every optimizer's start."""
-    point = viz.start_from_selection(st.session_state.get(key))
+def on_pick(key: str, traces: int | None = None) -> None:
+    """A click on a clickable chart: its point becomes every optimizer's start.
+
+    ``traces``: only points of the figure's first ``traces`` traces count (the timeline's map;
+    a click on one of its curves below is no start)."""
+    point = viz.start_from_selection(st.session_state.get(key), traces=traces)
     if point is None:
         return
     surf = surfaces.get_surface(st.session_state.surface_surface)
     (x, y), _ = clean_start(surf, point)
     st.session_state.surface_x, st.session_state.surface_y = x, y
-    st.session_state.surface_rerun_app = True  # a click inside the timeline fragment: rerun all
-
-
-def play() -> None:
-    """Play from the slider's step (from 0 at the end of the run).
-
-    Play and Pause are two buttons, each doing only what it says: a click delivered twice (a
-    click racing a timer tick can be) repeats the same action instead of undoing it.
-    """
-    if not st.session_state.get("surface_playing"):
-        step = st.session_state.get("surface_step", 0)
-        st.session_state.surface_play_step = 0 if step >= st.session_state.surface_steps else step
-        st.session_state.surface_playing = True
-    st.session_state.surface_rerun_app = True  # the fragment's timer is set by a full run
-
-
-def pause() -> None:
-    """Pause where play is (see :func:`play`)."""
-    if st.session_state.get("surface_playing"):
-        st.session_state.surface_playing = False
-        # the play position, not whatever value the browser's slider sent with this click
-        st.session_state.surface_step = st.session_state.get("surface_play_step", 0)
-    st.session_state.surface_rerun_app = True  # the fragment's timer is set by a full run
 
 
 def reset() -> None:

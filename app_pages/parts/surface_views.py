@@ -49,9 +49,10 @@ def header(config: SurfaceConfig) -> None:
         )
 
 
-def clickable_chart(figure: Any, key: str) -> None:
+def clickable_chart(figure: Any, key: str, traces: int | None = None) -> None:
+    """A chart whose click sets the start (only on its first ``traces`` traces, if given)."""
     st.plotly_chart(
-        figure, key=key, on_select=partial(on_pick, key), selection_mode="points",
+        figure, key=key, on_select=partial(on_pick, key, traces), selection_mode="points",
         config={"displaylogo": False},
     )  # fmt: skip
 

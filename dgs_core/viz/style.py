@@ -6,6 +6,10 @@ study bands and the run comparisons.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 # One stable colour per registered optimizer, so a method looks the same in every figure.
 OPTIMIZER_COLORS: dict[str, str] = {
     "sgd": "#7F7F7F",
@@ -43,3 +47,60 @@ def optimizer_label(name: str) -> str:
         return registry.get(name).label
     except (ImportError, ValueError):
         return name
+
+
+# A horizontal legend above the plot: below it, it covers the x-axis labels once the plot is
+# wide (sidebar collapsed) or short.
+LEGEND_ABOVE = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
+
+# ▲ means an overshoot (docs/algorithms.md#metrics) in every figure; a loss spike is ✦.
+SPIKE_MARKER = {"symbol": "star-diamond", "size": 10, "line": {"width": 1, "color": "black"}}
+SPIKE_NAME = "spike ✦ (loss above its running median)"
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def log_ticks(values: object, *, integer: bool = False) -> dict[str, list]:
+    """Tick values and labels for a log axis over the finite positive ``values``.
+
+    Plotly's own log ticks label a range under a decade with one "10⁻¹" only, and a few decades
+    with bare mantissas ("2, 100, 5, 2, 10, 5"). Here: the coarsest of 10ᵏ, 1-2-5 × 10ᵏ and
+    1…9 × 10ᵏ that puts at least three ticks inside the data (else the data's ends join them;
+    at most nine: every few decades on a wide range); labels as plain numbers from 0.001 to
+    10⁴, else 10ᵏ. ``integer``: whole numbers only (a batch size). Empty when nothing is > 0.
+    """
+    data = np.asarray(values, dtype=float).ravel()
+    data = data[np.isfinite(data) & (data > 0)]
+    if data.size == 0:
+        return {}
+    low, high = float(data.min()), float(data.max())
+    lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    ticks: list[float] = []
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [
+            float(f"{m * 10.0**k:.12g}")
+            for k in range(lo, hi + 1)
+            for m in mantissas
+            if low / 1.0001 <= m * 10.0**k <= high * 1.0001
+        ]
+        if integer:
+            ticks = [t for t in ticks if t >= 1 and t.is_integer()]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) > 9:  # a wide range: every few decades
+        every = math.ceil(len(ticks) / 9)
+        ticks = ticks[::every]
+    if len(ticks) < 3:  # a range too narrow for three of them: its two ends too
+        ends = {float(f"{low:.2g}"), float(f"{high:.2g}")}
+        ticks = sorted({*ticks, *(t for t in ends if not integer or t.is_integer())})
+    plain = all(1e-3 <= t < 1e4 for t in ticks)  # one style of label per axis
+    return {"tickvals": ticks, "ticktext": [_tick_label(t, plain) for t in ticks]}
+
+
+def _tick_label(value: float, plain: bool) -> str:
+    if plain:
+        return f"{value:g}"
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = float(f"{value / 10.0**exponent:.2g}")
+    power = f"10{str(exponent).translate(_SUPERSCRIPT)}"
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"

@@ -27,13 +27,21 @@ from dgs_core import metrics
 from dgs_core.params import invalid
 from dgs_core.training.results import RunResult
 from dgs_core.training.tasks import Task
-from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label
+from dgs_core.viz.style import (
+    LEGEND_ABOVE,
+    OPTIMIZER_COLORS,
+    SPIKE_MARKER,
+    SPIKE_NAME,
+    log_ticks,
+    optimizer_label,
+)
 
 Results = Mapping[str, RunResult]
 
 _PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 _CURSOR = {"dash": "dot", "color": "#555555"}
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}
+_MARGIN_LEGEND = {**_MARGIN, "t": 70}  # room for the legend above the plot (LEGEND_ABOVE)
 MAX_LINE_POINTS = 1000  # per-step lines are thinned to this many points (see thin)
 MAX_SPIKE_MARKERS = 100  # per panel: the largest spikes (a noisy run has thousands)
 _CLASS_COLORS = ("#1F77B4", "#D62728", "#2CA02C", "#FF7F0E", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
@@ -59,24 +67,35 @@ def colors(results: Results) -> dict[str, str]:
 
 
 def lanes_table(results: Results) -> pd.DataFrame:
-    """One row per optimizer, its latest numbers (:meth:`RunResult.progress`): optimizer, status,
-    step, batch loss, val loss, val accuracy, lr, batch size. Safe while the run grows."""
+    """One row per optimizer, its latest numbers (:meth:`RunResult.progress`): optimizer (its
+    display name), status, step, batch loss, val loss, val accuracy, lr, batch size. Safe while
+    the run grows. Numbers are text to 4 significant digits, "—" where there is none yet (before
+    the first evaluation: a number column would show Python's "None")."""
     rows = []
     for label, result in results.items():
         lane = result.progress()
         rows.append(
             {
-                "optimizer": label,
+                "optimizer": _display_name(label, result),
                 "status": lane.status,
                 "step": lane.step,
-                "batch loss": lane.loss,
-                "val loss": lane.val_loss,
-                "val accuracy": lane.val_metric,
-                "lr": lane.lr,
-                "batch size": lane.batch_size,
+                "batch loss": _number(lane.loss),
+                "val loss": _number(lane.val_loss),
+                "val accuracy": _number(lane.val_metric),
+                "lr": _number(lane.lr),
+                "batch size": _number(lane.batch_size),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _display_name(label: str, result: RunResult) -> str:
+    """A label that is the registry key ("sgd") shows as the optimizer's name ("SGD")."""
+    return optimizer_label(result.name) if label == result.name else label
 
 
 def _title(label: str, result: RunResult) -> str:
@@ -158,6 +177,8 @@ def loss_figure(
     """
     palette = colors(results)
     fig = go.Figure() if overlay else _panels(results, shared_yaxes=True)
+    drawn: list[float] = []
+    any_spikes = False
     for i, (label, result) in enumerate(results.items()):
         frame = result.metrics
         evals = frame[frame["val_loss"].notna()]
@@ -173,6 +194,8 @@ def loss_figure(
             }
 
         batch_x, batch_y = thin(frame["step"], frame["loss"])
+        drawn += [*batch_y, *evals["train_loss"], *evals["val_loss"]]
+        any_spikes |= len(spikes) > 0
         traces = [
             go.Scatter(
                 x=batch_x,
@@ -205,23 +228,22 @@ def loss_figure(
                 x=spikes["step"],
                 y=spikes["loss"],
                 mode="markers",
-                marker={
-                    "symbol": "triangle-up",
-                    "size": 8,
-                    "color": color,
-                    "line": {"width": 1, "color": "black"},
-                },
+                marker={**SPIKE_MARKER, "color": color},
                 showlegend=False,
+                hovertemplate="spike at step %{x}<br>loss %{y:.4g}<extra></extra>",
                 **named("spike"),
             ),
         ]
         for trace in traces:
             fig.add_trace(trace, **where)
-    fig.update_yaxes(type="log" if log_y else "linear", exponentformat="power")
+    if any_spikes:  # one grey legend entry says what ✦ means
+        key = go.Scatter(x=[None], y=[None], mode="markers", name=SPIKE_NAME, legendgroup="spike",
+                         marker={**SPIKE_MARKER, "color": "#555555"})  # fmt: skip
+        fig.add_trace(key, **({} if overlay else {"row": 1, "col": 1}))
+    ticks = log_ticks(drawn) if log_y else {}
+    fig.update_yaxes(type="log" if log_y else "linear", exponentformat="power", **ticks)
     fig.update_xaxes(title_text="step")
-    fig.update_layout(
-        height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2}, yaxis_title="loss"
-    )
+    fig.update_layout(height=height, margin=_MARGIN_LEGEND, legend=LEGEND_ABOVE, yaxis_title="loss")
     return _cursor(fig, step)
 
 
@@ -245,10 +267,10 @@ def accuracy_figure(results: Results, *, step: int | None = None, height: int = 
             )
     fig.update_layout(
         height=height,
-        margin=_MARGIN,
+        margin=_MARGIN_LEGEND,
         xaxis_title="step",
         yaxis={"title": "accuracy", "range": [0, 1.02]},
-        legend={"orientation": "h", "y": -0.2},
+        legend=LEGEND_ABOVE,
     )
     return _cursor(fig, step)
 
@@ -327,7 +349,7 @@ def lr_figure(results: Results, *, step: int | None = None, height: int = 340) -
         )
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_xaxes(title_text="step")
-    fig.update_layout(height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2}, yaxis_title="lr")
+    fig.update_layout(height=height, margin=_MARGIN_LEGEND, legend=LEGEND_ABOVE, yaxis_title="lr")
     return _cursor(fig, step)
 
 
@@ -335,9 +357,11 @@ def batch_size_figure(results: Results, *, step: int | None = None, height: int 
     """Batch size against the step (grows for the AdAdaGrad family with adaptive batches)."""
     palette = colors(results)
     fig = go.Figure()
+    sizes: list[float] = []
     for label, result in results.items():
         frame = result.metrics
         x, y = thin(frame["step"], frame["batch_size"])
+        sizes += list(y)
         fig.add_trace(
             go.Scatter(
                 x=x,
@@ -349,10 +373,10 @@ def batch_size_figure(results: Results, *, step: int | None = None, height: int 
         )
     fig.update_layout(
         height=height,
-        margin=_MARGIN,
+        margin=_MARGIN_LEGEND,
         xaxis_title="step",
-        yaxis={"title": "batch size", "type": "log"},
-        legend={"orientation": "h", "y": -0.25},
+        yaxis={"title": "batch size", "type": "log", **log_ticks(sizes, integer=True)},
+        legend=LEGEND_ABOVE,
     )
     return _cursor(fig, step)
 
@@ -589,6 +613,8 @@ def _boundary_traces(
                 colorscale="RdBu_r",
                 opacity=0.55,
                 showscale=False,
+                showlegend=False,
+                name="P(class 1)",
                 hovertemplate="P(class 1) = %{z:.2f}<extra></extra>",
             ),
             go.Contour(
@@ -598,6 +624,8 @@ def _boundary_traces(
                 contours={"start": 0.5, "end": 0.5, "size": 1, "coloring": "none"},
                 line={"color": "black", "width": 2},
                 showscale=False,
+                showlegend=False,
+                name="decision boundary",
                 hoverinfo="skip",
             ),
         ]
@@ -621,6 +649,8 @@ def _boundary_traces(
             zmax=num_classes,
             colorscale=scale,
             showscale=False,
+            showlegend=False,
+            name="predicted class",
             customdata=np.stack([predicted, confidence], axis=-1),
             hovertemplate="class %{customdata[0]}, p = %{customdata[1]:.2f}<extra></extra>",
         ),

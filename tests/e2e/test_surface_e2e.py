@@ -1,5 +1,6 @@
 """Surface lab in a real browser: open /surface on a fresh server, click the contour, see every panel
-and curve follow, move and play the timeline, then reopen the copied URL and get the same picture."""
+and curve follow, reopen the copied URL (at a step) and get the same picture; play the timeline in
+the browser and count the messages to the server (none: no rerun per frame)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import zipfile
 import pytest
 
 from dgs_core.surfaces.config import DEFAULT_OPTIMIZERS
-from dgs_core.viz.surface import timeline_steps
 from tests.e2e.conftest import StreamlitServer, wait_for_app
 
 pytestmark = pytest.mark.e2e
@@ -39,12 +39,12 @@ def _graph(page, selector: str, expression: str):
 
 
 def _loss_curves(page) -> list[list[float]]:
-    expression = "gd => gd._fullData.filter(t => t.mode === 'lines').map(t => Array.from(t.y))"
-    return _graph(page, ".st-key-surface_loss .js-plotly-plot", expression)
-
-
-def _slider_value(page) -> int:
-    return int(page.locator(".st-key-surface_step input[type='range']").input_value())
+    """The f − f* curves under the paths (same figure: the axes titled f(x_t) − f*)."""
+    expression = """gd => gd._fullData
+        .filter(t => t.mode === 'lines' && t.name !== 'step' && t.yaxis
+            && (gd._fullLayout['yaxis' + t.yaxis.slice(1)].title.text || '').startsWith('f(x_t)'))
+        .map(t => Array.from(t.y))"""
+    return _graph(page, MAIN, expression)
 
 
 def _wait_for_starts(page, point: tuple[float, float]) -> None:
@@ -60,18 +60,12 @@ def _wait_for_starts(page, point: tuple[float, float]) -> None:
     )
 
 
-def _wait_for_step(page, step: int) -> None:
-    page.wait_for_function(
-        """([selector, step]) => {
-            const gd = document.querySelector(selector);
-            if (!gd || !gd._fullData) return false;
-            const lines = gd._fullData.filter(t => t.mode === 'lines+markers' && t.showlegend);
-            return lines.length > 0 && lines.every(t => t.x.length <= step + 1)
-                && lines.some(t => t.x.length === step + 1);
-        }""",
-        arg=[MAIN, step],
-        timeout=120_000,
-    )
+def _drawn_steps(page) -> list[int]:
+    return _graph(page, MAIN, f"gd => ({STATE})(gd).lengths.map(n => n - 1)")
+
+
+def _frame_index(page, step: int) -> int:
+    return _graph(page, MAIN, f"gd => gd._transitionData._frames.findIndex(f => f.name === '{step}')")
 
 
 def _dismiss_dialog(page) -> None:
@@ -117,68 +111,69 @@ def test_click_timeline_and_copied_link(server, page, browser, tmp_path) -> None
     assert all(a[0] != b[0] for a, b in zip(losses_after, losses_before, strict=True))  # new f(x₀)
     assert page.query_selector("[data-testid='stException']") is None
 
-    # Move the shared timeline: every panel and both curves' cursors follow.
-    track = page.locator(".st-key-surface_step [role='group'] > div[data-orientation]").bounding_box()
-    page.mouse.click(track["x"] + 0.25 * track["width"], track["y"] + track["height"] / 2)
-    wait_for_app(page)
-    step = _slider_value(page)
-    assert 0 < step < 500
-    _wait_for_step(page, step)
-    for chart in ("surface_loss", "surface_scaling"):  # the curves' step cursors
-        page.wait_for_function(
-            """([selector, step]) => {
-                const gd = document.querySelector(selector);
-                const shapes = gd && gd._fullLayout && gd._fullLayout.shapes;
-                return !!shapes && shapes.length > 0 && shapes.every(s => s.x0 === step);
-            }""",
-            arg=[f".st-key-{chart} .js-plotly-plot", step],
-        )
-    page.screenshot(path=str(tmp_path / "surface_clicked_step.png"))
+    # The timeline runs in the browser: the link keeps the step it opens at (none: the end).
+    drawn = _drawn_steps(page)
+    assert len(drawn) == PANELS and max(drawn) == 500  # (a path that diverged stops early)
+    page.screenshot(path=str(tmp_path / "surface_clicked.png"))
 
     # The URL now holds the whole picture; a new session opened on it shows the same one.
-    url = page.url
-    assert "start=-0.8%2C1.8" in url and f"t={step}" in url
+    assert "start=-0.8%2C1.8" in page.url
+    url = page.url + "&t=40"
     again = browser.new_context(viewport={"width": 1600, "height": 3000}).new_page()
     again.goto(url)
     wait_for_app(again)
     again.wait_for_selector(MAIN, timeout=180_000)
     _dismiss_dialog(again)
     _wait_for_starts(again, (-0.8, 1.8))
-    assert _graph(again, MAIN, STATE) == _graph(page, MAIN, STATE)
-    assert _slider_value(again) == step
+    assert _drawn_steps(again) == [40] * PANELS  # opens at the linked step
+    assert _graph(again, MAIN, "gd => gd.layout.sliders[0].active") == _frame_index(again, 40)
     assert _loss_curves(again) == losses_after
     again.screenshot(path=str(tmp_path / "surface_reopened.png"))
     again.context.close()
 
 
-def test_play_moves_the_timeline_and_export_downloads_a_bundle(server, page, tmp_path) -> None:
+# Records the frames the figure animates (plotly_animatingframe), with their times.
+WATCH = """gd => { window.__frames = []; gd.on('plotly_animatingframe', e => window.__frames.push(
+    [performance.now(), e.name])); return true; }"""
+
+
+def test_play_runs_in_the_browser_without_reruns_and_export_downloads_a_bundle(server, page) -> None:
+    sent = []  # every message the browser sends the server (a rerun is one)
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
     page.goto(f"{server.url}/surface?opt=sgd,adam&steps=200&t=0")
     wait_for_app(page)
     page.wait_for_selector(MAIN, timeout=180_000)
     _dismiss_dialog(page)
-    assert _slider_value(page) == 0
-    page.locator(".st-key-surface_play button").click()
-    frames = timeline_steps(200, 40)
-    page.wait_for_function(  # the fragment's timer has advanced every panel three frames at least
-        """([selector, step]) => {
+    assert _drawn_steps(page) == [0, 0]
+    _graph(page, MAIN, WATCH)
+    page.wait_for_timeout(1000)
+    before = len(sent)
+    page.locator(f"{MAIN} .updatemenu-button", has_text="▶ play").click()
+    page.wait_for_function(  # played through to the end of the run, frame by frame
+        """selector => {
             const gd = document.querySelector(selector);
-            if (!gd || !gd._fullData) return false;
             const lines = gd._fullData.filter(t => t.mode === 'lines+markers' && t.showlegend);
-            return lines.length === 2 && lines.every(t => t.x.length >= step + 1);
+            return lines.length === 2 && lines.every(t => t.x.length === 201);
         }""",
-        arg=[MAIN, frames[3]],
+        arg=MAIN,
         timeout=120_000,
     )
-    page.get_by_role("button", name="❚❚ Pause").click()
-    page.get_by_role("button", name="▶ Play").wait_for(timeout=120_000)
-    page.wait_for_timeout(2500)  # a frame already under way when Pause was clicked may still land
-    wait_for_app(page)
-    paused = _slider_value(page)
-    assert paused >= frames[3]
-    page.wait_for_timeout(2500)
-    assert _slider_value(page) == paused  # paused: the timer is off
-    _wait_for_step(page, paused)
-    assert f"t={paused}" in page.url or paused == 200
+    played = page.evaluate("window.__frames.map(f => Number(f[1]))")
+    assert len(played) >= 30 and played[-1] == 200 and played == sorted(played)  # many frames, in order
+    cursors = _graph(page, MAIN, "gd => gd._fullData.filter(t => t.name === 'step').map(t => t.x[0])")
+    assert cursors == [200, 200, 200]  # the curves' cursors moved with the paths
+    page.wait_for_timeout(1000)
+    assert len(sent) == before  # no rerun: not one message to the server while playing
+
+    # the opening steps one by one, slowly; pause stops there
+    page.locator(f"{MAIN} .updatemenu-button", has_text="first steps").click()
+    page.wait_for_function("() => window.__frames.some(f => f[1] === '3')", timeout=120_000)
+    page.locator(f"{MAIN} .updatemenu-button", has_text="pause").click()
+    page.wait_for_timeout(1500)
+    paused = _drawn_steps(page)
+    page.wait_for_timeout(1500)
+    assert _drawn_steps(page) == paused and paused[0] < 25  # paused inside the opening
+    assert len(sent) == before
 
     with page.expect_download() as download:
         page.get_by_role("button", name="Export snapshot (.zip)").click()
@@ -197,6 +192,13 @@ def test_fresh_server_deep_link_has_no_page_not_found_dialog(page, tmp_path) -> 
     try:
         page.goto(f"{fresh.url}/surface")
         page.get_by_role("heading", name="Surface lab").wait_for(timeout=180_000)  # the page did run
+        assert page.query_selector("[role='dialog']") is None
+        # an old /home link: Home at "/", with no "Page not found" box over it
+        page.goto(f"{fresh.url}/home")
+        page.get_by_role("heading", name="DGS Lab").wait_for(timeout=180_000)
+        wait_for_app(page)
+        page.wait_for_url(f"{fresh.url}/", timeout=60_000)
+        page.wait_for_timeout(1000)
         assert page.query_selector("[role='dialog']") is None
     finally:
         fresh.stop()

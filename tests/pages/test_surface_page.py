@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app_pages.parts import surface_state as state
 from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
 from dgs_core.surfaces.config import DEFAULT_OPTIMIZERS
+from dgs_core.viz import surface as viz
 from dgs_core.viz.surface import timeline_steps
 from tests.pages.conftest import app_at, shown
 
@@ -51,6 +53,26 @@ def paths(spec: dict) -> dict[str, np.ndarray]:
     """Each optimizer's drawn path, ``(k + 1, 2)`` up to the timeline's step."""
     lines = [t for t in spec["data"] if t.get("mode") == "lines+markers" and t.get("showlegend")]
     return {t["name"]: np.stack([values(t["x"]), values(t["y"])], axis=-1) for t in lines}
+
+
+def curves(spec: dict, title: str) -> list[dict]:
+    """The timeline's curves on the axes whose y title starts with ``title`` (no cursors)."""
+    axes = {
+        "y" + name[5:]
+        for name, axis in spec["layout"].items()
+        if name.startswith("yaxis") and axis.get("title", {}).get("text", "").startswith(title)
+    }
+    return [t for t in spec["data"] if t.get("yaxis") in axes and t.get("name") != "step"]
+
+
+def cursors(spec: dict) -> set[float]:
+    """Where the curves' step cursors stand."""
+    return {t["x"][0] for t in spec["data"] if t.get("name") == "step"}
+
+
+def opening_step(spec: dict) -> int:
+    slider = spec["layout"]["sliders"][0]
+    return int(slider["steps"][slider["active"]]["label"])
 
 
 def starts(spec: dict) -> list[tuple[float, float]]:
@@ -94,9 +116,10 @@ def test_default_page_runs_every_default_optimizer_from_one_start():
     # one shared colour scale: every contour on the layout's colour axis
     contours = [t for t in spec["data"] if t["type"] == "contour"]
     assert len(contours) == len(DEFAULT_OPTIMIZERS) and {c["coloraxis"] for c in contours} == {"coloraxis"}
-    loss = figure(at, "surface_loss")
-    assert [t["name"] for t in loss["data"] if "name" in t] == labels(DEFAULT_OPTIMIZERS)
-    assert figure(at, "surface_scaling")["layout"]["yaxis"]["title"]["text"] == "η_t × scaling"
+    # the curves along the steps live in the same figure, one per optimizer (and coordinate)
+    assert [t["name"] for t in curves(spec, "f(x_t)")] == labels(DEFAULT_OPTIMIZERS)
+    scaling = [t["name"] for t in curves(spec, "η_t × scaling") if "(own)" not in t["name"]]
+    assert scaling == [n for n in labels(DEFAULT_OPTIMIZERS) for _ in "xy"]  # one per coordinate
     table = at.dataframe[0].value
     assert table["optimizer"].tolist() == labels(DEFAULT_OPTIMIZERS)
     assert {"final gap", "steps to ε=0.001", "overshoots", "oscillations", "spikes K"} <= set(table.columns)
@@ -106,27 +129,25 @@ def test_default_page_runs_every_default_optimizer_from_one_start():
         info = registry.get(name)
         assert info.description in described
         assert (f"**{info.label}** *(interpretation)*" in described) == info.interpretation
-    assert at.slider(key="surface_step").value == 500 and not at.toggle(key="surface_clip_on").value
+    assert opening_step(spec) == 500 and cursors(spec) == {500}  # opens at the end of the run
+    assert not at.toggle(key="surface_clip_on").value
     assert at.query_params == {"surface": "rosenbrock", "start": "-2.0,2.0"}
     assert [b.proto.label for b in at.get("download_button")] == ["Export snapshot (.zip)"]
     assert not at.error
 
 
-def test_timeline_redraws_from_cached_runs(simulations):
+def test_timeline_opens_at_the_linked_step_and_redraws_from_cached_runs(simulations):
     # a seed no other test uses: these three runs are not cached yet
-    at = open_page({"opt": "sgd,adam,dgs", "seed": "987001", "steps": "200"})
-    assert simulations == {"sgd": 1, "adam": 1, "dgs": 1}
-    at.slider(key="surface_step").set_value(50).run()
+    at = open_page({"opt": "sgd,adam,dgs", "seed": "987001", "steps": "200", "t": "20"})
     assert not at.exception, at.exception
-    assert simulations == {"sgd": 1, "adam": 1, "dgs": 1}  # moving the timeline simulates nothing
+    assert simulations == {"sgd": 1, "adam": 1, "dgs": 1}
     spec = figure(at, "surface_main")
-    assert {len(p) for p in paths(spec).values()} == {51}  # every panel at step 50
-    assert [s["x0"] for s in figure(at, "surface_loss")["layout"]["shapes"]] == [50]
-    assert {s["x0"] for s in figure(at, "surface_scaling")["layout"]["shapes"]} == {50}
-    assert at.query_params["t"] == "50"
+    assert {len(p) for p in paths(spec).values()} == {21}  # every panel at step 20
+    assert opening_step(spec) == 20 and cursors(spec) == {20}  # the curves' cursors too
+    assert at.query_params["t"] == "20"
 
     at.radio(key="surface_view").set_value("overlay").run()
-    assert {len(p) for p in paths(figure(at, "surface_main")).values()} == {51}
+    assert {len(p) for p in paths(figure(at, "surface_main")).values()} == {21}
     assert simulations == {"sgd": 1, "adam": 1, "dgs": 1}
 
     at.number_input(key="surface_hp_adam_lr").set_value(0.02).run()  # only Adam changed
@@ -154,8 +175,8 @@ def test_a_copied_link_restores_the_same_picture():
     assert at.number_input(key="surface_hp_adam_lr").value == 0.05
     assert at.toggle(key="surface_clip_on").value and at.number_input(key="surface_clip").value == 5.0
     assert at.radio(key="surface_view").value == "overlay"
-    assert at.slider(key="surface_step").value == 50
     spec = figure(at, "surface_main")
+    assert opening_step(spec) == 50
     assert starts(spec) == [(-1.5, 1.0)]
     expected = surfaces.simulate(
         surfaces.get_surface("quadratic", kappa=10.0), "adam", {"lr": 0.05},
@@ -230,21 +251,22 @@ def test_an_invalid_hyperparameter_is_refused_at_its_control():
     assert list(paths(figure(at, "surface_main"))) == ["SGD"]  # the other optimizer still runs
 
 
-def test_play_advances_every_panel_one_frame_per_run():
+def test_the_timeline_plays_in_the_browser_from_frames_of_one_figure():
     at = open_page({"opt": "sgd,adam", "steps": "200"})
-    frames = timeline_steps(200, 40)
-    at.button(key="surface_play").click().run()  # at the end: play starts over from step 0
-    assert at.slider(key="surface_step").value == frames[1]
-    assert at.button(key="surface_pause").proto.label == "❚❚ Pause"
-    assert not [b for b in at.button if b.key == "surface_play"]  # one button at a time
-    at.run()  # the fragment's timer tick
-    assert at.slider(key="surface_step").value == frames[2]
-    assert {len(p) for p in paths(figure(at, "surface_main")).values()} == {frames[2] + 1}
-    at.button(key="surface_pause").click().run()  # pause
-    at.run()
-    assert at.slider(key="surface_step").value == frames[2]
-    assert at.button(key="surface_play").proto.label == "▶ Play"
-    assert not [b for b in at.button if b.key == "surface_pause"]
+    spec = figure(at, "surface_main")
+    steps = timeline_steps(200, state.MAX_FRAMES, state.OPENING_STEPS)
+    assert [f["name"] for f in spec["frames"]] == [str(k) for k in steps]
+    assert steps[: state.OPENING_STEPS] == list(range(state.OPENING_STEPS))  # slow motion first
+    labels_ = [b["label"] for b in spec["layout"]["updatemenus"][0]["buttons"]]
+    assert labels_ == [*viz.SPEEDS, viz.OPENING_LABEL, "❚❚ pause"]
+    frame = spec["frames"][10]
+    by_trace = dict(zip(frame["traces"], frame["data"], strict=True))
+    # each frame moves the paths (SGD's line: 11 points at step 10) and every curve's cursor
+    sgd = next(i for i, t in enumerate(spec["data"]) if t.get("name") == "SGD" and t.get("showlegend"))
+    assert len(values(by_trace[sgd]["x"])) == 11
+    cursor_traces = [i for i, t in enumerate(spec["data"]) if t.get("name") == "step"]
+    assert len(cursor_traces) == 3 and all(by_trace[i]["x"] == [10, 10] for i in cursor_traces)
+    assert not [w for w in at.get("slider") if w.key == "surface_step"]  # no server-side timeline
 
 
 def test_gradient_clipping_only_when_turned_on():
@@ -265,7 +287,7 @@ def test_a_new_surface_starts_from_its_own_default():
     at = open_page({"opt": "sgd", "steps": "50", "t": "20"})
     at.selectbox(key="surface_surface").set_value("himmelblau").run()
     assert starts(figure(at, "surface_main")) == [(0.0, 0.0)]
-    assert at.slider(key="surface_step").value == 50  # the timeline back at the end
+    assert opening_step(figure(at, "surface_main")) == 50  # the timeline back at the end
     assert at.query_params == {"surface": "himmelblau", "opt": "sgd", "start": "0.0,0.0", "steps": "50"}
     at.selectbox(key="surface_surface").set_value("quadratic").run()
     assert at.number_input(key="surface_param_kappa").value == 100.0 and not at.error
@@ -322,7 +344,7 @@ def test_leaving_and_returning_keeps_the_settings_and_the_link():
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
     assert at.number_input(key="surface_hp_adam_lr").value == 0.05
-    assert at.slider(key="surface_step").value == 30
+    assert opening_step(figure(at, "surface_main")) == 30
     assert at.query_params == query
 
 

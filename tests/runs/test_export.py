@@ -67,9 +67,12 @@ def test_a_surface_bundle_goes_to_tensorboard_too(surface: bytes, tmp_path: Path
     assert len(gap) == 31 and gap[-1].value == pytest.approx(float(bundle.runs["adam"].gap[-1, 0]), rel=1e-6)
 
 
-def test_mlflow_gets_a_parent_run_and_one_child_per_optimizer(training: bytes, tmp_path: Path) -> None:
+def test_mlflow_gets_a_parent_run_and_one_child_per_optimizer(
+    training: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.chdir(tmp_path)  # a database store keeps its artifacts in ./mlruns, as MLflow does
     bundle = read_bundle(training)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = to_mlflow(bundle, uri, experiment="test")

@@ -145,14 +145,14 @@ def test_decision_boundary_refuses_other_tasks() -> None:
 
 def test_lanes_table_has_each_optimizers_latest_numbers(trainer: Trainer) -> None:
     table = viz.lanes_table(trainer.results).set_index("optimizer")
-    assert list(table.index) == ["sgd", "dgs", "adam"]
+    assert list(table.index) == ["SGD", "DGS", "Adam"]  # display names, not registry keys
     columns = ["status", "step", "batch loss", "val loss", "val accuracy", "lr", "batch size"]
     assert list(table.columns) == columns
     metrics = trainer.results["adam"].metrics
-    assert table.loc["adam", "step"] == 30 and table.loc["adam", "status"] == "done"
-    assert table.loc["adam", "batch loss"] == metrics["loss"].iloc[-1]
-    assert table.loc["adam", "val accuracy"] == metrics["val_metric"].iloc[-1]
-    assert table.loc["adam", "lr"] == 0.01
+    assert table.loc["Adam", "step"] == 30 and table.loc["Adam", "status"] == "done"
+    assert table.loc["Adam", "batch loss"] == f"{metrics['loss'].iloc[-1]:.4g}"
+    assert table.loc["Adam", "val accuracy"] == f"{metrics['val_metric'].iloc[-1]:.4g}"
+    assert table.loc["Adam", "lr"] == "0.01"
 
 
 def test_large_batch_figure() -> None:

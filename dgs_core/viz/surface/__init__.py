@@ -11,7 +11,8 @@ Timeline: every path figure takes ``step`` (draw each path up to that step; ``No
 whole run), so a page can drive all figures from one shared slider. ``animate=True`` also
 adds Plotly frames with a play button and a step slider inside the figure, which animate in
 the browser without a rerun; in :func:`small_multiples_figure` that one slider moves every
-panel together.
+panel together. :func:`timeline_figure` is the lab's timeline: the paths and the curves along
+the steps in one figure, played, slowed and scrubbed in the browser.
 
 Clicking a start: :func:`contour_figure` (and the basin map) can carry an invisible grid of
 points over the domain, the trace named :data:`CLICK_GRID`. With
@@ -37,6 +38,8 @@ from dgs_core.viz.surface.curves import (
 from dgs_core.viz.surface.maps import (
     CLICK_GRID,
     COLORSCALE,
+    OPENING_LABEL,
+    SPEEDS,
     basin_map_figure,
     basin_names,
     click_grid_trace,
@@ -46,10 +49,14 @@ from dgs_core.viz.surface.maps import (
     surface_3d_figure,
     timeline_steps,
 )
+from dgs_core.viz.surface.timeline import TIMELINE_VIEWS, timeline_figure
 
 __all__ = [
     "CLICK_GRID",
     "COLORSCALE",
+    "OPENING_LABEL",
+    "SPEEDS",
+    "TIMELINE_VIEWS",
     "basin_map_figure",
     "basin_names",
     "batch_size_figure",
@@ -62,6 +69,7 @@ __all__ = [
     "small_multiples_figure",
     "start_from_selection",
     "surface_3d_figure",
+    "timeline_figure",
     "timeline_steps",
     "tuning_table",
 ]

@@ -16,7 +16,7 @@ from dgs_core import metrics
 from dgs_core.params import invalid
 from dgs_core.surfaces.simulator import DEFAULT_TOLERANCE
 from dgs_core.surfaces.studies import LrSweep
-from dgs_core.viz.style import OPTIMIZER_COLORS, PALETTE
+from dgs_core.viz.style import LEGEND_ABOVE, OPTIMIZER_COLORS, PALETTE, log_ticks
 from dgs_core.viz.surface.paths import DIVERGED, Array, RunsLike, label_of, labelled, paths_of, row_name
 
 # ---------------------------------------------------------------------------------------------
@@ -34,8 +34,10 @@ def loss_figure(
     paths = paths_of(runs)
     fig = go.Figure()
     positive = True
+    gaps = []
     for path in paths:
         gap = path.run.gap[: path.length, 0]
+        gaps.append(gap)
         positive &= bool(np.all(gap > 0))
         fig.add_trace(
             go.Scatter(
@@ -65,9 +67,14 @@ def loss_figure(
     fig.update_layout(
         height=height,
         xaxis_title="step t",
-        yaxis={"title": ylabel, "type": "log" if use_log else "linear", "exponentformat": "power"},
-        legend={"orientation": "h", "y": -0.2},
-        margin={"l": 60, "r": 20, "t": 30, "b": 40},
+        yaxis={
+            "title": ylabel,
+            "type": "log" if use_log else "linear",
+            "exponentformat": "power",
+            **(log_ticks(np.concatenate(gaps)) if use_log and gaps else {}),
+        },
+        legend=LEGEND_ABOVE,
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
     )
     if step is not None:
         fig.add_vline(x=step, line={"dash": "dot", "color": "#555555"})
@@ -84,11 +91,13 @@ def scaling_figure(runs: RunsLike, *, step: int | None = None, height: int = 480
     """
     paths = paths_of(runs)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=("x", "y"))
+    drawn = []
     for path in paths:
         run = path.run
         steps = np.arange(1, path.length)
         effective = (run.lr[:, :, None] * run.scaling)[: path.length - 1, 0]
         own = None if run.scale is None else (run.lr[:, :, None] * run.scale)[: path.length - 1, 0]
+        drawn += [effective.ravel()] + ([] if own is None else [own.ravel()])
         for c in range(2):
             fig.add_trace(
                 go.Scatter(
@@ -119,11 +128,10 @@ def scaling_figure(runs: RunsLike, *, step: int | None = None, height: int = 480
                     row=c + 1,
                     col=1,
                 )
-    fig.update_yaxes(type="log", exponentformat="power", title_text="η_t × scaling")
+    ticks = log_ticks(np.concatenate(drawn)) if drawn else {}
+    fig.update_yaxes(type="log", exponentformat="power", title_text="η_t × scaling", **ticks)
     fig.update_xaxes(title_text="step t", row=2, col=1)
-    fig.update_layout(
-        height=height, legend={"orientation": "h", "y": -0.15}, margin={"l": 60, "r": 20, "t": 40, "b": 40}
-    )
+    fig.update_layout(height=height, legend=LEGEND_ABOVE, margin={"l": 60, "r": 20, "t": 60, "b": 40})
     if step is not None:
         fig.add_vline(x=step, line={"dash": "dot", "color": "#555555"})
     return fig
@@ -132,7 +140,9 @@ def scaling_figure(runs: RunsLike, *, step: int | None = None, height: int = 480
 def batch_size_figure(runs: RunsLike, *, step: int | None = None, height: int = 300) -> go.Figure:
     """The batch size behind each step's gradient (grows for the AdAdaGrad family)."""
     fig = go.Figure()
+    sizes = []
     for path in paths_of(runs):
+        sizes += path.run.batch_size[: path.length - 1, 0].tolist()
         fig.add_trace(
             go.Scatter(
                 x=np.arange(path.length - 1),
@@ -145,8 +155,9 @@ def batch_size_figure(runs: RunsLike, *, step: int | None = None, height: int = 
     fig.update_layout(
         height=height,
         xaxis_title="step t",
-        yaxis={"title": "batch size", "type": "log"},
-        margin={"l": 60, "r": 20, "t": 30, "b": 40},
+        yaxis={"title": "batch size", "type": "log", **log_ticks(sizes, integer=True)},
+        legend=LEGEND_ABOVE,
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
     )
     if step is not None:
         fig.add_vline(x=step, line={"dash": "dot", "color": "#555555"})
@@ -162,7 +173,8 @@ def lr_sensitivity_figure(
 ) -> go.Figure:
     """Final gap (or steps to ε) against the learning rate, log-x, one curve per optimizer.
 
-    Diverged learning rates sit on a "diverged" row of ✕ markers at the top; each curve's
+    Diverged learning rates, and those whose final gap blew up past :data:`BLOWN_UP` × the
+    start's, sit on a "diverged" row of ✕ markers at the top (clipped: off the curve); each curve's
     default lr is ringed (○) and its tuned lr (best by ``criterion``) starred (★).
     """
     if metric not in ("final_gap", "steps_to_tolerance"):
@@ -175,14 +187,16 @@ def lr_sensitivity_figure(
     curves = []
     for i, (label, sweep) in enumerate(items.items()):
         color = OPTIMIZER_COLORS.get(sweep.run.optimizer, PALETTE[i % len(PALETTE)])
+        off_scale = _off_scale(sweep)
         if metric == "final_gap":
-            y = np.where(sweep.diverged_at >= 0, np.nan, sweep.final_gap).astype(float)
+            y = np.where(off_scale, np.nan, sweep.final_gap).astype(float)
         else:
             y = np.where(sweep.steps_to_tolerance >= 0, sweep.steps_to_tolerance, np.nan).astype(float)
+            y[off_scale] = np.nan
         finite_values += [v for v in y if np.isfinite(v) and v > 0]
-        curves.append((label, sweep, color, y))
+        curves.append((label, sweep, color, y, off_scale))
     top = 10 * max(finite_values) if finite_values else 1.0
-    for label, sweep, color, y in curves:
+    for label, sweep, color, y, off_scale in curves:
         fig.add_trace(
             go.Scatter(
                 x=sweep.lrs,
@@ -196,19 +210,21 @@ def lr_sensitivity_figure(
                 "<br>steps to ε %{customdata[1]}<extra></extra>",
             )
         )
-        diverged = sweep.diverged_at >= 0
-        if diverged.any():
+        if off_scale.any():
+            why = [
+                metrics.divergence_message(int(d)) if d >= 0 else f"blew up: final gap {g:.3g}"
+                for d, g in zip(sweep.diverged_at[off_scale], sweep.final_gap[off_scale], strict=True)
+            ]
             fig.add_trace(
                 go.Scatter(
-                    x=sweep.lrs[diverged],
-                    y=np.full(int(diverged.sum()), top),
+                    x=sweep.lrs[off_scale],
+                    y=np.full(int(off_scale.sum()), top),
                     mode="markers",
                     legendgroup=label,
                     showlegend=False,
                     marker={**DIVERGED, "color": color, "size": 11},
-                    customdata=sweep.diverged_at[diverged],
-                    hovertemplate=f"{label}<br>lr %{{x:.3g}}<br>diverged at step %{{customdata}}"
-                    "<extra></extra>",
+                    text=why,
+                    hovertemplate=f"{label}<br>lr %{{x:.3g}}<br>%{{text}}<extra></extra>",
                 )
             )
         default = sweep.default_index
@@ -221,15 +237,28 @@ def lr_sensitivity_figure(
     fig.update_layout(
         height=height,
         xaxis={"title": "learning rate η", "type": "log", "exponentformat": "power"},
-        yaxis={"title": ytitle, "type": "log", "exponentformat": "power"},
-        legend={"orientation": "h", "y": -0.2},
-        margin={"l": 60, "r": 20, "t": 30, "b": 40},
+        yaxis={"title": ytitle, "type": "log", "exponentformat": "power", **log_ticks([*finite_values, top])},
+        legend=LEGEND_ABOVE,
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
     )
-    if any((s.diverged_at >= 0).any() for _, s, _, _ in curves):
+    if any(off_scale.any() for *_, off_scale in curves):
         fig.add_annotation(
             x=1, xref="paper", y=math.log10(top), text="diverged", showarrow=False, xanchor="right"
         )
     return fig
+
+
+#: A final gap this many times the start's counts as blown up: drawn on the "diverged" row,
+#: not on the curve (one such point at ~1e168 flattened every other curve to the floor).
+BLOWN_UP = 1e3
+
+
+def _off_scale(sweep: LrSweep) -> Array:
+    """The learning rates that diverged, or ended over :data:`BLOWN_UP` × the start's gap."""
+    start_gap = np.abs(sweep.run.gap[0]).astype(float)
+    with np.errstate(all="ignore"):
+        blown = ~np.isfinite(sweep.final_gap) | (sweep.final_gap > BLOWN_UP * np.maximum(start_gap, 1e-12))
+    return (sweep.diverged_at >= 0) | blown
 
 
 def _lr_marker(
@@ -267,8 +296,8 @@ def metrics_table(
     window: int = metrics.SPIKE_WINDOW,
     tau: float = metrics.SPIKE_TAU,
 ) -> pd.DataFrame:
-    """docs/algorithms.md#metrics metrics, one row per path: final gap, steps to ε, overshoots, oscillations,
-    spikes K and divergence ("diverged at step t", empty if it did not)."""
+    """docs/algorithms.md#metrics metrics, one row per path: final gap, steps to ε ("—": never),
+    overshoots, oscillations, spikes K and divergence ("diverged at step t", empty if it did not)."""
     rows = []
     for label, run in labelled(runs):
         values = run.metrics(tolerance=tolerance, window=window, tau=tau)
@@ -290,8 +319,17 @@ def metrics_table(
             )
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame[f"steps to ε={tolerance:g}"] = frame[f"steps to ε={tolerance:g}"].astype("Int64")
+        frame[f"steps to ε={tolerance:g}"] = _steps_text(frame[f"steps to ε={tolerance:g}"])
     return frame
+
+
+#: A table cell with no value (a table showed Python's "None" there).
+MISSING = "—"
+
+
+def _steps_text(column: pd.Series) -> pd.Series:
+    """Steps as text, "—" where ε was never reached (a number column shows "None" there)."""
+    return column.map(lambda v: MISSING if v is None or pd.isna(v) else str(int(v))).astype(object)
 
 
 def tuning_table(sweeps: Mapping[str, LrSweep], *, criterion: str = "steps_to_tolerance") -> pd.DataFrame:
@@ -312,5 +350,5 @@ def tuning_table(sweeps: Mapping[str, LrSweep], *, criterion: str = "steps_to_to
     frame = pd.DataFrame(rows)
     for column in ("default steps to ε", "tuned steps to ε"):
         if column in frame:
-            frame[column] = frame[column].astype("Int64")
+            frame[column] = _steps_text(frame[column])
     return frame

@@ -174,12 +174,15 @@ def click_grid_trace(
     )
 
 
-def start_from_selection(selection: Mapping[str, Any] | None) -> tuple[float, float] | None:
+def start_from_selection(
+    selection: Mapping[str, Any] | None, *, traces: int | None = None
+) -> tuple[float, float] | None:
     """``(x, y)`` of the first selected point of a Streamlit plotly selection, else None.
 
     ``selection`` is ``event.selection`` (or the whole ``event``) of
     ``st.plotly_chart(..., on_select="rerun", selection_mode="points")``: a mapping whose
-    ``"points"`` list holds dicts with ``"x"`` and ``"y"``.
+    ``"points"`` list holds dicts with ``"x"`` and ``"y"`` (and ``"curve_number"``: with
+    ``traces``, points of trace ``traces`` on are skipped, e.g. the curves under a map).
     """
     if not selection:
         return None
@@ -187,6 +190,8 @@ def start_from_selection(selection: Mapping[str, Any] | None) -> tuple[float, fl
         selection = selection["selection"]
     points = selection.get("points") or []
     for point in points:
+        if traces is not None and int(point.get("curve_number", 0)) >= traces:
+            continue
         x, y = point.get("x"), point.get("y")
         if (
             isinstance(x, int | float)
@@ -265,7 +270,7 @@ def contour_figure(
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
     )
     if animate and paths:
-        _animate(
+        animate_paths(
             fig,
             [(path, first + i * TRACES_PER_PATH, "x", "y") for i, path in enumerate(paths)],
             step,
@@ -327,7 +332,7 @@ def small_multiples_figure(
         fig.add_trace(_start_trace(mine, axes, showlegend=i == 0))
         for path in mine:
             animated.append((path, len(fig.data), xaxis, yaxis))
-            fig.add_traces(path_traces(path, step, **axes))
+            fig.add_traces(path_traces(path, step, compact=True, **axes))
     fig.add_traces(legend_keys(paths))
     fig.update_xaxes(range=[x0, x1])
     fig.update_yaxes(range=[y0, y1])
@@ -341,7 +346,7 @@ def small_multiples_figure(
         margin={"l": 40, "r": 20, "t": 70, "b": 40},
     )
     if animate:
-        _animate(fig, animated, step, max_frames)
+        animate_paths(fig, animated, step, max_frames)
     return fig
 
 
@@ -376,35 +381,71 @@ def _typed_array(values: Any) -> dict[str, str]:
     return {"dtype": "f4", "bdata": base64.b64encode(data.tobytes()).decode("ascii")}
 
 
-def timeline_steps(total: int, max_frames: int = 60) -> list[int]:
-    """At most ``max_frames`` evenly spaced steps 0 … total (both ends included)."""
+def timeline_steps(total: int, max_frames: int = 60, opening: int = 0) -> list[int]:
+    """At most ``max_frames`` steps 0 … total (both ends included): the first ``opening`` steps
+    one by one (slow motion where overshoot happens), then evenly spaced to the end."""
     count = int(min(total + 1, max(2, max_frames)))
-    return sorted({round(float(s)) for s in np.linspace(0, total, count)})
+    first = list(range(min(opening, count - 1, total)))
+    rest = np.linspace(len(first), total, count - len(first))
+    return sorted({*first, *(round(float(s)) for s in rest)})
 
 
-def _animate(
-    fig: go.Figure, placed: Sequence[tuple[Path, int, str, str]], step: int | None, max_frames: int
+#: Play speeds of the timeline's buttons: label → milliseconds per frame.
+SPEEDS = {"▶ play": 50, "▶ slow": 250}
+OPENING_LABEL = "▶ first steps, slow"
+
+
+def animate_paths(
+    fig: go.Figure,
+    placed: Sequence[tuple[Path, int, str, str]],
+    step: int | None,
+    max_frames: int,
+    *,
+    opening: int = 0,
+    cursors: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Frames that redraw every path at evenly spaced steps; play/pause and one slider."""
+    """Frames that redraw every path at the steps of :func:`timeline_steps`; play buttons at
+    :data:`SPEEDS` (and the opening steps slowly, when ``opening``), pause and one slider.
+
+    ``placed``: each path with the index of its first trace and its axes. ``cursors``: vertical
+    lines ``{"index": trace, "y": [low, high]}`` that each frame moves to its step.
+    """
     total = max(p.run.steps for p, *_ in placed)
-    steps = timeline_steps(total, max_frames)
+    current = total if step is None else int(min(max(step, 0), total))
+    steps = sorted({*timeline_steps(total, max_frames, opening), current})  # opens on a frame
     # A frame updates only the traces it lists: leave out those that stay empty all run
     # (no extrapolation, no divergence, …). Each update is plain x/y (see path_data) as
     # plotly typed-array specs in float32: half the bytes of float64, plenty for a screen,
     # and plotly takes a spec as is where a numpy array goes through its per-array checks.
     active = [(path, [j for j in range(TRACES_PER_PATH) if _ever_drawn(path, j)]) for path, *_ in placed]
     indices = [first + j for (_, first, _, _), (_, js) in zip(placed, active, strict=True) for j in js]
+    indices += [cursor["index"] for cursor in cursors]
     frames = []
     for k in steps:
         data = []
         for path, js in active:
             updates = path_data(path, k)
             data += [{"type": "scatter", **_typed_xy(updates[j])} for j in js]
+        data += [{"type": "scatter", "x": [k, k], "y": list(cursor["y"])} for cursor in cursors]
         frames.append(go.Frame(name=str(k), data=data, traces=indices))
-    fig.frames = frames
-    current = total if step is None else int(min(max(step, 0), total))
-    active = int(np.argmin([abs(k - current) for k in steps]))
-    play = {"frame": {"duration": 60, "redraw": False}, "transition": {"duration": 0}, "fromcurrent": True}
+    # Set past plotly's setter, which validates every frame's traces a second time: for
+    # 8 optimizers × 80 frames that took 2.2 s of a 6 s build (bench/page_latency.py's machine).
+    fig._frame_objs = tuple(frames)
+    at = steps.index(current)
+    for cursor in cursors:  # where the figure opens, before any frame ran
+        fig.data[cursor["index"]].x = [steps[at], steps[at]]
+
+    def play(ms: int) -> dict[str, Any]:
+        frame = {"duration": ms, "redraw": False}
+        return {"frame": frame, "transition": {"duration": 0}, "fromcurrent": True}
+
+    buttons = [{"label": name, "method": "animate", "args": [None, play(ms)]} for name, ms in SPEEDS.items()]
+    first = [str(k) for k in steps if k <= opening]
+    if opening and len(first) > 2:
+        slow = {**play(400), "fromcurrent": False, "mode": "immediate"}
+        buttons.append({"label": OPENING_LABEL, "method": "animate", "args": [first, slow]})
+    pause = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}
+    buttons.append({"label": "❚❚ pause", "method": "animate", "args": [[None], pause]})
     fig.update_layout(
         updatemenus=[
             {
@@ -415,22 +456,16 @@ def _animate(
                 "xanchor": "left",
                 "yanchor": "top",
                 "showactive": False,
-                "buttons": [
-                    {"label": "▶ play", "method": "animate", "args": [None, play]},
-                    {
-                        "label": "❚❚ pause",
-                        "method": "animate",
-                        "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}],
-                    },
-                ],
+                "buttons": buttons,
             }
         ],
         sliders=[
             {
-                "active": active,
-                "x": 0.15,
-                "len": 0.85,
-                "y": -0.02,
+                "active": at,
+                "x": 0.0,
+                "len": 1.0,
+                "y": -0.07,
+                "yanchor": "top",
                 "currentvalue": {"prefix": "step "},
                 "steps": [
                     {

@@ -123,9 +123,15 @@ def path_data(path: Path, step: int | None) -> list[dict[str, Any]]:
     ]
 
 
-def path_traces(path: Path, step: int | None, *, xaxis: str = "x", yaxis: str = "y") -> list[go.Scatter]:
-    """The path's traces up to ``step`` (see :func:`path_data`), styled and with hover text."""
+def path_traces(
+    path: Path, step: int | None, *, xaxis: str = "x", yaxis: str = "y", compact: bool = False
+) -> list[go.Scatter]:
+    """The path's traces up to ``step`` (see :func:`path_data`), styled and with hover text.
+
+    ``compact``: smaller, translucent event markers (small panels: full-size ones bury the path).
+    """
     line, head, over, osc, segments, extrapolated, divergence = path_data(path, step)
+    events = {"size": 6, "opacity": 0.6} if compact else {}
     run, label, color = path.run, path.label, path.color
     common = {"legendgroup": label, "xaxis": xaxis, "yaxis": yaxis, "showlegend": False}
     keep = {"unselected": {"marker": {"opacity": 1}}}  # a click elsewhere must not dim the path
@@ -154,7 +160,7 @@ def path_traces(path: Path, step: int | None, *, xaxis: str = "x", yaxis: str = 
         go.Scatter(
             **over,
             mode="markers",
-            marker={**_OVERSHOOT, "color": color},
+            marker={**_OVERSHOOT, "color": color, **events},
             customdata=path.overshoot_steps,
             hovertemplate=f"{label}<br>overshoot at step %{{customdata}}<extra></extra>",
             **common,
@@ -163,7 +169,7 @@ def path_traces(path: Path, step: int | None, *, xaxis: str = "x", yaxis: str = 
         go.Scatter(
             **osc,
             mode="markers",
-            marker={**_OSCILLATION, "color": color},
+            marker={**_OSCILLATION, "color": color, **events},
             customdata=path.oscillation_steps,
             hovertemplate=f"{label}<br>direction reversed at step %{{customdata}}<extra></extra>",
             **common,
