@@ -286,7 +286,8 @@ def _compare(store: RunStore, infos: list[RunInfo], session: str) -> None:
     if diff.empty:
         st.caption("The runs have the same settings.")
     else:
-        st.dataframe(diff, hide_index=True, width="stretch", key="runs_compare_diff")
+        with st.container(key="runs_compare_diff"):
+            st.table(diff.set_index("setting"))
 
 
 # ---------------------------------------------------------------------------------------------

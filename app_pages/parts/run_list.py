@@ -116,7 +116,8 @@ def surface_key(config: SurfaceConfig) -> str:
 
 
 def store_offers(store: RunStore, session: str) -> list[str]:
-    """Store the labs' ready runs as unsaved runs of ``session``; returns error messages."""
+    """Store the labs' ready runs as unsaved runs of ``session`` (the newest is selected next);
+    returns error messages."""
     pending: dict[str, Offer] = st.session_state.get(_PENDING, {})
     made: dict[str, str] = st.session_state.setdefault(_MADE, {})
     slots: dict[str, str] = st.session_state.setdefault(_SLOTS, {})
@@ -134,6 +135,7 @@ def store_offers(store: RunStore, session: str) -> list[str]:
             errors.append(f"A lab's run could not be kept: {exc}")
             continue
         made[key] = info.id
+        st.session_state["runs_select_next"] = info.id
         if item.slot is not None:
             previous = slots.get(item.slot)
             if previous is not None and _unsaved(store, previous, session):
