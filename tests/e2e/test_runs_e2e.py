@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dgs_core.runs import export_surface
+from dgs_core.surfaces.config import SurfaceConfig
+from dgs_core.viz.runs import surface_figures
 from tests.e2e.conftest import wait_for_app
 from tests.runs.test_bundles import small_training_bundle
 
@@ -170,4 +173,30 @@ def test_upload_a_training_bundle_and_see_the_same_curves(server, page, tmp_path
     for (steps, losses), result in zip(curves, trainer.results.values(), strict=True):
         np.testing.assert_array_equal(steps, result.metrics["step"].to_numpy())
         np.testing.assert_array_equal(losses, result.metrics["loss"].to_numpy())
+    assert page.query_selector("[data-testid='stException']") is None
+
+
+def test_a_surface_run_opens_back_in_the_surface_lab_with_its_timeline(server, page, tmp_path) -> None:
+    config = SurfaceConfig(
+        surface="rosenbrock", optimizers=("sgd", "adam"), steps=60, hparams={"adam": {"lr": 0.05}}
+    )
+    runs = config.simulate()
+    path = tmp_path / "surface-run.zip"
+    path.write_bytes(export_surface(runs, config, figures=surface_figures(runs)))
+    page.goto(f"{server.url}/runs")
+    wait_for_app(page)
+    page.locator(".st-key-runs_upload input[type='file']").set_input_files(str(path))
+    page.get_by_text("Imported").wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.locator("[class*='st-key-runs_step_'] input[type='range']").wait_for(state="attached")  # a timeline
+    page.locator(".st-key-runs_fig_paths .js-plotly-plot").wait_for()
+
+    page.locator(".st-key-runs_open_lab button").first.click()
+    wait_for_app(page)
+    page.get_by_role("heading", name="Surface lab").wait_for()
+    timeline = page.locator(".st-key-surface_step input[type='range']")
+    timeline.wait_for(state="attached", timeout=120_000)
+    assert timeline.input_value() == "60"  # the whole run, on its timeline
+    assert "surface=rosenbrock" in page.url and "steps=60" in page.url
+    assert page.locator(".st-key-surface_steps input").input_value() == "60"
     assert page.query_selector("[data-testid='stException']") is None
