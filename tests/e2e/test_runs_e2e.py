@@ -198,5 +198,8 @@ def test_a_surface_run_opens_back_in_the_surface_lab_with_its_timeline(server, p
     timeline.wait_for(state="attached", timeout=120_000)
     assert timeline.input_value() == "60"  # the whole run, on its timeline
     assert "surface=rosenbrock" in page.url and "steps=60" in page.url
-    assert page.locator(".st-key-surface_steps input").input_value() == "60"
+    page.wait_for_function(  # the sidebar holds the run's settings
+        "() => { const i = document.querySelector('.st-key-surface_steps input');"
+        " return i && i.value === '60'; }"
+    )
     assert page.query_selector("[data-testid='stException']") is None
