@@ -156,6 +156,10 @@ def test_lab_runs_reach_the_runs_page_reopen_and_compare(server, page, browser, 
     rows = page.locator(".st-key-runs_compare_diff tbody tr th").all_inner_texts()
     assert rows == ["seed"], rows  # the one real difference, and nothing equal
     page.screenshot(path=str(tmp_path / "runs_compare.png"), full_page=True)
+    for width, height in ((1366, 768), (1280, 720)):  # a laptop, a projector
+        page.set_viewport_size({"width": width, "height": height})
+        page.locator(".st-key-runs_compare_overlay").scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / f"runs_compare_{width}.png"))
     assert page.query_selector("[data-testid='stException']") is None
 
 
