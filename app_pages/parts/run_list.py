@@ -16,6 +16,8 @@ comparison, a training run made longer with Continue.
 from __future__ import annotations
 
 import json
+import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -104,8 +106,15 @@ def offer_trainer(key: str, job: jobs.Job, trainer: Trainer, *, name: str | None
         key,
         lambda: export_training(trainer, figures=training_figures(trainer.results, trainer.task), name=name),
         ready=lambda: job.finished,
-        slot=f"trainer:{id(trainer)}",
+        slot=_trainer_slot(trainer),
     )
+
+
+def _trainer_slot(trainer: Trainer) -> str:
+    """One slot per trainer object (Continue trains the same one on). Not ``id()``: a freed
+    trainer's id is soon another's."""
+    tokens = st.session_state.setdefault("runs_trainer_slots", weakref.WeakKeyDictionary())
+    return "trainer:" + tokens.setdefault(trainer, uuid.uuid4().hex)
 
 
 def surface_key(config: SurfaceConfig) -> str:
@@ -185,7 +194,7 @@ def _restore_training(bundle: Bundle, info: RunInfo) -> None:
     live.start(TRAINING_RUN, job)
     st.session_state.setdefault(_MADE, {})[f"train:{job.id}"] = info.id
     if not info.saved:  # Continue makes it longer: the longer run replaces this entry
-        st.session_state.setdefault(_SLOTS, {})[f"trainer:{id(trainer)}"] = info.id
+        st.session_state.setdefault(_SLOTS, {})[_trainer_slot(trainer)] = info.id
     _seed_training_controls(trainer.config.to_dict())
 
 
