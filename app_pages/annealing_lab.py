@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
+from app_pages.parts import run_list
 from app_pages.parts.schedules import schedules_section
 from app_pages.parts.two_phase import two_phase_section
 from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker, plain, task_picker
@@ -43,6 +44,9 @@ def draw_effective(job: jobs.Job) -> None:
     results = study.all_results(RUN) if study is not None else {}
     if not results:
         return
+    trainer = study.trainers.get(RUN) if study is not None else None
+    if trainer is not None:  # in the Runs page's list (unsaved) once the job has ended
+        run_list.offer_trainer(f"anneal_eff:{job.id}", job, trainer, name="Annealing lab: effective lr")
     version = (job.id, tuple((r.steps_done, len(r.records), r.status) for r in results.values()))
     live.chart("anneal_eff", version, lambda: viz.effective_lr_figure(results))
     lr_format = st.column_config.NumberColumn(format="%.3e")

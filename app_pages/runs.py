@@ -1,43 +1,36 @@
-"""Runs: import run bundles, keep them, redraw their figures, resume training, compare runs.
+"""Runs: every run of this browser session and the saved ones — view, open in its lab, compare.
 
-Bundles come from the labs' download buttons or ``python -m dgs_core run``; everything is
-kept by :class:`dgs_core.runstore.RunStore` on disk. An import or a resumed run is *unsaved*:
-only this browser session (its id sits in the page URL, so a refresh keeps it) sees it until
-**Save** makes it a shared run that every session lists.
+Every run a lab makes is in the list at once (:mod:`app_pages.parts.run_list`), and so is an
+imported bundle or a resumed run; all are kept by :class:`dgs_core.runs.store.RunStore` on disk.
+They are *unsaved*: only this browser sees them (a secret in session state and a cookie, never in
+the URL) until **Save** makes them shared runs, each with its own link (``/runs?run=<id>``).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from app_pages.parts import run_list
 from app_pages.parts.landscape_runs import bundle_link
+from app_pages.parts.training_panels import run_panels
+from app_pages.ui import plain
 from dgs_core.runs.archive import LIMITS, MB, SnapshotError
 from dgs_core.runs.bundle import Bundle
+from dgs_core.runs.compare import config_diff
+from dgs_core.runs.export import tensorboard_zip
 from dgs_core.runs.read import read_bundle
-from dgs_core.runs.store import RunInfo, RunStore, is_session_id, new_session_id
+from dgs_core.runs.store import RunInfo, RunStore, StoreError
 from dgs_core.runs.training import export_training, resume_trainer
 from dgs_core.viz import runs as viz
-from dgs_core.viz.runs import training_figures
 
 MAX_UPLOAD_MB = LIMITS.max_bytes // MB
 MAX_RESUME_STEPS = 5000
+SMOOTHING_DEFAULT = 0.6  # TensorBoard's default weight
 
 
 # ---------------------------------------------------------------------------------------------
 # Session, store and cached reads
 # ---------------------------------------------------------------------------------------------
-
-
-def _session_id() -> str:
-    """This browser session's id: from the URL (a refresh keeps it), else a new one put there."""
-    session = st.query_params.get("session")
-    if not is_session_id(session):
-        session = st.session_state.get("runs_session")
-        if not is_session_id(session):
-            session = new_session_id()
-        st.query_params["session"] = session
-    st.session_state["runs_session"] = session
-    return session
 
 
 @st.cache_resource(show_spinner=False)
@@ -93,7 +86,7 @@ def _import(store: RunStore, session: str) -> None:
     st.session_state["runs_last_upload"] = upload.file_id  # one import per upload, not per rerun
     try:
         info = store.add(upload.getvalue(), session=session)
-    except SnapshotError as exc:
+    except (SnapshotError, StoreError) as exc:
         st.session_state["runs_message"] = ("error", f"Could not import {upload.name}: {exc}")
         return
     st.session_state["runs_select_next"] = info.id
@@ -104,10 +97,8 @@ def _import(store: RunStore, session: str) -> None:
 
 
 def _message() -> None:
-    message = st.session_state.pop("runs_message", None)
-    if message is not None:
-        kind, text = message
-        (st.error if kind == "error" else st.success)(text)
+    if (message := st.session_state.pop("runs_message", None)) is not None:
+        (st.error if message[0] == "error" else st.success)(plain(message[1]))  # names are untrusted
 
 
 def _run_table(infos: list[RunInfo]) -> None:
@@ -131,31 +122,29 @@ def _run_table(infos: list[RunInfo]) -> None:
     )
 
 
-def _actions(store: RunStore, info: RunInfo, session: str) -> None:
-    save, rename, download, delete = st.columns([1, 2, 1, 1], vertical_alignment="bottom")
+def _actions(store: RunStore, info: RunInfo, bundle: Bundle, session: str) -> None:
+    save, lab, download, tensorboard, delete = st.columns([1, 1, 1, 1, 1], vertical_alignment="bottom")
     if not info.saved and save.button(
-        "Save (share)", key="runs_save", help="Every browser session will list it"
+        "Save (share)", key="runs_save", help="Every browser session will list it, and it gets a link"
     ):
         store.save(info.id, session=session)
         st.session_state["runs_message"] = ("success", f"Saved “{info.name}”: every session lists it now.")
         st.rerun()
-    with rename.form("runs_rename_form", border=False):
-        new_name = st.text_input("Name", value=info.name, key=f"runs_name_{info.id}")
-        if st.form_submit_button("Rename"):
-            try:
-                store.rename(info.id, new_name, session=session)
-            except ValueError as exc:
-                st.error(str(exc))
-            else:
-                st.rerun()
+    page = run_list.lab_of(bundle)
+    if lab.button(
+        "Open in its lab", key="runs_open_lab", disabled=page is None,
+        help="its lab with the run's settings and results" if page else "no lab page shows this kind of run",
+    ):  # fmt: skip
+        run_list.open_in_lab(store, info, session)
     download.download_button(
-        "Download",
-        data=store.data(info.id, session),
-        file_name=f"{info.name[:60]}.zip".replace("/", "_"),
-        mime="application/zip",
-        key="runs_download",
-        on_click="ignore",
-    )
+        "Download bundle", data=store.data(info.id, session), mime="application/zip", on_click="ignore",
+        file_name=f"{info.name[:60]}.zip".replace("/", "_"), key="runs_download",
+    )  # fmt: skip
+    tensorboard.download_button(
+        "TensorBoard (.zip)", data=lambda: tensorboard_zip(bundle), mime="application/zip",
+        file_name=f"{info.name[:60]}-tensorboard.zip".replace("/", "_"), key="runs_tensorboard",
+        on_click="ignore", help="event files, one folder per optimizer: unzip, then `tensorboard --logdir .`",
+    )  # fmt: skip
     confirm = delete.checkbox(
         "confirm", key=f"runs_delete_confirm_{info.id}", help="Deleting cannot be undone"
     )
@@ -163,6 +152,21 @@ def _actions(store: RunStore, info: RunInfo, session: str) -> None:
         store.delete(info.id, session=session)
         st.session_state["runs_message"] = ("success", f"Deleted “{info.name}”.")
         st.rerun()
+    name, link = st.columns([1, 2], vertical_alignment="bottom")
+    with name.form("runs_rename_form", border=False):
+        new_name = st.text_input("Name", value=info.name, key=f"runs_name_{info.id}")
+        if st.form_submit_button("Rename"):
+            try:
+                store.rename(info.id, new_name, session=session)
+            except ValueError as exc:
+                st.error(plain(exc))
+            else:
+                st.rerun()
+    if info.saved:
+        link.markdown("**Link to this run** (anyone with the link sees it)")
+        link.code(run_list.run_link(info.id), language=None)
+    else:
+        link.caption("Unsaved: only this browser sees it. Save it to share it and get its link.")
 
 
 def _resume(store: RunStore, bundle: Bundle, info: RunInfo, session: str) -> None:
@@ -193,9 +197,13 @@ def _resume(store: RunStore, bundle: Bundle, info: RunInfo, session: str) -> Non
     bar = st.progress(0.0, text="training…")
     for event in trainer.run():
         bar.progress(event.step / event.total_steps, text=f"step {event.step}/{event.total_steps}")
-    figures = training_figures(trainer.results, trainer.task)
+    figures = viz.training_figures(trainer.results, trainer.task)
     data = export_training(trainer, figures=figures, name=f"{info.name} (to step {trainer.step})")
-    resumed = store.add(data, session=session)
+    try:
+        resumed = store.add(data, session=session)
+    except StoreError as exc:
+        st.error(plain(exc))
+        return
     st.session_state["runs_select_next"] = resumed.id  # the selectbox exists already: next run
     st.session_state["runs_message"] = (
         "success",
@@ -204,30 +212,49 @@ def _resume(store: RunStore, bundle: Bundle, info: RunInfo, session: str) -> Non
     st.rerun()
 
 
+def _step_slider(bundle: Bundle, info: RunInfo) -> int:
+    """The step every figure of the run shows (the Training lab's scrubber)."""
+    last = int(bundle.steps)
+    if last < 2:
+        return last
+    key = f"runs_step_{info.id}"
+    return int(st.slider("Step — moves every panel", 1 if bundle.kind == "training" else 0, last,
+                         value=last, key=key))  # fmt: skip
+
+
 def _one_run(store: RunStore, infos: list[RunInfo], session: str) -> None:
     ids = [i.id for i in infos]
-    wanted = st.session_state.pop("runs_select_next", None) or st.session_state.get("runs_selected")
+    linked = st.query_params.get("run")
+    wanted = st.session_state.pop("runs_select_next", None) or linked or st.session_state.get("runs_selected")
     st.session_state["runs_selected"] = wanted if wanted in ids else ids[0]
     by_id, labels = {i.id: i for i in infos}, _labels(infos)
     chosen = st.selectbox("Run", ids, format_func=labels.get, key="runs_selected")
     info = by_id[chosen]
-    _actions(store, info, session)
+    if info.saved:  # the address bar holds the run's own link; never an unsaved run's
+        st.query_params["run"] = info.id
+    else:
+        st.query_params.pop("run", None)
     try:
         bundle = _load(store, info, session)
     except SnapshotError as exc:  # the file on disk changed under us
-        st.error(f"This stored run cannot be read: {exc}")
+        st.error(f"This stored run cannot be read: {plain(exc)}")
         return
+    _actions(store, info, bundle, session)
     for note in bundle.notes:
-        st.info(note)
+        st.info(plain(note))
     st.dataframe(bundle.summary(), hide_index=True, width="stretch", key="runs_summary")
     if bundle.kind == "training":
-        bundle_link(info.id, session)
-    path = str(store.bundle_path(info.id, session))
-    for title, fig in _figures(path, info.size).items():
+        bundle_link(info.id)
+        run_panels(bundle.trainer, _step_slider(bundle, info), prefix="runs", version=info.id)  # type: ignore[arg-type]
+        _resume(store, bundle, info, session)
+        return
+    if bundle.kind == "surface":
+        figures = viz.surface_figures(dict(bundle.runs or {}), step=_step_slider(bundle, info))
+    else:
+        figures = _figures(str(store.bundle_path(info.id, session)), info.size)
+    for title, fig in figures.items():
         st.markdown(f"**{title}**")
         st.plotly_chart(fig, key=f"runs_fig_{title.lower().replace(' ', '_')}", config={"displaylogo": False})
-    if bundle.kind == "training":
-        _resume(store, bundle, info, session)
 
 
 def _compare(store: RunStore, infos: list[RunInfo], session: str) -> None:
@@ -242,17 +269,25 @@ def _compare(store: RunStore, infos: list[RunInfo], session: str) -> None:
         labels[run_id].removesuffix(" · unsaved"): _load(store, by_id[run_id], session) for run_id in chosen
     }
     choices = viz.curve_choices(bundles)
-    metric = st.selectbox("Curve", list(choices), format_func=choices.get, key="runs_compare_metric")
-    st.plotly_chart(viz.overlay_figure(bundles, metric), key="runs_compare_overlay")
+    metric_col, smooth_col = st.columns([1, 2])
+    metric = metric_col.selectbox("Curve", list(choices), format_func=choices.get, key="runs_compare_metric")
+    smoothing = smooth_col.slider(
+        "Smoothing", 0.0, 0.99, SMOOTHING_DEFAULT, 0.01, key="runs_compare_smoothing",
+        help="TensorBoard's: an exponential moving average (debiased) of each curve; 0 = the raw values, "
+        "which stay drawn faintly behind",
+    )  # fmt: skip
+    st.caption("Colour: the optimizer; line style: the run. Hover a step to read every run's value there.")
+    st.plotly_chart(viz.overlay_figure(bundles, metric, smoothing=smoothing), key="runs_compare_overlay")
     st.markdown("**Where each run ended**")
     st.dataframe(viz.metric_table(bundles), hide_index=True, width="stretch", key="runs_compare_metrics")
-    st.markdown("**Settings that differ**")
-    everything = st.toggle("Show every setting", key="runs_compare_all")
-    diff = viz.config_diff(bundles, all_settings=everything)
+    st.markdown("**Settings that differ** (effective: defaults resolved)")
+    everything = st.toggle("Show the equal settings too", key="runs_compare_all")
+    diff = config_diff(bundles, all_settings=everything)
     if diff.empty:
         st.caption("The runs have the same settings.")
     else:
-        st.dataframe(diff, hide_index=True, width="stretch", key="runs_compare_diff")
+        with st.container(key="runs_compare_diff"):
+            st.table(diff.set_index("setting"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,18 +296,21 @@ def _compare(store: RunStore, infos: list[RunInfo], session: str) -> None:
 
 st.title("Runs")
 st.caption(
-    "Import a bundle exported from a lab (or made with `python -m dgs_core run`), redraw its "
-    "figures, resume training, compare runs. Imported and resumed runs are unsaved: only this "
-    "browser session sees them until you save them; saved runs are shared with every session."
+    "Every run you make in a lab is here at once, with imported bundles (from a lab's download or "
+    "`python -m dgs_core run`) and resumed runs. They are unsaved: only this browser sees them "
+    "until you save them; saved runs are shared with every session, each with its own link."
 )
-session = _session_id()
+session = run_list.session_id()
 store = RunStore()
 _purged(str(store.root))
+with st.spinner("Adding the labs' runs…"):
+    for problem in run_list.store_offers(store, session):
+        st.error(problem)
 _import(store, session)
 _message()
 infos = store.list(session)
 if not infos:
-    st.info("No runs yet: import a bundle above.")
+    st.info("No runs yet: run something in a lab, or import a bundle above.")
 else:
     _run_table(infos)
     one, compare = st.tabs(["Run", "Compare"])

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
-from app_pages.parts import fair
+from app_pages.parts import fair, run_list
 from app_pages.parts.landscape_runs import training_link
 from app_pages.parts.large_batch import large_batch_section
 from app_pages.parts.training_panels import (
@@ -214,6 +214,8 @@ def draw_status(job: jobs.Job) -> None:
     """Stop / Continue, the progress bar with the ETA, and each optimizer's latest numbers
     (cheap: no figures, so it redraws every TICK_SECONDS while the run is live)."""
     trainer, last = results_of(job)
+    if trainer is not None:  # in the Runs page's list (unsaved) once the job has ended
+        run_list.offer_trainer(f"train:{job.id}", job, trainer)
     can_continue = job.finished and trainer is not None and not trainer.complete
     live.status(RUN, job, resume=training_job, can_resume=can_continue)
     if trainer is None or not last:

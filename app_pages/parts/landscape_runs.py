@@ -5,8 +5,8 @@ Two kinds of run, each with its optimizers' recorded weights:
 * ``training``: this session's Training-lab run (its job, found as the Training lab finds it:
   :func:`app_pages.live.current` of the ``train`` slot; the link carries ``train_job`` in the
   URL, so a reloaded tab finds it again), once it has finished or been stopped;
-* ``bundle``: a training bundle opened on the Runs page (the link carries the run's id and the
-  Runs page's session id; the page reads the stored bundle, checked as the Runs page does).
+* ``bundle``: a training bundle opened on the Runs page (the link carries the run's id only; it
+  is read in this browser's own run-store session, and checked as the Runs page checks it).
 """
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 from app_pages import live
+from app_pages.parts import run_list
 from app_pages.parts.training_panels import RUN
+from app_pages.ui import plain
 from dgs_core import jobs
 from dgs_core.landscape import Landscape, LossGrid
 from dgs_core.runs.archive import SnapshotError
 from dgs_core.runs.bundle import Bundle
 from dgs_core.runs.read import read_bundle
-from dgs_core.runs.store import RunStore, is_session_id
+from dgs_core.runs.store import RunStore
 from dgs_core.training.trainer import Trainer
 
 PAGE = "app_pages/landscape.py"
 FROM = "landscape_from"  # the links' query parameter: "training" or "bundle"
 BUNDLE_RUN = "landscape_run"  # the Runs page's run id
-RUNS_SESSION = "session"  # the Runs page's session id (its own query parameter)
 URL_PATH = "landscape"  # as app.py registers the page
 LINK_LABEL = "Open the loss landscape"
 ICON = "🏔️"
@@ -77,10 +78,11 @@ def training_link(job: jobs.Job) -> None:
     )
 
 
-def bundle_link(run_id: str, session: str) -> None:
-    """The link from a training bundle on the Runs page to its landscape."""
+def bundle_link(run_id: str) -> None:
+    """The link from a training bundle on the Runs page to its landscape (the run's id only: the
+    session that may read an unsaved run is this browser's, never one named in a link)."""
     _link(
-        {FROM: "bundle", BUNDLE_RUN: run_id, RUNS_SESSION: session},
+        {FROM: "bundle", BUNDLE_RUN: run_id},
         "the loss surface around this run's optimizers: planes, paths, interpolation, sharpness",
     )
 
@@ -119,19 +121,17 @@ def bundle_run() -> tuple[LandscapeRun | None, str | None]:
     and why not."""
     params = st.query_params
     if params.get(FROM) == "bundle" and BUNDLE_RUN in params:
-        st.session_state["landscape_bundle"] = (params[BUNDLE_RUN], params.get(RUNS_SESSION))
+        st.session_state["landscape_bundle"] = params[BUNDLE_RUN]
     if "landscape_bundle" not in st.session_state:
         return None, None
-    run_id, session = st.session_state["landscape_bundle"]
+    run_id, session = st.session_state["landscape_bundle"], run_list.session_id()
     store = RunStore()
     try:
-        info = store.get(run_id, session if is_session_id(session) else None)
-        bundle = _bundle(
-            str(store.bundle_path(info.id, session if is_session_id(session) else None)), info.size
-        )
+        info = store.get(run_id, session)
+        bundle = _bundle(str(store.bundle_path(info.id, session)), info.size)
     except (ValueError, OSError) as exc:  # StoreError and SnapshotError are ValueErrors
         st.session_state.pop("landscape_bundle", None)
-        return None, f"The run opened from the Runs page cannot be read: {exc}"
+        return None, f"The run opened from the Runs page cannot be read: {plain(exc)}"
     if bundle.kind != "training" or bundle.trainer is None:
         return None, f"“{info.name}” is a {bundle.kind} bundle: only training runs have a loss landscape."
     title = f"Runs page: {info.name}"

@@ -9,6 +9,7 @@ from typing import Any
 
 import streamlit as st
 
+from app_pages.parts import run_list
 from app_pages.parts.surface_state import GRID_SIZE, basin, compute_sweeps, items, on_pick, surface_args
 from app_pages.ui import optimizer_label, plain
 from dgs_core import metrics, surfaces
@@ -193,12 +194,16 @@ def optimizers_section(names: list[str]) -> None:
 
 
 def export_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> None:
+    exported = config
+    if tuple(runs) != config.optimizers:  # only the optimizers that ran
+        hparams = {name: values for name, values in config.hparams.items() if name in runs}
+        exported = replace(config, optimizers=tuple(runs), hparams=hparams, basin_optimizer=None)
+
     def data() -> bytes:
-        exported = config
-        if tuple(runs) != config.optimizers:  # only the optimizers that ran
-            hparams = {name: values for name, values in config.hparams.items() if name in runs}
-            exported = replace(config, optimizers=tuple(runs), hparams=hparams, basin_optimizer=None)
         return export_surface(runs, exported, figures=surface_figures(runs))
+
+    # the current comparison is in the Runs page's list (unsaved; new settings replace it)
+    run_list.offer(run_list.surface_key(exported), data, slot="surface")
 
     st.download_button(
         "Export snapshot (.zip)", data, file_name=f"surface-{config.surface}.zip", mime="application/zip",

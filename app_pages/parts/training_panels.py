@@ -10,7 +10,7 @@ at the scrubber's step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import streamlit as st
@@ -105,44 +105,69 @@ def live_panels(step: int | None) -> None:
         if job.running:  # lay the panels out once the run has its first step
             live.until(RUN, lambda job: results_of(job)[1] > 0, period=TICK_SECONDS)
         return
+    draw_panels(
+        trainer,
+        step,
+        chart=lambda name, build: _chart(name, step, build),
+        panel=lambda name, draw: _panel(name, step, draw),
+    )
+
+
+def run_panels(trainer: Trainer, step: int, *, prefix: str, version: Hashable) -> None:
+    """The same figures of a settled run (the Runs page's view of a training run) at ``step``;
+    keys ``f"{prefix}_…"``, figures cached per ``version`` (e.g. the run's id) and step."""
+    results = trainer.results
+    draw_panels(
+        trainer,
+        step,
+        chart=lambda name, build: live.chart(
+            f"{prefix}_{name}", (version, step), lambda: build(results, step)
+        ),
+        panel=lambda name, draw: draw(results, version, step),
+        prefix=prefix,
+    )
+
+
+def draw_panels(
+    trainer: Trainer,
+    step: int | None,
+    *,
+    chart: Callable[[str, Callable[[dict[str, Any], int], Any]], None],
+    panel: Callable[[str, Callable[[dict[str, Any], tuple, int], None]], None],
+    prefix: str = "train",
+) -> None:
+    """The layout: ``chart(name, build(results, step shown))`` draws a figure, ``panel(name,
+    draw(results, data version, step shown))`` a group of widgets and figures."""
     # Curves draw a cursor only at the scrubber's step (none while live); the snapshots show `at`.
     st.subheader("Loss: mini-batch, training set and validation")
-    _chart("loss", step, lambda results, at: viz.loss_figure(results, step=step))
+    chart("loss", lambda results, at: viz.loss_figure(results, step=step))
     st.subheader("Learning rate: the schedule and the effective-lr band")
     st.caption(
         "Black: the lr the schedule set. Band: 5–95 % and 25–75 % of the per-parameter effective "
         "lr |Δθ| / |g| over the whole model, dotted its median (docs/algorithms.md)."
     )
-    _chart("lr", step, lambda results, at: viz.lr_figure(results, step=step))
+    chart("lr", lambda results, at: viz.lr_figure(results, step=step))
     left, right = st.columns(2)
     with left:
         st.markdown("**Accuracy** (training set solid, validation dashed)")
-        _chart("accuracy", step, lambda results, at: viz.accuracy_figure(results, step=step))
+        chart("accuracy", lambda results, at: viz.accuracy_figure(results, step=step))
     with right:
         st.markdown("**Batch size**")
-        _chart("batch", step, lambda results, at: viz.batch_size_figure(results, step=step))
+        chart("batch", lambda results, at: viz.batch_size_figure(results, step=step))
     if trainer.config.diag_every:  # a record on step 1, then every diag_every steps
         st.subheader("Per layer over time")
         st.caption("Layer × step: the mean over each tensor's elements; one log colour scale.")
-        _chart(
-            "importance", step, lambda results, at: viz.layer_heatmap_figure(results, "importance", step=step)
-        )
-        _chart(
-            "scaling",
-            step,
-            lambda results, at: viz.layer_heatmap_figure(results, "scaling_factor", step=step),
-        )
-        _panel("per_parameter", step, per_parameter)
+        chart("importance", lambda results, at: viz.layer_heatmap_figure(results, "importance", step=step))
+        chart("scaling", lambda results, at: viz.layer_heatmap_figure(results, "scaling_factor", step=step))
+        panel("per_parameter", lambda results, data, at: per_parameter(results, data, at, prefix=prefix))
     if trainer.task.is_2d:
         st.subheader("Decision boundary")
         st.caption("Predicted class over the plane with the validation points, at the evaluation at or "
                    "before the step.")  # fmt: skip
-        _chart(
-            "boundary", step, lambda results, at: viz.decision_boundary_figure(results, trainer.task, step=at)
-        )
+        chart("boundary", lambda results, at: viz.decision_boundary_figure(results, trainer.task, step=at))
 
 
-def per_parameter(results: dict[str, Any], data: tuple, at: int) -> None:
+def per_parameter(results: dict[str, Any], data: Hashable, at: int, *, prefix: str = "train") -> None:
     """The distribution over all parameters and one weight matrix, at step ``at``."""
     record = next((r.record_at(at) for r in results.values() if r.record_at(at) is not None), None)
     if record is None:
@@ -153,18 +178,18 @@ def per_parameter(results: dict[str, Any], data: tuple, at: int) -> None:
     left, right = st.columns([2, 3])
     with left:
         quantity = st.selectbox(
-            "Quantity", list(QUANTITY_LABELS), format_func=QUANTITY_LABELS.get, key="train_quantity"
+            "Quantity", list(QUANTITY_LABELS), format_func=QUANTITY_LABELS.get, key=f"{prefix}_quantity"
         )
         live.chart(
-            "train_histogram", (data, at, quantity),
+            f"{prefix}_histogram", (data, at, quantity),
             lambda: viz.scaling_histogram_figure(results, step=at, quantity=quantity),
         )  # fmt: skip
     with right:
         if sizes:
-            if st.session_state.get("train_tensor") not in sizes:
-                st.session_state["train_tensor"] = max(sizes, key=sizes.__getitem__)  # the largest
-            tensor = st.selectbox("Weight matrix", list(sizes), key="train_tensor")
+            if st.session_state.get(f"{prefix}_tensor") not in sizes:
+                st.session_state[f"{prefix}_tensor"] = max(sizes, key=sizes.__getitem__)  # the largest
+            tensor = st.selectbox("Weight matrix", list(sizes), key=f"{prefix}_tensor")
             live.chart(
-                "train_weights", (data, at, quantity, tensor),
+                f"{prefix}_weights", (data, at, quantity, tensor),
                 lambda: viz.weight_heatmap_figure(results, tensor, step=at, quantity=quantity),
             )  # fmt: skip

@@ -12,6 +12,7 @@ import json
 import streamlit as st
 
 from app_pages import live
+from app_pages.parts import run_list
 from app_pages.ui import FieldSlots, hyperparam_controls, optimizer_label, plain, task_picker
 from dgs_core import jobs
 from dgs_core.optim import registry
@@ -109,6 +110,10 @@ def draw_two_phase(job: jobs.Job) -> None:
     results = study.results if study is not None else {}
     if study is None or not results:
         return
+    for variant, trainer in study.trainers.items():  # each variant in the Runs page's list
+        run_list.offer_trainer(
+            f"anneal_tp:{job.id}:{variant}", job, trainer, name=f"Annealing lab: {VARIANTS[variant]}"
+        )
     settings = study.settings
     st.caption(
         f"{optimizer_label(settings.optimizer)}, η₀ = {settings.base_lr:g}, floor {settings.min_lr:g}; "

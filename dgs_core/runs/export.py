@@ -10,6 +10,8 @@ label) with these scalars, by step:
     study      per optimizer the seed runs' curves (one run per seed) and, for the tuning
                trials, score against trial
 
+:func:`tensorboard_zip` puts those folders in one zip (the Runs page offers it).
+
 :func:`to_mlflow` logs the bundle as one parent MLflow run (the config as parameters, the
 figures and the bundle's manifest as artifacts) with one child run per optimizer (its
 hyperparameters, the same metrics by step). MLflow is optional: without it a ``RuntimeError``
@@ -20,9 +22,11 @@ file store is in maintenance mode since 3.x; pass ``file:./mlruns`` with
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -119,6 +123,19 @@ def to_tensorboard(bundle: Bundle, directory: str | Path) -> list[Path]:
         for w in writers.values():
             w.close()
     return [root / _folder(run) for run in writers]
+
+
+def tensorboard_zip(bundle: Bundle) -> bytes:
+    """:func:`to_tensorboard`'s folders as one zip (the Runs page's download): unzip it and
+    run ``tensorboard --logdir <folder>``."""
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as folder:
+        to_tensorboard(bundle, folder)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(folder).rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
 
 
 def _folder(run: str) -> str:

@@ -11,8 +11,9 @@ Saved runs are shared on purpose: a teacher saves runs once and every student's 
 lists them (and may rename or delete them). Unsaved runs (an upload, a resumed run) live in
 the scratch area of the browser session that made them, keyed by a random session id: no
 other session can list, read, rename, save or delete them, since every lookup goes through
-the caller's own session directory. The Runs page keeps its session id in the page URL,
-so a refresh finds the same scratch area (and whoever is given that URL shares it).
+the caller's own session directory. The app keeps a browser's session id in Streamlit's
+session state and a first-party cookie, never in a URL (``app_pages/parts/run_list.py``): a
+refresh finds the same scratch area, a link to a page gives no access to it.
 
 Writes are atomic: a run is written under ``tmp/`` and renamed into place (one ``rename``
 on one file system), metadata is replaced with ``os.replace``, and a deleted run is renamed

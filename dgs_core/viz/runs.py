@@ -16,21 +16,21 @@ looks exactly as it did in its lab.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from dgs_core.params import invalid
+from dgs_core.runs.compare import smooth_ema
 from dgs_core.surfaces.simulator import Run
 from dgs_core.training.results import RunResult
 from dgs_core.training.tasks import Task
 from dgs_core.viz import surface as surface_viz
 from dgs_core.viz import training as training_viz
+from dgs_core.viz.style import OPTIMIZER_COLORS
 
 if TYPE_CHECKING:
     from dgs_core.runs.bundle import Bundle
@@ -118,56 +118,83 @@ def curve_choices(bundles: Mapping[str, Bundle]) -> dict[str, str]:
 
 
 def overlay_figure(
-    bundles: Mapping[str, Bundle], metric: str = "val_loss", *, log_y: bool | None = None, height: int = 420
+    bundles: Mapping[str, Bundle],
+    metric: str = "val_loss",
+    *,
+    smoothing: float = 0.0,
+    log_y: bool | None = None,
+    height: int = 460,
 ) -> go.Figure:
-    """One curve per run and optimizer on shared axes: colour = run, dash = optimizer.
+    """Every run's curves on shared axes: colour = optimizer (as in every other chart), line
+    style = run; one hover box lists every run's value at the step under the cursor.
 
     ``metric``: a key of :data:`TRAINING_CURVES` (drawn for training runs; evaluation
     columns at their evaluation steps) or "gap" (surface runs: f − f* of every row).
+    ``smoothing``: TensorBoard's EMA weight in [0, 1) (:func:`dgs_core.runs.compare.smooth_ema`);
+    above 0 the raw curves stay behind the smoothed ones, faint and out of the hover box.
     """
     choices = {**TRAINING_CURVES, **SURFACE_CURVES}
     if metric not in choices:
         raise invalid("metric", metric, f"one of {', '.join(choices)}")
     fig = go.Figure()
     positive = True
+    colors: dict[str, str] = {}
     for i, (run_name, bundle) in enumerate(bundles.items()):
-        color = _RUN_COLORS[i % len(_RUN_COLORS)]
-        for j, (label, x, y) in enumerate(_curves(bundle, metric)):
+        dash = _DASHES[i % len(_DASHES)]
+        for label, optimizer, x, y in _curves(bundle, metric):
             positive &= bool(np.all(np.asarray(y)[np.isfinite(y)] > 0))
+            color = colors.setdefault(optimizer, _optimizer_color(optimizer, colors))
+            name = f"{label} · {run_name}"
+            mode = "lines+markers" if metric in _EVALUATED and smoothing == 0 else "lines"
+            if smoothing > 0:
+                fig.add_trace(
+                    go.Scatter(
+                        x=x, y=y, mode="lines", legendgroup=name, showlegend=False, hoverinfo="skip",
+                        line={"color": color, "dash": dash, "width": 1}, opacity=0.25,
+                    )
+                )  # fmt: skip
+                y = smooth_ema(y, smoothing)
             fig.add_trace(
                 go.Scatter(
-                    x=x,
-                    y=y,
-                    mode="lines+markers" if metric in _EVALUATED else "lines",
-                    name=f"{run_name} · {label}",
-                    legendgroup=run_name,
-                    line={"color": color, "dash": _DASHES[j % len(_DASHES)]},
-                    marker={"size": 4},
+                    x=x, y=y, mode=mode, name=name, legendgroup=name,
+                    line={"color": color, "dash": dash, "width": 2}, marker={"size": 4},
+                    hovertemplate="%{y:.4g}",
                 )
-            )
+            )  # fmt: skip
     use_log = (metric in _LOG_AXES and positive) if log_y is None else log_y
     fig.update_layout(
         height=height,
         margin=_MARGIN,
+        hovermode="x unified",
         xaxis_title="step",
         yaxis={"title": choices[metric], "type": "log" if use_log else "linear", "exponentformat": "power"},
-        legend={"orientation": "h", "y": -0.2},
+        legend={"orientation": "h", "y": -0.18},
     )
     return fig
 
 
-def _curves(bundle: Bundle, metric: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _optimizer_color(optimizer: str, taken: Mapping[str, str]) -> str:
+    """The optimizer's own colour (as in the labs); a free palette colour for one without."""
+    preferred = OPTIMIZER_COLORS.get(optimizer)
+    if preferred is not None:
+        return preferred
+    used = set(taken.values()) | set(OPTIMIZER_COLORS.values())
+    return next((c for c in _RUN_COLORS if c not in used), _RUN_COLORS[len(taken) % len(_RUN_COLORS)])
+
+
+def _curves(bundle: Bundle, metric: str) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(label, optimizer, steps, values) of every curve of ``metric`` in the run."""
     out = []
     if bundle.kind == "training" and metric in TRAINING_CURVES:
         for label, result in bundle.results.items():
             frame = result.evaluations if metric in _EVALUATED else result.metrics
-            out.append((label, frame["step"].to_numpy(), frame[metric].to_numpy(dtype=float)))
+            out.append((label, result.name, frame["step"].to_numpy(), frame[metric].to_numpy(dtype=float)))
     elif bundle.kind == "surface" and metric in SURFACE_CURVES:
         for label, run in (bundle.runs or {}).items():
             for r in range(run.rows):
                 name = label if run.rows == 1 else f"{label} · row {r}"
                 length = int(run.length[r])
-                out.append((name, np.arange(length), run.gap[:length, r]))
+                out.append((name, run.optimizer, np.arange(length), run.gap[:length, r]))
     return out
 
 
@@ -179,46 +206,3 @@ def metric_table(bundles: Mapping[str, Bundle]) -> pd.DataFrame:
         return pd.DataFrame(columns=["run"])
     frame = pd.concat(frames, ignore_index=True)
     return frame[["run", *[c for c in frame.columns if c != "run"]]]
-
-
-def config_diff(bundles: Mapping[str, Bundle], *, all_settings: bool = False) -> pd.DataFrame:
-    """Settings that differ between runs: one row per setting, one column per run.
-
-    Optimizers are matched by label ("optimizers.adam.hparams.lr"); a setting a run does not
-    have shows "—". ``all_settings`` keeps the equal ones too.
-    """
-    flat = {name: _flatten_config(bundle) for name, bundle in bundles.items()}
-    settings = list(dict.fromkeys(k for values in flat.values() for k in values))
-    rows = []
-    for setting in settings:
-        values = [flat[name].get(setting, "—") for name in flat]
-        if all_settings or len(set(values)) > 1:
-            rows.append([setting, *values])
-    return pd.DataFrame(rows, columns=["setting", *flat])
-
-
-def _flatten_config(bundle: Bundle) -> dict[str, str]:
-    config = dict(bundle.config)
-    optimizers = config.pop("optimizers", [])
-    out: dict[str, str] = {"kind": bundle.kind}
-    _flatten(config, "", out)
-    for label, entry in zip(bundle.labels, optimizers, strict=False):
-        entry = {k: v for k, v in dict(entry).items() if k != "label"}
-        _flatten(entry, f"optimizers.{label}.", out)
-    return out
-
-
-def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
-    if isinstance(value, Mapping) and value:
-        for key, inner in value.items():
-            _flatten(inner, f"{prefix}{key}.", out)
-    else:
-        out[prefix.rstrip(".")] = _show(value)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True)

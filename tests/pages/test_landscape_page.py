@@ -150,7 +150,10 @@ def test_a_bundle_from_the_runs_page_opens_with_its_stored_grids(
     val_only = evaluate_grid(landscape, pca, GridSpec(resolution=9), splits=("val",), path_losses=False)
     session = new_session_id()
     info = RunStore().add(export_training(trainer, landscapes=[stored, val_only]), session=session)
-    app = open_page(query={"landscape_from": "bundle", "landscape_run": info.id, "session": session})
+    app = open_page(
+        state={"runs_session": session},  # this browser's run-store session, never one from the link
+        query={"landscape_from": "bundle", "landscape_run": info.id},
+    )
     assert f"Runs page: {info.name}" in texts(app)
     app.number_input(key="landscape_resolution").set_value(9)
     rerun(app)  # the stored grid is shown without computing it again
@@ -176,12 +179,12 @@ def test_the_runs_page_links_a_training_bundle_to_its_landscape(
     info = RunStore().add(export_training(trainer), session=session)
     app = app_at()
     app.run()
-    app.query_params["session"] = session
+    app.session_state["runs_session"] = session  # this browser's run-store session
     app.switch_page("app_pages/runs.py").run()
     assert not app.exception, app.exception
     (link,) = [e for e in app.get("page_link") if e.proto.label == "Open the loss landscape"]
     assert link.proto.page == "landscape"
-    assert link.proto.query_string == f"landscape_from=bundle&landscape_run={info.id}&session={session}"
+    assert link.proto.query_string == f"landscape_from=bundle&landscape_run={info.id}"  # no session
 
 
 def test_stop_keeps_what_was_evaluated_and_marks_it(trainer: Trainer) -> None:
@@ -200,3 +203,12 @@ def test_stop_keeps_what_was_evaluated_and_marks_it(trainer: Trainer) -> None:
     assert "Stopped before the end: blank where not evaluated." in " ".join(c.value for c in app.caption)
     assert figure(app, "contour")["data"][0]["type"] == "contour"  # what was evaluated is drawn
     assert app.get("download_button")[0].proto.disabled  # a stopped grid is not exported
+
+
+def test_a_link_cannot_open_another_sessions_unsaved_run(
+    trainer: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUNS_DIR_ENV, str(tmp_path / "runs"))
+    info = RunStore().add(export_training(trainer), session=new_session_id())
+    app = open_page(query={"landscape_from": "bundle", "landscape_run": info.id, "session": "x" * 32})
+    assert f"Runs page: {info.name}" not in texts(app) and "cannot be read" in texts(app)

@@ -155,7 +155,7 @@ def test_a_run_draws_every_panel_side_by_side_and_the_scrubber_moves_them(at):
     finish(at, job)
     assert progress(at)[0].startswith("done · step 60 / 60")
     lanes = table(at, "batch loss")
-    assert list(lanes["optimizer"]) == ["sgd", "dgs"] and set(lanes["status"]) == {"done"}
+    assert list(lanes["optimizer"]) == ["SGD", "DGS"] and set(lanes["status"]) == {"done"}
 
     loss = figure(at, "loss")
     batch_lines = [t for t in loss["data"] if t.get("name") == "batch loss"]
@@ -187,8 +187,8 @@ def test_a_diverging_optimizer_stops_alone(at):
     configure(at, steps=40, optimizers=["sgd", "lars"], **lars)
     finish(at, start(at))
     lanes = table(at, "batch loss").set_index("optimizer")
-    assert lanes.loc["lars", "status"].startswith("diverged at step")
-    assert lanes.loc["sgd", "status"] == "done" and lanes.loc["sgd", "step"] == 40
+    assert lanes.loc["LARS", "status"].startswith("diverged at step")
+    assert lanes.loc["SGD", "status"] == "done" and lanes.loc["SGD", "step"] == 40
     warnings = [w.value for w in at.warning]
     assert any("lars: diverged at step" in w and "The other optimizers go on" in w for w in warnings)
     titles = [a["text"] for a in figure(at, "loss")["layout"]["annotations"]]

@@ -3,17 +3,19 @@ CLI's Unix manners (a closed pipe, --json, exit codes)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dgs_core.cli import main
-from dgs_core.runs.export import scalars, to_mlflow, to_tensorboard
+from dgs_core.runs.export import scalars, tensorboard_zip, to_mlflow, to_tensorboard
 from dgs_core.runs.read import read_bundle
 from dgs_core.runs.surface import export_surface
 from dgs_core.surfaces.config import SurfaceConfig
@@ -65,6 +67,17 @@ def test_a_surface_bundle_goes_to_tensorboard_too(surface: bytes, tmp_path: Path
     to_tensorboard(bundle, tmp_path)
     gap = _accumulator(tmp_path / "adam").Scalars("gap")
     assert len(gap) == 31 and gap[-1].value == pytest.approx(float(bundle.runs["adam"].gap[-1, 0]), rel=1e-6)
+
+
+def test_the_tensorboard_zip_holds_the_same_event_files(training: bytes, tmp_path: Path) -> None:
+    bundle = read_bundle(training)
+    with zipfile.ZipFile(io.BytesIO(tensorboard_zip(bundle))) as archive:
+        names = archive.namelist()
+        assert {name.split("/")[0] for name in names} == set(bundle.labels)
+        archive.extractall(tmp_path)
+    batch = _accumulator(tmp_path / "adam").Scalars("loss/batch")
+    losses = bundle.results["adam"].metrics["loss"].tolist()
+    assert [e.value for e in batch] == pytest.approx(losses, rel=1e-6)
 
 
 def test_mlflow_gets_a_parent_run_and_one_child_per_optimizer(
