@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
-from app_pages.parts import fair, run_list
+from app_pages.parts import fair, run_list, training_state
 from app_pages.parts.landscape_runs import training_link
 from app_pages.parts.large_batch import large_batch_section
 from app_pages.parts.training_panels import (
@@ -28,6 +28,7 @@ from app_pages.parts.training_panels import (
     results_of,
     training_job,
 )
+from app_pages.parts.training_state import CONSTANT
 from app_pages.ui import (
     FieldSlots,
     optimizer_controls,
@@ -53,7 +54,6 @@ MAX_STEPS_ENV = "DGS_LAB_MAX_STEPS"  # the server's cap on a run's steps (defaul
 DEFAULT_OPTIMIZERS = ("sgd", "adam", "dgs")
 RUN_OWNED = ("initial_batch_size", "max_batch_size", "seed")  # set by the run, not per optimizer
 TASK_HIDDEN = ("hq_fraction",)  # the Annealing lab's HQ subset plays no part here
-CONSTANT = "constant lr"
 
 
 def steps_cap() -> int:
@@ -259,9 +259,15 @@ st.caption(
 if fair.fair_mode():
     fair.fair_comparison(task_hidden=TASK_HIDDEN)
     st.stop()  # the fair comparison is the whole page in its mode
+linked = training_state.from_link()  # a link's configuration, on a session's first visit
 with st.sidebar:
     st.header("Run settings")
     config, config_errors, shared_settings = run_controls()
+if (link_problem := training_state.link_error()) is not None:
+    st.warning(f"This link's settings could not be used; the defaults apply: {plain(link_problem)}")
+if linked is not None and live.current(RUN) is None:  # the link's run is not on this server
+    st.session_state.pop(f"{RUN.key}_lost", None)
+    live.start(RUN, training_job(linked))  # the same configuration and seed: the same numbers
 
 tab_train, tab_large = st.tabs(["Train", "Large-batch question"])
 with tab_train:
@@ -280,6 +286,7 @@ with tab_train:
         )
     if started and config is not None:
         live.start(RUN, training_job(config))
+        training_state.publish(config)
     live.watch(RUN, draw_status, period=TICK_SECONDS)
     live_panels(scrubber(live.current(RUN)))
 with tab_large:

@@ -22,6 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import live
+from app_pages.parts import training_state
 from app_pages.parts.training_panels import RUN, training_job
 from app_pages.ui import FieldSlots, optimizer_picker, plain, task_controls
 from dgs_core import jobs
@@ -274,13 +275,10 @@ def _open_tuned(result: StudyResult) -> None:
         return
     state[MODE_KEY] = "live"
     st.query_params[MODE_KEY] = "live"
-    state["train_optimizers"] = [spec.name for spec in config.optimizers]
-    for spec in config.optimizers:
-        for name, value in spec.hparams.items():
-            state[f"train_hp_{spec.name}_{name}"] = value
-    state.update(train_steps=config.steps, train_batch=config.batch_size, train_seed=config.seed,
-                 train_device="cpu", train_eval_every=0, train_diag_every=0)  # fmt: skip
+    training_state.seed_controls(config)
+    state.update(train_eval_every=0, train_diag_every=0)  # "auto", as the tuned run's values are
     live.start(RUN, training_job(config))
+    training_state.publish(config)
 
 
 def _where() -> str:

@@ -20,11 +20,11 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import streamlit as st
 
 from app_pages import live
+from app_pages.parts import training_state
 from app_pages.parts.training_panels import RUN as TRAINING_RUN
 from dgs_core import jobs
 from dgs_core.runs.archive import SnapshotError
@@ -195,32 +195,7 @@ def _restore_training(bundle: Bundle, info: RunInfo) -> None:
     st.session_state.setdefault(_MADE, {})[f"train:{job.id}"] = info.id
     if not info.saved:  # Continue makes it longer: the longer run replaces this entry
         st.session_state.setdefault(_SLOTS, {})[_trainer_slot(trainer)] = info.id
-    _seed_training_controls(trainer.config.to_dict())
-
-
-def _seed_training_controls(config: dict[str, Any]) -> None:
-    """The Training lab's sidebar set to the run's settings (its widgets read these keys)."""
-    state = st.session_state
-    for key in [k for k in state if str(k).startswith(("train_hp_", "train_sched", "train_task_"))]:
-        del state[key]
-    state["train_task"] = config["task"]
-    for name, value in config["task_params"].items():
-        state[f"train_task_{config['task']}_{name}"] = value
-    state["train_size"] = config["model"].get("size", "small")
-    state["train_optimizers"] = [spec["name"] for spec in config["optimizers"]]
-    for spec in config["optimizers"]:
-        for name, value in spec["hparams"].items():
-            if isinstance(value, bool | int | float | str):
-                state[f"train_hp_{spec['name']}_{name}"] = value
-    values = {"train_steps": "steps", "train_batch": "batch_size", "train_policy": "batch_policy",
-              "train_max_batch": "max_batch_size", "train_seed": "seed", "train_eval_every": "eval_every",
-              "train_diag_every": "diag_every"}  # fmt: skip
-    for key, field in values.items():
-        state[key] = config[field]
-    schedule = config.get("schedule")
-    state["train_schedule"] = schedule["name"] if schedule else "constant lr"
-    for name, value in (schedule or {}).get("params", {}).items():
-        state[f"train_sched_{name}"] = value
+    training_state.seed_controls(trainer.config)
 
 
 def _restore_surface(bundle: Bundle, info: RunInfo) -> SurfaceConfig:

@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dgs_core import jobs
+from dgs_core.training.config import TrainConfig
 from tests.pages.conftest import app_at, shown
 
 PAGE = "app_pages/training_lab.py"
@@ -273,3 +274,47 @@ def test_diagnostics_over_the_servers_record_budget_are_refused_under_their_widg
         for e in errors(at)
     ), errors(at)
     assert at.button(key="train_start").disabled
+
+
+def test_a_started_run_is_in_the_link_and_the_link_retrains_it_on_a_server_without_its_job(at):
+    configure(at, steps=30, optimizers=["sgd", "adan"], train_hp_sgd_lr=0.05, train_seed=7)
+    job = start(at)
+    finish(at, job)
+    link = at.query_params["cfg"]
+    link = link[0] if isinstance(link, list) else link
+    config = TrainConfig.from_link(link)
+    assert config == job.payload.config and config.seed == 7
+    assert config.optimizers[0].hparams["lr"] == 0.05
+
+    # a new browser on another server (no such job): the sidebar shows the link's settings and
+    # the same run trains again, to the same numbers
+    again = open_page({"cfg": link, "train_job": "gone-after-a-restart"})
+    assert again.multiselect(key="train_optimizers").value == ["sgd", "adan"]
+    assert again.number_input(key="train_hp_sgd_lr").value == 0.05
+    assert again.number_input(key="train_seed").value == 7
+    rerun_job = jobs.JOBS.get(again.session_state["train_job"])
+    assert rerun_job is not None and rerun_job.id != job.id
+    finish(again, rerun_job)
+    for label in config.labels:
+        before = job.payload.results[label].metrics["loss"].to_numpy()
+        after = rerun_job.payload.results[label].metrics["loss"].to_numpy()
+        assert np.array_equal(before, after)
+
+
+@pytest.mark.parametrize(
+    ("link", "field"),
+    [
+        ("not-a-config", "Invalid cfg"),
+        (TrainConfig(optimizers=["sgd"], steps=50, seed=3).to_link()[:-6], "Invalid cfg"),
+        (
+            TrainConfig(optimizers=["sgd"], steps=20_000, diag_every=1, max_steps=20_000).to_link(),
+            "diag_every",
+        ),
+    ],
+)
+def test_a_bad_link_says_why_and_keeps_the_defaults(link: str, field: str):
+    at = open_page({"cfg": link})
+    warnings = [shown(w.value) for w in at.warning]
+    assert any("could not be used" in w and field in w for w in warnings), warnings
+    assert at.multiselect(key="train_optimizers").value == ["sgd", "adam", "dgs"]
+    assert "train_job" not in at.session_state
