@@ -20,18 +20,34 @@ from dgs_core.viz.tables import optimizer_table
 
 RACE = SurfaceConfig(surface="rosenbrock", optimizers=("sgd", "momentum", "adam", "adan", "dgs"))
 LABS = (
-    ("app_pages/surface_lab.py", "Surface lab", "⛰️",
-     "How does each optimizer move on a landscape you can see? Paths, overshoots and oscillations "
-     "on 2-D test functions, from a start you click."),
-    ("app_pages/training_lab.py", "Training lab", "🧠",
-     "What does each optimizer do to every parameter of a real network? Importance scores, "
-     "scaling factors and effective learning rates while it trains; the large-batch gap."),
-    ("app_pages/annealing_lab.py", "Annealing lab", "📉",
-     "When and how should the learning rate come down? Schedules, plateau cuts, the lr each "
-     "optimizer really applies, and annealing on high-quality data."),
-    ("app_pages/runs.py", "Runs", "🗂️",
-     "Did that result hold? Open, compare and resume the snapshots the labs export."),
-)  # fmt: skip
+    (
+        "app_pages/surface_lab.py",
+        "Surface lab",
+        "⛰️",
+        "How does each optimizer move on a landscape you can see? Paths, overshoots and oscillations "
+        "on 2-D test functions, from a start you click.",
+    ),
+    (
+        "app_pages/training_lab.py",
+        "Training lab",
+        "🧠",
+        "What does each optimizer do to every parameter of a real network? Importance scores, "
+        "scaling factors and effective learning rates while it trains; the large-batch gap.",
+    ),
+    (
+        "app_pages/annealing_lab.py",
+        "Annealing lab",
+        "📉",
+        "When and how should the learning rate come down? Schedules, plateau cuts, the lr each "
+        "optimizer really applies, and annealing on high-quality data.",
+    ),
+    (
+        "app_pages/runs.py",
+        "Runs",
+        "🗂️",
+        "Did that result hold? Open, compare and resume the snapshots the labs export.",
+    ),
+)
 
 st.title("DGS Lab")
 st.markdown(
@@ -50,9 +66,10 @@ with race:
     )
     # the legend on top: the animation's play button and step slider take the bottom
     figure.update_layout(
-        title=None, legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        title=None,
+        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         margin={"t": 90, "b": 20},
-    )  # fmt: skip
+    )
     if presenting():
         projector_fonts(figure)
     st.plotly_chart(figure, key="home_race", config={"displaylogo": False})
@@ -65,9 +82,11 @@ with start:
         first = lessons[0]
         st.markdown(f"**Lesson 1: {first.title}.** {first.summary}")
         st.page_link(
-            "app_pages/lessons.py", label="Start lesson 1 →", icon="🎓",
+            "app_pages/lessons.py",
+            label="Start lesson 1 →",
+            icon="🎓",
             query_params={"lesson": first.id, "step": "1"},
-        )  # fmt: skip
+        )
         st.caption(
             f"{len(lessons)} lessons, each a few steps of prose, a live figure and a link into its "
             "lab. Teaching? Turn on *Presenter mode* in the sidebar, or add `&present=1` to a link."

@@ -65,10 +65,12 @@ def plane_controls(landscape: Landscape) -> PlaneSpec | None:
             chosen = st.multiselect("Paths in the PCA", labels, default=labels, key="landscape_pca_labels")
             slots.add("labels")
             centre = st.selectbox(
-                "Centre", [*PCA_CENTRES, *labels], key="landscape_pca_centre",
+                "Centre",
+                [*PCA_CENTRES, *labels],
+                key="landscape_pca_centre",
                 format_func=lambda c: c if c in PCA_CENTRES else f"{c}'s final weights",
                 help="mean: plain PCA; initial: every path starts at the origin; an optimizer: as Li et al.",
-            )  # fmt: skip
+            )
             slots.add("centre")
             if not chosen:
                 st.error("Pick at least one optimizer's path.")
@@ -78,9 +80,10 @@ def plane_controls(landscape: Landscape) -> PlaneSpec | None:
         seed = st.number_input("Seed", value=0, step=1, key="landscape_random_seed")
         slots.add("seed")
         biases = st.checkbox(
-            "Include biases and norms", key="landscape_random_biases",
+            "Include biases and norms",
+            key="landscape_random_biases",
             help="off (Li et al.'s default): 1-D parameters get no direction; on: the weights themselves",
-        )  # fmt: skip
+        )
         slots.add("include_bias_and_norm")
         return PlaneSpec.random(around, int(seed), biases)
     except ParamError as exc:
@@ -91,9 +94,12 @@ def plane_controls(landscape: Landscape) -> PlaneSpec | None:
 
 def grid_controls() -> GridSpec | None:
     resolution = st.number_input(
-        "Grid points per axis", value=41, step=10, key="landscape_resolution",
+        "Grid points per axis",
+        value=41,
+        step=10,
+        key="landscape_resolution",
         help=f"{RESOLUTION.low}–{RESOLUTION.high}; the grid has this many squared",
-    )  # fmt: skip
+    )
     slots = FieldSlots()
     slots.add("resolution")
     try:
@@ -251,9 +257,13 @@ key = grid_key(landscape, plane, grid_spec) if plane is not None and grid_spec i
 compute_col, run_col = st.columns([1, 6], vertical_alignment="center")
 run_col.markdown(f"**{run.title}** — optimizers: {', '.join(landscape.labels)}")
 if compute_col.button(
-    "Compute", key="landscape_compute", type="primary", disabled=not ready, width="stretch",
+    "Compute",
+    key="landscape_compute",
+    type="primary",
+    disabled=not ready,
+    width="stretch",
     help="the grid on this plane (both losses), the interpolation and (once per run) the sharpness",
-):  # fmt: skip
+):
     request = Request(run.key, key, plane, grid_spec, pair)  # type: ignore[arg-type]  # ready
     live.start(SLOT, landscape_job(landscape, request, results), reuse=(run.key, key, pair))
 live.watch(SLOT, draw_status, period=PERIOD_SECONDS)

@@ -78,9 +78,13 @@ def navigation(lessons: list[Lesson], lesson: Lesson, index: int, where: str) ->
     at = lessons.index(lesson)
     prev, middle, nxt = st.columns([1, 3, 1], vertical_alignment="center")
     prev.button(
-        "← Prev", key=f"lesson_prev_{where}", disabled=index == 0, on_click=go_to,
-        args=(lesson.id, index - 1), width="stretch",
-    )  # fmt: skip
+        "← Prev",
+        key=f"lesson_prev_{where}",
+        disabled=index == 0,
+        on_click=go_to,
+        args=(lesson.id, index - 1),
+        width="stretch",
+    )
     middle.progress((index + 1) / len(lesson.steps), text=f"Step {index + 1} of {len(lesson.steps)}")
     if index + 1 < len(lesson.steps):
         nxt.button(
@@ -88,9 +92,13 @@ def navigation(lessons: list[Lesson], lesson: Lesson, index: int, where: str) ->
         )
     elif at + 1 < len(lessons):
         nxt.button(
-            "Next lesson →", key=f"lesson_next_{where}", on_click=go_to, args=(lessons[at + 1].id, 0),
-            width="stretch", help=lessons[at + 1].title,
-        )  # fmt: skip
+            "Next lesson →",
+            key=f"lesson_next_{where}",
+            on_click=go_to,
+            args=(lessons[at + 1].id, 0),
+            width="stretch",
+            help=lessons[at + 1].title,
+        )
     else:
         nxt.button("Next →", key=f"lesson_next_{where}", disabled=True, width="stretch")
 
@@ -129,9 +137,10 @@ with prose:
     if link.page is not None:
         query = urlencode({**link.query, **presenter_query()})
         st.link_button(
-            f"Open in the {LAB_NAMES[link.page]} ↗", f"{link.page}?{query}" if query else link.page,
+            f"Open in the {LAB_NAMES[link.page]} ↗",
+            f"{link.page}?{query}" if query else link.page,
             help="opens the lab in a new tab with this step's settings",
-        )  # fmt: skip
+        )
     if link.note and not presenting():
         st.caption(link.note)
 with figure_column:

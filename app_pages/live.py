@@ -179,8 +179,9 @@ def status_line(slot: Slot, job: jobs.Job, rate: float | None = None) -> str:
     return " · ".join(parts)
 
 
-def status(slot: Slot, job: jobs.Job, *, resume: Callable[[Any], jobs.Job] | None = None,
-           can_resume: bool = False) -> None:  # fmt: skip
+def status(
+    slot: Slot, job: jobs.Job, *, resume: Callable[[Any], jobs.Job] | None = None, can_resume: bool = False
+) -> None:
     """Stop (and Continue when ``resume`` makes a job that continues the payload), the progress
     bar with :func:`status_line`, and the error of a failed job."""
     meter = st.session_state.setdefault(f"{slot.prefix}_meter", jobs.RateMeter(window_s=5.0))
@@ -190,9 +191,13 @@ def status(slot: Slot, job: jobs.Job, *, resume: Callable[[Any], jobs.Job] | Non
     row.button("Stop", key=f"{slot.prefix}_stop", disabled=not job.running, on_click=stop, args=(slot,))
     if resume is not None:
         row.button(
-            "Continue", key=f"{slot.prefix}_continue", disabled=not can_resume, on_click=_resume,
-            args=(slot, resume), help="train on from where the run stopped",
-        )  # fmt: skip
+            "Continue",
+            key=f"{slot.prefix}_continue",
+            disabled=not can_resume,
+            on_click=_resume,
+            args=(slot, resume),
+            help="train on from where the run stopped",
+        )
     row.progress(job.fraction, text=status_line(slot, job, meter.rate))
     if job.state == jobs.FAILED:
         st.error(f"The {slot.noun} failed: {plain(job.error)}")
@@ -222,8 +227,10 @@ def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> Non
         live_job = current(slot)
         if live_job is None:
             if st.session_state.pop(f"{slot.key}_lost", False):
-                st.info(f"The {slot.noun} of this link is no longer on the server. "
-                        f"Press {slot.start_label} for a new one.")  # fmt: skip
+                st.info(
+                    f"The {slot.noun} of this link is no longer on the server. "
+                    f"Press {slot.start_label} for a new one."
+                )
             elif slot.idle:
                 st.info(slot.idle)
             return

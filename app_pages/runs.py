@@ -12,11 +12,11 @@ import streamlit as st
 
 from app_pages.parts import run_list
 from app_pages.parts.landscape_runs import bundle_link
+from app_pages.parts.run_compare import compare_section
 from app_pages.parts.training_panels import run_panels
 from app_pages.ui import plain
 from dgs_core.runs.archive import LIMITS, MB, SnapshotError
 from dgs_core.runs.bundle import Bundle
-from dgs_core.runs.compare import config_diff
 from dgs_core.runs.export import tensorboard_zip
 from dgs_core.runs.read import read_bundle
 from dgs_core.runs.store import RunInfo, RunStore, StoreError
@@ -25,7 +25,6 @@ from dgs_core.viz import runs as viz
 
 MAX_UPLOAD_MB = LIMITS.max_bytes // MB
 MAX_RESUME_STEPS = 5000
-SMOOTHING_DEFAULT = 0.6  # TensorBoard's default weight
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,19 +131,29 @@ def _actions(store: RunStore, info: RunInfo, bundle: Bundle, session: str) -> No
         st.rerun()
     page = run_list.lab_of(bundle)
     if lab.button(
-        "Open in its lab", key="runs_open_lab", disabled=page is None,
+        "Open in its lab",
+        key="runs_open_lab",
+        disabled=page is None,
         help="its lab with the run's settings and results" if page else "no lab page shows this kind of run",
-    ):  # fmt: skip
+    ):
         run_list.open_in_lab(store, info, session)
     download.download_button(
-        "Download bundle", data=store.data(info.id, session), mime="application/zip", on_click="ignore",
-        file_name=f"{info.name[:60]}.zip".replace("/", "_"), key="runs_download",
-    )  # fmt: skip
+        "Download bundle",
+        data=store.data(info.id, session),
+        mime="application/zip",
+        on_click="ignore",
+        file_name=f"{info.name[:60]}.zip".replace("/", "_"),
+        key="runs_download",
+    )
     tensorboard.download_button(
-        "TensorBoard (.zip)", data=lambda: tensorboard_zip(bundle), mime="application/zip",
-        file_name=f"{info.name[:60]}-tensorboard.zip".replace("/", "_"), key="runs_tensorboard",
-        on_click="ignore", help="event files, one folder per optimizer: unzip, then `tensorboard --logdir .`",
-    )  # fmt: skip
+        "TensorBoard (.zip)",
+        data=lambda: tensorboard_zip(bundle),
+        mime="application/zip",
+        file_name=f"{info.name[:60]}-tensorboard.zip".replace("/", "_"),
+        key="runs_tensorboard",
+        on_click="ignore",
+        help="event files, one folder per optimizer: unzip, then `tensorboard --logdir .`",
+    )
     confirm = delete.checkbox(
         "confirm", key=f"runs_delete_confirm_{info.id}", help="Deleting cannot be undone"
     )
@@ -218,8 +227,11 @@ def _step_slider(bundle: Bundle, info: RunInfo) -> int:
     if last < 2:
         return last
     key = f"runs_step_{info.id}"
-    return int(st.slider("Step — moves every panel", 1 if bundle.kind == "training" else 0, last,
-                         value=last, key=key))  # fmt: skip
+    return int(
+        st.slider(
+            "Step — moves every panel", 1 if bundle.kind == "training" else 0, last, value=last, key=key
+        )
+    )
 
 
 def _one_run(store: RunStore, infos: list[RunInfo], session: str) -> None:
@@ -257,39 +269,6 @@ def _one_run(store: RunStore, infos: list[RunInfo], session: str) -> None:
         st.plotly_chart(fig, key=f"runs_fig_{title.lower().replace(' ', '_')}", config={"displaylogo": False})
 
 
-def _compare(store: RunStore, infos: list[RunInfo], session: str) -> None:
-    by_id, labels = {i.id: i for i in infos}, _labels(infos)
-    chosen = st.multiselect(
-        "Runs to compare (two or more)", list(by_id), format_func=labels.get, key="runs_compare"
-    )
-    if len(chosen) < 2:
-        st.caption("Pick two or more runs: their curves overlaid, where each ended, and what differs.")
-        return
-    bundles = {
-        labels[run_id].removesuffix(" · unsaved"): _load(store, by_id[run_id], session) for run_id in chosen
-    }
-    choices = viz.curve_choices(bundles)
-    metric_col, smooth_col = st.columns([1, 2])
-    metric = metric_col.selectbox("Curve", list(choices), format_func=choices.get, key="runs_compare_metric")
-    smoothing = smooth_col.slider(
-        "Smoothing", 0.0, 0.99, SMOOTHING_DEFAULT, 0.01, key="runs_compare_smoothing",
-        help="TensorBoard's: an exponential moving average (debiased) of each curve; 0 = the raw values, "
-        "which stay drawn faintly behind",
-    )  # fmt: skip
-    st.caption("Colour: the optimizer; line style: the run. Hover a step to read every run's value there.")
-    st.plotly_chart(viz.overlay_figure(bundles, metric, smoothing=smoothing), key="runs_compare_overlay")
-    st.markdown("**Where each run ended**")
-    st.dataframe(viz.metric_table(bundles), hide_index=True, width="stretch", key="runs_compare_metrics")
-    st.markdown("**Settings that differ** (effective: defaults resolved)")
-    everything = st.toggle("Show the equal settings too", key="runs_compare_all")
-    diff = config_diff(bundles, all_settings=everything)
-    if diff.empty:
-        st.caption("The runs have the same settings.")
-    else:
-        with st.container(key="runs_compare_diff"):
-            st.table(diff.set_index("setting"))
-
-
 # ---------------------------------------------------------------------------------------------
 # The page
 # ---------------------------------------------------------------------------------------------
@@ -317,4 +296,4 @@ else:
     with one:
         _one_run(store, infos, session)
     with compare:
-        _compare(store, infos, session)
+        compare_section(infos, _labels(infos), lambda info: _load(store, info, session))

@@ -91,9 +91,12 @@ def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], d
             on_change=state.on_steps_change,
         )
         noise = st.number_input(
-            "Gradient noise σ", *state.field_range("noise_std"), step=0.5, key="surface_noise",
+            "Gradient noise σ",
+            *state.field_range("noise_std"),
+            step=0.5,
+            key="surface_noise",
             help="the optimizers see ∇f + σ·ξ/√B, ξ ~ N(0, I), the same draws for every optimizer",
-        )  # fmt: skip
+        )
         batch = st.number_input("Batch size B", *state.field_range("batch_size"), step=1, key="surface_batch")
         seed = st.number_input("Seed", *state.field_range("seed"), step=1, key="surface_seed")
         clip = None
@@ -139,8 +142,10 @@ def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> No
         main, side = st.columns([3, 2])
         with main:
             st.plotly_chart(viz.surface_3d_figure(surf, labelled, step=step, height=760), key="surface_3d")
-            st.caption("Drag to rotate. Set the start by clicking a contour in the other views; "
-                       "the timeline plays there.")  # fmt: skip
+            st.caption(
+                "Drag to rotate. Set the start by clicking a contour in the other views; "
+                "the timeline plays there."
+            )
         with side:
             st.plotly_chart(viz.loss_figure(labelled, step=step, height=360), key="surface_loss")
             st.plotly_chart(viz.scaling_figure(labelled, step=step, height=420), key="surface_scaling")

@@ -124,9 +124,13 @@ def run_controls() -> tuple[TrainConfig | None, list[str], dict[str, Any] | None
     cap = steps_cap()
     slots = FieldSlots()
     steps = st.number_input(
-        "Steps", value=300, step=50, key="train_steps", on_change=_reset_schedule_lengths,
+        "Steps",
+        value=300,
+        step=50,
+        key="train_steps",
+        on_change=_reset_schedule_lengths,
         help=f"updates per optimizer; this server's cap is max_steps={cap} (${MAX_STEPS_ENV})",
-    )  # fmt: skip
+    )
     slots.add("steps", "max_steps")
     lr_schedule, schedule_errors = schedule(max(1, min(int(steps), cap, MAX_CURVE_STEPS)))
     errors += schedule_errors
@@ -149,18 +153,30 @@ def run_controls() -> tuple[TrainConfig | None, list[str], dict[str, Any] | None
     slots.add("seed")
     with st.expander("Evaluation, diagnostics, device"):
         eval_every = st.number_input(
-            "Evaluate every (steps; 0 = auto)", value=0, step=1, key="train_eval_every",
+            "Evaluate every (steps; 0 = auto)",
+            value=0,
+            step=1,
+            key="train_eval_every",
             help="training- and validation-set loss and accuracy; auto: about 60 evaluations per run",
-        )  # fmt: skip
+        )
         slots.add("eval_every")
         diag_every = st.number_input(
-            "Diagnostics every (steps; 0 = auto)", value=0, step=1, key="train_diag_every",
+            "Diagnostics every (steps; 0 = auto)",
+            value=0,
+            step=1,
+            key="train_diag_every",
             help="importance, effective lr, scaling factors (docs/algorithms.md); auto: ~60 records per run",
-        )  # fmt: skip
+        )
         slots.add("diag_every")
         device = st.selectbox("Device", ["auto", *available_devices()], key="train_device")
-    shared = {"task": task, "task_params": task_params, "model": {"size": size}, "seed": seed,
-              "device": device, "max_steps": cap}  # fmt: skip
+    shared = {
+        "task": task,
+        "task_params": task_params,
+        "model": {"size": size},
+        "seed": seed,
+        "device": device,
+        "max_steps": cap,
+    }
     if not task_ok:
         shared = None
     if errors:
@@ -273,9 +289,13 @@ tab_train, tab_large = st.tabs(["Train", "Large-batch question"])
 with tab_train:
     start_col, note_col = st.columns([1, 5], vertical_alignment="center")
     started = start_col.button(
-        "Start", key="train_start", type="primary", disabled=config is None, width="stretch",
+        "Start",
+        key="train_start",
+        type="primary",
+        disabled=config is None,
+        width="stretch",
         help="train every chosen optimizer from the same initialisation, in lockstep",
-    )  # fmt: skip
+    )
     if config is None:
         note_col.error("Cannot start: " + " · ".join(config_errors))
     else:

@@ -176,9 +176,12 @@ def bench_training(device: torch.device, chunks: int, chunk_steps: int) -> float
     def make_run(with_diagnostics: bool) -> Callable[[], float]:
         torch.manual_seed(1)
         model = torch.nn.Sequential(
-            torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+            torch.nn.Linear(784, 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, 256),
+            torch.nn.ReLU(),
             torch.nn.Linear(256, 10),
-        ).to(device)  # fmt: skip
+        ).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         diag = Diagnostics(opt, model.named_parameters(), every=10, keep=("0.weight",))
         records: list[DiagnosticRecord] = []

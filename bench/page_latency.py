@@ -136,11 +136,15 @@ def main() -> None:
     for label, key, unit, target in rows:
         values = out[key]
         worst = min(values) if key == "fps" else max(values)
-        print(f"  {label:34s} median {statistics.median(values):7.3f} {unit:2s} worst {worst:7.3f} {unit:2s}"
-              f"  (target {target})")  # fmt: skip
-    print(f"load average (1, 5, 15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start, "
-          f"{end_load[0]:.1f} {end_load[1]:.1f} {end_load[2]:.1f} at the end; "
-          f"{time.perf_counter() - start:.0f} s in all")  # fmt: skip
+        print(
+            f"  {label:34s} median {statistics.median(values):7.3f} {unit:2s} worst {worst:7.3f} {unit:2s}"
+            f"  (target {target})"
+        )
+    print(
+        f"load average (1, 5, 15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start, "
+        f"{end_load[0]:.1f} {end_load[1]:.1f} {end_load[2]:.1f} at the end; "
+        f"{time.perf_counter() - start:.0f} s in all"
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,14 @@ def headless_steps_per_second(seconds: float) -> float:
     from dgs_core.training.config import TrainConfig
     from dgs_core.training.trainer import Trainer
 
-    config = TrainConfig(task="moons", optimizers=("sgd", "dgs"), steps=STEPS, max_steps=STEPS,
-                         eval_every=STEPS // 60, diag_every=STEPS // 60)  # fmt: skip
+    config = TrainConfig(
+        task="moons",
+        optimizers=("sgd", "dgs"),
+        steps=STEPS,
+        max_steps=STEPS,
+        eval_every=STEPS // 60,
+        diag_every=STEPS // 60,
+    )
     trainer = Trainer(config)
     job = jobs.Job(lambda: trainer, lambda t, stop: t.run(stop), poll=lambda t: (t.step, STEPS), name="bench")
     job.start()
@@ -90,8 +96,10 @@ def measure_page(window: float, rounds: int, extra_env: dict[str, str]) -> dict[
             for _ in range(rounds):
                 page.locator(".st-key-train_start button").first.click()
                 page.wait_for_selector(".st-key-train_loss_chart .js-plotly-plot")
-                page.wait_for_function("() => document.querySelector(\"[data-testid='stProgress']\")"
-                                       "?.innerText.startsWith('running')")  # fmt: skip
+                page.wait_for_function(
+                    "() => document.querySelector(\"[data-testid='stProgress']\")"
+                    "?.innerText.startsWith('running')"
+                )
                 time.sleep(3.0)  # every panel drawn once
                 seen = page.evaluate(REDRAWS, window * 1000)
                 span = (seen[-1][0] - seen[0][0]) / 1000 if len(seen) > 2 else 0.0
@@ -131,8 +139,10 @@ def main() -> None:
         r = measure_page(args.window, args.rounds, env)
         steps = statistics.median(r["steps"]) if r["steps"] else float("nan")
         stop = f"{min(r['stop']):.2f}–{max(r['stop']):.2f}"
-        print(f"{name:40s} {statistics.median(r['redraws']):10.1f} {stop:>12s} {steps:16,.0f} "
-              f"{steps / reference:10.2f}×")  # fmt: skip
+        print(
+            f"{name:40s} {statistics.median(r['redraws']):10.1f} {stop:>12s} {steps:16,.0f} "
+            f"{steps / reference:10.2f}×"
+        )
     print("targets: redraws ≥ 4/s, Stop ≤ 1 s")
 
 

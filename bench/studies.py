@@ -105,8 +105,10 @@ def page_target() -> None:
     info = engine.connect()
     startup = time.perf_counter() - started
     idle = _ray_rss_mb() - before
-    print(f"Ray start-up (embedded, {info.workers} worker slots): {startup:.1f} s; "
-          f"resident after start-up {idle:.0f} MB")  # fmt: skip
+    print(
+        f"Ray start-up (embedded, {info.workers} worker slots): {startup:.1f} s; "
+        f"resident after start-up {idle:.0f} MB"
+    )
     spec = StudySpec()  # the page's defaults: moons, sgd/adam/dgs/adan, 8 trials, 3 seeds, 300 steps
     job = study_job(lambda: SweepStudy(spec), name="fair")
     with _PeakRss() as rss:
@@ -117,11 +119,15 @@ def page_target() -> None:
     if job.state != "done":
         raise SystemExit(f"the study ended {job.state}: {job.error}")
     trials = job.payload.result.trials
-    print(f"fair comparison {len(spec.optimizers)} optimizers × {spec.trials} trials × {spec.seeds} seeds "
-          f"on moons ({len(trials)} trials of {spec.steps} steps): {wall:.1f} s with Ray up "
-          f"(+ {startup:.1f} s start-up on a server's first study); target < 60 s")  # fmt: skip
-    print(f"Ray resident memory: peak {rss.peak:.0f} MB while the study ran "
-          f"({info.workers} workers), {_ray_rss_mb():.0f} MB after it")  # fmt: skip
+    print(
+        f"fair comparison {len(spec.optimizers)} optimizers × {spec.trials} trials × {spec.seeds} seeds "
+        f"on moons ({len(trials)} trials of {spec.steps} steps): {wall:.1f} s with Ray up "
+        f"(+ {startup:.1f} s start-up on a server's first study); target < 60 s"
+    )
+    print(
+        f"Ray resident memory: peak {rss.peak:.0f} MB while the study ran "
+        f"({info.workers} workers), {_ray_rss_mb():.0f} MB after it"
+    )
     engine.shutdown()
 
 
@@ -141,9 +147,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--skip-fair", action="store_true", help="skip the 4 × 8 × 3 fair comparison")
     parser.add_argument(
-        "--page-target", action="store_true",
+        "--page-target",
+        action="store_true",
         help="only the Training lab's fair comparison, run as the page runs it, with Ray's memory",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if args.page_target:
         page_target()
@@ -154,8 +161,15 @@ def main() -> None:
     info = engine.connect()
     print(f"Ray start-up (embedded, {info.workers} worker slots): {time.perf_counter() - started:.1f} s")
 
-    base = {"task": "moons", "optimizers": list(OPTIMIZERS), "trials": args.trials, "seeds": 1,
-            "steps": args.steps, "eval_every": 25, "search": "random"}  # fmt: skip
+    base = {
+        "task": "moons",
+        "optimizers": list(OPTIMIZERS),
+        "trials": args.trials,
+        "seeds": 1,
+        "steps": args.steps,
+        "eval_every": 25,
+        "search": "random",
+    }
     walls = {}
     for slots in (1, 2):
         spec = StudySpec.from_dict({**base, "max_concurrent": slots})
@@ -163,8 +177,10 @@ def main() -> None:
         inside = float(study.result.trials["seconds"].sum())
         trials = len(study.result.trials)
         overhead = (walls[slots] * slots - inside) / trials
-        print(f"Ray, {slots} at a time: {trials} trials in {walls[slots]:.1f} s "
-              f"(inside the trials {inside:.1f} s; overhead ≈ {overhead:.2f} s per trial)")  # fmt: skip
+        print(
+            f"Ray, {slots} at a time: {trials} trials in {walls[slots]:.1f} s "
+            f"(inside the trials {inside:.1f} s; overhead ≈ {overhead:.2f} s per trial)"
+        )
     print(f"Ray memory while running: ≈ {_ray_rss_mb():.0f} MB resident (Ray's processes and workers)")
 
     # the same trials, one after the other, in this process
@@ -174,15 +190,19 @@ def main() -> None:
         run_trial(spec, row.optimizer, json.loads(row.hparams), seed=row.seed)
     sequential = time.perf_counter() - started
     print(f"sequential loop here: {len(rows)} trials in {sequential:.1f} s")
-    print(f"ratio sequential / Ray: 1 at a time {sequential / walls[1]:.2f}×, "
-          f"2 at a time {sequential / walls[2]:.2f}× (target ≥ 1.6× on 2 cores); "
-          f"scaling 1 → 2 at a time {walls[1] / walls[2]:.2f}×")  # fmt: skip
+    print(
+        f"ratio sequential / Ray: 1 at a time {sequential / walls[1]:.2f}×, "
+        f"2 at a time {sequential / walls[2]:.2f}× (target ≥ 1.6× on 2 cores); "
+        f"scaling 1 → 2 at a time {walls[1] / walls[2]:.2f}×"
+    )
 
     if not args.skip_fair:
         fair = StudySpec.from_dict({**base, "trials": 8, "seeds": 3, "steps": 300})
         wall, study = _study(fair)
-        print(f"fair comparison 4 optimizers × 8 trials × 3 seeds on moons: {wall:.1f} s "
-              f"({len(study.result.trials)} trials; target < 60 s)")  # fmt: skip
+        print(
+            f"fair comparison 4 optimizers × 8 trials × 3 seeds on moons: {wall:.1f} s "
+            f"({len(study.result.trials)} trials; target < 60 s)"
+        )
     engine.shutdown()
 
 

@@ -253,9 +253,15 @@ def lessons(*, rebuild: bool, check: bool, out: TextIO) -> int:
 
 
 def claims(
-    names: Sequence[str], *, run_all: bool, budget: str, address: str | None, out: Path | None,
-    quiet: bool, stdout: TextIO,
-) -> list[dict[str, Any]]:  # fmt: skip
+    names: Sequence[str],
+    *,
+    run_all: bool,
+    budget: str,
+    address: str | None,
+    out: Path | None,
+    quiet: bool,
+    stdout: TextIO,
+) -> list[dict[str, Any]]:
     """Run the claims ``names`` (or all) at ``budget``; write each result under ``out``; print
     the verdicts. With no name and not ``run_all``: print the stored verdicts of ``out``."""
     from tqdm import tqdm
@@ -312,9 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     export_parser.add_argument("bundle", type=Path)
     export_parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write event files here")
     export_parser.add_argument(
-        "--mlflow", nargs="?", const=DEFAULT_MLFLOW_URI, metavar="URI",
+        "--mlflow",
+        nargs="?",
+        const=DEFAULT_MLFLOW_URI,
+        metavar="URI",
         help=f"log to this MLflow tracking store (default {DEFAULT_MLFLOW_URI})",
-    )  # fmt: skip
+    )
     study_parser = commands.add_parser("study", help="run a fair comparison on Ray Tune and write its bundle")
     study_parser.add_argument("spec", type=Path, help="a study spec (JSON)")
     study_parser.add_argument("--out", type=Path, required=True, help="the bundle to write (.zip)")
@@ -353,9 +362,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.all and args.names:
                 raise ValueError(f"Invalid claims: {args.names} (give names or --all, not both)")
             claims(
-                args.names, run_all=args.all, budget=args.budget, address=args.address, out=args.out,
-                quiet=args.quiet, stdout=sys.stdout,
-            )  # fmt: skip
+                args.names,
+                run_all=args.all,
+                budget=args.budget,
+                address=args.address,
+                out=args.out,
+                quiet=args.quiet,
+                stdout=sys.stdout,
+            )
         elif args.command == "lessons":
             if lessons(rebuild=args.rebuild, check=args.check, out=sys.stdout):
                 return 2

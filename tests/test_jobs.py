@@ -74,9 +74,14 @@ def test_stop_latency_on_a_real_trainer_is_one_step():
     """The trainer checks the signal before every step: Stop ends a long run at once and keeps
     what was recorded (statuses "stopped")."""
     config = TrainConfig(
-        task="moons", task_params={"n_samples": 200}, optimizers=["sgd", "dgs"], steps=20_000,
-        eval_every=10, diag_every=10, device="cpu",
-    )  # fmt: skip
+        task="moons",
+        task_params={"n_samples": 200},
+        optimizers=["sgd", "dgs"],
+        steps=20_000,
+        eval_every=10,
+        diag_every=10,
+        device="cpu",
+    )
     job = Job(lambda: Trainer(config), lambda trainer, stop: trainer.run(stop)).start()
     while job.events < 3:
         time.sleep(0.005)

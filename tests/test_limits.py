@@ -123,9 +123,12 @@ def test_adascale_under_noise_counts_its_group_gradients() -> None:
     budget = ServerLimits(max_surface_work=4097 * 1000)  # 1000 steps of one such row
     for steps, refused in ((1000, False), (1001, True)):
         config = SurfaceConfig(
-            surface="booth", optimizers=("adascale",), noise_std=1.0, steps=steps,
+            surface="booth",
+            optimizers=("adascale",),
+            noise_std=1.0,
+            steps=steps,
             hparams={"adascale": {"scale": 4096}},
-        )  # fmt: skip
+        )
         if not refused:
             config.check_work(budget)
             continue

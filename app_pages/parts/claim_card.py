@@ -101,16 +101,20 @@ def _rerun_controls(claim: Claim) -> None:
     key = f"claims_{claim.name}"
     cols = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
     budget = cols[0].selectbox(
-        "Budget", BUDGETS, key=f"{key}_budget",
+        "Budget",
+        BUDGETS,
+        key=f"{key}_budget",
         help="smoke: seconds, a small version of the experiment; full: the shipped experiment (minutes)",
-    )  # fmt: skip
+    )
     where = cols[1].selectbox(
         "Where", list(WHERE), key=f"{key}_where", help="; ".join(f"{k}: {v}" for k, v in WHERE.items())
     )
     address = cols[2].text_input(
-        "Ray address (optional)", key=f"{key}_address", placeholder="host:port; empty: embedded Ray",
+        "Ray address (optional)",
+        key=f"{key}_address",
+        placeholder="host:port; empty: embedded Ray",
         disabled=where != "Ray",
-    )  # fmt: skip
+    )
     if cols[3].button("Re-run", key=f"{key}_rerun", type="primary"):
         in_process = where == "this process"
         address_or_none = (address or "").strip() or None

@@ -71,11 +71,16 @@ def fair_mode() -> bool:
             linked = "fair" if FAIR.key in st.query_params else "live"
         st.session_state[MODE_KEY] = linked
     mode = st.radio(
-        "Mode", list(MODES), format_func=MODES.get, key=MODE_KEY, horizontal=True,
-        on_change=_mode_to_url, label_visibility="collapsed",
+        "Mode",
+        list(MODES),
+        format_func=MODES.get,
+        key=MODE_KEY,
+        horizontal=True,
+        on_change=_mode_to_url,
+        label_visibility="collapsed",
         help="Live run: train the chosen optimizers side by side. Fair comparison: tune every "
         "optimizer with the same budget on Ray, then re-run each winner over several seeds.",
-    )  # fmt: skip
+    )
     return mode == "fair"
 
 
@@ -92,13 +97,20 @@ def seed_widgets(spec: StudySpec) -> None:
     """A tab that found its study through the URL shows that study's settings (a widget that
     already has a value keeps it)."""
     values = {
-        "train_task": spec.task, "train_size": spec.model.get("size", "small"),
-        "train_fair_steps": spec.steps, "train_fair_batch": spec.batch_size, "train_fair_seed": spec.seed,
-        "train_fair_eval_every": spec.eval_every, "train_fair_optimizers": list(spec.optimizers),
-        "train_fair_trials": spec.trials, "train_fair_seeds": spec.seeds, "train_fair_search": spec.search,
-        "train_fair_early": spec.early_stopping, "train_fair_metric": spec.metric,
+        "train_task": spec.task,
+        "train_size": spec.model.get("size", "small"),
+        "train_fair_steps": spec.steps,
+        "train_fair_batch": spec.batch_size,
+        "train_fair_seed": spec.seed,
+        "train_fair_eval_every": spec.eval_every,
+        "train_fair_optimizers": list(spec.optimizers),
+        "train_fair_trials": spec.trials,
+        "train_fair_seeds": spec.seeds,
+        "train_fair_search": spec.search,
+        "train_fair_early": spec.early_stopping,
+        "train_fair_metric": spec.metric,
         **{f"train_task_{spec.task}_{name}": value for name, value in spec.task_params.items()},
-    }  # fmt: skip
+    }
     for key, value in values.items():
         st.session_state.setdefault(key, value)
 
@@ -114,17 +126,30 @@ def problem_controls(task_hidden: Sequence[str], slots: FieldSlots) -> tuple[dic
     batch = st.number_input("Batch size", value=32, step=8, key="train_fair_batch")
     slots.add("batch_size")
     seed = st.number_input(
-        "Seed", value=0, step=1, key="train_fair_seed",
+        "Seed",
+        value=0,
+        step=1,
+        key="train_fair_seed",
         help="the tuning trials' seed; the winners re-run with seeds seed, seed + 1, …",
-    )  # fmt: skip
+    )
     slots.add("seed")
     eval_every = st.number_input(
-        "Evaluate every (steps)", value=25, step=5, key="train_fair_eval_every",
+        "Evaluate every (steps)",
+        value=25,
+        step=5,
+        key="train_fair_eval_every",
         help="the validation loss is read at these steps: the tuning metric and the seed curves",
-    )  # fmt: skip
+    )
     slots.add("eval_every")
-    problem = {"task": task, "task_params": task_params, "model": {"size": size}, "steps": steps,
-               "batch_size": batch, "seed": seed, "eval_every": eval_every}  # fmt: skip
+    problem = {
+        "task": task,
+        "task_params": task_params,
+        "model": {"size": size},
+        "steps": steps,
+        "batch_size": batch,
+        "seed": seed,
+        "eval_every": eval_every,
+    }
     return problem, task_ok
 
 
@@ -135,32 +160,47 @@ def study_controls(slots: FieldSlots) -> dict[str, Any]:
     c1, c2, c3, c4, c5 = st.columns(5)
     with c1:
         trials = st.number_input(
-            "Trials per optimizer", value=8, step=1, key="train_fair_trials",
+            "Trials per optimizer",
+            value=8,
+            step=1,
+            key="train_fair_trials",
             help="the tuning budget, the same for every optimizer",
-        )  # fmt: skip
+        )
         slots.add("trials")
     with c2:
         seeds = st.number_input(
-            "Seeds", value=3, step=1, key="train_fair_seeds",
+            "Seeds",
+            value=3,
+            step=1,
+            key="train_fair_seeds",
             help="each optimizer's best configuration is re-run with this many seeds (the bands)",
-        )  # fmt: skip
+        )
         slots.add("seeds")
     with c3:
         search = st.selectbox("Search", SEARCHES, format_func=SEARCH_LABELS.get, key="train_fair_search")
         slots.add("search")
     with c4:
         early = st.selectbox(
-            "Early stopping", EARLY_STOPPING, format_func=EARLY_LABELS.get, key="train_fair_early",
+            "Early stopping",
+            EARLY_STOPPING,
+            format_func=EARLY_LABELS.get,
+            key="train_fair_early",
             help="ASHA stops the poorest tuning trials at their evaluations (never the seed runs)",
-        )  # fmt: skip
+        )
         slots.add("early_stopping")
     with c5:
         metric = st.selectbox(
             "Tuning metric", TRAINING_METRICS, format_func=METRIC_LABELS.get, key="train_fair_metric"
         )
         slots.add("metric")
-    return {"optimizers": tuple(names), "trials": trials, "seeds": seeds, "search": search,
-            "early_stopping": early, "metric": metric}  # fmt: skip
+    return {
+        "optimizers": tuple(names),
+        "trials": trials,
+        "seeds": seeds,
+        "search": search,
+        "early_stopping": early,
+        "metric": metric,
+    }
 
 
 def build_spec(values: dict[str, Any], slots: FieldSlots) -> tuple[StudySpec | None, str]:
@@ -186,8 +226,9 @@ def build_spec(values: dict[str, Any], slots: FieldSlots) -> tuple[StudySpec | N
 
 def _styled(table: pd.DataFrame) -> Any:
     """A small table as plain HTML: no index, numbers to 4 significant digits, "–" for NaN."""
-    return table.style.hide(axis="index").format("{:.4g}", subset=table.select_dtypes("float").columns,
-                                                 na_rep="–")  # fmt: skip
+    return table.style.hide(axis="index").format(
+        "{:.4g}", subset=table.select_dtypes("float").columns, na_rep="–"
+    )
 
 
 def draw_progress(job: jobs.Job) -> None:
@@ -215,8 +256,11 @@ def draw_live_sensitivity(job: jobs.Job) -> None:
     study = job.payload
     if not isinstance(study, SweepStudy) or not study.rows:
         return
-    live.chart("train_fair_live_sensitivity", (job.id, len(study.rows)),
-               lambda: sensitivity_figure(study.snapshot(), height=360))  # fmt: skip
+    live.chart(
+        "train_fair_live_sensitivity",
+        (job.id, len(study.rows)),
+        lambda: sensitivity_figure(study.snapshot(), height=360),
+    )
 
 
 def draw_results(job: jobs.Job) -> None:
@@ -233,8 +277,13 @@ def draw_results(job: jobs.Job) -> None:
     with bands:
         if (result.trials["phase"] == SEEDS).any():
             # a shorter title: the figure has half the page's width here
-            live.chart("train_fair_bands", job.id, lambda: seed_bands_figure(result).update_layout(
-                title="Tuned runs over the seeds: mean ± 1 std"))  # fmt: skip
+            live.chart(
+                "train_fair_bands",
+                job.id,
+                lambda: seed_bands_figure(result).update_layout(
+                    title="Tuned runs over the seeds: mean ± 1 std"
+                ),
+            )
         else:
             st.info("No seed run finished: the bands need the re-runs of the tuned configurations.")
     with sensitivity:
@@ -246,11 +295,14 @@ def draw_results(job: jobs.Job) -> None:
         st.error("Cannot open the tuned run: " + plain(message))
     row = st.container(horizontal=True, vertical_alignment="center")
     row.button(
-        "Open the tuned run in the Training lab", key="train_fair_open", type="primary",
-        on_click=_open_tuned, args=(result,),
+        "Open the tuned run in the Training lab",
+        key="train_fair_open",
+        type="primary",
+        on_click=_open_tuned,
+        args=(result,),
         help="train every optimizer at its tuned hyperparameters side by side, live, with the "
         "study's task, steps, batch size and seed",
-    )  # fmt: skip
+    )
     spec = result.spec
     row.download_button(
         "Download the study (.zip)",

@@ -90,8 +90,9 @@ class Offer:
     slot: str | None = None
 
 
-def offer(key: str, make: Callable[[], bytes], *, ready: Callable[[], bool] | None = None,
-          slot: str | None = None) -> None:  # fmt: skip
+def offer(
+    key: str, make: Callable[[], bytes], *, ready: Callable[[], bool] | None = None, slot: str | None = None
+) -> None:
     """Put a lab's run in this session's list (``key``: the run's identity; offering it again
     changes nothing)."""
     if key in st.session_state.get(_MADE, {}):

@@ -67,9 +67,15 @@ def timeline_figure(
     ran and the opening step; ``_surface`` and ``_runs`` follow from those. Never mutated."""
     view = dict(config).get("view", "panels")
     return viz.timeline_figure(
-        _surface, _runs, view=view, step=step, max_frames=MAX_FRAMES, opening=OPENING_STEPS,
-        resolution=PANEL_RESOLUTION, cols=min(len(names), 4),
-    )  # fmt: skip
+        _surface,
+        _runs,
+        view=view,
+        step=step,
+        max_frames=MAX_FRAMES,
+        opening=OPENING_STEPS,
+        resolution=PANEL_RESOLUTION,
+        cols=min(len(names), 4),
+    )
 
 
 def field_range(field: str) -> tuple[Any, Any]:

@@ -53,9 +53,12 @@ def header(config: SurfaceConfig) -> None:
 def clickable_chart(figure: Any, key: str, traces: int | None = None) -> None:
     """A chart whose click sets the start (only on its first ``traces`` traces, if given)."""
     st.plotly_chart(
-        figure, key=key, on_select=partial(on_pick, key, traces), selection_mode="points",
+        figure,
+        key=key,
+        on_select=partial(on_pick, key, traces),
+        selection_mode="points",
         config={"displaylogo": False},
-    )  # fmt: skip
+    )
 
 
 def panel_labels(runs: dict[str, surfaces.Run]) -> dict[str, surfaces.Run]:
@@ -97,9 +100,12 @@ def basin_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> Surfa
     c1, c2, c3 = st.columns([2, 3, 2])
     name = c1.selectbox("Optimizer", list(runs), format_func=optimizer_label, key="surface_basin_opt")
     kind = c2.radio(
-        "Colour each start by", BASIN_KINDS, format_func=BASIN_KIND_LABELS.get, horizontal=True,
+        "Colour each start by",
+        BASIN_KINDS,
+        format_func=BASIN_KIND_LABELS.get,
+        horizontal=True,
         key="surface_basin_kind",
-    )  # fmt: skip
+    )
     resolution = c3.selectbox(
         "Grid of starts", BASIN_RESOLUTIONS, format_func=lambda r: f"{r} × {r}", key="surface_basin_res"
     )
@@ -115,8 +121,10 @@ def basin_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> Surfa
     left, right = st.columns(2)
     with left:
         clickable_chart(viz.basin_map_figure(result, kind=kind, height=620), "surface_basin")
-        st.caption(f"{resolution * resolution} runs of {config.steps} steps in {result.seconds:.2f} s. "
-                   "Click a start to follow its path on the right.")  # fmt: skip
+        st.caption(
+            f"{resolution * resolution} runs of {config.steps} steps in {result.seconds:.2f} s. "
+            "Click a start to follow its path on the right."
+        )
     with right:
         title = f"{optimizer_label(name)} from ({config.start[0]:g}, {config.start[1]:g})"
         figure = viz.contour_figure(config.get_surface(), {name: runs[name]}, title=title, height=620)
@@ -206,7 +214,11 @@ def export_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> None
     run_list.offer(run_list.surface_key(exported), data, slot="surface")
 
     st.download_button(
-        "Export snapshot (.zip)", data, file_name=f"surface-{config.surface}.zip", mime="application/zip",
-        on_click="ignore", key="surface_export",
+        "Export snapshot (.zip)",
+        data,
+        file_name=f"surface-{config.surface}.zip",
+        mime="application/zip",
+        on_click="ignore",
+        key="surface_export",
         help="the runs, their settings (re-runnable with python -m dgs_core run), metrics and figures",
-    )  # fmt: skip
+    )

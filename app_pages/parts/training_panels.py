@@ -162,8 +162,10 @@ def draw_panels(
         panel("per_parameter", lambda results, data, at: per_parameter(results, data, at, prefix=prefix))
     if trainer.task.is_2d:
         st.subheader("Decision boundary")
-        st.caption("Predicted class over the plane with the validation points, at the evaluation at or "
-                   "before the step.")  # fmt: skip
+        st.caption(
+            "Predicted class over the plane with the validation points, at the evaluation at or "
+            "before the step."
+        )
         chart("boundary", lambda results, at: viz.decision_boundary_figure(results, trainer.task, step=at))
 
 
@@ -181,15 +183,17 @@ def per_parameter(results: dict[str, Any], data: Hashable, at: int, *, prefix: s
             "Quantity", list(QUANTITY_LABELS), format_func=QUANTITY_LABELS.get, key=f"{prefix}_quantity"
         )
         live.chart(
-            f"{prefix}_histogram", (data, at, quantity),
+            f"{prefix}_histogram",
+            (data, at, quantity),
             lambda: viz.scaling_histogram_figure(results, step=at, quantity=quantity),
-        )  # fmt: skip
+        )
     with right:
         if sizes:
             if st.session_state.get(f"{prefix}_tensor") not in sizes:
                 st.session_state[f"{prefix}_tensor"] = max(sizes, key=sizes.__getitem__)  # the largest
             tensor = st.selectbox("Weight matrix", list(sizes), key=f"{prefix}_tensor")
             live.chart(
-                f"{prefix}_weights", (data, at, quantity, tensor),
+                f"{prefix}_weights",
+                (data, at, quantity, tensor),
                 lambda: viz.weight_heatmap_figure(results, tensor, step=at, quantity=quantity),
-            )  # fmt: skip
+            )

@@ -50,39 +50,57 @@ def two_phase_controls() -> TwoPhaseSettings | None:
     with c2:
         names = registry.names()
         optimizer = st.selectbox(
-            "Optimizer", names, index=names.index(defaults.optimizer), format_func=optimizer_label,
+            "Optimizer",
+            names,
+            index=names.index(defaults.optimizer),
+            format_func=optimizer_label,
             key="anneal_tp_optimizer",
-        )  # fmt: skip
+        )
         start = dict(defaults.hparams) if optimizer == defaults.optimizer else {}
         with st.expander("Optimizer hyperparameters (lr is the base rate η₀)"):
             hparams, errors = hyperparam_controls(optimizer, key="anneal_tp", values=start)
         metric = st.selectbox(
-            "Validation metric", list(METRICS), format_func=lambda m: m.replace("val_", "validation "),
+            "Validation metric",
+            list(METRICS),
+            format_func=lambda m: m.replace("val_", "validation "),
             key="anneal_tp_metric",
-        )  # fmt: skip
-        eval_every = st.number_input("Validate every (steps)", value=defaults.eval_every, step=1,
-                                     key="anneal_tp_eval_every")  # fmt: skip
+        )
+        eval_every = st.number_input(
+            "Validate every (steps)", value=defaults.eval_every, step=1, key="anneal_tp_eval_every"
+        )
         slots.add("eval_every")
     with c3:
-        main_steps = st.number_input("Main phase (steps)", value=defaults.main_steps, step=10,
-                                     key="anneal_tp_main_steps")  # fmt: skip
+        main_steps = st.number_input(
+            "Main phase (steps)", value=defaults.main_steps, step=10, key="anneal_tp_main_steps"
+        )
         slots.add("main_steps")
-        anneal_steps = st.number_input("Annealing phase budget (steps)", value=defaults.anneal_steps, step=10,
-                                       key="anneal_tp_anneal_steps")  # fmt: skip
+        anneal_steps = st.number_input(
+            "Annealing phase budget (steps)",
+            value=defaults.anneal_steps,
+            step=10,
+            key="anneal_tp_anneal_steps",
+        )
         slots.add("anneal_steps")
         shape = st.selectbox("Annealing schedule", ANNEAL_SHAPES, key="anneal_tp_shape")
-        ratio = st.number_input("Floor min_lr / η₀", value=defaults.min_lr_ratio, format="%.3e",
-                                key="anneal_tp_floor")  # fmt: skip
+        ratio = st.number_input(
+            "Floor min_lr / η₀", value=defaults.min_lr_ratio, format="%.3e", key="anneal_tp_floor"
+        )
         slots.add("min_lr_ratio")
         factor = st.number_input("Plateau factor", value=defaults.plateau_factor, key="anneal_tp_factor")
         slots.add("plateau_factor")
-        patience = st.number_input("Plateau patience (validations)", value=defaults.plateau_patience, step=1,
-                                   key="anneal_tp_patience")  # fmt: skip
+        patience = st.number_input(
+            "Plateau patience (validations)",
+            value=defaults.plateau_patience,
+            step=1,
+            key="anneal_tp_patience",
+        )
         slots.add("plateau_patience")
         stop_patience = st.number_input(
-            "Stop after validations without improvement (0: never)", value=defaults.stop_patience, step=1,
+            "Stop after validations without improvement (0: never)",
+            value=defaults.stop_patience,
+            step=1,
             key="anneal_tp_stop_patience",
-        )  # fmt: skip
+        )
         slots.add("stop_patience")
     if errors:
         return None
@@ -91,11 +109,21 @@ def two_phase_controls() -> TwoPhaseSettings | None:
         task_params["n_samples"] = 600  # small and quick: the demo's default run takes seconds
     try:
         return TwoPhaseSettings(
-            task=task, task_params=task_params, optimizer=optimizer, hparams=hparams, seed=seed,
-            main_steps=main_steps, anneal_steps=anneal_steps, eval_every=eval_every, anneal_shape=shape,
-            min_lr_ratio=ratio, plateau_factor=factor, plateau_patience=patience, stop_patience=stop_patience,
+            task=task,
+            task_params=task_params,
+            optimizer=optimizer,
+            hparams=hparams,
+            seed=seed,
+            main_steps=main_steps,
+            anneal_steps=anneal_steps,
+            eval_every=eval_every,
+            anneal_shape=shape,
+            min_lr_ratio=ratio,
+            plateau_factor=factor,
+            plateau_patience=patience,
+            stop_patience=stop_patience,
             metric=metric,
-        )  # fmt: skip
+        )
     except ValueError as exc:
         if not slots.show(exc):
             st.error(plain(exc))
@@ -126,22 +154,31 @@ def draw_two_phase(job: jobs.Job) -> None:
     st.dataframe(
         viz.two_phase_table(results, settings, live=job.running),
         hide_index=True,
-        column_config={"end": st.column_config.TextColumn(width="medium"),
-                       "final lr": st.column_config.NumberColumn(format="%.3e")},
-    )  # fmt: skip
+        column_config={
+            "end": st.column_config.TextColumn(width="medium"),
+            "final lr": st.column_config.NumberColumn(format="%.3e"),
+        },
+    )
     if job.running:
         return  # the record is written once the run has settled
     with st.expander("Annealing plan (saved with the run)"):
         record = two_phase_record(settings, study)
         text = json.dumps(record, indent=1)
-        st.download_button("Download the run record (JSON)", text, file_name="annealing_run.json",
-                           mime="application/json", key="anneal_tp_download")  # fmt: skip
+        st.download_button(
+            "Download the run record (JSON)",
+            text,
+            file_name="annealing_run.json",
+            mime="application/json",
+            key="anneal_tp_download",
+        )
         st.json(record, expanded=1)
     left, right = st.columns([2, 1])
     variant = left.selectbox(
-        "Variant to export", list(study.trainers), format_func=lambda n: VARIANTS[n],
+        "Variant to export",
+        list(study.trainers),
+        format_func=lambda n: VARIANTS[n],
         key="anneal_tp_export_variant",
-    )  # fmt: skip
+    )
     trainer = study.trainers[variant]
     right.download_button(
         "Export snapshot (.zip)",

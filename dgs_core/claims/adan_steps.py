@@ -44,10 +44,16 @@ def plan(budget: str) -> Plan:
         tuning = Tuning(
             task,
             common.training_spec(
-                task, OPTIMIZERS, trials=TRIALS[budget], steps=total, batch_size=batch,
-                eval_every=every, task_params=task_params, model=model,
+                task,
+                OPTIMIZERS,
+                trials=TRIALS[budget],
+                steps=total,
+                batch_size=batch,
+                eval_every=every,
+                task_params=task_params,
+                model=model,
             ),
-        )  # fmt: skip
+        )
         tunings.append(tuning)
         arms.extend(common.tuned_arm(_arm(task, name), tuning, name, group=task) for name in OPTIMIZERS)
         steps[task] = total

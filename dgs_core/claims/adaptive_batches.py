@@ -19,11 +19,27 @@ from dgs_core.claims.verdicts import Finding, Interval, Verdict, at_least, inter
 NAME = "adaptive_batches"
 MARGIN = 0.01  # "keeps the accuracy": within one accuracy point
 SETTINGS = {
-    "smoke": {"task": "spirals", "task_params": {"n_samples": 200}, "model": {"size": "small"},
-              "small_batch": 8, "large_batch": 64, "epochs": 3.0, "trials": 2, "seeds": 2},
-    "full": {"task": "spirals", "task_params": {}, "model": {"size": "small"},
-             "small_batch": 8, "large_batch": 256, "epochs": 30.0, "trials": 6, "seeds": 5},
-}  # fmt: skip
+    "smoke": {
+        "task": "spirals",
+        "task_params": {"n_samples": 200},
+        "model": {"size": "small"},
+        "small_batch": 8,
+        "large_batch": 64,
+        "epochs": 3.0,
+        "trials": 2,
+        "seeds": 2,
+    },
+    "full": {
+        "task": "spirals",
+        "task_params": {},
+        "model": {"size": "small"},
+        "small_batch": 8,
+        "large_batch": 256,
+        "epochs": 30.0,
+        "trials": 6,
+        "seeds": 5,
+    },
+}
 # The update rule each adaptive method shares with a fixed-batch optimizer, whose lr it takes.
 ADAPTIVE = {"adadagrad_norm": "adagrad_norm", "adadagrad": "adagrad"}
 
@@ -51,10 +67,16 @@ def plan(budget: str) -> Plan:
         specs[key] = Tuning(
             key,
             common.training_spec(
-                settings["task"], optimizers, trials=settings["trials"], steps=steps, batch_size=batch,
-                eval_every=max(1, steps // 20), task_params=settings["task_params"], model=settings["model"],
+                settings["task"],
+                optimizers,
+                trials=settings["trials"],
+                steps=steps,
+                batch_size=batch,
+                eval_every=max(1, steps // 20),
+                task_params=settings["task_params"],
+                model=settings["model"],
             ),
-        )  # fmt: skip
+        )
     arms = [
         common.tuned_arm(_label("adagrad_norm", small), specs["small batch"], "adagrad_norm", group="fixed"),
         common.tuned_arm(_label("adagrad_norm", large), specs["large batch"], "adagrad_norm", group="fixed"),

@@ -42,9 +42,15 @@ def plan(budget: str) -> Plan:
     tunings, arms, steps = [], [], {}
     for task, (task_params, model, total, batch, every) in TASKS[budget].items():
         spec = common.training_spec(
-            task, OPTIMIZERS, trials=TRIALS[budget], steps=total, batch_size=batch, eval_every=every,
-            task_params=task_params, model=model,
-        )  # fmt: skip
+            task,
+            OPTIMIZERS,
+            trials=TRIALS[budget],
+            steps=total,
+            batch_size=batch,
+            eval_every=every,
+            task_params=task_params,
+            model=model,
+        )
         tuning = Tuning(task, spec)
         tunings.append(tuning)
         arms.extend(common.tuned_arm(_arm(task, name), tuning, name, group=task) for name in OPTIMIZERS)

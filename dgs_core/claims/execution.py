@@ -49,10 +49,23 @@ from dgs_core.training.trainer import Trainer
 TUNE, MEASURE, EXTRA = "tune", "measure", "extra"
 TUNING_COLUMNS = ("tuning", "optimizer", "trial", "hparams", "score", "diverged_at")
 RUN_COLUMNS = (
-    "arm", "group", "optimizer", "seed", "lr", "status", "diverged_at", "steps", "samples",
-    "max_batch", "spikes", "chance_loss", "final_val_loss", "final_val_accuracy",
-    "best_val_loss", "final_train_loss",
-)  # fmt: skip
+    "arm",
+    "group",
+    "optimizer",
+    "seed",
+    "lr",
+    "status",
+    "diverged_at",
+    "steps",
+    "samples",
+    "max_batch",
+    "spikes",
+    "chance_loss",
+    "final_val_loss",
+    "final_val_accuracy",
+    "best_val_loss",
+    "final_train_loss",
+)
 CURVE_COLUMNS = ("arm", "group", "seed", "step", "samples", "val_loss", "val_accuracy", "train_loss")
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -320,8 +333,9 @@ def _measured_tables(
     runs, curves = [], []
     for index, (arm, seed) in enumerate(arms):
         out = outs[index]
-        runs.append({"arm": arm.label, "group": arm.group, "optimizer": arm.optimizer, "seed": seed,
-                     **out["summary"]})  # fmt: skip
+        runs.append(
+            {"arm": arm.label, "group": arm.group, "optimizer": arm.optimizer, "seed": seed, **out["summary"]}
+        )
         curve = pd.DataFrame(out["curve"])
         curve.insert(0, "arm", arm.label)
         curve.insert(1, "group", arm.group)
@@ -349,8 +363,12 @@ def code_version() -> dict[str, Any]:
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=_REPO, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return out
     return {**out, "git_commit": commit or None, "git_dirty": bool(status.strip())}

@@ -45,9 +45,14 @@ MARGIN = 0.01  # "reaching the small-batch accuracy": within one accuracy point
 def _pair(settings: Mapping[str, Any]) -> tuple[TrainConfig, ...]:
     """The small- and large-batch configurations (equal epochs) of the Training lab's study."""
     base = TrainConfig(
-        task=settings["task"], task_params=settings["task_params"], model=settings["model"],
-        optimizers=(("sgd", {}),), diag_every=0, device="cpu", seed=common.TUNING_SEED,
-    )  # fmt: skip
+        task=settings["task"],
+        task_params=settings["task_params"],
+        model=settings["model"],
+        optimizers=(("sgd", {}),),
+        diag_every=0,
+        device="cpu",
+        seed=common.TUNING_SEED,
+    )
     small, large = settings["small_batch"], settings["large_batch"]
     configs = large_batch_configs(base, small_batch=small, large_batch=large, epochs=settings["epochs"])
     # evaluations per run: the lab's 20, fewer at the smoke budget (an evaluation of the CNN
@@ -69,9 +74,16 @@ def _warmup(settings: Mapping[str, Any], large: TrainConfig) -> ScheduleSpec:
 def _spec(settings: Mapping[str, Any], config: TrainConfig, optimizers: tuple[str, ...], trials: int) -> Any:
     space = {"lars": LARS_SPACE} if "lars" in optimizers else {}
     return common.training_spec(
-        config.task, optimizers, trials=trials, steps=config.steps, batch_size=config.batch_size,
-        eval_every=config.eval_every, task_params=config.task_params, model=config.model, space=space,
-    )  # fmt: skip
+        config.task,
+        optimizers,
+        trials=trials,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        eval_every=config.eval_every,
+        task_params=config.task_params,
+        model=config.model,
+        space=space,
+    )
 
 
 def _at(config: TrainConfig) -> dict[str, Any]:
@@ -86,16 +98,30 @@ def _at(config: TrainConfig) -> dict[str, Any]:
 EXTRAP = "extrap_large_batch"
 EXTRAP_SETTINGS = {
     "smoke": {
-        "task": "spirals", "task_params": {"n_samples": 300}, "model": {"size": "small"},
-        "small_batch": 16, "large_batch": 64, "epochs": 4.0, "warmup_epochs": 1.0, "trials": 2, "seeds": 2,
+        "task": "spirals",
+        "task_params": {"n_samples": 300},
+        "model": {"size": "small"},
+        "small_batch": 16,
+        "large_batch": 64,
+        "epochs": 4.0,
+        "warmup_epochs": 1.0,
+        "trials": 2,
+        "seeds": 2,
         "evaluations": 4,
     },
     "full": {
-        "task": "spirals", "task_params": {}, "model": {"size": "small"},
-        "small_batch": 16, "large_batch": 256, "epochs": 60.0, "warmup_epochs": 5.0, "trials": 6, "seeds": 5,
+        "task": "spirals",
+        "task_params": {},
+        "model": {"size": "small"},
+        "small_batch": 16,
+        "large_batch": 256,
+        "epochs": 60.0,
+        "warmup_epochs": 5.0,
+        "trials": 6,
+        "seeds": 5,
         "evaluations": 20,
     },
-}  # fmt: skip
+}
 SGD_SMALL, SGD_LARGE, LARS_LARGE, EXTRA_LARGE = (
     "sgd · small batch",
     "sgd · large batch (scaled lr, warm-up)",
@@ -229,16 +255,30 @@ LARS = "lars_stability"
 LARS_OPTIMIZERS = ("momentum", "lars")
 LARS_SETTINGS = {
     "smoke": {
-        "task": "digits", "task_params": {}, "model": {"size": "tiny"},
-        "small_batch": 32, "large_batch": 128, "epochs": 0.5, "warmup_epochs": 0.1, "trials": 2, "seeds": 2,
+        "task": "digits",
+        "task_params": {},
+        "model": {"size": "tiny"},
+        "small_batch": 32,
+        "large_batch": 128,
+        "epochs": 0.5,
+        "warmup_epochs": 0.1,
+        "trials": 2,
+        "seeds": 2,
         "evaluations": 2,
     },
     "full": {
-        "task": "digits", "task_params": {}, "model": {"size": "tiny"},
-        "small_batch": 32, "large_batch": 512, "epochs": 10.0, "warmup_epochs": 1.0, "trials": 6, "seeds": 5,
+        "task": "digits",
+        "task_params": {},
+        "model": {"size": "tiny"},
+        "small_batch": 32,
+        "large_batch": 512,
+        "epochs": 10.0,
+        "warmup_epochs": 1.0,
+        "trials": 6,
+        "seeds": 5,
         "evaluations": 20,
     },
-}  # fmt: skip
+}
 
 
 def _scalings(settings: Mapping[str, Any]) -> dict[str, float]:

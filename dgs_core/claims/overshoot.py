@@ -29,11 +29,29 @@ RIVALS = ("momentum", "nesterov", "adam", "adamw")
 OPTIMIZERS = ("adan", *RIVALS)
 SURFACES = ("quadratic", "rosenbrock", "himmelblau")  # κ = 100 valley, curved valley, four basins
 SETTINGS = {
-    "smoke": {"resolution": 5, "steps": 100, "per_decade": 1, "task": "spirals",
-              "task_params": {"n_samples": 300}, "task_steps": 60, "eval_every": 20, "trials": 2, "seeds": 2},
-    "full": {"resolution": 24, "steps": 500, "per_decade": 4, "task": "spirals",
-             "task_params": {}, "task_steps": 1000, "eval_every": 25, "trials": 6, "seeds": 5},
-}  # fmt: skip
+    "smoke": {
+        "resolution": 5,
+        "steps": 100,
+        "per_decade": 1,
+        "task": "spirals",
+        "task_params": {"n_samples": 300},
+        "task_steps": 60,
+        "eval_every": 20,
+        "trials": 2,
+        "seeds": 2,
+    },
+    "full": {
+        "resolution": 24,
+        "steps": 500,
+        "per_decade": 4,
+        "task": "spirals",
+        "task_params": {},
+        "task_steps": 1000,
+        "eval_every": 25,
+        "trials": 6,
+        "seeds": 5,
+    },
+}
 
 
 def _arm(optimizer: str) -> str:
@@ -45,10 +63,15 @@ def plan(budget: str) -> Plan:
     tuning = Tuning(
         "spirals",
         common.training_spec(
-            settings["task"], OPTIMIZERS, trials=settings["trials"], steps=settings["task_steps"],
-            batch_size=32, eval_every=settings["eval_every"], task_params=settings["task_params"],
+            settings["task"],
+            OPTIMIZERS,
+            trials=settings["trials"],
+            steps=settings["task_steps"],
+            batch_size=32,
+            eval_every=settings["eval_every"],
+            task_params=settings["task_params"],
         ),
-    )  # fmt: skip
+    )
     arms = tuple(common.tuned_arm(_arm(name), tuning, name, group="spirals") for name in OPTIMIZERS)
     extra = {
         "surfaces": list(SURFACES),
@@ -106,12 +129,14 @@ def extra(plan: Plan) -> Iterator[tuple[str, dict[str, list[dict[str, Any]]]]]:
                 gap = basin.final_gap.ravel()
                 tuning_rows.append(
                     {
-                        "surface": surface_name, "optimizer": name, "lr": float(lr),
+                        "surface": surface_name,
+                        "optimizer": name,
+                        "lr": float(lr),
                         "mean_steps": float(np.where(reached >= 0, reached, steps + 1).mean()),
                         "reached": float((reached >= 0).mean()),
                         "mean_final_gap": float(gap.mean()) if np.isfinite(gap).all() else float("inf"),
                     }
-                )  # fmt: skip
+                )
             # fewest steps to ε on average (never: T + 1); ties to the smaller final gap
             order = np.lexsort(
                 ([r["mean_final_gap"] for r in tuning_rows], [r["mean_steps"] for r in tuning_rows])
@@ -222,9 +247,13 @@ def lab_configs(plan: Plan, tables: Tables) -> list[dict[str, Any]]:
         chosen = tuning[(tuning["surface"] == surface) & tuning["chosen"].astype(bool)]
         hparams = {row.optimizer: {"lr": float(row.lr)} for row in chosen.itertuples()}
         config = SurfaceConfig(
-            surface=surface, optimizers=tuple(OPTIMIZERS), hparams=hparams, steps=plan.extra["steps"],
-            view="basin", basin_optimizer="adan",
-        )  # fmt: skip
+            surface=surface,
+            optimizers=tuple(OPTIMIZERS),
+            hparams=hparams,
+            steps=plan.extra["steps"],
+            view="basin",
+            basin_optimizer="adan",
+        )
         out.append({"label": f"{surface}, tuned lrs", "lab": "surface", "config": config.to_dict()})
     return out
 

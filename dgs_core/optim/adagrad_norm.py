@@ -140,10 +140,14 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
             if group["weight_decay"] != 0:
                 grads = [g.add(p, alpha=group["weight_decay"]) for g, p in zip(grads, params, strict=True)]
             _adagrad_norm_update(
-                params, grads, self._accumulator(group), lr=group["lr"],
+                params,
+                grads,
+                self._accumulator(group),
+                lr=group["lr"],
                 independent_rows=rows_of(group),
-                foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-            )  # fmt: skip
+                foreach=use_foreach(group["foreach"], params),
+                fused=group["fused"],
+            )
         return loss
 
     def _accumulator(self, group: dict[str, Any]) -> Tensor:

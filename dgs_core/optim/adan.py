@@ -117,9 +117,13 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
     ) -> None:
         _check_betas(betas)
         hparams = dict(
-            lr=lr, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm, no_prox=no_prox,
+            lr=lr,
+            eps=eps,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+            no_prox=no_prox,
             restart_every=restart_every,
-        )  # fmt: skip
+        )
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         defaults = {
@@ -173,13 +177,23 @@ class Adan(KeepsAttributes, torch.optim.Optimizer):
                 steps.append(state["step"])
             beta1, beta2, beta3 = group["betas"]
             _adan_update(
-                params, grads,
-                [s["exp_avg"] for s in states], [s["exp_avg_diff"] for s in states],
-                [s["exp_avg_sq"] for s in states], [s["previous_grad"] for s in states], steps,
-                lr=group["lr"], beta1=beta1, beta2=beta2, beta3=beta3, eps=group["eps"],
-                weight_decay=group["weight_decay"], no_prox=group["no_prox"],
-                foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-            )  # fmt: skip
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_diff"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["previous_grad"] for s in states],
+                steps,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                beta3=beta3,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                no_prox=group["no_prox"],
+                foreach=use_foreach(group["foreach"], params),
+                fused=group["fused"],
+            )
         return loss
 
     def restart(self) -> None:
@@ -253,11 +267,23 @@ def _adan_update(
     # would run once per element. Flat lists of floats: dynamo makes them inputs after one
     # recompile, where floats nested in tuples would recompile at every step.
     update(
-        params, grads, exp_avgs, exp_avg_diffs, exp_avg_sqs, previous_grads,
-        [1.0 - beta1**t for t in steps], [1.0 - beta2**t for t in steps],
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_diffs,
+        exp_avg_sqs,
+        previous_grads,
+        [1.0 - beta1**t for t in steps],
+        [1.0 - beta2**t for t in steps],
         [math.sqrt(1.0 - beta3**t) for t in steps],
-        lr=lr, beta1=beta1, beta2=beta2, beta3=beta3, eps=eps, weight_decay=weight_decay, no_prox=no_prox,
-    )  # fmt: skip
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        beta3=beta3,
+        eps=eps,
+        weight_decay=weight_decay,
+        no_prox=no_prox,
+    )
 
 
 def _adan_single(
@@ -280,9 +306,17 @@ def _adan_single(
     no_prox: bool,
 ) -> None:
     for p, g, m, v, n, prev, bc1, bc2, sqrt_bc3 in zip(
-        params, grads, exp_avgs, exp_avg_diffs, exp_avg_sqs, previous_grads,
-        bias_corrections1, bias_corrections2, sqrt_bias_corrections3, strict=True,
-    ):  # fmt: skip
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_diffs,
+        exp_avg_sqs,
+        previous_grads,
+        bias_corrections1,
+        bias_corrections2,
+        sqrt_bias_corrections3,
+        strict=True,
+    ):
         # previous_grad is the scratch buffer of this step: d, then g + b2·d, then the
         # denominator and step size, and g_t at the end. No temporary tensor is allocated.
         d = torch.sub(g, prev, out=prev)

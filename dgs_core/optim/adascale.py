@@ -215,10 +215,15 @@ class AdaScaleSGD(KeepsAttributes, torch.optim.Optimizer):
                 for p in params
             ]
             _adascale_update(
-                params, grads, buffers, step_lrs, momentum=group["momentum"],
-                weight_decay=group["weight_decay"], foreach=use_foreach(group["foreach"], params),
+                params,
+                grads,
+                buffers,
+                step_lrs,
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                foreach=use_foreach(group["foreach"], params),
                 fused=group["fused"],
-            )  # fmt: skip
+            )
         return loss
 
     def _gain_state(self, group: dict[str, Any], rows: bool) -> dict[str, Tensor]:
@@ -329,5 +334,6 @@ def _adascale_foreach(
         torch._foreach_mul_(momentum_buffers, momentum)
         torch._foreach_add_(momentum_buffers, grads)
         grads = momentum_buffers
-    torch._foreach_addcmul_(params, grads, [lr.to(p.dtype) for lr, p in zip(step_lrs, params, strict=True)],
-                            value=-1.0)  # fmt: skip
+    torch._foreach_addcmul_(
+        params, grads, [lr.to(p.dtype) for lr, p in zip(step_lrs, params, strict=True)], value=-1.0
+    )

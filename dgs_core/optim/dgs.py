@@ -148,11 +148,22 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
         maximize: bool = False,
     ) -> None:
         hparams = dict(
-            lr=lr, beta=beta, gamma=gamma, s_min=s_min, s_max=s_max, momentum=momentum,
-            weight_decay=weight_decay, eps=eps, importance=importance, reset=reset,
-            reset_every=reset_every, reset_mode=reset_mode, rho=rho, spike_window=spike_window,
+            lr=lr,
+            beta=beta,
+            gamma=gamma,
+            s_min=s_min,
+            s_max=s_max,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            eps=eps,
+            importance=importance,
+            reset=reset,
+            reset_every=reset_every,
+            reset_mode=reset_mode,
+            rho=rho,
+            spike_window=spike_window,
             spike_threshold=spike_threshold,
-        )  # fmt: skip
+        )
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         self._loss_history: list[float] = []
@@ -201,13 +212,25 @@ class DGS(KeepsAttributes, torch.optim.Optimizer):
             if not params:
                 continue
             _dgs_update(
-                params, grads, importances, buffers, scales, bias_corrections,
-                lr=group["lr"], beta=group["beta"], gamma=group["gamma"], s_min=group["s_min"],
-                s_max=group["s_max"], momentum=group["momentum"], weight_decay=group["weight_decay"],
-                eps=group["eps"], importance=group["importance"],
+                params,
+                grads,
+                importances,
+                buffers,
+                scales,
+                bias_corrections,
+                lr=group["lr"],
+                beta=group["beta"],
+                gamma=group["gamma"],
+                s_min=group["s_min"],
+                s_max=group["s_max"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                importance=group["importance"],
                 independent_rows=rows_of(group),
-                foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-            )  # fmt: skip
+                foreach=use_foreach(group["foreach"], params),
+                fused=group["fused"],
+            )
         return loss
 
     def adaptive_lr(self, param: torch.Tensor) -> torch.Tensor:
@@ -333,10 +356,23 @@ def _dgs_update(
     else:
         update, step_lr = compiled(_dgs_single) if fused else _dgs_single, as_input(lr, params[0])
     update(
-        params, grads, importances, momentum_buffers, scales, bias_corrections,
-        lr=step_lr, beta=beta, gamma=gamma, s_min=s_min, s_max=s_max, momentum=momentum,
-        weight_decay=weight_decay, eps=eps, importance=importance, independent_rows=independent_rows,
-    )  # fmt: skip
+        params,
+        grads,
+        importances,
+        momentum_buffers,
+        scales,
+        bias_corrections,
+        lr=step_lr,
+        beta=beta,
+        gamma=gamma,
+        s_min=s_min,
+        s_max=s_max,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        eps=eps,
+        importance=importance,
+        independent_rows=independent_rows,
+    )
 
 
 def _dgs_single(

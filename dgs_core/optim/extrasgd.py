@@ -215,9 +215,14 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
         for group, (params, grads, bufs) in zip(self.param_groups, updates, strict=True):
             if params:
                 _extrasgd_update(
-                    params, grads, bufs, lr=group["lr"], momentum=group["momentum"],
-                    foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-                )  # fmt: skip
+                    params,
+                    grads,
+                    bufs,
+                    lr=group["lr"],
+                    momentum=group["momentum"],
+                    foreach=use_foreach(group["foreach"], params),
+                    fused=group["fused"],
+                )
         return loss
 
     def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:

@@ -115,9 +115,13 @@ class LAMB(KeepsAttributes, torch.optim.Optimizer):
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         hparams = dict(
-            lr=lr, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction,
-            trust_norm_min=trust_norm_min, trust_norm_max=trust_norm_max,
-        )  # fmt: skip
+            lr=lr,
+            eps=eps,
+            weight_decay=weight_decay,
+            bias_correction=bias_correction,
+            trust_norm_min=trust_norm_min,
+            trust_norm_max=trust_norm_max,
+        )
         _check_bounds(hparams)
         defaults = {
             **_GROUP_PARAMS.validate(hparams),
@@ -161,15 +165,24 @@ class LAMB(KeepsAttributes, torch.optim.Optimizer):
                 states.append(state)
             corrected = group["bias_correction"]
             _lamb_update(
-                params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
                 [s["trust_ratio"] for s in states],
                 [1.0 - beta1 ** s["step"] if corrected else 1.0 for s in states],
                 [math.sqrt(1.0 - beta2 ** s["step"]) if corrected else 1.0 for s in states],
-                lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                weight_decay=group["weight_decay"], trust_norm_min=group["trust_norm_min"],
-                trust_norm_max=group["trust_norm_max"], independent_rows=rows,
-                foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-            )  # fmt: skip
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                trust_norm_min=group["trust_norm_min"],
+                trust_norm_max=group["trust_norm_max"],
+                independent_rows=rows,
+                foreach=use_foreach(group["foreach"], params),
+                fused=group["fused"],
+            )
         return loss
 
 
@@ -217,9 +230,14 @@ def _lamb_update(
     """
     lists = (params, grads, exp_avgs, exp_avg_sqs, trust_ratios, bias_corrections1, sqrt_bias_corrections2)
     hparams = dict(
-        beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, trust_norm_min=trust_norm_min,
-        trust_norm_max=trust_norm_max, independent_rows=independent_rows,
-    )  # fmt: skip
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        trust_norm_min=trust_norm_min,
+        trust_norm_max=trust_norm_max,
+        independent_rows=independent_rows,
+    )
     if foreach and not fused:
         _lamb_foreach(*lists, lr=lr, **hparams)
         return
@@ -254,9 +272,15 @@ def _lamb_single(
     independent_rows: bool,
 ) -> None:
     for p, g, m, v, tr, bc1, sqrt_bc2 in zip(
-        params, grads, exp_avgs, exp_avg_sqs, trust_ratios, bias_corrections1, sqrt_bias_corrections2,
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        trust_ratios,
+        bias_corrections1,
+        sqrt_bias_corrections2,
         strict=True,
-    ):  # fmt: skip
+    ):
         m.lerp_(g, 1.0 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
         # u = (m/bc1)/(√v/√bc2 + ε) + λθ: one new tensor, written in place from here on

@@ -100,9 +100,13 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
         maximize: bool = False,
     ) -> None:
         hparams = dict(
-            lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
-            eps=eps, exclude_1d=exclude_1d,
-        )  # fmt: skip
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            eps=eps,
+            exclude_1d=exclude_1d,
+        )
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         defaults = {**HYPERPARAMS.validate(hparams), "trust_clip": _TRUST_CLIP.validate(trust_clip)}
@@ -135,13 +139,20 @@ class LARS(KeepsAttributes, torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 buffers.append(state["momentum_buffer"])
             trust_ratios = _lars_update(
-                params, grads, buffers,
-                lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
-                trust_coefficient=group["trust_coefficient"], eps=group["eps"],
-                exclude_1d=group["exclude_1d"], trust_clip=group["trust_clip"],
+                params,
+                grads,
+                buffers,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                trust_coefficient=group["trust_coefficient"],
+                eps=group["eps"],
+                exclude_1d=group["exclude_1d"],
+                trust_clip=group["trust_clip"],
                 independent_rows=rows_of(group),
-                foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-            )  # fmt: skip
+                foreach=use_foreach(group["foreach"], params),
+                fused=group["fused"],
+            )
             for leaf, tr in zip(leaves, trust_ratios, strict=True):
                 if tr is None:
                     self.state[leaf].pop("trust_ratio", None)  # exclude_1d may have been switched on
@@ -205,19 +216,33 @@ def _lars_update(
     elementwise update (Inductor's norm reductions measured about 2× slower than ATen's here).
     """
     trust_ratios_of = functools.partial(
-        _lars_trust_ratios, exclude_1d=exclude_1d, independent_rows=independent_rows, lr=lr,
-        weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps, trust_clip=trust_clip,
-    )  # fmt: skip
+        _lars_trust_ratios,
+        exclude_1d=exclude_1d,
+        independent_rows=independent_rows,
+        lr=lr,
+        weight_decay=weight_decay,
+        trust_coefficient=trust_coefficient,
+        eps=eps,
+        trust_clip=trust_clip,
+    )
     if foreach and not fused:
         trust_ratios = trust_ratios_of(params, grads)
-        _lars_foreach(params, grads, momentum_buffers, trust_ratios, lr=lr, momentum=momentum,
-                      weight_decay=weight_decay)  # fmt: skip
+        _lars_foreach(
+            params, grads, momentum_buffers, trust_ratios, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
         return trust_ratios
     step_lr = as_input(lr, params[0])
     if fused:
         trust_ratios = trust_ratios_of(params, grads)
-        compiled(_lars_apply)(params, grads, momentum_buffers, trust_ratios, lr=step_lr, momentum=momentum,
-                              weight_decay=weight_decay)  # fmt: skip
+        compiled(_lars_apply)(
+            params,
+            grads,
+            momentum_buffers,
+            trust_ratios,
+            lr=step_lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+        )
         return trust_ratios
     trust_ratios = []
     for p, g, buf in zip(params, grads, momentum_buffers, strict=True):

@@ -122,10 +122,18 @@ class Lion(KeepsAttributes, torch.optim.Optimizer):
                 agreements.append(state["sign_agreement"])
             beta1, beta2 = group["betas"]
             _lion_update(
-                params, grads, exp_avgs, agreements, lr=group["lr"], beta1=beta1, beta2=beta2,
-                weight_decay=group["weight_decay"], independent_rows=rows,
-                foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-            )  # fmt: skip
+                params,
+                grads,
+                exp_avgs,
+                agreements,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                independent_rows=rows,
+                foreach=use_foreach(group["foreach"], params),
+                fused=group["fused"],
+            )
         return loss
 
 
@@ -158,12 +166,30 @@ def _lion_update(
     ``foreach`` (one multi-tensor op per line) and ``fused`` (the loop compiled).
     """
     if foreach and not fused:
-        _lion_foreach(params, grads, exp_avgs, sign_agreements, lr=lr, beta1=beta1, beta2=beta2,
-                      weight_decay=weight_decay, independent_rows=independent_rows)  # fmt: skip
+        _lion_foreach(
+            params,
+            grads,
+            exp_avgs,
+            sign_agreements,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=weight_decay,
+            independent_rows=independent_rows,
+        )
         return
     update = compiled(_lion_single) if fused else _lion_single
-    update(params, grads, exp_avgs, sign_agreements, lr=as_input(lr, params[0]), beta1=beta1, beta2=beta2,
-           weight_decay=weight_decay, independent_rows=independent_rows)  # fmt: skip
+    update(
+        params,
+        grads,
+        exp_avgs,
+        sign_agreements,
+        lr=as_input(lr, params[0]),
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=weight_decay,
+        independent_rows=independent_rows,
+    )
 
 
 def _agreement(direction: torch.Tensor, grad: torch.Tensor, rows: bool) -> torch.Tensor:

@@ -134,9 +134,14 @@ class MARS(KeepsAttributes, torch.optim.Optimizer):
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         hparams = dict(
-            lr=lr, gamma=gamma, eps=eps, weight_decay=weight_decay, optimize_1d=optimize_1d,
-            lr_1d_ratio=lr_1d_ratio, weight_decay_1d=weight_decay_1d,
-        )  # fmt: skip
+            lr=lr,
+            gamma=gamma,
+            eps=eps,
+            weight_decay=weight_decay,
+            optimize_1d=optimize_1d,
+            lr_1d_ratio=lr_1d_ratio,
+            weight_decay_1d=weight_decay_1d,
+        )
         defaults = {
             **_GROUP_PARAMS.validate(hparams),
             "betas": check_tuple("betas", betas, _BETAS),
@@ -186,15 +191,26 @@ class MARS(KeepsAttributes, torch.optim.Optimizer):
                 reduced.append(variance_reduced)
             betas = [(beta1, beta2) if r else (beta1_1d, beta2_1d) for r in reduced]
             _mars_update(
-                params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                [s["previous_grad"] for s in states], [s.get("correction_norm") for s in states],
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["previous_grad"] for s in states],
+                [s.get("correction_norm") for s in states],
                 [1.0 - b1 ** s["step"] for (b1, _), s in zip(betas, states, strict=True)],
                 [math.sqrt(1.0 - b2 ** s["step"]) for (_, b2), s in zip(betas, states, strict=True)],
-                lr=group["lr"], betas=group["betas"], gamma=group["gamma"], eps=group["eps"],
-                weight_decay=group["weight_decay"], lr_1d=group["lr"] * group["lr_1d_ratio"],
-                betas_1d=group["betas_1d"], weight_decay_1d=group["weight_decay_1d"],
-                independent_rows=rows, foreach=use_foreach(group["foreach"], params), fused=group["fused"],
-            )  # fmt: skip
+                lr=group["lr"],
+                betas=group["betas"],
+                gamma=group["gamma"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                lr_1d=group["lr"] * group["lr_1d_ratio"],
+                betas_1d=group["betas_1d"],
+                weight_decay_1d=group["weight_decay_1d"],
+                independent_rows=rows,
+                foreach=use_foreach(group["foreach"], params),
+                fused=group["fused"],
+            )
         return loss
 
 
@@ -235,11 +251,24 @@ def _mars_update(
     ``foreach`` and ``fused`` (the loop compiled).
     """
     hparams = dict(
-        betas=betas, gamma=gamma, eps=eps, weight_decay=weight_decay, betas_1d=betas_1d,
-        weight_decay_1d=weight_decay_1d, independent_rows=independent_rows,
-    )  # fmt: skip
-    lists = (params, grads, exp_avgs, exp_avg_sqs, previous_grads, correction_norms,
-             bias_corrections1, sqrt_bias_corrections2)  # fmt: skip
+        betas=betas,
+        gamma=gamma,
+        eps=eps,
+        weight_decay=weight_decay,
+        betas_1d=betas_1d,
+        weight_decay_1d=weight_decay_1d,
+        independent_rows=independent_rows,
+    )
+    lists = (
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        previous_grads,
+        correction_norms,
+        bias_corrections1,
+        sqrt_bias_corrections2,
+    )
     if foreach and not fused:
         _mars_foreach(*lists, lr=lr, lr_1d=lr_1d, **hparams)
         return
@@ -268,9 +297,16 @@ def _mars_single(
     independent_rows: bool,
 ) -> None:
     for p, g, m, v, prev, norm, bc1, sqrt_bc2 in zip(
-        params, grads, exp_avgs, exp_avg_sqs, previous_grads, correction_norms, bias_corrections1,
-        sqrt_bias_corrections2, strict=True,
-    ):  # fmt: skip
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        previous_grads,
+        correction_norms,
+        bias_corrections1,
+        sqrt_bias_corrections2,
+        strict=True,
+    ):
         if norm is not None:  # MARS: the variance-reduced gradient c replaces g
             beta1, beta2 = betas
             c = torch.sub(g, prev).mul_(gamma * beta1 / (1.0 - beta1)).add_(g)

@@ -153,9 +153,15 @@ class Muon(KeepsAttributes, torch.optim.Optimizer):
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         hparams = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
-            adamw_lr_ratio=adamw_lr_ratio, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
-        )  # fmt: skip
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            weight_decay=weight_decay,
+            adamw_lr_ratio=adamw_lr_ratio,
+            adamw_eps=adamw_eps,
+            adamw_weight_decay=adamw_weight_decay,
+        )
         defaults = {
             **_GROUP_PARAMS.validate(hparams),
             "adamw_betas": check_tuple("adamw_betas", adamw_betas, _ADAMW_BETAS),
@@ -211,14 +217,29 @@ class Muon(KeepsAttributes, torch.optim.Optimizer):
                     corrections1.append(1.0 - beta1 ** state["step"])
                     corrections2.append(math.sqrt(1.0 - beta2 ** state["step"]))
             _muon_update(
-                params, grads, buffers, norms, others, other_grads, exp_avgs, exp_avg_sqs, corrections1,
-                corrections2, lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"],
-                ns_steps=group["ns_steps"], weight_decay=group["weight_decay"],
-                adamw_lr=group["lr"] * group["adamw_lr_ratio"], adamw_betas=group["adamw_betas"],
-                adamw_eps=group["adamw_eps"], adamw_weight_decay=group["adamw_weight_decay"],
-                independent_rows=rows, foreach=use_foreach(group["foreach"], params + others),
+                params,
+                grads,
+                buffers,
+                norms,
+                others,
+                other_grads,
+                exp_avgs,
+                exp_avg_sqs,
+                corrections1,
+                corrections2,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                nesterov=group["nesterov"],
+                ns_steps=group["ns_steps"],
+                weight_decay=group["weight_decay"],
+                adamw_lr=group["lr"] * group["adamw_lr_ratio"],
+                adamw_betas=group["adamw_betas"],
+                adamw_eps=group["adamw_eps"],
+                adamw_weight_decay=group["adamw_weight_decay"],
+                independent_rows=rows,
+                foreach=use_foreach(group["foreach"], params + others),
                 fused=group["fused"],
-            )  # fmt: skip
+            )
         return loss
 
 
@@ -272,13 +293,28 @@ def _muon_update(
     Three paths compute the same numbers: the per-tensor loop (the reference, default on CPU),
     ``foreach`` (batched Newton–Schulz per shape) and ``fused`` (the loop compiled).
     """
-    lists = (params, grads, momentum_buffers, update_norms, adamw_params, adamw_grads, exp_avgs,
-             exp_avg_sqs, bias_corrections1, sqrt_bias_corrections2)  # fmt: skip
+    lists = (
+        params,
+        grads,
+        momentum_buffers,
+        update_norms,
+        adamw_params,
+        adamw_grads,
+        exp_avgs,
+        exp_avg_sqs,
+        bias_corrections1,
+        sqrt_bias_corrections2,
+    )
     hparams = dict(
-        momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
-        adamw_betas=adamw_betas, adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        ns_steps=ns_steps,
+        weight_decay=weight_decay,
+        adamw_betas=adamw_betas,
+        adamw_eps=adamw_eps,
+        adamw_weight_decay=adamw_weight_decay,
         independent_rows=independent_rows,
-    )  # fmt: skip
+    )
     if foreach and not fused:
         _muon_foreach(*lists, lr=lr, adamw_lr=adamw_lr, **hparams)
         return
@@ -321,9 +357,14 @@ def _muon_single(
         p.addcmul_(orthogonal, lr * _lr_factor(shape), value=-1.0)  # lr: a 0-d tensor
     beta1, beta2 = adamw_betas
     for p, g, m, v, bc1, sqrt_bc2 in zip(
-        adamw_params, adamw_grads, exp_avgs, exp_avg_sqs, bias_corrections1, sqrt_bias_corrections2,
+        adamw_params,
+        adamw_grads,
+        exp_avgs,
+        exp_avg_sqs,
+        bias_corrections1,
+        sqrt_bias_corrections2,
         strict=True,
-    ):  # fmt: skip
+    ):
         if adamw_weight_decay != 0.0:
             p.mul_(1.0 - adamw_lr * adamw_weight_decay)
         m.lerp_(g, 1.0 - beta1)

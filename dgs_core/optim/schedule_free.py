@@ -118,9 +118,13 @@ class ScheduleFreeAdamW(KeepsAttributes, torch.optim.Optimizer):
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         hparams = dict(
-            lr=lr, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
+            lr=lr,
+            eps=eps,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            r=r,
             weight_lr_power=weight_lr_power,
-        )  # fmt: skip
+        )
         defaults = {
             **_GROUP_PARAMS.validate(hparams),
             "betas": check_tuple("betas", betas, _BETAS),
@@ -205,11 +209,20 @@ class ScheduleFreeAdamW(KeepsAttributes, torch.optim.Optimizer):
                 weights.append(state["interpolation_weight"])
                 sqrt_bias_corrections2.append(math.sqrt(1.0 - beta2**t))
             _schedule_free_update(
-                params, grads, [s["z"] for s in states], [s["exp_avg_sq"] for s in states], lrs, weights,
-                sqrt_bias_corrections2, beta1=beta1, beta2=beta2, eps=group["eps"],
-                weight_decay=group["weight_decay"], foreach=use_foreach(group["foreach"], params),
+                params,
+                grads,
+                [s["z"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                lrs,
+                weights,
+                sqrt_bias_corrections2,
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                foreach=use_foreach(group["foreach"], params),
                 fused=group["fused"],
-            )  # fmt: skip
+            )
         return loss
 
 
@@ -252,8 +265,13 @@ def _schedule_free_update(
     # γ_t and c_{t+1} as 0-d tensors: they change every step (see _compile.as_input)
     like = params[0]
     update = compiled(_schedule_free_single) if fused else _schedule_free_single
-    update(*lists, [as_input(lr, like) for lr in lrs], [as_input(c, like) for c in interpolation_weights],
-           sqrt_bias_corrections2, **hparams)  # fmt: skip
+    update(
+        *lists,
+        [as_input(lr, like) for lr in lrs],
+        [as_input(c, like) for c in interpolation_weights],
+        sqrt_bias_corrections2,
+        **hparams,
+    )
 
 
 def _schedule_free_single(

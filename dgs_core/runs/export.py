@@ -191,8 +191,11 @@ def _metric_key(tag: str) -> str:
 
 def _tags(bundle: Bundle) -> dict[str, str]:
     manifest = bundle.manifest
-    return {"dgs_lab.kind": bundle.kind, "dgs_lab.version": str(manifest["dgs_lab_version"]),
-            "dgs_lab.created": str(manifest["created"])}  # fmt: skip
+    return {
+        "dgs_lab.kind": bundle.kind,
+        "dgs_lab.version": str(manifest["dgs_lab_version"]),
+        "dgs_lab.created": str(manifest["created"]),
+    }
 
 
 def _flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

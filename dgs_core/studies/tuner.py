@@ -163,8 +163,14 @@ def _trainable(config: dict[str, Any], spec: dict[str, Any]) -> None:
     study = StudySpec.from_dict(spec)
     started = time.perf_counter()
     final = run_trial(study, config["optimizer"], config["hparams"], config["seed"], report=tune.report)
-    tune.report({**{k: v for k, v in final.items() if k != "curve"}, "curve": final["curve"],
-                 "seconds": time.perf_counter() - started, "final": True})  # fmt: skip
+    tune.report(
+        {
+            **{k: v for k, v in final.items() if k != "curve"},
+            "curve": final["curve"],
+            "seconds": time.perf_counter() - started,
+            "final": True,
+        }
+    )
 
 
 # The running studies' in-memory sinks, by id. Tune pickles its callbacks and stoppers with the
@@ -345,9 +351,10 @@ class _Plan:
     def best(self, name: str) -> dict[str, Any]:
         sign = 1.0 if self.spec.mode == "min" else -1.0
         tuned = [
-            r for t, r in self.results.items()
+            r
+            for t, r in self.results.items()
             if self.phase_of[t] == TUNE and r["optimizer"] == name and math.isfinite(r.get("score", math.inf))
-        ]  # fmt: skip
+        ]
         if not tuned:  # every trial diverged: the default configuration
             return {}
         return dict(min(tuned, key=lambda r: sign * r["score"])["hparams"])

@@ -475,8 +475,9 @@ def parse_query(params: Mapping[str, Any]) -> tuple[SurfaceConfig, list[str]]:
             spec = info.hyperparam(hp)
         except KeyError:
             allowed = ", ".join(s.name for s in info.hyperparams)
-            notices.append(f"Ignored {key}={query[key]!r}: {info.label} has no hyperparameter {hp!r} "
-                           f"(it has {allowed})")  # fmt: skip
+            notices.append(
+                f"Ignored {key}={query[key]!r}: {info.label} has no hyperparameter {hp!r} (it has {allowed})"
+            )
             continue
         value = attempt(key, lambda text, s=spec: parse_hparam(s, text))
         if value is not None:

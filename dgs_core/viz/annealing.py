@@ -146,20 +146,39 @@ def plateau_demo_figure(demo: PlateauDemo, *, height: int = 460) -> go.Figure:
         subplot_titles=("validation metric", "learning rate"),
     )
     fig.add_trace(
-        go.Scatter(x=frame["evaluation"], y=frame["metric"], mode="lines+markers", name="metric",
-                   line={"color": "#1F77B4", "width": 1}, marker={"size": 4}),
-        row=1, col=1,
-    )  # fmt: skip
+        go.Scatter(
+            x=frame["evaluation"],
+            y=frame["metric"],
+            mode="lines+markers",
+            name="metric",
+            line={"color": "#1F77B4", "width": 1},
+            marker={"size": 4},
+        ),
+        row=1,
+        col=1,
+    )
     fig.add_trace(
-        go.Scatter(x=frame["evaluation"], y=frame["best"], mode="lines", name="best so far",
-                   line={"color": "#1F77B4", "dash": "dot"}),
-        row=1, col=1,
-    )  # fmt: skip
+        go.Scatter(
+            x=frame["evaluation"],
+            y=frame["best"],
+            mode="lines",
+            name="best so far",
+            line={"color": "#1F77B4", "dash": "dot"},
+        ),
+        row=1,
+        col=1,
+    )
     fig.add_trace(
-        go.Scatter(x=frame["evaluation"], y=frame["lr"], mode="lines", name="lr", line={"color": "black",
-                   "shape": "hv"}),
-        row=2, col=1,
-    )  # fmt: skip
+        go.Scatter(
+            x=frame["evaluation"],
+            y=frame["lr"],
+            mode="lines",
+            name="lr",
+            line={"color": "black", "shape": "hv"},
+        ),
+        row=2,
+        col=1,
+    )
     cuts = [e.step for e in demo.events]
     metric_at = frame.set_index("evaluation")["metric"]
     fig.add_trace(
@@ -172,8 +191,9 @@ def plateau_demo_figure(demo: PlateauDemo, *, height: int = 460) -> go.Figure:
             customdata=[[e.old_lr, e.new_lr] for e in demo.events],
             hovertemplate="evaluation %{x}: lr %{customdata[0]:.3g} → %{customdata[1]:.3g}<extra></extra>",
         ),
-        row=1, col=1,
-    )  # fmt: skip
+        row=1,
+        col=1,
+    )
     for k in cuts:
         fig.add_vline(x=k, line={"dash": "dot", "color": "#D62728", "width": 1}, row="all", col=1)
     fig.update_yaxes(type="log", exponentformat="power", row=2, col=1)
@@ -285,55 +305,92 @@ def two_phase_figure(
     column, title = _METRIC_COLUMNS[settings.metric]
     boundary, total = settings.boundary, settings.total_steps
     fig = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.62, 0.38],
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        row_heights=[0.62, 0.38],
         subplot_titles=(title, "learning rate"),
-    )  # fmt: skip
+    )
     # a legend entry for the boundary (shapes have none) that also carries its step
     fig.add_trace(
-        go.Scatter(x=[boundary, boundary], y=[None, None], mode="lines",
-                   name=f"{PHASE_BOUNDARY} (step {boundary})", line=_BOUNDARY, meta={"boundary": boundary}),
-        row=1, col=1,
-    )  # fmt: skip
+        go.Scatter(
+            x=[boundary, boundary],
+            y=[None, None],
+            mode="lines",
+            name=f"{PHASE_BOUNDARY} (step {boundary})",
+            line=_BOUNDARY,
+            meta={"boundary": boundary},
+        ),
+        row=1,
+        col=1,
+    )
     for name, result in results.items():
         frame = result.metrics
         evals = frame[frame["val_loss"].notna()]
         color = VARIANT_COLORS.get(name, "#000000")
         label = VARIANTS.get(name, name)
         fig.add_trace(
-            go.Scatter(x=evals["step"], y=evals[column], mode="lines+markers", name=label, legendgroup=name,
-                       line={"color": color}, marker={"size": 4}),
-            row=1, col=1,
-        )  # fmt: skip
+            go.Scatter(
+                x=evals["step"],
+                y=evals[column],
+                mode="lines+markers",
+                name=label,
+                legendgroup=name,
+                line={"color": color},
+                marker={"size": 4},
+            ),
+            row=1,
+            col=1,
+        )
         fig.add_trace(
-            go.Scatter(x=frame["step"], y=frame["lr"], mode="lines", name=f"{label}: lr", legendgroup=name,
-                       showlegend=False, line={"color": color, "shape": "hv"}),
-            row=2, col=1,
-        )  # fmt: skip
+            go.Scatter(
+                x=frame["step"],
+                y=frame["lr"],
+                mode="lines",
+                name=f"{label}: lr",
+                legendgroup=name,
+                showlegend=False,
+                line={"color": color, "shape": "hv"},
+            ),
+            row=2,
+            col=1,
+        )
         cuts = list((reductions or {}).get(name, ()))
         if cuts:
             # at the validation of row s + 1 (0-based step s), where the cut is decided; the new lr
             # trains from row s + 2, if the plan has not stopped at that same validation
             fig.add_trace(
                 go.Scatter(
-                    x=[e.step + 1 for e in cuts], y=[e.new_lr for e in cuts], mode="markers", name=REDUCTION,
-                    legendgroup=REDUCTION, marker={**_CUT, "color": color},
+                    x=[e.step + 1 for e in cuts],
+                    y=[e.new_lr for e in cuts],
+                    mode="markers",
+                    name=REDUCTION,
+                    legendgroup=REDUCTION,
+                    marker={**_CUT, "color": color},
                     customdata=[[e.old_lr, e.new_lr] for e in cuts],
                     hovertemplate=_CUT_HOVER,
                 ),
-                row=2, col=1,
-            )  # fmt: skip
+                row=2,
+                col=1,
+            )
         reason = _end_reason(result, total)
         if _ended_early(result, total) and len(evals):
             last = evals.iloc[-1]
             fig.add_trace(
                 go.Scatter(
-                    x=[last["step"]], y=[last[column]], mode="markers", name=f"{label}: stopped",
-                    legendgroup=name, showlegend=False,
+                    x=[last["step"]],
+                    y=[last[column]],
+                    mode="markers",
+                    name=f"{label}: stopped",
+                    legendgroup=name,
+                    showlegend=False,
                     marker={"symbol": "x", "size": 12, "color": color, "line": {"width": 1}},
                     hovertemplate=f"{label} stopped at step %{{x}}: {reason}<extra></extra>",
                 ),
-                row=1, col=1,
-            )  # fmt: skip
+                row=1,
+                col=1,
+            )
     # shapes last: with row="all", plotly skips subplots that have no traces yet
     label_noise = float(settings.task_params.get("label_noise", 0.0))
     phases = (

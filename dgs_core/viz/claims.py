@@ -63,9 +63,15 @@ def _optimizer_of(arm: str, runs: pd.DataFrame | None) -> str:
 
 
 def curves_figure(
-    curves: pd.DataFrame, quantity: str, *, runs: pd.DataFrame | None = None, title: str = "",
-    log_y: bool = False, one_panel: bool = False, height: int = 420,
-) -> go.Figure:  # fmt: skip
+    curves: pd.DataFrame,
+    quantity: str,
+    *,
+    runs: pd.DataFrame | None = None,
+    title: str = "",
+    log_y: bool = False,
+    one_panel: bool = False,
+    height: int = 420,
+) -> go.Figure:
     """Mean over seeds and 95 % band per arm, one panel per group (``one_panel``: all arms in
     one panel, each in a colour of its own, for arms of one optimizer such as schedules)."""
     groups = [""] if one_panel else list(dict.fromkeys(curves["group"].astype(str)))
@@ -90,26 +96,38 @@ def curves_figure(
                     go.Scatter(
                         x=np.concatenate([steps[ok], steps[ok][::-1]]),
                         y=np.concatenate([(mean + half)[ok], (mean - half)[ok][::-1]]),
-                        fill="toself", fillcolor=_hex_to_rgba(color, 0.15), line={"width": 0},
-                        hoverinfo="skip", showlegend=False, name=f"{arm} 95 % band",
+                        fill="toself",
+                        fillcolor=_hex_to_rgba(color, 0.15),
+                        line={"width": 0},
+                        hoverinfo="skip",
+                        showlegend=False,
+                        name=f"{arm} 95 % band",
                     ),
-                    row=1, col=col,
-                )  # fmt: skip
+                    row=1,
+                    col=col,
+                )
             fig.add_trace(
                 go.Scatter(
-                    x=steps, y=mean, mode="lines", name=f"{arm} ({table.shape[1]} seeds)",
-                    line={"color": color, "width": 2, "dash": dash}, legendgroup=arm,
+                    x=steps,
+                    y=mean,
+                    mode="lines",
+                    name=f"{arm} ({table.shape[1]} seeds)",
+                    line={"color": color, "width": 2, "dash": dash},
+                    legendgroup=arm,
                     hovertemplate=f"{arm}<br>step %{{x}}<br>mean %{{y:.4g}}<extra></extra>",
                 ),
-                row=1, col=col,
-            )  # fmt: skip
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(title_text="step", row=1, col=col)
         fig.update_yaxes(type="log" if log_y else "linear", row=1, col=col)
     fig.update_yaxes(title_text=QUANTITY_LABELS.get(quantity, quantity), row=1, col=1)
     fig.update_layout(
         title=title or f"{QUANTITY_LABELS.get(quantity, quantity)}: mean and 95 % band over seeds",
-        height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.25},
-    )  # fmt: skip
+        height=height,
+        margin=_MARGIN,
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
@@ -127,22 +145,32 @@ def bars_figure(runs: pd.DataFrame, quantity: str, *, title: str = "", height: i
         color = _color(optimizer)
         fig.add_trace(
             go.Bar(
-                x=[arm], y=[float(np.mean(values))], name=arm, marker={"color": _hex_to_rgba(color, 0.7)},
+                x=[arm],
+                y=[float(np.mean(values))],
+                name=arm,
+                marker={"color": _hex_to_rgba(color, 0.7)},
                 error_y={"type": "data", "array": [_half_width(values) if len(values) > 1 else 0.0]},
-                hovertemplate=f"{arm}<br>mean %{{y:.4g}}<extra></extra>", showlegend=False,
+                hovertemplate=f"{arm}<br>mean %{{y:.4g}}<extra></extra>",
+                showlegend=False,
             )
-        )  # fmt: skip
+        )
         fig.add_trace(
             go.Scatter(
-                x=[arm] * len(values), y=values, mode="markers", marker={"color": color, "size": 6},
-                showlegend=False, hovertemplate=f"{arm}<br>one seed: %{{y:.4g}}<extra></extra>",
+                x=[arm] * len(values),
+                y=values,
+                mode="markers",
+                marker={"color": color, "size": 6},
+                showlegend=False,
+                hovertemplate=f"{arm}<br>one seed: %{{y:.4g}}<extra></extra>",
             )
-        )  # fmt: skip
+        )
     fig.update_layout(
         title=title or f"{QUANTITY_LABELS.get(quantity, quantity)} per arm (95 % interval; dots: seeds)",
-        height=height, margin={**_MARGIN, "b": 140}, yaxis={"title": QUANTITY_LABELS.get(quantity, quantity)},
+        height=height,
+        margin={**_MARGIN, "b": 140},
+        yaxis={"title": QUANTITY_LABELS.get(quantity, quantity)},
         xaxis={"tickangle": -25},
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -153,9 +181,12 @@ def overshoot_figure(
     at the 2-D default: hollow), and the loss spikes on the training task: a 2 × 2 grid."""
     surfaces = list(dict.fromkeys(starts["surface"]))
     fig = make_subplots(
-        rows=2, cols=2, subplot_titles=[*surfaces, "loss spikes (training task)"], vertical_spacing=0.2,
+        rows=2,
+        cols=2,
+        subplot_titles=[*surfaces, "loss spikes (training task)"],
+        vertical_spacing=0.2,
         horizontal_spacing=0.06,
-    )  # fmt: skip
+    )
     for col, surface in enumerate(surfaces, start=1):
         rows = starts[starts["surface"] == surface]
         for optimizer in dict.fromkeys(rows["optimizer"]):
@@ -167,21 +198,29 @@ def overshoot_figure(
             label, color = optimizer_label(optimizer), _color(optimizer)
             fig.add_trace(
                 go.Scatter(
-                    x=[label], y=[float(tuned.mean()) if len(tuned) else math.nan], mode="markers",
+                    x=[label],
+                    y=[float(tuned.mean()) if len(tuned) else math.nan],
+                    mode="markers",
                     marker={"color": color, "size": 11},
-                    error_y={"type": "data", "array": [_half_width(tuned)]}, showlegend=False,
+                    error_y={"type": "data", "array": [_half_width(tuned)]},
+                    showlegend=False,
                     hovertemplate=f"{label}, tuned lr<br>%{{y:.3f}}<extra></extra>",
                 ),
-                row=(col - 1) // 2 + 1, col=(col - 1) % 2 + 1,
-            )  # fmt: skip
+                row=(col - 1) // 2 + 1,
+                col=(col - 1) % 2 + 1,
+            )
             fig.add_trace(
                 go.Scatter(
-                    x=[label], y=[float(default.mean()) if len(default) else math.nan], mode="markers",
-                    marker={"color": color, "size": 11, "symbol": "circle-open"}, showlegend=False,
+                    x=[label],
+                    y=[float(default.mean()) if len(default) else math.nan],
+                    mode="markers",
+                    marker={"color": color, "size": 11, "symbol": "circle-open"},
+                    showlegend=False,
                     hovertemplate=f"{label}, 2-D default lr<br>%{{y:.3f}}<extra></extra>",
                 ),
-                row=(col - 1) // 2 + 1, col=(col - 1) % 2 + 1,
-            )  # fmt: skip
+                row=(col - 1) // 2 + 1,
+                col=(col - 1) % 2 + 1,
+            )
         fig.update_yaxes(range=[0, 1], row=(col - 1) // 2 + 1, col=(col - 1) % 2 + 1)
     fig.update_yaxes(title_text="overshoot fraction (● tuned, ○ default lr)", row=1, col=1)
     fig.update_yaxes(title_text="overshoot fraction", row=2, col=1)
@@ -191,13 +230,17 @@ def overshoot_figure(
         values = common.arm_runs(runs, arm)["spikes"].to_numpy(dtype=float)
         fig.add_trace(
             go.Scatter(
-                x=[optimizer_label(optimizer)], y=[float(values.mean())], mode="markers",
-                marker={"color": _color(optimizer), "size": 11}, showlegend=False,
+                x=[optimizer_label(optimizer)],
+                y=[float(values.mean())],
+                mode="markers",
+                marker={"color": _color(optimizer), "size": 11},
+                showlegend=False,
                 error_y={"type": "data", "array": [_half_width(values)]},
                 hovertemplate=f"{arm}<br>mean K %{{y:.3g}}<extra></extra>",
             ),
-            row=(spikes - 1) // 2 + 1, col=(spikes - 1) % 2 + 1,
-        )  # fmt: skip
+            row=(spikes - 1) // 2 + 1,
+            col=(spikes - 1) % 2 + 1,
+        )
     fig.update_yaxes(title_text="K", rangemode="tozero", row=(spikes - 1) // 2 + 1, col=(spikes - 1) % 2 + 1)
     fig.update_layout(title=title or "Overshoot with tuned learning rates", height=height, margin=_MARGIN)
     return fig
@@ -208,9 +251,14 @@ def claim_figure(claim: Claim, tables: Mapping[str, pd.DataFrame], *, height: in
     spec = claim.figure
     if spec.kind == "curves":
         return curves_figure(
-            tables["curves"], spec.quantity, runs=tables.get("runs"), title=spec.title, log_y=spec.log_y,
-            one_panel=spec.one_panel, height=height,
-        )  # fmt: skip
+            tables["curves"],
+            spec.quantity,
+            runs=tables.get("runs"),
+            title=spec.title,
+            log_y=spec.log_y,
+            one_panel=spec.one_panel,
+            height=height,
+        )
     if spec.kind == "bars":
         return bars_figure(tables["runs"], spec.quantity, title=spec.title, height=height)
     if spec.kind == "overshoot":

@@ -138,16 +138,30 @@ def landscape_contour_figure(
         )
         fig.add_trace(
             go.Scatter(
-                x=x[:1], y=y[:1], mode="markers", marker={**_START, "color": color}, customdata=data[:1],
-                hovertemplate=template, showlegend=False, legendgroup=label, name=f"{label}: start",
+                x=x[:1],
+                y=y[:1],
+                mode="markers",
+                marker={**_START, "color": color},
+                customdata=data[:1],
+                hovertemplate=template,
+                showlegend=False,
+                legendgroup=label,
+                name=f"{label}: start",
             )
-        )  # fmt: skip
+        )
         fig.add_trace(
             go.Scatter(
-                x=x[-1:], y=y[-1:], mode="markers", marker={**_END, "color": color}, customdata=data[-1:],
-                hovertemplate=template, showlegend=False, legendgroup=label, name=f"{label}: end",
+                x=x[-1:],
+                y=y[-1:],
+                mode="markers",
+                marker={**_END, "color": color},
+                customdata=data[-1:],
+                hovertemplate=template,
+                showlegend=False,
+                legendgroup=label,
+                name=f"{label}: end",
             )
-        )  # fmt: skip
+        )
     plane = grid.plane
     fig.update_layout(
         title=_title(grid.title, grid.complete),
@@ -198,15 +212,19 @@ def landscape_surface_figure(
         for part, rows, marker in parts:
             fig.add_trace(
                 go.Scatter3d(
-                    x=x[rows], y=y[rows], z=z[rows],
+                    x=x[rows],
+                    y=y[rows],
+                    z=z[rows],
                     mode="lines+markers" if part == "path" else "markers",
                     line={"color": color, "width": 5},
                     marker={**marker, "color": color},
-                    customdata=data[rows], hovertemplate=template,
+                    customdata=data[rows],
+                    hovertemplate=template,
                     name=label if part == "path" else f"{label}: {part}",
-                    legendgroup=label, showlegend=part == "path",
+                    legendgroup=label,
+                    showlegend=part == "path",
                 )
-            )  # fmt: skip
+            )
     plane = grid.plane
     fig.update_layout(
         title=_title(grid.title, grid.complete),
@@ -280,8 +298,16 @@ def sharpness_figure(table: pd.DataFrame, *, height: int | None = None) -> go.Fi
         f"{int(k)}{'' if ok else ' (not converged)'}"
         for k, ok in zip(table.get("iterations", []), table.get("converged", []), strict=False)
     ]
-    header = ["optimizer", "top Hessian eigenvalue", "power iterations", "train loss", "val loss",
-              "val − train", "train accuracy", "val accuracy"]  # fmt: skip
+    header = [
+        "optimizer",
+        "top Hessian eigenvalue",
+        "power iterations",
+        "train loss",
+        "val loss",
+        "val − train",
+        "train accuracy",
+        "val accuracy",
+    ]
     cells = [
         [
             f"{label} ({optimizer_label(name)})"

@@ -149,18 +149,29 @@ def overlay_figure(
             if smoothing > 0:
                 fig.add_trace(
                     go.Scatter(
-                        x=x, y=y, mode="lines", legendgroup=name, showlegend=False, hoverinfo="skip",
-                        line={"color": color, "dash": dash, "width": 1}, opacity=0.25,
+                        x=x,
+                        y=y,
+                        mode="lines",
+                        legendgroup=name,
+                        showlegend=False,
+                        hoverinfo="skip",
+                        line={"color": color, "dash": dash, "width": 1},
+                        opacity=0.25,
                     )
-                )  # fmt: skip
+                )
                 y = smooth_ema(y, smoothing)
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=y, mode=mode, name=name, legendgroup=name,
-                    line={"color": color, "dash": dash, "width": 2}, marker={"size": 4},
+                    x=x,
+                    y=y,
+                    mode=mode,
+                    name=name,
+                    legendgroup=name,
+                    line={"color": color, "dash": dash, "width": 2},
+                    marker={"size": 4},
                     hovertemplate="%{y:.4g}",
                 )
-            )  # fmt: skip
+            )
     use_log = (metric in _LOG_AXES and positive) if log_y is None else log_y
     fig.update_layout(
         height=height,

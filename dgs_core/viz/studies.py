@@ -61,27 +61,36 @@ def sensitivity_figure(result: StudyResult, *, hparam: str = "lr", height: int =
         ok = np.isfinite(y)
         fig.add_trace(
             go.Scatter(
-                x=x[ok], y=y[ok], mode="lines+markers", name=optimizer_label(name),
-                line={"color": _color(name), "width": 2}, marker={"size": 7},
+                x=x[ok],
+                y=y[ok],
+                mode="lines+markers",
+                name=optimizer_label(name),
+                line={"color": _color(name), "width": 2},
+                marker={"size": 7},
                 hovertemplate=f"{optimizer_label(name)}<br>{hparam}=%{{x:.3g}}<br>score=%{{y:.4g}}<extra></extra>",
             )
-        )  # fmt: skip
+        )
         if (~ok).any():
             fig.add_trace(
                 go.Scatter(
-                    x=x[~ok], y=[top] * int((~ok).sum()), mode="markers", showlegend=False,
+                    x=x[~ok],
+                    y=[top] * int((~ok).sum()),
+                    mode="markers",
+                    showlegend=False,
                     name=f"{optimizer_label(name)} diverged",
                     marker={"symbol": "x", "size": 10, "color": _color(name)},
                     hovertemplate=f"{optimizer_label(name)}<br>{hparam}=%{{x:.3g}}<br>diverged<extra></extra>",
                 )
-            )  # fmt: skip
+            )
     log_y = spec.mode == "min" and len(finite) and float(finite.min()) > 0
     fig.update_layout(
         title=f"Sensitivity: {METRIC_LABELS.get(spec.metric, spec.metric)} against {hparam} (× diverged)",
-        height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2},
+        height=height,
+        margin=_MARGIN,
+        legend={"orientation": "h", "y": -0.2},
         xaxis={"title": hparam, "type": "log"},
         yaxis={"title": METRIC_LABELS.get(spec.metric, spec.metric), "type": "log" if log_y else "linear"},
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -102,23 +111,34 @@ def seed_bands_figure(result: StudyResult, *, height: int = 420) -> go.Figure:
             go.Scatter(
                 x=np.concatenate([steps, steps[::-1]]),
                 y=np.concatenate([(mean + std).to_numpy(), (mean - std).to_numpy()[::-1]]),
-                mode="lines", fill="toself", fillcolor=_hex_to_rgba(color, 0.18), line={"width": 0},
-                hoverinfo="skip", showlegend=False, name=f"{optimizer_label(name)} ±1 std",
+                mode="lines",
+                fill="toself",
+                fillcolor=_hex_to_rgba(color, 0.18),
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                name=f"{optimizer_label(name)} ±1 std",
             )
-        )  # fmt: skip
+        )
         fig.add_trace(
             go.Scatter(
-                x=steps, y=mean, mode="lines", name=f"{optimizer_label(name)} ({table.shape[1]} seeds)",
+                x=steps,
+                y=mean,
+                mode="lines",
+                name=f"{optimizer_label(name)} ({table.shape[1]} seeds)",
                 line={"color": color, "width": 2},
                 hovertemplate=f"{optimizer_label(name)}<br>step %{{x}}<br>mean %{{y:.4g}}<extra></extra>",
             )
-        )  # fmt: skip
+        )
     what = "validation loss" if spec.kind == "training" else "f − f*"
     fig.update_layout(
         title=f"Tuned configurations over seeds: {what}, mean ± 1 std",
-        height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2},
-        xaxis={"title": "step"}, yaxis={"title": what, "type": "log"},
-    )  # fmt: skip
+        height=height,
+        margin=_MARGIN,
+        legend={"orientation": "h", "y": -0.2},
+        xaxis={"title": "step"},
+        yaxis={"title": what, "type": "log"},
+    )
     return fig
 
 

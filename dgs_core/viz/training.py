@@ -237,8 +237,14 @@ def loss_figure(
         for trace in traces:
             fig.add_trace(trace, **where)
     if any_spikes:  # one grey legend entry says what ✦ means
-        key = go.Scatter(x=[None], y=[None], mode="markers", name=SPIKE_NAME, legendgroup="spike",
-                         marker={**SPIKE_MARKER, "color": "#555555"})  # fmt: skip
+        key = go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            name=SPIKE_NAME,
+            legendgroup="spike",
+            marker={**SPIKE_MARKER, "color": "#555555"},
+        )
         fig.add_trace(key, **({} if overlay else {"row": 1, "col": 1}))
     ticks = log_ticks(drawn) if log_y else {}
     fig.update_yaxes(type="log" if log_y else "linear", exponentformat="power", **ticks)

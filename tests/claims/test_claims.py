@@ -125,16 +125,25 @@ def _synthetic(name: str, outcome: str) -> dict[str, Any]:
     if name == "dgs_efficiency":
         accuracy = [YES, YES, NO, UNSURE][pick]
         fraction = [I(0.6, 0.5, 0.7), I(0.9, 0.7, 1.1), I(1.1, 1.0, 1.2), I(0.9, 0.7, 1.1)][pick]
-        task = {"steps": 100, "baseline_by_accuracy": "adam", "accuracy_difference": d(accuracy),
-                "baseline_by_loss": "momentum", "fraction_to_baseline_loss": d(fraction)}  # fmt: skip
+        task = {
+            "steps": 100,
+            "baseline_by_accuracy": "adam",
+            "accuracy_difference": d(accuracy),
+            "baseline_by_loss": "momentum",
+            "fraction_to_baseline_loss": d(fraction),
+        }
         return {"tasks": {"spirals": task, "modular": task}}
     if name == "extrap_large_batch":
         reach = [I(0.0, -0.005, 0.005), I(0.0, -0.005, 0.005), I(-0.1, -0.15, -0.05), I(-0.01, -0.03, 0.01)][
             pick
         ]
         versus = [YES, NO, NO, UNSURE][pick]
-        return {"extrasgd_minus_small_batch": d(reach), "extrasgd_minus_sgd_large": d(versus),
-                "extrasgd_minus_lars": d(versus), "batches": [16, 256]}  # fmt: skip
+        return {
+            "extrasgd_minus_small_batch": d(reach),
+            "extrasgd_minus_sgd_large": d(versus),
+            "extrasgd_minus_lars": d(versus),
+            "batches": [16, 256],
+        }
     if name == "lars_stability":
         lars = [0, 1, 3, 0][pick]
         sgd = [5, 5, 5, 2][pick]
@@ -150,8 +159,11 @@ def _synthetic(name: str, outcome: str) -> dict[str, Any]:
         ]
         steps = [I(100, 90, 110), I(100, 90, 110), I(3375, 3375, 3375), I(3000, 2000, 4000)][pick]
         found = {"minus_small_batch": d(kept), "steps": d(steps), "largest_batch": 256}
-        return {"batches": [8, 256], "small_batch_steps": 3375.0,
-                "adaptive": {"adadagrad_norm": found, "adadagrad": found}}  # fmt: skip
+        return {
+            "batches": [8, 256],
+            "small_batch_steps": 3375.0,
+            "adaptive": {"adadagrad_norm": found, "adadagrad": found},
+        }
     if name == "annealing_hq":
         first, second = [(NO, NO), (NO, UNSURE), (YES, YES), (UNSURE, UNSURE)][pick]
         return {"hq_minus_constant": d(first), "hq_minus_same_data": d(second)}

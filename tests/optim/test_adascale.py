@@ -54,8 +54,14 @@ def test_matches_the_papers_equations(momentum: float, weight_decay: float) -> N
     scale, lr, theta_ema = 4, 0.5, 0.9
     model, x, y = _problem()
     twin = copy.deepcopy(model)
-    opt = AdaScaleSGD(model.parameters(), lr=lr, scale=scale, smoothing=theta_ema, momentum=momentum,
-                      weight_decay=weight_decay)  # fmt: skip
+    opt = AdaScaleSGD(
+        model.parameters(),
+        lr=lr,
+        scale=scale,
+        smoothing=theta_ema,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
     params = [p.detach().clone() for p in twin.parameters()]
     buffers = [torch.zeros_like(p) for p in params]
     variance_ema = signal_ema = weight = tau = 0.0

@@ -51,8 +51,9 @@ def test_matches_pytorch_optimizer_lamb(weight_decay: float, foreach: bool) -> N
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
         # the trust ratio of the last step, which both keep in state["trust_ratio"]
-        assert math.isclose(float(opt.state[a]["trust_ratio"]), float(reference.state[b]["trust_ratio"]),
-                            rel_tol=1e-12)  # fmt: skip
+        assert math.isclose(
+            float(opt.state[a]["trust_ratio"]), float(reference.state[b]["trust_ratio"]), rel_tol=1e-12
+        )
 
 
 def test_one_bias_corrected_step_by_hand() -> None:

@@ -116,8 +116,10 @@ def test_fit_parameters_follow_the_run_length(at):
     assert at.number_input(key="anneal_sched_warmup_cosine_total_steps").value == 300  # kept as typed
     assert len(values(figure(at, "anneal_overlay")["data"][0]["x"])) == 1000
     at.button(key="anneal_fit").click().run()
-    fitted = {p: at.number_input(key=f"anneal_sched_warmup_cosine_{p}").value for p in ("warmup_steps",
-              "total_steps", "min_lr")}  # fmt: skip
+    fitted = {
+        p: at.number_input(key=f"anneal_sched_warmup_cosine_{p}").value
+        for p in ("warmup_steps", "total_steps", "min_lr")
+    }
     assert fitted == {"warmup_steps": 100, "total_steps": 1000, "min_lr": 0.0}
     assert at.number_input(key="anneal_sched_step_decay_step_size").value == 250
 

@@ -75,8 +75,13 @@ def test_no_optimizer_is_refused() -> None:
 def test_a_study_stopped_midway_keeps_its_trials_and_opens_the_tuned_run() -> None:
     at = fair_page()
     at.multiselect(key="train_fair_optimizers").set_value(["sgd", "adam"]).run()
-    for key, value in {"train_fair_trials": 6, "train_fair_seeds": 2, "train_fair_steps": 80,
-                       "train_fair_eval_every": 20, "train_task_moons_n_samples": 200}.items():  # fmt: skip
+    for key, value in {
+        "train_fair_trials": 6,
+        "train_fair_seeds": 2,
+        "train_fair_steps": 80,
+        "train_fair_eval_every": 20,
+        "train_task_moons_n_samples": 200,
+    }.items():
         at.number_input(key=key).set_value(value).run()
     assert not errors(at)
     at.button(key="train_fair_start").click().run()

@@ -30,9 +30,14 @@ PAGE = "app_pages/landscape.py"
 def trainer() -> Trainer:
     optimizers = [("sgd", {"lr": 0.1}), ("adam", {"lr": 0.01}), "dgs"]
     config = TrainConfig(
-        task="moons", task_params={"n_samples": 200}, optimizers=optimizers,
-        steps=30, eval_every=10, diag_every=10, device="cpu",
-    )  # fmt: skip
+        task="moons",
+        task_params={"n_samples": 200},
+        optimizers=optimizers,
+        steps=30,
+        eval_every=10,
+        diag_every=10,
+        device="cpu",
+    )
     trainer = Trainer(config)
     list(trainer.run())
     return trainer

@@ -179,9 +179,13 @@ def test_a_copied_link_restores_the_same_picture():
     assert opening_step(spec) == 50
     assert starts(spec) == [(-1.5, 1.0)]
     expected = surfaces.simulate(
-        surfaces.get_surface("quadratic", kappa=10.0), "adam", {"lr": 0.05},
-        start=(-1.5, 1.0), steps=200, clip_norm=5.0,
-    )  # fmt: skip
+        surfaces.get_surface("quadratic", kappa=10.0),
+        "adam",
+        {"lr": 0.05},
+        start=(-1.5, 1.0),
+        steps=200,
+        clip_norm=5.0,
+    )
     np.testing.assert_allclose(paths(spec)["Adam"], expected.points[:51, 0], rtol=1e-6)  # float32 on the wire
     assert at.query_params == query  # and the page writes the same link back
 

@@ -68,8 +68,13 @@ def test_param_controls_draw_every_kind_and_start_from_the_values():
     assert at.text_input(key="t_milestones").value == "3, 6"
     assert "t_seed" not in [w.key for w in at.number_input]  # hidden: no control, its value kept
     assert at.session_state["chosen"] == {
-        "lr": 0.1, "steps": 20, "mode": "min", "nesterov": False, "milestones": (3, 6), "seed": 0,
-    }  # fmt: skip
+        "lr": 0.1,
+        "steps": 20,
+        "mode": "min",
+        "nesterov": False,
+        "milestones": (3, 6),
+        "seed": 0,
+    }
     assert at.session_state["errors"] == {}
     assert "learning rate — valid: in [0, 1]" in at.number_input(key="t_lr").help
 
@@ -79,8 +84,11 @@ def test_param_controls_show_each_refusal_under_its_control():
     at.number_input(key="t_lr").set_value(2.0)
     at.text_input(key="t_milestones").set_value("6, 3").run()
     errors = at.session_state["errors"]
-    assert errors == {"lr": "Invalid lr: 2.0 (must be in [0, 1])", "milestones": "Invalid milestones: [6, 3] "
-                      "(must be a strictly increasing list of integers in [1, 100])"}  # fmt: skip
+    assert errors == {
+        "lr": "Invalid lr: 2.0 (must be in [0, 1])",
+        "milestones": "Invalid milestones: [6, 3] "
+        "(must be a strictly increasing list of integers in [1, 100])",
+    }
     order = _order(at)
     assert order[order.index("t_lr") + 1] == f"error: {errors['lr']}"
     assert order[order.index("t_milestones") + 1] == f"error: {errors['milestones']}"

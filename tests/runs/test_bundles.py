@@ -393,8 +393,16 @@ def test_png_figures_when_a_chromium_is_available(tmp_path: Path) -> None:
 
     if shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists():
         pytest.skip("no Chromium: PNG figures are optional")
-    trainer = Trainer(TrainConfig(task="moons", task_params={"n_samples": 100}, optimizers=["sgd"], steps=5,
-                                  eval_every=5, device="cpu"))  # fmt: skip
+    trainer = Trainer(
+        TrainConfig(
+            task="moons",
+            task_params={"n_samples": 100},
+            optimizers=["sgd"],
+            steps=5,
+            eval_every=5,
+            device="cpu",
+        )
+    )
     list(trainer.run())
     figures = {"Loss": go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]))}
     bundle = read_bundle(export_training(trainer, figures=figures, png=True, created=CREATED))

@@ -138,8 +138,10 @@ def test_show_into_a_closed_pipe_stops_quietly(training: bytes, tmp_path: Path) 
     # the reader closes its end before the command prints anything (it takes seconds to start)
     shown = subprocess.Popen(
         [sys.executable, "-m", "dgs_core", "show", str(path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     shown.stdout.close()
     stderr = shown.communicate(timeout=120)[1].decode()
     assert shown.returncode == 141, stderr

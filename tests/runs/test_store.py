@@ -205,8 +205,12 @@ def slow(self, payload):
 Path.write_bytes = slow
 RunStore({str(root)!r}).add(Path({str(bundle)!r}).read_bytes(), session={A!r})
 """
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                             cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert child.stdout.readline().strip() == "writing"
     child.kill()  # kill -9 in the middle of the write
     child.wait(timeout=30)

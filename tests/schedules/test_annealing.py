@@ -208,8 +208,13 @@ def test_invalid_state_is_refused_and_changes_nothing():
     for step in (12, 14, 16):
         saved.observe_validation(step, 1.0)
     good = json.loads(json.dumps(saved.state_dict()))
-    assert good["spans"][1] == {"name": "anneal", "data_source": "hq", "start": 10, "end": 17,
-                                "reason": NO_IMPROVEMENT}  # fmt: skip
+    assert good["spans"][1] == {
+        "name": "anneal",
+        "data_source": "hq",
+        "start": 10,
+        "end": 17,
+        "reason": NO_IMPROVEMENT,
+    }
     bad_states = [
         (AnnealingController(other).state_dict(), "plan differs"),
         ({**good, "observations": [[16, 1.0], [12, 1.0]]}, r"Invalid step: 12 \(must be > the previous"),

@@ -249,9 +249,19 @@ def test_wsd_zero_length_pieces():
 
 def test_table_covers_spec_and_matches_signatures():
     required = {
-        "constant", "step_decay", "multistep", "exponential", "linear", "cosine", "warmup_cosine",
-        "cosine_restarts", "one_cycle", "polynomial", "warmup", "wsd",
-    }  # fmt: skip
+        "constant",
+        "step_decay",
+        "multistep",
+        "exponential",
+        "linear",
+        "cosine",
+        "warmup_cosine",
+        "cosine_restarts",
+        "one_cycle",
+        "polynomial",
+        "warmup",
+        "wsd",
+    }
     assert required <= set(SCHEDULES)
     for name, info in SCHEDULES.items():
         assert info.name == name and info.label and info.formula and info.description
@@ -455,9 +465,16 @@ def test_spec_is_immutable():
 
 
 SHORT = {
-    "total_steps": 40, "warmup_steps": 10, "stable_steps": 10, "decay_steps": 10,
-    "first_cycle": 7, "cycle_mult": 2, "step_size": 5, "milestones": (5, 20), "gamma": 0.7,
-}  # fmt: skip
+    "total_steps": 40,
+    "warmup_steps": 10,
+    "stable_steps": 10,
+    "decay_steps": 10,
+    "first_cycle": 7,
+    "cycle_mult": 2,
+    "step_size": 5,
+    "milestones": (5, 20),
+    "gamma": 0.7,
+}
 
 
 def short_schedule(name):

@@ -94,21 +94,26 @@ def test_schedule_curves_samples_every_curve():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: curve("cosine", warmup_before=300).check_run(300),
-         "Invalid warmup_before: 300 (must be < the run length 300"),
-        (lambda: curve("warmup_cosine", warmup_steps=400, total_steps=500).check_run(300),
-         "Invalid warmup_steps: 400 (must be <= the run length 300)"),
-        (lambda: curve("warmup_cosine", warmup_steps=400, total_steps=300),
-         "Invalid warmup_steps: 400 (must be <= total_steps=300)"),
-        (lambda: curve("cosine", base_lr=0.1, min_lr=0.5),
-         "Invalid min_lr: 0.5 (must be <= base_lr=0.1)"),
+        (
+            lambda: curve("cosine", warmup_before=300).check_run(300),
+            "Invalid warmup_before: 300 (must be < the run length 300",
+        ),
+        (
+            lambda: curve("warmup_cosine", warmup_steps=400, total_steps=500).check_run(300),
+            "Invalid warmup_steps: 400 (must be <= the run length 300)",
+        ),
+        (
+            lambda: curve("warmup_cosine", warmup_steps=400, total_steps=300),
+            "Invalid warmup_steps: 400 (must be <= total_steps=300)",
+        ),
+        (lambda: curve("cosine", base_lr=0.1, min_lr=0.5), "Invalid min_lr: 0.5 (must be <= base_lr=0.1)"),
         (lambda: curve("step_decay", step_size=-5), "Invalid step_size: -5"),
         (lambda: curve("cosine", warmup_before=-1), "Invalid warmup_before: -1"),
         (lambda: check_run_steps(0), "Invalid run_steps: 0"),
         (lambda: schedule_curves([curve("constant")] * 2, 10), "Invalid labels"),
         (lambda: CurveSpec(ScheduleSpec.chain([(5, ScheduleSpec("constant"))])), "Invalid schedule"),
     ],
-)  # fmt: skip
+)
 def test_invalid_curves_are_refused_with_the_reason(make, message):
     with pytest.raises(ValueError) as info:
         make()
@@ -190,9 +195,15 @@ def test_plateau_demo_refuses_bad_settings():
 
 def test_turns_and_stops_give_the_same_numbers_as_one_run():
     config = TrainConfig(
-        task="moons", task_params=SMALL, model={"size": "tiny"},
-        optimizers=[("momentum", {"lr": 0.1}), "adam"], steps=23, eval_every=5, diag_every=0, device="cpu",
-    )  # fmt: skip
+        task="moons",
+        task_params=SMALL,
+        model={"size": "tiny"},
+        optimizers=[("momentum", {"lr": 0.1}), "adam"],
+        steps=23,
+        eval_every=5,
+        diag_every=0,
+        device="cpu",
+    )
     runs = TrainerStudy({"a": config, "b": config.replace(seed=1)})
     stop = threading.Event()
     for event in runs.run(stop):  # one turn each: 5 steps
@@ -369,9 +380,12 @@ def test_invalid_settings_name_the_field(changes, message):
 def test_effective_lr_config_scales_the_schedule_to_each_optimizer():
     spec = curve("cosine", warmup_before=4, base_lr=1.0, total_steps=16).spec(20)
     config = effective_lr_config(
-        schedule=spec, optimizers=[("sgd", {"lr": 0.05}), ("adam", {"lr": 0.002})], steps=20,
-        task_params=SMALL, model_size="tiny",
-    )  # fmt: skip
+        schedule=spec,
+        optimizers=[("sgd", {"lr": 0.05}), ("adam", {"lr": 0.002})],
+        steps=20,
+        task_params=SMALL,
+        model_size="tiny",
+    )
     assert config.diag_every == 1 and config.device == "cpu"
     runs = run_all({"effective": config})
     schedule = build(spec)

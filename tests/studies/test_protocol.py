@@ -17,8 +17,15 @@ SMALL = {"n_samples": 200, "label_noise": 0.3, "hq_fraction": 0.3}
 
 
 def config(**changes) -> TrainConfig:
-    base = {"task_params": SMALL, "model": {"size": "tiny"}, "optimizers": ["sgd"], "steps": 40,
-            "eval_every": 5, "diag_every": 0, "device": "cpu"}  # fmt: skip
+    base = {
+        "task_params": SMALL,
+        "model": {"size": "tiny"},
+        "optimizers": ["sgd"],
+        "steps": 40,
+        "eval_every": 5,
+        "diag_every": 0,
+        "device": "cpu",
+    }
     return TrainConfig(**{**base, **changes})
 
 

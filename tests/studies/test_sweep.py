@@ -33,8 +33,16 @@ pytestmark = pytest.mark.slow
 
 # Rosenbrock with SGD: lr above ~2e-3 diverges, so the default range (its surface lr × 10^±2)
 # holds diverging and converging trials alike.
-SURFACE = {"kind": "surface", "surface": "rosenbrock", "optimizers": ["sgd", "adam"], "trials": 4, "seeds": 2,
-           "steps": 150, "noise_std": 0.5, "search": "random"}  # fmt: skip
+SURFACE = {
+    "kind": "surface",
+    "surface": "rosenbrock",
+    "optimizers": ["sgd", "adam"],
+    "trials": 4,
+    "seeds": 2,
+    "steps": 150,
+    "noise_std": 0.5,
+    "search": "random",
+}
 
 
 # -- the spec, without Ray ------------------------------------------------------------------
@@ -207,10 +215,23 @@ def cluster():
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         f"--temp-dir={temp}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -167,10 +167,13 @@ def test_the_good_settings_of_a_partly_malformed_link_are_kept():
 def test_optimizer_lists():
     assert parse_query({"opt": "nope"}) == (
         SurfaceConfig(),
-        ["Ignored optimizer 'nope' in opt: Invalid optimizer: 'nope' (must be one of "
-         + ", ".join(registry.names()) + ")",
-         "Ignored opt='nope': no known optimizer; using the default set"],
-    )  # fmt: skip
+        [
+            "Ignored optimizer 'nope' in opt: Invalid optimizer: 'nope' (must be one of "
+            + ", ".join(registry.names())
+            + ")",
+            "Ignored opt='nope': no known optimizer; using the default set",
+        ],
+    )
     config, notices = parse_query({"opt": ""})  # what the page writes when none is chosen
     assert config.optimizers == () and notices == []
     assert config.to_query()["opt"] == ""
@@ -243,8 +246,29 @@ def test_the_configuration_refuses_bad_values_by_name(kwargs, message):
 
 def test_random_garbage_never_raises():
     rng = np.random.default_rng(0)
-    keys = ["surface", "kappa", "opt", "adam.lr", "dgs.reset", "start", "steps", "seed", "noise", "batch",
-            "clip", "view", "t", "basin", "bkind", "bres", "lrmetric", "tune", "x.y", "", "."]  # fmt: skip
+    keys = [
+        "surface",
+        "kappa",
+        "opt",
+        "adam.lr",
+        "dgs.reset",
+        "start",
+        "steps",
+        "seed",
+        "noise",
+        "batch",
+        "clip",
+        "view",
+        "t",
+        "basin",
+        "bkind",
+        "bres",
+        "lrmetric",
+        "tune",
+        "x.y",
+        "",
+        ".",
+    ]
     alphabet = string.printable + "éκ∞−"
     for _ in range(400):
         query = {}

@@ -430,8 +430,14 @@ def test_unknown_optimizer_and_hyperparameter() -> None:
 def test_surface_defaults_converge_on_the_smooth_surfaces(name: str) -> None:
     # One lr per optimizer for every surface (registry surface_defaults): from each default
     # start, 1000 steps cut f − f* a thousandfold on the bowls and tenfold in the valleys.
-    for surface_name, factor in [("booth", 1e-3), ("quadratic", 1e-3), ("himmelblau", 1e-3), ("beale", 0.1),
-                                 ("banana", 0.1), ("rosenbrock", 0.1)]:  # fmt: skip
+    for surface_name, factor in [
+        ("booth", 1e-3),
+        ("quadratic", 1e-3),
+        ("himmelblau", 1e-3),
+        ("beale", 0.1),
+        ("banana", 0.1),
+        ("rosenbrock", 0.1),
+    ]:
         run = simulate(surface_name, name, steps=1000)
         assert run.diverged_at[0] == -1, f"{name} diverged on {surface_name}"
         ratio = run.final_gap[0] / run.gap[0, 0]

@@ -155,8 +155,9 @@ def test_progress_reads_only_complete_rows() -> None:
 
 def test_each_event_counts_the_spikes_up_to_its_step() -> None:
     # a large SGD lr on spirals: a spiky loss; an event's count is read after the run went on
-    trainer = Trainer(TrainConfig(task="spirals", optimizers=[("sgd", {"lr": 2.0})], steps=200,
-                                  eval_every=20, diag_every=0))  # fmt: skip
+    trainer = Trainer(
+        TrainConfig(task="spirals", optimizers=[("sgd", {"lr": 2.0})], steps=200, eval_every=20, diag_every=0)
+    )
     events = _run(trainer)
     losses = trainer.results["sgd"].losses
     counts = [e.lanes["sgd"].spikes for e in events]
@@ -583,8 +584,13 @@ def test_large_batch_study_reports_the_gap_per_optimizer_and_batch() -> None:
     assert {e.run for e in events} == {16, 64} and events[-1].event.finished
     gap = study.gap()
     assert gap[["optimizer", "batch_size"]].values.tolist() == [
-        ["sgd", 16], ["sgd", 64], ["lars", 16], ["lars", 64], ["extrasgd", 16], ["extrasgd", 64],
-    ]  # fmt: skip
+        ["sgd", 16],
+        ["sgd", 64],
+        ["lars", 16],
+        ["lars", 64],
+        ["extrasgd", 16],
+        ["extrasgd", 64],
+    ]
     np.testing.assert_allclose(gap["metric_gap"], gap["train_metric"] - gap["val_metric"])
     np.testing.assert_allclose(gap["loss_gap"], gap["val_loss"] - gap["train_loss"])
     # equal epochs up to one batch (whole steps only)

@@ -31,9 +31,14 @@ def _run(configs) -> TrainerStudy:
 def two_phase():
     # patience 0 with a slow floor: the plateau variant cuts, and one variant stops early
     settings = TwoPhaseSettings(
-        task_params=SMALL, model_size="tiny", main_steps=30, anneal_steps=30, eval_every=5,
-        plateau_patience=0, stop_patience=2,
-    )  # fmt: skip
+        task_params=SMALL,
+        model_size="tiny",
+        main_steps=30,
+        anneal_steps=30,
+        eval_every=5,
+        plateau_patience=0,
+        stop_patience=2,
+    )
     return settings, _run(two_phase_configs(settings))
 
 
@@ -82,9 +87,12 @@ def test_plateau_figure_marks_every_reduction():
 def test_effective_lr_figure_and_table_side_by_side_per_optimizer():
     spec = curve("cosine", base_lr=1.0, total_steps=30, min_lr=0.1).spec(30)
     config = effective_lr_config(
-        schedule=spec, optimizers=[("sgd", {"lr": 0.05}), ("dgs", {})], steps=30, task_params=SMALL,
+        schedule=spec,
+        optimizers=[("sgd", {"lr": 0.05}), ("dgs", {})],
+        steps=30,
+        task_params=SMALL,
         model_size="tiny",
-    )  # fmt: skip
+    )
     results = _run({"effective": config}).all_results("effective")
     fig = viz.effective_lr_figure(results)
     titles = [a.text for a in fig.layout.annotations]

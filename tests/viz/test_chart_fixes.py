@@ -19,8 +19,14 @@ from dgs_core.viz import training as tviz
 
 @pytest.fixture(scope="module")
 def moons() -> Trainer:
-    config = TrainConfig(task="moons", task_params={"n_samples": 100}, optimizers=["sgd", "adam"],
-                         steps=6, eval_every=3, device="cpu")  # fmt: skip
+    config = TrainConfig(
+        task="moons",
+        task_params={"n_samples": 100},
+        optimizers=["sgd", "adam"],
+        steps=6,
+        eval_every=3,
+        device="cpu",
+    )
     trainer = Trainer(config)
     list(trainer.run())
     return trainer

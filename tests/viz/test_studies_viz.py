@@ -18,9 +18,18 @@ SPEC = StudySpec(task="moons", optimizers=("sgd", "adam"), trials=3, seeds=2, st
 
 
 def row(phase: str, optimizer: str, lr: float, score: float, diverged_at: int = -1) -> dict:
-    return {"phase": phase, "optimizer": optimizer, "trial": 0, "seed": 0,
-            "hparams": json.dumps({"lr": lr}), "score": score, "status": "done",
-            "diverged_at": diverged_at, "step": 40, "seconds": 1.0}  # fmt: skip
+    return {
+        "phase": phase,
+        "optimizer": optimizer,
+        "trial": 0,
+        "seed": 0,
+        "hparams": json.dumps({"lr": lr}),
+        "score": score,
+        "status": "done",
+        "diverged_at": diverged_at,
+        "step": 40,
+        "seconds": 1.0,
+    }
 
 
 ROWS = [

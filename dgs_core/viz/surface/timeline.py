@@ -169,9 +169,16 @@ def _add_curves(fig: go.Figure, curves: list[go.Figure], *, low: float, high: fl
             lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
             cursors.append({"index": len(fig.data), "y": [lo, hi]})
             cursor = go.Scatter(
-                x=[None, None], y=[lo, hi], mode="lines", line=CURSOR, hoverinfo="skip",
-                showlegend=False, xaxis=target_x, yaxis=target_y, name="step",
-            )  # fmt: skip
+                x=[None, None],
+                y=[lo, hi],
+                mode="lines",
+                line=CURSOR,
+                hoverinfo="skip",
+                showlegend=False,
+                xaxis=target_x,
+                yaxis=target_y,
+                name="step",
+            )
             fig.add_trace(cursor)
     return cursors
 
