@@ -257,7 +257,8 @@ def _one_run(store: RunStore, infos: list[RunInfo], session: str) -> None:
     st.dataframe(bundle.summary(), hide_index=True, width="stretch", key="runs_summary")
     if bundle.kind == "training":
         bundle_link(info.id)
-        run_panels(bundle.trainer, _step_slider(bundle, info), prefix="runs", version=info.id)  # type: ignore[arg-type]
+        # a training bundle's trainer is set (kind checked above)
+        run_panels(bundle.trainer, _step_slider(bundle, info), prefix="runs", version=info.id)  # type: ignore[arg-type]  # (reason above)
         _resume(store, bundle, info, session)
         return
     if bundle.kind == "surface":

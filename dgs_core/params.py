@@ -189,7 +189,7 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or isinstance(value, str | bytes):
         return None
     if isinstance(value, numbers.Integral):
-        return int(value)  # type: ignore[return-value]
+        return int(value)
     try:
         number = float(value)  # floats, numpy floats, 0-d tensors
     except (TypeError, ValueError, RuntimeError):
@@ -213,7 +213,8 @@ class ParamSet(tuple):
             raise ValueError(f"Invalid ParamSet: duplicate names in {names}")
         return super().__new__(cls, items)
 
-    def __add__(self, other: Iterable[Param]) -> ParamSet:  # type: ignore[override]
+    # a ParamSet joins Params, not any tuple
+    def __add__(self, other: Iterable[Param]) -> ParamSet:  # type: ignore[override]  # (reason above)
         return ParamSet((*self, *other))
 
     def __getitem__(self, key: Any) -> Any:
@@ -301,7 +302,8 @@ def check_keys(data: Mapping[str, Any], allowed: Iterable[str], what: str) -> No
 
 def check_step(value: Any, name: str = "step") -> int:
     """A step index: an integer >= 0 (``ParamError`` naming ``name`` otherwise)."""
-    return Param(name, 0, low=0, integer=True).validate(value)  # type: ignore[return-value]
+    # integer=True: validate gives an int
+    return Param(name, 0, low=0, integer=True).validate(value)  # type: ignore[return-value]  # (reason above)
 
 
 MAX_LR = 1e3

@@ -90,13 +90,14 @@ class DiagnosticsBase:
         flat_grads: torch.Tensor | None = None,
     ) -> None:
         self.optimizer = optimizer
-        self.every: int = _EVERY.validate(every)  # type: ignore[assignment]
-        self.beta: float = _BETA.validate(beta)  # type: ignore[assignment]
-        self.importance: str = _IMPORTANCE.validate(importance)  # type: ignore[assignment]
-        self.quantiles: tuple[float, ...] = tuple(_QUANTILE.validate(q) for q in quantiles)  # type: ignore[misc]
-        self.sample_size: int = _SAMPLE_SIZE.validate(sample_size)  # type: ignore[assignment]
-        self.keep_max_elements: int = _KEEP_MAX.validate(keep_max_elements)  # type: ignore[assignment]
-        grads = _GRADS.validate(grads)  # type: ignore[assignment]
+        # Param.validate returns the Value union; each Param here fixes one type (int, float, choice)
+        self.every: int = _EVERY.validate(every)  # type: ignore[assignment]  # (reason above)
+        self.beta: float = _BETA.validate(beta)  # type: ignore[assignment]  # (reason above)
+        self.importance: str = _IMPORTANCE.validate(importance)  # type: ignore[assignment]  # (reason above)
+        self.quantiles: tuple[float, ...] = tuple(_QUANTILE.validate(q) for q in quantiles)  # type: ignore[misc]  # (reason above)
+        self.sample_size: int = _SAMPLE_SIZE.validate(sample_size)  # type: ignore[assignment]  # (reason above)
+        self.keep_max_elements: int = _KEEP_MAX.validate(keep_max_elements)  # type: ignore[assignment]  # (reason above)
+        grads = _GRADS.validate(grads)  # type: ignore[assignment]  # (reason above)
         if grads == "auto":
             grads = "after" if _needs_closure(optimizer) else "before"
         self.grads = grads
@@ -202,7 +203,8 @@ def _flat_views(
                 f"Invalid flat_grads: the gradient of {names.get(id(p))} is not its slice of the buffer "
                 "(every p.grad must be a view of it, in the optimizer's order)"
             )
-    return [p.grad for p in params]  # type: ignore[misc]
+    # views of flat, checked above (empty parameters aside)
+    return [p.grad for p in params]  # type: ignore[misc]  # (reason above)
 
 
 def view_2d(p: torch.Tensor) -> tuple[int, int]:

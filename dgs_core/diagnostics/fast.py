@@ -179,7 +179,8 @@ class _Bank:
         if whole:
             torch._foreach_copy_(self.shaped["grad"], [p.grad for p in self.params[:whole]])
         for s in self.members[whole:]:
-            s.gather(s.param.grad, s.grad, "grad")  # type: ignore[arg-type]
+            # banked: s.grad is a view; every member has a grad
+            s.gather(s.param.grad, s.grad, "grad")  # type: ignore[arg-type]  # (reason above)
 
     def norms(self, storage: torch.Tensor) -> list[list[float]]:
         """Per member: ‖grad‖, ‖before‖, ‖after‖ of ``storage``'s rows (the buffers or a copy).
@@ -371,7 +372,8 @@ class Diagnostics(DiagnosticsBase):
                 return live
             # gradients with a graph (backward(create_graph=True)) stay out of autograd; no
             # no_grad() context otherwise: it costs ~4 µs, a step of the 2-D tasks ~330 µs
-            if any(s.param.grad.requires_grad for s in live):  # type: ignore[union-attr]
+            # live: members whose grad is not None
+            if any(s.param.grad.requires_grad for s in live):  # type: ignore[union-attr]  # (reason above)
                 with torch.no_grad():
                     self._gather_grads(live)
             else:
@@ -392,7 +394,8 @@ class Diagnostics(DiagnosticsBase):
                 bank.gather_grads()
         else:
             for s in live:
-                s.gather(s.param.grad, s.grad, "grad")  # type: ignore[arg-type]
+                # live, banked: a grad and a grad buffer
+                s.gather(s.param.grad, s.grad, "grad")  # type: ignore[arg-type]  # (reason above)
 
     def _operands(
         self, key: str, live: list[_Tracked], storages: Mapping[int, torch.Tensor] | None = None
@@ -556,11 +559,13 @@ class Diagnostics(DiagnosticsBase):
             ]
             if all(with_scale):
                 quantities.append("scale")
-                rows.append(torch.cat(bank_scales))  # type: ignore[arg-type]
+                # all(with_scale): no None among them
+                rows.append(torch.cat(bank_scales))  # type: ignore[arg-type]  # (reason above)
             stacked = torch.stack(rows).to("cpu", torch.float32)  # a copy: stack makes one
             columns = stacked.split_with_sizes(bank.sizes, dim=1)
             for i, s, values in zip(at, bank.members, columns, strict=True):
-                views = values.view(len(quantities), *s.grid).unbind()  # type: ignore[misc]
+                # bank.kept: every member has a grid
+                views = values.view(len(quantities), *s.grid).unbind()  # type: ignore[misc]  # (reason above)
                 pieces[i] = list(zip(quantities, views, strict=True))
 
         elements: dict[str, torch.Tensor] = {}
@@ -577,7 +582,8 @@ class Diagnostics(DiagnosticsBase):
                     "scaling_factor": before * _ratio(1.0, lrs[i]),
                 }
                 if scales[i] is not None:
-                    copies["scale"] = scales[i]  # type: ignore[assignment]
+                    # not None (checked above; scales[i] is not narrowed)
+                    copies["scale"] = scales[i]  # type: ignore[assignment]  # (reason above)
                 own = [(k, v.to("cpu", torch.float32, copy=True).view(s.grid)) for k, v in copies.items()]
             for quantity, values in own:
                 elements[f"{s.name}/{quantity}"] = values
@@ -630,9 +636,9 @@ def _distinct(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
 
 def _member_row(storage: torch.Tensor, s: _Tracked, key: str) -> torch.Tensor:
     """``s``'s elements of the ``key`` row of its bank's storage (its own view) or of a copy."""
-    if storage is s.bank.storage:  # type: ignore[union-attr]
+    if storage is s.bank.storage:  # type: ignore[union-attr]  # every tracked tensor is in a bank
         return getattr(s, key)
-    start = int(s.bank.starts[s.position])  # type: ignore[union-attr]
+    start = int(s.bank.starts[s.position])  # type: ignore[union-attr]  # every tracked tensor is in a bank
     return storage[_ROW[key], start : start + s.tracked]
 
 
@@ -667,16 +673,17 @@ def _to_floats(values: Sequence[float | torch.Tensor]) -> list[float]:
     (a tensor of several elements, e.g. AdaGrad-Norm's per-row b_t, gives its mean)."""
     out: list[float | None] = [None if isinstance(v, torch.Tensor) else float(v) for v in values]
     if None not in out:  # no tensors (or no values: most optimizers report none)
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # None not in out: all floats
     by_device: dict[torch.device, list[int]] = defaultdict(list)
     for k, v in enumerate(values):
         if isinstance(v, torch.Tensor):
             by_device[v.device].append(k)
     for members in by_device.values():
-        stacked = torch.stack([_scalar(values[k]) for k in members])  # type: ignore[arg-type]
+        # by_device lists the tensors only
+        stacked = torch.stack([_scalar(values[k]) for k in members])  # type: ignore[arg-type]  # (reason above)
         for k, value in zip(members, stacked.tolist(), strict=True):
             out[k] = value
-    return out  # type: ignore[return-value]
+    return out  # type: ignore[return-value]  # every None (a tensor's place) was filled above
 
 
 def _scalar(value: torch.Tensor) -> torch.Tensor:

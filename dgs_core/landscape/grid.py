@@ -273,12 +273,14 @@ class GridSpec:
         if self.extent is not None:
             extent = self.extent
             ok = isinstance(extent, Sequence) and not isinstance(extent, str) and len(extent) == 4
-            values = [Param("extent", 0.0).validate(v) for v in extent] if ok else []  # type: ignore[union-attr]
+            # extent is the caller's value: ok checks it first
+            values = [Param("extent", 0.0).validate(v) for v in extent] if ok else []  # type: ignore[union-attr]  # (reason above)
             if not ok or not (values[0] < values[1] and values[2] < values[3]):
                 raise invalid(
                     "extent", extent, "(x_min, x_max, y_min, y_max) with x_min < x_max and y_min < y_max"
                 )
-            object.__setattr__(self, "extent", tuple(float(v) for v in values))  # type: ignore[arg-type]
+            # floats: Param("extent", 0.0) validates floats
+            object.__setattr__(self, "extent", tuple(float(v) for v in values))  # type: ignore[arg-type]  # (reason above)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -251,7 +251,7 @@ def row_count(tensors: Iterable[torch.Tensor]) -> int:
     if len(counts) != 1 or None in counts:
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
         raise invalid(ROWS_KEY, True, f"used with tensors that share their leading dimension, not {shapes}")
-    return counts.pop()  # type: ignore[return-value]
+    return counts.pop()  # type: ignore[return-value]  # None was refused above
 
 
 def row_ndim(x: torch.Tensor, rows: bool) -> int:

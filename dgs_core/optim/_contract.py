@@ -33,15 +33,16 @@ class KeepsAttributes:
     _attributes: ClassVar[tuple[str, ...]] = ()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()  # type: ignore[misc]
+        state = super().__getstate__()  # type: ignore[misc]  # mixin: super() is the torch Optimizer
         state.update({name: getattr(self, name) for name in self._attributes})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # our defaults, before torch's __setstate__ adds its own ("differentiable") to them
         defaults = dict(state.get("defaults", getattr(self, "defaults", {})))
-        super().__setstate__(state)  # type: ignore[misc]
-        for group in self.param_groups:  # type: ignore[attr-defined]
+        super().__setstate__(state)  # type: ignore[misc]  # mixin: super() is the torch Optimizer
+        # mixin: param_groups is the torch Optimizer's
+        for group in self.param_groups:  # type: ignore[attr-defined]  # (reason above)
             for key, value in defaults.items():
                 group.setdefault(key, value)
 
@@ -56,7 +57,8 @@ def unhooked(step: Callable[..., Any]) -> Callable[..., Any]:
     the process; the subclass's own wrapper runs them once, around the whole step.
     """
     if getattr(step, "hooked", False):
-        return functools.partial(step.__wrapped__, step.__self__)  # type: ignore[attr-defined]
+        # hooked: torch's wrapper of a bound method
+        return functools.partial(step.__wrapped__, step.__self__)  # type: ignore[attr-defined]  # (reason above)
     return step
 
 

@@ -277,10 +277,10 @@ class BatchSizeController:
         )
         if values["initial_batch_size"] > values["max_batch_size"]:
             raise invalid("initial_batch_size", initial, f"<= max_batch_size = {max_batch!r}")
-        self.max_batch: int = values["max_batch_size"]  # type: ignore[assignment]
-        self.interval: int = values["test_interval"]  # type: ignore[assignment]
-        self.constant: float = values["test_constant"]  # type: ignore[assignment]
-        self._batch_size: int = values["initial_batch_size"]  # type: ignore[assignment]
+        self.max_batch: int = values["max_batch_size"]
+        self.interval: int = values["test_interval"]
+        self.constant: float = values["test_constant"]
+        self._batch_size: int = values["initial_batch_size"]
         self.history: list[int] = []
         self._pending: int | None = None
 
@@ -374,14 +374,17 @@ class _AdaptiveBatchSize(KeepsAttributes):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         # checked before it joins: a refused group is not kept
-        self._unchecked_hyperparams.check({**self.defaults, **param_group})  # type: ignore[attr-defined]
-        super().add_param_group(param_group)  # type: ignore[misc]
+        # mixin: defaults is the torch optimizer's
+        self._unchecked_hyperparams.check({**self.defaults, **param_group})  # type: ignore[attr-defined]  # (reason above)
+        # mixin: super() is the concrete torch optimizer
+        super().add_param_group(param_group)  # type: ignore[misc]  # (reason above)
 
     def _test_extras(self, G: Tensor) -> dict[str, Any]:
         return {}
 
     def _trainable(self) -> list[Tensor]:
-        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]  # type: ignore[attr-defined]
+        # mixin: param_groups is the torch optimizer's
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]  # type: ignore[attr-defined]  # (reason above)
 
     def _per_sample_matrix(self, per_sample: Tensor | Mapping[str, Tensor]) -> Tensor:
         params = self._trainable()
@@ -400,21 +403,24 @@ class _AdaptiveBatchSize(KeepsAttributes):
         return per_sample
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        for group in self.param_groups:  # type: ignore[attr-defined]
+        # mixin: param_groups is the torch optimizer's
+        for group in self.param_groups:  # type: ignore[attr-defined]  # (reason above)
             self._unchecked_hyperparams.check(group)
-        loss = unhooked(super().step)(closure)  # type: ignore[misc]
+        # mixin: super() is the concrete torch optimizer
+        loss = unhooked(super().step)(closure)  # type: ignore[misc]  # (reason above)
         self.batch_controller.record_step()
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()  # type: ignore[misc]
+        state = super().state_dict()  # type: ignore[misc]  # mixin: super() is the concrete torch optimizer
         state["batch_size_controller"] = self.batch_controller.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         controller = state_dict.pop("batch_size_controller", None)
-        super().load_state_dict(state_dict)  # type: ignore[misc]
+        # mixin: super() is the concrete torch optimizer
+        super().load_state_dict(state_dict)  # type: ignore[misc]  # (reason above)
         if controller is not None:
             self.batch_controller.load_state_dict(controller)
 

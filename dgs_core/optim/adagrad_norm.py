@@ -120,8 +120,9 @@ class AdaGradNorm(KeepsAttributes, torch.optim.Optimizer):
             row_count(group["params"])  # fail early on mismatched row counts
         super().add_param_group(param_group)
 
+    # one signature for torch's closure overloads
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]  # (reason above)
         for group in self.param_groups:
             HYPERPARAMS.check(group)
             check_switches(group)
@@ -168,8 +169,10 @@ def _sum_of_squares(x: Tensor, dim: int | None = None) -> Tensor:
 def _squared_norm(grads: list[Tensor], *, independent_rows: bool) -> Tensor:
     """Σ‖g‖² over the group's tensors: 0-d, or one per row (shape (N,)) with ``independent_rows``."""
     if independent_rows:
-        return sum(row_reduce(_sum_of_squares, g, True).reshape(-1) for g in grads)  # type: ignore[return-value]
-    return sum(_sum_of_squares(g) for g in grads)  # type: ignore[return-value]
+        # sum's start 0 + Tensors: a Tensor
+        return sum(row_reduce(_sum_of_squares, g, True).reshape(-1) for g in grads)  # type: ignore[return-value]  # (reason above)
+    # sum's start 0 + Tensors: a Tensor
+    return sum(_sum_of_squares(g) for g in grads)  # type: ignore[return-value]  # (reason above)
 
 
 def _adagrad_norm_update(

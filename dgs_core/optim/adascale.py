@@ -116,7 +116,8 @@ class AdaScaleSGD(KeepsAttributes, torch.optim.Optimizer):
         switches = dict(foreach=foreach, fused=fused, maximize=maximize)
         check_switches(switches)
         hparams = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "smoothing": smoothing}
-        self.scale: int = SCALE.validate(scale)  # type: ignore[assignment]
+        # SCALE is an integer Param: validate gives an int
+        self.scale: int = SCALE.validate(scale)  # type: ignore[assignment]  # (reason above)
         # per parameter group: this step's (σ̂², μ̂²), from measure_gain, until step() uses it
         self._pending: list[tuple[Tensor, Tensor] | None] = []
         super().__init__(params, {**_GROUP_PARAMS.validate(hparams), **switches})
@@ -172,7 +173,8 @@ class AdaScaleSGD(KeepsAttributes, torch.optim.Optimizer):
                 continue
             variance = spread / (self.scale - 1)
             if not rows:
-                variance, signal = variance.reshape(()), signal.reshape(())  # type: ignore[union-attr]
+                # signal is a Tensor too: the group had a trainable tensor
+                variance, signal = variance.reshape(()), signal.reshape(())  # type: ignore[union-attr]  # (reason above)
             self._pending.append((variance, (signal - variance / self.scale).clamp(min=0.0)))
 
     @torch.no_grad()

@@ -149,7 +149,7 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
         switches = {"foreach": foreach, "fused": fused, "maximize": maximize}
         check_switches(switches)
         # the seed belongs to the optimizer's noise generator, not to a parameter group
-        self.seed: int = values.pop("seed")  # type: ignore[assignment]
+        self.seed: int = values.pop("seed")
         self._generators: dict[str, torch.Generator] = {}
         super().__init__(params, {**values, **switches})
 
@@ -185,8 +185,9 @@ class ExtraSGD(KeepsAttributes, torch.optim.Optimizer):
 
     # -- the step ------------------------------------------------------------------------------
 
+    # one signature for torch's closure overloads
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]  # (reason above)
         if closure is None:
             raise ValueError(
                 "Invalid closure: None (ExtraSGD.step needs a closure that zeroes the grads, "

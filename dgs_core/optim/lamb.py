@@ -198,7 +198,8 @@ def _check(group: dict[str, Any]) -> None:
 
 def _check_bounds(values: dict[str, Any]) -> None:
     low, high = _GROUP_PARAMS["trust_norm_min"], _GROUP_PARAMS["trust_norm_max"]
-    if low.validate(values["trust_norm_min"]) > high.validate(values["trust_norm_max"]):  # type: ignore[operator]
+    # both float-range Params: validate gives floats
+    if low.validate(values["trust_norm_min"]) > high.validate(values["trust_norm_max"]):  # type: ignore[operator]  # (reason above)
         raise low.error(values["trust_norm_min"], f"<= trust_norm_max = {values['trust_norm_max']!r}")
 
 

@@ -360,7 +360,8 @@ def _mars_foreach(
             torch._foreach_mul_(cs, gamma * beta1 / (1.0 - beta1))
             torch._foreach_add_(cs, gs)
             norms = [row_reduce(torch.linalg.vector_norm, c, independent_rows) for c in cs]
-            torch._foreach_copy_([correction_norms[i] for i in index], norms)  # type: ignore[misc]
+            # index picks the entries that are not None
+            torch._foreach_copy_([correction_norms[i] for i in index], norms)  # type: ignore[misc]  # (reason above)
             torch._foreach_div_(cs, [norm.clamp(min=1.0) for norm in norms])
         else:
             (beta1, beta2), cs = betas_1d, gs

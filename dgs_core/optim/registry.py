@@ -573,11 +573,11 @@ def at_evaluation_point(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     if not evaluates_elsewhere(optimizer):
         yield
         return
-    optimizer.eval()  # type: ignore[attr-defined]
+    optimizer.eval()  # type: ignore[attr-defined]  # evaluates_elsewhere: it has eval() and train()
     try:
         yield
     finally:
-        optimizer.train()  # type: ignore[attr-defined]
+        optimizer.train()  # type: ignore[attr-defined]  # evaluates_elsewhere: it has eval() and train()
 
 
 # Constructor arguments that are not hyperparameters (not knobs of the UI): how an optimizer

@@ -230,7 +230,8 @@ class Phase:
                 )
             first = self.plateau.initial_lr
         else:
-            first = build(self.schedule)(0)  # type: ignore[arg-type]
+            # no plateau: exactly one of the two, so a schedule
+            first = build(self.schedule)(0)  # type: ignore[arg-type]  # (reason above)
         if first is not None and reaches(first, min_lr):
             raise ValueError(
                 f"Invalid stop.min_lr {where}: {min_lr!r} (must be < the phase's first lr {first!r}, "
@@ -430,7 +431,8 @@ class AnnealingController:
             length, reason = phase.steps, BUDGET
             if phase.stop is not None and phase.stop.min_lr is not None:
                 for t in range(phase.steps):  # O(budget), once per phase
-                    if reaches(schedule(t), phase.stop.min_lr):  # type: ignore[misc]
+                    # a schedule phase: its _schedules entry is built
+                    if reaches(schedule(t), phase.stop.min_lr):  # type: ignore[misc]  # (reason above)
                         length, reason = t, MIN_LR_REACHED
                         break
             self._natural[i] = (length, reason)
@@ -462,7 +464,8 @@ class AnnealingController:
         """The lr a plateau phase starts at: its initial_lr, or the previous phase's last lr."""
         if i in self._start_lrs:  # fixed when the phase saw its first validation
             return self._start_lrs[i]
-        initial = self.plan.phases[i].plateau.initial_lr  # type: ignore[union-attr]
+        # called for plateau phases only
+        initial = self.plan.phases[i].plateau.initial_lr  # type: ignore[union-attr]  # (reason above)
         if initial is not None:
             return initial
         prev = spans[i - 1]

@@ -282,7 +282,8 @@ def settings_from_record(record: Mapping[str, Any]) -> TwoPhaseSettings:
     """The settings of a saved :func:`two_phase_record`; the saved plans must match them."""
     if not isinstance(record, Mapping) or record.get("kind") != "two_phase":
         raise invalid("record", record, "a two-phase record")
-    settings = TwoPhaseSettings.from_dict(record.get("settings"))  # type: ignore[arg-type]
+    # from_dict refuses a non-mapping (None too)
+    settings = TwoPhaseSettings.from_dict(record.get("settings"))  # type: ignore[arg-type]  # (reason above)
     saved = record.get("variants")
     if not isinstance(saved, Mapping):
         raise invalid("variants", saved, "a mapping")

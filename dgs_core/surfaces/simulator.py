@@ -638,7 +638,8 @@ class _GradientGroups:
         bounds: list[tuple[int, int]],
     ) -> None:
         self.engine, self.opt, self.params, self.bounds = engine, opt, params, bounds
-        self.scale = int(opt.scale)  # type: ignore[attr-defined]
+        # made for group_gradients optimizers (AdaScale) only
+        self.scale = int(opt.scale)  # type: ignore[attr-defined]  # (reason above)
         self.deviations: Array | None = None  # (S, 2): group i's noise σ·ξ_{t,i}/√B
 
     @classmethod
@@ -666,7 +667,8 @@ class _GradientGroups:
         gx, gy = self.engine.surface.df(x[:, 0], x[:, 1], np, **self.engine.surface.params)
         exact = np.stack((gx, gy), axis=-1)  # (N, 2)
         groups = exact[None] + self.deviations[:, None, :]  # (S, N, 2)
-        self.opt.measure_gain([torch.from_numpy(groups[:, a:b]) for a, b in self.bounds])  # type: ignore[attr-defined]
+        # made for group_gradients optimizers (AdaScale) only
+        self.opt.measure_gain([torch.from_numpy(groups[:, a:b]) for a, b in self.bounds])  # type: ignore[attr-defined]  # (reason above)
 
 
 # ---------------------------------------------------------------------------------------------

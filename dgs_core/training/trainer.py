@@ -319,7 +319,8 @@ class Trainer:
             diagnostics=diagnostics,
             controller=controller,
             fixed_batch=config.batch_size,
-            gain_groups=int(optimizer.scale) if info.group_gradients else 0,  # type: ignore[attr-defined]
+            # group_gradients: an AdaScale, which has .scale
+            gain_groups=int(optimizer.scale) if info.group_gradients else 0,  # type: ignore[attr-defined]  # (reason above)
             weights=list(model.state_dict().items()),  # updated in place: looked up once
             grads=grads,
         )
@@ -411,7 +412,8 @@ class Trainer:
             factor = controller.lr(step) / self._plan_lr
         else:
             # AdaScale follows the schedule in scale-invariant iterations τ (its gain ratios' sum)
-            at = int(optimizer.tau) if lane.gain_groups else step  # type: ignore[attr-defined]
+            # gain_groups: an AdaScale, which has .tau
+            at = int(optimizer.tau) if lane.gain_groups else step  # type: ignore[attr-defined]  # (reason above)
             factor = None if self._factor is None else self._factor(at)
         lr = lane.lr if factor is None else lane.lr * factor
         if factor is not None:
@@ -434,11 +436,14 @@ class Trainer:
             loss.backward()
             return loss
 
-        if lane.adaptive and optimizer.test_due:  # type: ignore[attr-defined]
+        # adaptive: AdAdaGrad(-Norm), which has test_due
+        if lane.adaptive and optimizer.test_due:  # type: ignore[attr-defined]  # (reason above)
             # per-sample gradients at θ_t on this batch; the step applies the proposal
-            optimizer.propose_batch_size(per_sample_grads(model, cross_entropy, x, y))  # type: ignore[attr-defined]
+            # adaptive: AdAdaGrad(-Norm), which has propose_batch_size
+            optimizer.propose_batch_size(per_sample_grads(model, cross_entropy, x, y))  # type: ignore[attr-defined]  # (reason above)
         if lane.gain_groups > 1:  # AdaScale: the S groups' gradients at θ_t, before the step
-            optimizer.measure_gain(group_grads(model, cross_entropy, x, y, lane.gain_groups))  # type: ignore[attr-defined]
+            # gain_groups > 1: AdaScale, which has measure_gain
+            optimizer.measure_gain(group_grads(model, cross_entropy, x, y, lane.gain_groups))  # type: ignore[attr-defined]  # (reason above)
         if lane.diagnostics is not None:
             # records on steps 1, k, 2k, … whatever the diagnostics' own counter says
             lane.diagnostics.before_step(record=step == 0 or (step + 1) % self.config.diag_every == 0)

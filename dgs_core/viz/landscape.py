@@ -184,7 +184,7 @@ def landscape_surface_figure(
     loss of its projections (evaluated when the grid was asked for path losses, else
     interpolated from the grid)."""
     values = _values(grid, split)
-    palette = colors(grid.paths)  # type: ignore[arg-type]
+    palette = colors(grid.paths)  # type: ignore[arg-type]  # needs only each path's .name
     loss = _SPLIT_NAMES[split]
     fig = go.Figure(
         go.Surface(

@@ -597,7 +597,7 @@ def decision_boundary_figure(
                     row=1,
                     col=col,
                 )
-    x0, x1, y0, y1 = task.bounds  # type: ignore[misc]
+    x0, x1, y0, y1 = task.bounds  # type: ignore[misc]  # task.is_2d checked above: bounds are set
     fig.update_xaxes(range=[x0, x1], constrain="domain")
     fig.update_yaxes(range=[y0, y1], scaleanchor="x", scaleratio=1)
     fig.update_layout(height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.15})

@@ -116,7 +116,8 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser: object) -> Iterator[object]:
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    # playwright is imported lazily: the browser is an object
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]  # (reason above)
     pg = context.new_page()
     pg.set_default_timeout(90_000)  # 2 shared cores: plotly drawing alone can take tens of seconds
     yield pg
@@ -125,8 +126,10 @@ def page(browser: object) -> Iterator[object]:
 
 def wait_for_app(page: object) -> None:
     """Wait until Streamlit has finished running the script (no 'running' indicator)."""
-    page.wait_for_selector("[data-testid='stApp']")  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
+    # playwright is imported lazily: the page is an object
+    page.wait_for_selector("[data-testid='stApp']")  # type: ignore[attr-defined]  # (reason above)
+    # playwright is imported lazily: the page is an object
+    page.wait_for_function(  # type: ignore[attr-defined]  # (reason above)
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
         " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')"
     )

@@ -39,7 +39,7 @@ def make(**kwargs) -> tuple[torch.Tensor, ExtraSGD, list[int]]:
         loss.backward()
         return loss
 
-    opt.closure = closure  # type: ignore[attr-defined]
+    opt.closure = closure  # type: ignore[attr-defined]  # the tests carry the closure on the optimizer
     return x, opt, calls
 
 

@@ -39,7 +39,8 @@ def exact_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     comparison is one of rounding only. (Its effect is 1e-15/(2v) relative: ours has none.)"""
     original = BaseOptimizer.apply_ams_bound
 
-    def without_offset(ams_bound, exp_avg_sq, max_exp_avg_sq, eps, exp_avg_sq_eps=1e-15):  # type: ignore[no-untyped-def]
+    # the reference's untyped signature, copied
+    def without_offset(ams_bound, exp_avg_sq, max_exp_avg_sq, eps, exp_avg_sq_eps=1e-15):  # type: ignore[no-untyped-def]  # (reason above)
         return original(ams_bound, exp_avg_sq, max_exp_avg_sq, eps, exp_avg_sq_eps=0.0)
 
     monkeypatch.setattr(BaseOptimizer, "apply_ams_bound", staticmethod(without_offset))

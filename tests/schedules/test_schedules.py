@@ -458,7 +458,8 @@ def test_spec_pickles_and_hashes():
 def test_spec_is_immutable():
     spec = ScheduleSpec("cosine")
     with pytest.raises(TypeError):
-        spec.params["base_lr"] = 1.0  # type: ignore[index]
+        # the test writes to the read-only params on purpose
+        spec.params["base_lr"] = 1.0  # type: ignore[index]  # (reason above)
 
 
 # --- LambdaLR adapter -------------------------------------------------------------------------
