@@ -505,7 +505,8 @@ class LabLink:
 
 def lab_link(step: Step, config: Any = None) -> LabLink:
     """The step's lab with its exact state where the lab reads it from the URL (the Surface lab
-    reads all of it); for the others, the settings to choose by hand. ``config``: the step's
+    its whole configuration, the Training lab a ``cfg=`` link it trains); for the others, the
+    settings to choose by hand. ``config``: the step's
     configuration as its controls set it (default: the step's own)."""
     config = step.lab_config() if config is None else config
     if step.lab == "surface":
@@ -513,6 +514,8 @@ def lab_link(step: Step, config: Any = None) -> LabLink:
 
         view = SURFACE_VIEWS.get(step.figure, "panels")
         return LabLink("surface", replace(config, view=view, step=None).to_query())
+    if step.lab == "training":  # the Training lab trains a link's configuration (cfg=)
+        return LabLink("training", {"cfg": config.to_link()})
     settings = "; ".join(_settings(step.config))
     if step.lab == "study":
         return LabLink(
@@ -521,11 +524,10 @@ def lab_link(step: Step, config: Any = None) -> LabLink:
             "Studies have no page yet: this run was made by `python -m dgs_core lessons --rebuild` "
             f"with {settings}.",
         )
-    lab = {"training": "Training", "annealing": "Annealing"}[step.lab]
     return LabLink(
         step.lab,
         {},
-        f"The {lab} lab cannot read its settings from a link yet; choose them by hand: {settings}.",
+        f"The Annealing lab cannot read its settings from a link yet; choose them by hand: {settings}.",
     )
 
 

@@ -119,11 +119,20 @@ def test_the_controls_change_the_linked_state_and_a_bad_value_names_its_field() 
         lessons.with_controls(step, {"sgd.lr": -1.0})
 
 
+def test_a_training_steps_link_carries_its_exact_configuration() -> None:
+    from dgs_core.training.config import TrainConfig
+
+    for step in [s for s in STEPS if s.lab == "training"]:
+        link = lessons.lab_link(step)
+        assert link.page == "training" and link.note == ""
+        assert TrainConfig.from_link(link.query["cfg"]) == step.lab_config()
+
+
 def test_a_lab_that_cannot_read_a_link_gets_the_settings_to_choose() -> None:
-    step = next(s for s in STEPS if s.lab == "training")
+    step = next(s for s in STEPS if s.lab == "annealing")
     link = lessons.lab_link(step)
-    assert link.page == "training" and dict(link.query) == {}
-    assert "task = moons" in link.note and "optimizers[1].name = sgd" in link.note
+    assert link.page == "annealing" and dict(link.query) == {}
+    assert "run_steps = 1000" in link.note and "choose them by hand" in link.note
 
 
 def test_homes_race_sentence_is_what_the_runs_show() -> None:

@@ -21,6 +21,7 @@ from dgs_core.claims import BUDGETS, Claim, ClaimRun, get_claim, load_result
 from dgs_core.claims.verdicts import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, PARTLY
 from dgs_core.studies import study_job
 from dgs_core.surfaces.config import SurfaceConfig
+from dgs_core.training.config import TrainConfig
 from dgs_core.viz.claims import claim_figure
 
 PERIOD_SECONDS = 1.0  # progress redraws while a claim re-runs
@@ -87,6 +88,9 @@ def _experiments(record: dict[str, Any]) -> None:
             if lab == "surface":
                 query = SurfaceConfig.from_dict(config).to_query()
                 st.markdown(f"- [{label}](/surface?{urlencode(query)}) — opens in the Surface lab")
+            elif lab == "training":  # the Training lab trains a link's configuration (cfg=)
+                link = urlencode({"cfg": TrainConfig.from_dict(config).to_link()})
+                st.markdown(f"- [{label}](/training?{link}) — opens in the Training lab and trains it")
             else:
                 st.markdown(
                     f"- **{label}** ({lab.title()} lab; the lab takes no config link yet: its settings "

@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import live
-from app_pages.parts import training_state
+from app_pages.parts import run_list, training_state
 from app_pages.parts.training_panels import RUN, training_job
 from app_pages.ui import FieldSlots, optimizer_picker, plain, task_controls
 from dgs_core import jobs
@@ -270,6 +270,8 @@ def draw_results(job: jobs.Job) -> None:
     result = study.result if isinstance(study, SweepStudy) else None
     if result is None:
         return
+    # the study is in the session's list on the Runs page at once, unsaved
+    run_list.offer(f"study:{job.id}", lambda: export_study(result, figures=study_figures(result)))
     if job.state == jobs.STOPPED:
         st.warning(f"Stopped: the {len(result.trials)} trials that finished are kept below.")
     st.caption(f"Ran on Ray ({result.address}).")

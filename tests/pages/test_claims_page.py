@@ -3,11 +3,14 @@ that replaces the card's result with this session's while the shipped one stays 
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dgs_core import jobs
 from dgs_core.claims import CLAIMS, load_result
+from dgs_core.training.config import TrainConfig
 from tests.pages.conftest import app_at
 
 PAGE = "app_pages/claims.py"
@@ -48,3 +51,17 @@ def test_a_smoke_rerun_shows_its_own_result(at: AppTest) -> None:
     outcome = job.payload.result.verdict.outcome
     header = next(h.value for h in at.subheader if h.value.startswith("3."))
     assert outcome in header
+
+
+def test_a_cards_training_runs_open_in_the_training_lab_with_their_exact_configuration(at: AppTest) -> None:
+    links = [
+        m.value
+        for m in at.markdown
+        if "](/training?cfg=" in m.value and "opens in the Training lab" in m.value
+    ]
+    stored = [e for c in CLAIMS if (r := load_result(c.name)) for e in r.record["experiments"]]
+    training = [e for e in stored if e["lab"] == "training"]
+    assert training and len(links) == len(training)
+    for text, experiment in zip(links, training, strict=True):
+        cfg = unquote(text.split("cfg=", 1)[1].split(")", 1)[0])
+        assert TrainConfig.from_link(cfg) == TrainConfig.from_dict(experiment["config"])

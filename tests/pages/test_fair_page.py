@@ -107,6 +107,8 @@ def test_a_study_stopped_midway_keeps_its_trials_and_opens_the_tuned_run() -> No
     assert set(result.trials["phase"]) == {TUNE}
     assert f"Stopped: the {kept} trials that finished are kept below." in [w.value for w in at.warning]
     assert "train_fair_sensitivity_chart" in str([c.proto.id for c in at.get("plotly_chart")])
+    assert f"study:{job.id}" in at.session_state["runs_pending"]  # on the Runs page at once, unsaved
+    assert at.query_params["train_mode"] in ("fair", ["fair"])
 
     # the tuned run: the live mode, the tuned learning rates in its widgets, a run that trains them
     best = {name: result.best_hparams(name) for name in ("sgd", "adam")}
