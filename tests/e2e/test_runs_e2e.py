@@ -136,9 +136,11 @@ def test_lab_runs_reach_the_runs_page_reopen_and_compare(server, page, browser, 
     page.locator(".st-key-runs_compare_metric").click()
     page.get_by_role("option", name="mini-batch loss").click()
     wait_for_app(page)
-    page.wait_for_function(
-        f"() => {{ const gd = document.querySelector('{OVERLAY}');"
-        " return gd && gd.data.length === 8 && gd.layout.yaxis.title.text === 'mini-batch loss'; }"
+    page.wait_for_function(  # one chart (the one drawn before the rerun gone), the chosen curve
+        f"() => {{ const all = document.querySelectorAll('{OVERLAY}'); const gd = all[0];"
+        " return all.length === 1 && gd.data && gd.data.length === 8"
+        " && gd.layout.yaxis.title.text === 'mini-batch loss'; }",
+        timeout=120_000,
     )
     figure = page.locator(OVERLAY).evaluate(
         "gd => ({hover: gd.layout.hovermode, traces: gd._fullData.map(t => ({name: t.name, "
