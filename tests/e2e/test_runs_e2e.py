@@ -63,6 +63,8 @@ def _wait_selected(page, label: str) -> None:
         "label => { const i = document.querySelector('.st-key-runs_selected input');"
         " return i && i.value === label; }",
         arg=label,
+        polling=250,  # by time, not animation frames (a page that draws nothing gets none)
+        timeout=120_000,
     )
 
 
