@@ -28,14 +28,25 @@ reading and writing those tensors reaches on this machine.
     .venv/bin/python bench/optim_step.py            # 21 timed steps per pair
     .venv/bin/python bench/optim_step.py --quick    # 5 timed steps per pair
     .venv/bin/python bench/optim_step.py --only dgs,adan --no-fused
+    .venv/bin/python bench/optim_step.py --against db7e42f --only dgs,adan,lars --no-fused
+
+``--against REV``: the reference of every row is the same optimizer, built the same way, from
+the ``dgs_core`` of git revision REV (extracted into a temporary folder and imported as
+``dgs_core_at_rev``): did a change make the step slower?
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib
+import io
+import re
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,6 +200,41 @@ def cases(names: list[str], fused: bool) -> list[Case]:
     return out
 
 
+def against_revision(cases_now: list[Case], revision: str) -> list[Case]:
+    """The same rows, each against the same optimizer from ``revision``'s dgs_core."""
+    folder = Path(tempfile.mkdtemp(prefix="dgs_core_at_rev-"))
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", revision, "dgs_core"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    tarfile.open(fileobj=io.BytesIO(archive)).extractall(folder, filter="data")
+    package = folder / "dgs_core_at_rev"
+    (folder / "dgs_core").rename(package)
+    for source in package.rglob("*.py"):  # its own imports name its own package
+        text = source.read_text()
+        source.write_text(re.sub(r"\bdgs_core\b", "dgs_core_at_rev", text))
+    sys.path.insert(0, str(folder))
+    old_registry = importlib.import_module("dgs_core_at_rev.optim.registry")
+    out = []
+    for case in cases_now:
+        name, _, switch = case.label.partition(" ")
+        switches = {}
+        if switch:
+            key, value = switch.split("=")
+            switches[key] = value == "True"
+        if name not in old_registry.names():
+            continue
+        reference = functools.partial(_create_with, old_registry, name, switches)
+        out.append(Case(case.label, case.ours, f"same at {revision}", reference, None, case.needs_closure))
+    return out
+
+
+def _create_with(old_registry: Any, name: str, switches: dict, params: list[torch.Tensor]):
+    return old_registry.create(name, params, **switches)
+
+
 def _model(seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     params = [torch.randn(SHAPE, generator=g) * 0.05 for _ in range(COUNT)]
@@ -276,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per pair")
     parser.add_argument("--only", default="", help="comma-separated registry names")
     parser.add_argument("--no-fused", action="store_true", help="skip the fused=True rows (no compiling)")
+    parser.add_argument(
+        "--against", default="", help="a git revision: time each optimizer against its own code there"
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -295,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header + "  target (on the median ratio)")
     rows = []
-    for case in cases(names, fused=not args.no_fused):
+    todo = cases(names, fused=not args.no_fused)
+    if args.against:
+        todo = against_revision([c for c in todo if not c.label.startswith("floor")], args.against)
+    for case in todo:
         row = run_case(case, repeats, warmup)
         rows.append(row)
         _print_row(row)
