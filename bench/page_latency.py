@@ -10,7 +10,11 @@ each ``--rounds`` times:
   (timed in the browser);
 * Play: frames per second the browser animates (``plotly_animatingframe`` events over a
   play-through of the run's frames at the ▶ play speed);
-* a timeline step: a click on the in-figure slider to the paths redrawn (``plotly_animated``).
+* a timeline step: a click on the in-figure slider to the paths redrawn (``plotly_animated``);
+* Plotly's cost per frame on this figure, outside Streamlit: the page's figure copied into a
+  plain div drawn by the plotly.js that the plotly package ships, then ``Plotly.animate`` timed
+  over its own frames and over frames that move one marker only — the least a frame of a figure
+  this size costs, whatever the frames carry.
 
 Targets (issue 15): render ≤ 2 s, click ≤ 0.5 s, Play ≥ 20 frames/s, step ≤ 50 ms. Prints the
 median and the worst of each and the load average; every figure is from one run on a shared
@@ -59,6 +63,39 @@ def _open(page, url: str) -> float:
     return page.evaluate("performance.now()") / 1000
 
 
+FRAME_COST = """async () => {
+  const src = document.querySelector('SELECTOR');
+  const div = document.createElement('div'); div.style.width = src.offsetWidth + 'px';
+  document.body.appendChild(div);
+  const frames = src._transitionData._frames.map(f => JSON.parse(JSON.stringify(f)));
+  const layout = JSON.parse(JSON.stringify(src.layout));
+  const data = JSON.parse(JSON.stringify(src.data));
+  const timeAll = async (list) => { const out = [];
+    for (const f of list) { const t = performance.now();
+      await Plotly.animate(div, [f.name], {frame: {duration: 0, redraw: false},
+                                           transition: {duration: 0}, mode: 'immediate'});
+      out.push(performance.now() - t); }
+    return out; };
+  await Plotly.newPlot(div, data, layout, {}); await Plotly.addFrames(div, frames);
+  const picked = frames.filter((_, i) => i % Math.ceil(frames.length / 20) === 0);
+  const own = await timeAll(picked);
+  Plotly.purge(div);
+  const one = frames.map(f => ({name: f.name, data: [f.data[1]], traces: [f.traces[1]]}));
+  await Plotly.newPlot(div, data, layout, {}); await Plotly.addFrames(div, one);
+  const marker = await timeAll(picked.map(f => one.find(o => o.name === f.name)));
+  div.remove();
+  return [own, marker]; }""".replace("SELECTOR", MAIN)
+
+
+def _frame_cost(page) -> tuple[list[float], list[float]]:
+    """Plotly.animate's milliseconds per frame on a copy of the page's figure (see FRAME_COST)."""
+    import plotly
+
+    page.add_script_tag(path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js"))
+    own, marker = page.evaluate(FRAME_COST)
+    return [ms / 1000 for ms in own], [ms / 1000 for ms in marker]
+
+
 def _click_point(page, x: float, y: float) -> tuple[float, float]:
     return page.wait_for_selector(MAIN).evaluate(
         f"""gd => {{ const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
@@ -72,7 +109,7 @@ def measure(rounds: int) -> dict[str, list[float]]:
 
     (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # StreamlitServer's log
     server = StreamlitServer(env={"DGS_LAB_RUNS_DIR": tempfile.mkdtemp()})
-    out: dict[str, list[float]] = {"render": [], "click": [], "fps": [], "step": []}
+    out: dict[str, list[float]] = {"render": [], "click": [], "fps": [], "step": [], "frame": [], "floor": []}
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -112,6 +149,7 @@ def measure(rounds: int) -> dict[str, list[float]]:
                 page.mouse.click(rail["x"] + where * rail["width"], rail["y"] + rail["height"] / 2)
                 page.wait_for_function("() => window.__animated.length > 0", polling="raf")
                 out["step"].append(page.evaluate("window.__animated[0] - window.__down") / 1000)
+            out["frame"], out["floor"] = _frame_cost(page)
             browser.close()
     finally:
         server.stop()
@@ -132,6 +170,8 @@ def main() -> None:
         ("contour click → panels redrawn", "click", "s", "≤ 0.5 s"),
         ("Play (frames per second)", "fps", "/s", "≥ 20 /s"),
         ("timeline step (slider click)", "step", "s", "≤ 0.05 s"),
+        ("plotly.js: one of its frames", "frame", "s", "≤ 0.05 s for 20 /s"),
+        ("plotly.js: a frame moving 1 marker", "floor", "s", "what frames cannot beat"),
     )
     for label, key, unit, target in rows:
         values = out[key]
