@@ -505,7 +505,8 @@ class LabLink:
 
 def lab_link(step: Step, config: Any = None) -> LabLink:
     """The step's lab with its exact state where the lab reads it from the URL (the Surface lab
-    its whole configuration, the Training lab a ``cfg=`` link it trains); for the others, the
+    its whole configuration, the Training lab a ``cfg=`` link it trains, its fair comparison a
+    ``study=`` link whose settings it fills in); for the others, the
     settings to choose by hand. ``config``: the step's
     configuration as its controls set it (default: the step's own)."""
     config = step.lab_config() if config is None else config
@@ -516,14 +517,9 @@ def lab_link(step: Step, config: Any = None) -> LabLink:
         return LabLink("surface", replace(config, view=view, step=None).to_query())
     if step.lab == "training":  # the Training lab trains a link's configuration (cfg=)
         return LabLink("training", {"cfg": config.to_link()})
+    if step.lab == "study":  # the Training lab's fair comparison, its settings filled in
+        return LabLink("training", {"train_mode": "fair", "study": config.to_link()})
     settings = "; ".join(_settings(step.config))
-    if step.lab == "study":
-        return LabLink(
-            None,
-            {},
-            "Studies have no page yet: this run was made by `python -m dgs_core lessons --rebuild` "
-            f"with {settings}.",
-        )
     return LabLink(
         step.lab,
         {},

@@ -128,6 +128,18 @@ def test_a_training_steps_link_carries_its_exact_configuration() -> None:
         assert TrainConfig.from_link(link.query["cfg"]) == step.lab_config()
 
 
+def test_a_study_step_opens_the_fair_comparison_with_its_settings() -> None:
+    from dgs_core.studies.sweep import StudySpec
+
+    steps = [s for s in STEPS if s.lab == "study"]
+    assert steps
+    for step in steps:
+        link = lessons.lab_link(step)
+        assert link.page == "training" and link.note == ""
+        assert link.query["train_mode"] == "fair"
+        assert StudySpec.from_link(link.query["study"]) == step.lab_config()
+
+
 def test_a_lab_that_cannot_read_a_link_gets_the_settings_to_choose() -> None:
     step = next(s for s in STEPS if s.lab == "annealing")
     link = lessons.lab_link(step)

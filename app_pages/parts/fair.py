@@ -9,7 +9,8 @@ the embedded local Ray starts on the first study of a server, which the page sho
 runs: trials done / total with the ETA, and each optimizer's best score so far; when it has
 ended (or was stopped, keeping the finished trials): the seed bands, the sensitivity curves,
 the tuned hyperparameters, the study bundle, and a button that trains the tuned configurations
-as an ordinary live run. The mode is kept in the URL (``?train_mode=fair``).
+as an ordinary live run. The mode is kept in the URL (``?train_mode=fair``); a ``?study=`` link
+(:meth:`StudySpec.to_link`, e.g. a lesson's "open in the lab") fills the settings in.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dgs_core.viz.studies import (
 )
 
 MODE_KEY = "train_mode"  # session state and URL: "live" or "fair"
+LINK_KEY = "study"  # URL: a study's settings (StudySpec.to_link), e.g. from a lesson
 MODES = {"live": "Live run", "fair": "Fair comparison"}
 FAIR = live.Slot(
     "train_fair",
@@ -68,7 +70,7 @@ def fair_mode() -> bool:
     if MODE_KEY not in st.session_state:
         linked = st.query_params.get(MODE_KEY)
         if linked not in MODES:
-            linked = "fair" if FAIR.key in st.query_params else "live"
+            linked = "fair" if FAIR.key in st.query_params or LINK_KEY in st.query_params else "live"
         st.session_state[MODE_KEY] = linked
     mode = st.radio(
         "Mode",
@@ -113,6 +115,15 @@ def seed_widgets(spec: StudySpec) -> None:
     }
     for key, value in values.items():
         st.session_state.setdefault(key, value)
+
+
+def _seed_from_link(text: str) -> None:
+    """A ``study=`` link's settings in the sidebar (a lesson's "open in the lab"); a bad link is
+    said, naming its field, and the sidebar keeps its values."""
+    try:
+        seed_widgets(StudySpec.from_link(text))
+    except ParamError as exc:
+        st.error("This link's study settings were not used: " + plain(str(exc)))
 
 
 def problem_controls(task_hidden: Sequence[str], slots: FieldSlots) -> tuple[dict[str, Any], bool]:
@@ -349,6 +360,8 @@ def fair_comparison(*, task_hidden: Sequence[str] = ()) -> None:
     job = live.current(FAIR)
     if job is not None and isinstance(job.payload, SweepStudy):
         seed_widgets(job.payload.spec)
+    elif LINK_KEY in st.query_params:
+        _seed_from_link(st.query_params[LINK_KEY])
     slots = FieldSlots()
     with st.sidebar:
         problem, task_ok = problem_controls(task_hidden, slots)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from dgs_core import metrics
+from dgs_core import links, metrics
 from dgs_core.device import small_tensor_mode
 from dgs_core.optim import registry
 from dgs_core.params import Param, ParamError, ParamSet, check_keys, invalid
@@ -251,6 +251,16 @@ class StudySpec:
         out["optimizers"] = list(self.optimizers)
         out["space"] = {n: {hp: r.to_dict() for hp, r in ranges.items()} for n, ranges in self.space.items()}
         return out
+
+    def to_link(self) -> str:
+        """This spec as one URL-safe text for a link's ``study=`` (:func:`dgs_core.links.pack`)."""
+        return links.pack(self.to_dict())
+
+    @classmethod
+    def from_link(cls, text: str) -> StudySpec:
+        """The spec of a link's ``study=`` text, validated like any other input (a ``ParamError``
+        naming ``study`` or the bad field)."""
+        return cls.from_dict(links.unpack(text, "study"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:

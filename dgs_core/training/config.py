@@ -7,14 +7,13 @@ validated on construction (a bad value raises a ``ParamError`` naming the field)
 
 from __future__ import annotations
 
-import base64
 import json
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from dgs_core import links
 from dgs_core.device import resolve_device
 from dgs_core.optim import registry
 from dgs_core.params import Param, ParamSet, invalid
@@ -60,10 +59,6 @@ FIELDS = ParamSet(
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
-
-
-LINK_MAX_CHARS = 8192  # a configuration link's cfg= text
-LINK_MAX_BYTES = 65536  # and the JSON it unpacks to
 
 
 @dataclass(frozen=True)
@@ -261,31 +256,17 @@ class TrainConfig:
         return cls.from_dict(json.loads(text))
 
     def to_link(self) -> str:
-        """This configuration as one URL-safe text (compressed :meth:`to_json`), for a link's
+        """This configuration as one URL-safe text (:func:`dgs_core.links.pack`), for a link's
         ``cfg=``; :meth:`from_link` reads it back.
 
         >>> config = TrainConfig(optimizers=["sgd", ("adam", {"lr": 0.01})], steps=50)
         >>> TrainConfig.from_link(config.to_link()) == config
         True
         """
-        packed = zlib.compress(self.to_json().encode(), 9)
-        return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+        return links.pack(self.to_dict())
 
     @classmethod
     def from_link(cls, text: str) -> TrainConfig:
         """The configuration of a link's ``cfg=`` text, validated like any other input: a damaged,
         oversized or invalid text raises a ``ParamError`` naming ``cfg`` (or the bad field)."""
-        if not isinstance(text, str) or not 0 < len(text) <= LINK_MAX_CHARS:
-            raise invalid(
-                "cfg", str(text)[:40], f"a configuration link of at most {LINK_MAX_CHARS} characters"
-            )
-        try:
-            packed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            unpacker = zlib.decompressobj()
-            raw = unpacker.decompress(packed, LINK_MAX_BYTES)
-            if unpacker.unconsumed_tail or not unpacker.eof:
-                raise ValueError("too large or truncated")
-            data = json.loads(raw.decode())
-        except (ValueError, zlib.error, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
-            raise invalid("cfg", text[:40], f"a configuration link made by DGS Lab ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(links.unpack(text, "cfg"))

@@ -65,6 +65,23 @@ def test_a_bad_setting_is_shown_under_its_widget_and_blocks_start(key: str, valu
     assert at.button(key="train_fair_start").disabled
 
 
+def test_a_study_link_fills_in_the_settings_and_a_bad_one_is_said() -> None:
+    from dgs_core.studies.sweep import StudySpec
+
+    spec = StudySpec(task="moons", optimizers=("sgd", "adan"), trials=5, seeds=2, steps=120, search="grid")
+    at = open_page({"study": spec.to_link()})  # no train_mode: the link chooses the fair mode
+    assert not at.exception
+    assert at.radio(key="train_mode").value == "fair"
+    assert at.multiselect(key="train_fair_optimizers").value == ["sgd", "adan"]
+    assert at.number_input(key="train_fair_trials").value == 5
+    assert at.number_input(key="train_fair_seeds").value == 2
+    assert at.number_input(key="train_fair_steps").value == 120
+    bad = fair_page({"study": "not-a-link"})
+    assert not bad.exception
+    assert any(m.startswith("This link's study settings were not used: Invalid study:") for m in errors(bad))
+    assert bad.number_input(key="train_fair_trials").value != 5  # the defaults stay
+
+
 def test_no_optimizer_is_refused() -> None:
     at = fair_page()
     at.multiselect(key="train_fair_optimizers").set_value([]).run()
