@@ -72,7 +72,15 @@ SURFACE_METRICS = (
     "oscillation_fraction",
     "diverged_at",
 )
-TRAINING_METRICS = ("val_loss", "val_metric", "train_loss", "train_metric", "diverged_at")
+TRAINING_METRICS = (
+    "val_loss",
+    "val_metric",
+    "train_loss",
+    "train_metric",
+    "batch_size",
+    "batch_grown_at",
+    "diverged_at",
+)
 _STEP_KEYS = ("title", "lab", "figure", "controls", "try", "config", "checks", "prepared")
 _CHECK_KEYS = ("optimizer", "metric", "above", "below", "equals", "more_than", "less_than")
 _MAX_STEPS = 40
@@ -350,13 +358,18 @@ def surface_values(runs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def training_values(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """``{label: {metric: value}}`` at each optimizer's last evaluation."""
+    """``{label: {metric: value}}`` at each optimizer's last evaluation; ``batch_size`` the last
+    step's, ``batch_grown_at`` the first step whose batch is larger than the first one (−1: never)."""
     out = {}
     for label, result in results.items():
         evaluations = result.evaluations
         last = evaluations.iloc[-1] if len(evaluations) else None
         diverged = result.status.startswith("diverged")
-        out[label] = {m: math.nan if last is None else float(last[m]) for m in TRAINING_METRICS[:-1]}
+        out[label] = {m: math.nan if last is None else float(last[m]) for m in TRAINING_METRICS[:4]}
+        steps, sizes = result.metrics["step"].to_numpy(), result.metrics["batch_size"].to_numpy()
+        grown = steps[sizes > sizes[0]] if len(sizes) else steps[:0]
+        out[label]["batch_size"] = float(sizes[-1]) if len(sizes) else math.nan
+        out[label]["batch_grown_at"] = float(grown[0]) if len(grown) else -1.0
         out[label]["diverged_at"] = float(result.status.rsplit(" ", 1)[-1]) if diverged else -1.0
     return out
 

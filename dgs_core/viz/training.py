@@ -187,9 +187,9 @@ def loss_figure(
         where = {} if overlay else {"row": 1, "col": i + 1}
         show = overlay or i == 0  # side by side: one legend entry per kind of line
 
-        def named(what: str, label: str = label) -> dict:
+        def named(what: str, label: str = label, shown: str = _display_name(label, result)) -> dict:
             return {
-                "name": f"{label}: {what}" if overlay else what,
+                "name": f"{shown}: {what}" if overlay else what,
                 "legendgroup": label if overlay else what,
             }
 
@@ -265,7 +265,7 @@ def accuracy_figure(results: Results, *, step: int | None = None, height: int = 
                     x=evals["step"],
                     y=evals[column],
                     mode="lines+markers",
-                    name=f"{label}: {what}",
+                    name=f"{_display_name(label, result)}: {what}",
                     legendgroup=label,
                     line={"color": palette[label], "dash": dash},
                     marker={"size": 4},
@@ -373,7 +373,7 @@ def batch_size_figure(results: Results, *, step: int | None = None, height: int 
                 x=x,
                 y=y,
                 mode="lines",
-                name=label,
+                name=_display_name(label, result),
                 line={"color": palette[label], "shape": "hv"},
             )
         )
@@ -425,7 +425,7 @@ def layer_heatmap_figure(
                 zmax=zmax,
                 coloraxis="coloraxis",
                 customdata=table.to_numpy(),
-                hovertemplate=f"{label}<br>%{{y}}<br>step %{{x}}<br>"
+                hovertemplate=f"{_display_name(label, results[label])}<br>%{{y}}<br>step %{{x}}<br>"
                 f"{quantity} = %{{customdata:.3g}}<extra></extra>",
             ),
             row=1,
@@ -454,7 +454,7 @@ def scaling_histogram_figure(
     optimizer. The legend names the record's step.
     """
     palette = colors(results)
-    samples = {}
+    samples, shown = {}, {}
     for label, result in results.items():
         record = result.record_at(step)
         kept = result.elements_at(step, quantity)
@@ -462,6 +462,7 @@ def scaling_histogram_figure(
             continue
         values = np.concatenate([v.reshape(-1).numpy() for v in kept.values()])
         samples[label] = (record.step, np.log10(values[np.isfinite(values) & (values > 0)]))
+        shown[label] = _display_name(label, result)
     pooled = np.concatenate([v for _, v in samples.values()] or [np.zeros(1)])
     low, high = (float(pooled.min()), float(pooled.max())) if pooled.size else (0.0, 1.0)
     if high - low < 1e-6:  # plain SGD: every factor is 1
@@ -473,7 +474,7 @@ def scaling_histogram_figure(
             go.Histogram(
                 x=values,
                 xbins=xbins,
-                name=f"{label} (step {record_step})",
+                name=f"{shown[label]} (step {record_step})",
                 marker_color=palette[label],
                 opacity=0.55,
             )
@@ -525,7 +526,8 @@ def weight_heatmap_figure(
                 zmax=zmax,
                 coloraxis="coloraxis",
                 customdata=grid,
-                hovertemplate=f"{label} (step {record_step})<br>row %{{y}}, col %{{x}}<br>"
+                hovertemplate=f"{_display_name(label, results[label])} (step {record_step})<br>"
+                "row %{y}, col %{x}<br>"
                 f"{quantity} = %{{customdata:.3g}}<extra></extra>",
             ),
             row=1,

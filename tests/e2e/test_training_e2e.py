@@ -115,7 +115,7 @@ def test_two_optimizers_train_live_stop_and_scrub(server, page, tmp_path) -> Non
     histogram = page.locator(".st-key-train_histogram_chart .js-plotly-plot").evaluate(
         "gd => gd.data.map(t => t.name)"
     )
-    assert histogram == ["sgd (step 1)", "dgs (step 1)"], histogram
+    assert histogram == ["SGD (step 1)", "DGS (step 1)"], histogram
     assert page.query_selector("[data-testid='stException']") is None
     page.screenshot(path=str(tmp_path / "scrubbed.png"), full_page=True)
 

@@ -176,7 +176,7 @@ def test_a_run_draws_every_panel_side_by_side_and_the_scrubber_moves_them(at):
     cursor = [s for s in figure(at, "loss")["layout"]["shapes"] if s["type"] == "line"]
     assert cursor and {s["x0"] for s in cursor} == {30}
     histogram = [t["name"] for t in figure(at, "histogram")["data"]]
-    assert histogram == ["sgd (step 30)", "dgs (step 30)"]
+    assert histogram == ["SGD (step 30)", "DGS (step 30)"]
     boundary_titles = [a["text"] for a in figure(at, "boundary")["layout"]["annotations"]]
     assert all(t.endswith("· step 30") for t in boundary_titles[:2]), boundary_titles
     assert any(h.value == "Per parameter at step 30" for h in at.subheader)

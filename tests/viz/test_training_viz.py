@@ -46,7 +46,7 @@ def test_loss_figure_side_by_side_and_overlaid(trainer: Trainer) -> None:
     assert [list(t.x) for t in validation] == [[10, 20, 30]] * 3
     overlaid = viz.loss_figure(trainer.results, overlay=True)
     assert not overlaid.layout.annotations and not _cursor_x(overlaid)
-    assert {t.name for t in overlaid.data} >= {"adam: validation", "dgs: train", "sgd: batch loss"}
+    assert {t.name for t in overlaid.data} >= {"Adam: validation", "DGS: train", "SGD: batch loss"}
 
 
 def test_accuracy_lr_and_batch_size_figures(trainer: Trainer) -> None:
@@ -59,7 +59,7 @@ def test_accuracy_lr_and_batch_size_figures(trainer: Trainer) -> None:
     band = trainer.results["adam"].quantile_band()
     assert list(medians[2].y) == band["q50"].tolist() and list(medians[2].x) == band["step"].tolist()
     batch = viz.batch_size_figure(trainer.results, step=5)
-    assert [t.name for t in batch.data] == ["sgd", "dgs", "adam"] and set(batch.data[0].y) == {32}
+    assert [t.name for t in batch.data] == ["SGD", "DGS", "Adam"] and set(batch.data[0].y) == {32}
 
 
 @pytest.mark.parametrize("quantity", ["importance", "scaling_factor"])
@@ -79,7 +79,7 @@ def test_dgs_own_scale_has_a_heatmap_only_for_dgs(trainer: Trainer) -> None:
 
 def test_histogram_uses_the_record_at_or_before_the_step(trainer: Trainer) -> None:
     fig = viz.scaling_histogram_figure(trainer.results, step=12)
-    assert [t.name for t in fig.data] == ["sgd (step 10)", "dgs (step 10)", "adam (step 10)"]
+    assert [t.name for t in fig.data] == ["SGD (step 10)", "DGS (step 10)", "Adam (step 10)"]
     sgd = np.asarray(fig.data[0].x)
     np.testing.assert_allclose(sgd, 0.0, atol=1e-2)  # plain SGD: every factor is 1 (float32)
     kept = trainer.results["dgs"].elements_at(12, "scaling_factor")
