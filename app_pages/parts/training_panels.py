@@ -18,6 +18,7 @@ import streamlit as st
 from app_pages import live
 from dgs_core import jobs
 from dgs_core.training.config import TrainConfig
+from dgs_core.training.models import build_model
 from dgs_core.training.trainer import Trainer
 from dgs_core.viz import training as viz
 
@@ -139,6 +140,8 @@ def draw_panels(
     """The layout: ``chart(name, build(results, step shown))`` draws a figure, ``panel(name,
     draw(results, data version, step shown))`` a group of widgets and figures."""
     # Curves draw a cursor only at the scrubber's step (none while live); the snapshots show `at`.
+    if any(spec.name == "muon" for spec in trainer.config.optimizers):
+        st.caption(viz.muon_split_note(build_model(trainer.task, trainer.config.model)))
     st.subheader("Loss: mini-batch, training set and validation")
     chart("loss", lambda results, at: viz.loss_figure(results, step=step))
     st.subheader("Learning rate: the schedule and the effective-lr band")

@@ -74,6 +74,22 @@ def newton_schulz(matrix: torch.Tensor, steps: int = 5, eps: float = NEWTON_SCHU
     return x.to(matrix.dtype)
 
 
+def split_tensors(
+    named: Iterable[tuple[str, torch.Tensor]],
+) -> tuple[list[tuple[str, torch.Size]], list[tuple[str, torch.Size]]]:
+    """Which tensors :class:`Muon` orthogonalizes and which take its AdamW fallback, by the rule
+    its step applies (a tensor, as its real twin, with at least 2 dimensions is a matrix):
+    ``(matrices, others)``, each a list of (name, shape).
+
+    >>> split_tensors(torch.nn.Linear(3, 2).named_parameters())
+    ([('weight', torch.Size([2, 3]))], [('bias', torch.Size([2]))])
+    """
+    matrices, others = [], []
+    for name, tensor in named:
+        (matrices if real(tensor).ndim >= 2 else others).append((name, tensor.shape))
+    return matrices, others
+
+
 class Muon(KeepsAttributes, torch.optim.Optimizer):
     r"""Muon: momentum SGD whose step on a weight matrix is its momentum, orthogonalized.
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from dgs_core import metrics
@@ -51,6 +52,24 @@ QUANTITIES = {
     "lr_eff": "effective lr η_eff",
     "scale": "DGS scale s_t",
 }
+
+
+def muon_split_note(model: torch.nn.Module) -> str:
+    """What Muon does with each of ``model``'s tensors, in one sentence for the page."""
+    from dgs_core.optim.muon import split_tensors
+
+    matrices, others = split_tensors(model.named_parameters())
+
+    def listed(tensors: list[tuple[str, torch.Size]]) -> str:
+        return ", ".join(f"{name} ({'×'.join(map(str, shape)) or 'scalar'})" for name, shape in tensors)
+
+    text = f"**Muon** orthogonalizes the steps of the {len(matrices)} weight matrices: {listed(matrices)}."
+    if others:
+        text += (
+            f" The {len(others)} other tensors take its AdamW fallback (lr η × adamw_lr_ratio): "
+            f"{listed(others)}."
+        )
+    return text
 
 
 def colors(results: Results) -> dict[str, str]:

@@ -164,3 +164,20 @@ def test_surface_rows_are_vectors_and_matrix_rows_are_orthogonalized_alone() -> 
 def test_the_registry_description_says_what_happens_to_the_rest() -> None:
     description = registry.get("muon").description
     assert "AdamW" in description and "2-D surfaces" in description
+
+
+def test_split_tensors_names_what_the_step_orthogonalizes() -> None:
+    from dgs_core.optim.muon import split_tensors
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    matrices, others = split_tensors(model.named_parameters())
+    assert [n for n, _ in matrices] == ["0.weight", "2.weight"] and [n for n, _ in others] == [
+        "0.bias",
+        "2.bias",
+    ]
+    opt = Muon(model.parameters())
+    model(torch.randn(3, 1, 4, 4)).sum().backward()
+    opt.step()
+    named = dict(model.named_parameters())
+    assert all("momentum_buffer" in opt.state[named[n]] for n, _ in matrices)
+    assert all("momentum_buffer" not in opt.state[named[n]] and opt.state[named[n]] for n, _ in others)

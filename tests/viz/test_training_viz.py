@@ -194,3 +194,12 @@ def test_loss_figure_marks_only_the_largest_spikes() -> None:
     assert len(kept) == 5 and kept["step"].is_monotonic_increasing
     assert {501, 1501} <= set(kept["step"]) and set(kept["loss"]) <= {1.6, 9.0, 5.0}
     assert len(viz.largest_spikes(frame, limit=1000)) == int(frame["spike"].sum())
+
+
+def test_the_muon_note_names_the_matrices_and_the_adamw_fallback() -> None:
+    from dgs_core.training.models import build_model
+    from dgs_core.training.tasks import make_task
+
+    note = viz.muon_split_note(build_model(make_task("moons"), None))
+    assert note.startswith("**Muon** orthogonalizes the steps of the 3 weight matrices: 0.weight (32×2)")
+    assert "The 3 other tensors take its AdamW fallback" in note and "4.bias (2)" in note
