@@ -14,7 +14,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import live
-from app_pages.parts.landscape_runs import FROM, LandscapeRun, bundle_run, landscape_of, training_run
+from app_pages.parts.landscape_runs import (
+    FROM,
+    LandscapeRun,
+    bundle_run,
+    landscape_of,
+    large_batch_run,
+    training_run,
+)
 from app_pages.parts.landscape_work import (
     SLOT,
     Request,
@@ -50,6 +57,13 @@ HEIGHT = 520  # of the contour and the surface, side by side
 # ---------------------------------------------------------------------------------------------
 
 
+def _partner(labels: list[str]) -> int:
+    """The default second path: the first one's optimizer at the other batch size (a large-batch
+    study's "sgd · batch 16" → "sgd · batch 512"), else the second path."""
+    first = labels[0].split(" · batch ")[0]
+    return next((i for i, label in enumerate(labels) if i and label.startswith(f"{first} · batch ")), 1)
+
+
 def plane_controls(landscape: Landscape) -> PlaneSpec | None:
     """The plane asked for, or None (its error shown under the widget it names)."""
     labels = list(landscape.labels)
@@ -58,7 +72,9 @@ def plane_controls(landscape: Landscape) -> PlaneSpec | None:
     try:
         if kind == "exact":
             first = st.selectbox("First optimizer", labels, index=0, key="landscape_exact_first")
-            second = st.selectbox("Second optimizer", labels, index=1, key="landscape_exact_second")
+            second = st.selectbox(
+                "Second optimizer", labels, index=_partner(labels), key="landscape_exact_second"
+            )
             slots.add("labels", "plane")
             return PlaneSpec.exact(first, second)
         if kind == "pca":
@@ -112,7 +128,7 @@ def grid_controls() -> GridSpec | None:
 def pair_controls(landscape: Landscape) -> tuple[str, str] | None:
     labels = list(landscape.labels)
     start = st.selectbox("From", labels, index=0, key="landscape_line_start")
-    end = st.selectbox("To", labels, index=1, key="landscape_line_end")
+    end = st.selectbox("To", labels, index=_partner(labels), key="landscape_line_end")
     if start == end:
         st.error("Pick two different optimizers.")
         return None
@@ -121,7 +137,7 @@ def pair_controls(landscape: Landscape) -> tuple[str, str] | None:
 
 def chosen_run() -> LandscapeRun | None:
     """The run to draw: the Training lab's or the Runs page's (a choice when both exist)."""
-    found = [training_run(), bundle_run()]
+    found = [training_run(), large_batch_run(), bundle_run()]
     for _, why in found:
         if why:
             st.warning(why)
@@ -135,7 +151,8 @@ def chosen_run() -> LandscapeRun | None:
         return None
     if len(runs) == 1:
         return runs[0]
-    preferred = 1 if st.query_params.get(FROM) == "bundle" else 0
+    wanted = st.query_params.get(FROM)
+    preferred = next((i for i, run in enumerate(runs) if run.kind == wanted), 0)
     titles = [run.title for run in runs]
     title = st.radio("Run", titles, index=preferred, key="landscape_source")
     return runs[titles.index(title)]
@@ -270,4 +287,10 @@ live.watch(SLOT, draw_status, period=PERIOD_SECONDS)
 if key is not None:
     draw_grid(run, results, key, split, log_scale)
 draw_line_and_sharpness(results, pair)
-export_button(run.trainer, results, split)
+if run.study is None:
+    export_button(run.trainer, results, split)
+else:
+    st.caption(
+        "A large-batch study's landscape is not exported: a bundle holds one training run, and the "
+        "study is two."
+    )

@@ -18,7 +18,7 @@ import streamlit as st
 
 from app_pages import live
 from app_pages.parts import fair, run_list, training_state
-from app_pages.parts.landscape_runs import training_link
+from app_pages.parts.landscape_runs import large_batch_link, training_link
 from app_pages.parts.large_batch import large_batch_section
 from app_pages.parts.training_panels import (
     LIVE_HELP,
@@ -310,4 +310,4 @@ with tab_train:
     live.watch(RUN, draw_status, period=TICK_SECONDS)
     live_panels(scrubber(live.current(RUN)))
 with tab_large:
-    large_batch_section(shared_settings)
+    large_batch_section(shared_settings, on_done=large_batch_link)

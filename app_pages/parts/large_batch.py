@@ -7,6 +7,7 @@ table redraw once a second while it runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -65,8 +66,9 @@ def large_batch_controls(shared: dict[str, Any]) -> tuple[dict[str, Any] | None,
     return {"base": base, **kwargs}, None
 
 
-def draw_study(job: jobs.Job) -> None:
-    """Stop, the progress, and the gap figure and table (the loss curves once it has ended)."""
+def draw_study(job: jobs.Job, on_done: Callable[[jobs.Job], None] | None = None) -> None:
+    """Stop, the progress, and the gap figure and table (the loss curves once it has ended, and
+    ``on_done(job)``: the landscape link)."""
     live.status(STUDY, job)
     study: LargeBatchStudy | None = job.payload
     if study is None:
@@ -84,13 +86,18 @@ def draw_study(job: jobs.Job) -> None:
     shown = gap[list(GAP_COLUMNS)].rename(columns=GAP_COLUMNS)
     st.dataframe(shown, hide_index=True, key="train_lb_table")
     if job.finished:
+        if on_done is not None:
+            on_done(job)
         with st.expander("Loss curves of each run"):
             for batch, runs in results.items():
                 st.markdown(f"**Batch {batch}**")
                 live.chart(f"train_lb_loss_{batch}", data, lambda runs=runs: viz.loss_figure(runs))
 
 
-def large_batch_section(shared: dict[str, Any] | None) -> None:
+def large_batch_section(
+    shared: dict[str, Any] | None, *, on_done: Callable[[jobs.Job], None] | None = None
+) -> None:
+    """The tab; ``on_done(job)`` draws under a finished or stopped study (the landscape link)."""
     st.markdown(
         "Does a large batch generalise worse? **LARS** (You, Gitman, Ginsburg 2017) and "
         "**EXTRAP-SGD** (Lin, Kong, Stich, Jaggi 2020) were proposed to close the gap between "
@@ -108,4 +115,4 @@ def large_batch_section(shared: dict[str, Any] | None) -> None:
     if st.button("Run small vs large batch", key="train_lb_start", type="primary", disabled=kwargs is None):
         build = lambda: LargeBatchStudy(**kwargs)  # noqa: E731  # in the job's thread
         live.start(STUDY, study_job(build, name="large-batch", idle_stop_s=live.IDLE_STOP_SECONDS))
-    live.watch(STUDY, draw_study, period=PERIOD_SECONDS)
+    live.watch(STUDY, lambda job: draw_study(job, on_done), period=PERIOD_SECONDS)

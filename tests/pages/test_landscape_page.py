@@ -217,3 +217,30 @@ def test_a_link_cannot_open_another_sessions_unsaved_run(
     info = RunStore().add(export_training(trainer), session=new_session_id())
     app = open_page(query={"landscape_from": "bundle", "landscape_run": info.id, "session": "x" * 32})
     assert f"Runs page: {info.name}" not in texts(app) and "cannot be read" in texts(app)
+
+
+def test_a_large_batch_study_interpolates_from_the_small_to_the_large_batch_solution() -> None:
+    from app_pages.parts.large_batch import STUDY
+    from dgs_core.studies.large_batch import LargeBatchStudy, large_batch_base
+
+    base = large_batch_base("moons", task_params={"n_samples": 200}, optimizers=["sgd", "lars"])
+    study = LargeBatchStudy(base, small_batch=16, large_batch=128, epochs=1)
+    list(study.run())
+    job = jobs.Job(lambda: study, lambda s, stop: iter(()), name="large-batch")
+    jobs.JOBS.add(job)
+    job.start()
+    assert job.join(30)
+    app = open_page({STUDY.key: job.id}, {"landscape_from": "large_batch"})
+    assert "Large-batch study: moons · sgd, lars · batch 16 and 128 (done)" in texts(app)
+    assert app.selectbox(key="landscape_line_start").value == "sgd · batch 16"
+    assert app.selectbox(key="landscape_line_end").value == "sgd · batch 128"  # its large-batch twin
+    app.number_input(key="landscape_resolution").set_value(5)
+    compute(app)
+    curve = figure(app, "interpolation")
+    assert [t["name"] for t in curve["data"]] == [
+        "sgd · batch 16 → sgd · batch 128: training loss",
+        "sgd · batch 16 → sgd · batch 128: validation loss",
+    ]
+    table = figure(app, "sharpness")["data"][0]["cells"]["values"]
+    assert len(table[0]) == 4  # both optimizers at both batch sizes
+    assert "is not exported" in " ".join(c.value for c in app.caption)

@@ -250,6 +250,10 @@ def test_large_batch_question_shows_each_optimizers_gap(at):
     np.testing.assert_allclose(gaps["gap (train − val)"], gaps["train accuracy"] - gaps["val accuracy"])
     gap = figure(at, "lb_gap")
     assert {t["name"] for t in gap["data"] if t.get("showlegend") is not False} >= {"batch 16", "batch 128"}
+    links = [link.proto for link in at.get("page_link")]
+    assert any(
+        p.label == "Open the loss landscape" and "landscape_from=large_batch" in p.query_string for p in links
+    )
 
 
 def test_large_batch_question_refuses_a_run_over_the_cap(at, monkeypatch):
