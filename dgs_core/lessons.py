@@ -37,8 +37,8 @@ A malformed lesson raises :class:`LessonError` naming the file, the step and the
 page at another folder of lessons (:func:`lessons_dir`).
 
 A step's controls are live on the Lessons page for Surface-lab steps (:func:`control_start`,
-:func:`with_controls`); :func:`lab_link` is its "open in the lab" link, with a note of what the
-lab cannot yet take from a URL.
+:func:`with_controls`); :func:`lab_link` is its "open in the lab" link (for a study, which has no
+page, a note of its settings).
 """
 
 from __future__ import annotations
@@ -505,8 +505,9 @@ class LabLink:
 
 def lab_link(step: Step, config: Any = None) -> LabLink:
     """The step's lab with its exact state where the lab reads it from the URL (the Surface lab
-    its whole configuration, the Training lab a ``cfg=`` link it trains); for the others, the
-    settings to choose by hand. ``config``: the step's
+    its whole configuration, the Training lab a ``cfg=`` link it trains, the Annealing lab an
+    ``anneal=`` link of its tab and settings); for studies, which have no page, the settings
+    they were made with. ``config``: the step's
     configuration as its controls set it (default: the step's own)."""
     config = step.lab_config() if config is None else config
     if step.lab == "surface":
@@ -516,18 +517,16 @@ def lab_link(step: Step, config: Any = None) -> LabLink:
         return LabLink("surface", replace(config, view=view, step=None).to_query())
     if step.lab == "training":  # the Training lab trains a link's configuration (cfg=)
         return LabLink("training", {"cfg": config.to_link()})
+    if step.lab == "annealing":  # the lab's whole state (tab, schedules, settings) in anneal=
+        from dgs_core.studies.annealing_lab import LINK_PARAM, annealing_lab_config
+
+        return LabLink("annealing", {LINK_PARAM: annealing_lab_config(step.figure, config).to_link()})
     settings = "; ".join(_settings(step.config))
-    if step.lab == "study":
-        return LabLink(
-            None,
-            {},
-            "Studies have no page yet: this run was made by `python -m dgs_core lessons --rebuild` "
-            f"with {settings}.",
-        )
     return LabLink(
-        step.lab,
+        None,
         {},
-        f"The Annealing lab cannot read its settings from a link yet; choose them by hand: {settings}.",
+        "Studies have no page yet: this run was made by `python -m dgs_core lessons --rebuild` "
+        f"with {settings}.",
     )
 
 
