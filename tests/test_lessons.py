@@ -128,11 +128,32 @@ def test_a_training_steps_link_carries_its_exact_configuration() -> None:
         assert TrainConfig.from_link(link.query["cfg"]) == step.lab_config()
 
 
-def test_a_lab_that_cannot_read_a_link_gets_the_settings_to_choose() -> None:
-    step = next(s for s in STEPS if s.lab == "annealing")
+def test_an_annealing_steps_link_opens_its_tab_with_its_exact_settings() -> None:
+    from dgs_core.studies.annealing import TwoPhaseSettings
+    from dgs_core.studies.annealing_lab import AnnealingLabConfig
+
+    steps = [s for s in STEPS if s.lab == "annealing"]
+    assert {s.figure for s in steps} >= {"schedules", "two_phase"}
+    for step in steps:
+        link = lessons.lab_link(step)
+        assert link.page == "annealing" and link.note == "" and list(link.query) == ["anneal"]
+        opened = AnnealingLabConfig.from_link(link.query["anneal"])
+        named = step.lab_config()
+        if step.figure == "two_phase":
+            assert opened.tab == "two_phase" and opened.two_phase == named
+            assert isinstance(named, TwoPhaseSettings)
+        else:
+            curves, run_steps = named
+            assert opened.tab == "schedules" and opened.run_steps == run_steps == 1000
+            assert opened.curves == tuple(curves)  # names, parameters and warmups, in order
+            assert [c.warmup_before for c in opened.curves] == [0, 0, 100]
+
+
+def test_a_study_step_which_has_no_page_names_its_settings() -> None:
+    step = next(s for s in STEPS if s.lab == "study")
     link = lessons.lab_link(step)
-    assert link.page == "annealing" and dict(link.query) == {}
-    assert "run_steps = 1000" in link.note and "choose them by hand" in link.note
+    assert link.page is None and dict(link.query) == {}
+    assert "python -m dgs_core lessons --rebuild" in link.note and " = " in link.note
 
 
 def test_homes_race_sentence_is_what_the_runs_show() -> None:
