@@ -13,7 +13,7 @@ import streamlit as st
 
 from app_pages import live
 from app_pages.parts import run_list
-from app_pages.ui import FieldSlots, hyperparam_controls, optimizer_label, plain, task_picker
+from app_pages.ui import FieldSlots, changed_hparams, hyperparam_controls, optimizer_label, plain, task_picker
 from dgs_core import jobs
 from dgs_core.optim import registry
 from dgs_core.runs.training import export_training
@@ -148,7 +148,7 @@ def two_phase_controls(base: TwoPhaseSettings) -> TwoPhaseSettings | None:
             task=task,
             task_params=task_params,
             optimizer=optimizer,
-            hparams=hparams,
+            hparams={"lr": hparams["lr"], **changed_hparams(optimizer, hparams)},  # η₀ and the changes
             seed=seed,
             main_steps=main_steps,
             anneal_steps=anneal_steps,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from dgs_core.optim import registry
 from dgs_core.params import Param, ParamSet, check_keys, invalid
 from dgs_core.schedules import PLATEAU_HYPERPARAMS
 from dgs_core.schedules.curves import CurveSpec, check_run_steps, default_params
@@ -79,6 +80,8 @@ def _optimizers(value: Any) -> tuple[OptimizerSpec, ...]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
         raise invalid("optimizers", value, "a list of optimizers")
     specs = tuple(OptimizerSpec.of(v) for v in value)  # names a bad optimizer or hyperparameter
+    order = registry.names()  # the picker's order
+    specs = tuple(sorted(specs, key=lambda s: order.index(s.name)))
     names = [s.name for s in specs]
     if not specs or len(set(names)) != len(names):
         raise invalid("optimizers", names, "at least one, each optimizer once")
@@ -88,8 +91,8 @@ def _optimizers(value: Any) -> tuple[OptimizerSpec, ...]:
 @dataclass(frozen=True)
 class EffectiveSettings:
     """The effective-lr tab: the composed schedule to apply (its name; "" for the first curve),
-    the task, and the optimizers with their hyperparameters (only those that differ from the
-    registry's defaults need be given)."""
+    the task, and the optimizers (in the registry's order, as the picker lists them) with their
+    hyperparameters (only those that differ from the registry's defaults need be given)."""
 
     schedule: str = ""
     task: str = "moons"
@@ -127,8 +130,9 @@ class AnnealingLabConfig:
         run_steps: the composer's run length.
         curves: the composer's schedules, each schedule at most once.
         log_y: the composer's log lr axis.
-        plateau: the plateau demo's settings that differ from its start (:data:`PLATEAU_SPECS`).
-        effective: the effective-lr tab (its schedule one of ``curves``).
+        plateau: the plateau demo's settings (:data:`PLATEAU_SPECS`); kept are those that differ
+            from its start (:data:`DEMO_PLATEAU`, else the spec's default).
+        effective: the effective-lr tab (its schedule one of ``curves``; "" is the first).
         two_phase: the two-phase demo (its label noise and clean fraction within the sliders').
     """
 
@@ -159,7 +163,9 @@ class AnnealingLabConfig:
             raise invalid("plateau", self.plateau, "a mapping")
         check_keys(self.plateau, PLATEAU_SPECS.names, "plateau")
         specs = {s.name: s for s in PLATEAU_SPECS}
-        set_(self, "plateau", MappingProxyType({k: specs[k].validate(v) for k, v in self.plateau.items()}))
+        plateau = {k: specs[k].validate(v) for k, v in self.plateau.items()}
+        start = {k: DEMO_PLATEAU.get(k, specs[k].default) for k in plateau}
+        set_(self, "plateau", MappingProxyType({k: v for k, v in plateau.items() if v != start[k]}))
         effective = self.effective
         if isinstance(effective, Mapping):
             effective = EffectiveSettings.from_dict(effective)
@@ -169,6 +175,8 @@ class AnnealingLabConfig:
             raise invalid(
                 "schedule", effective.schedule, f"one of the composed schedules ({', '.join(names)})"
             )
+        if not effective.schedule and names:  # "": the first curve, named
+            effective = replace(effective, schedule=names[0])
         set_(self, "effective", effective)
         two_phase = self.two_phase
         if isinstance(two_phase, Mapping):
