@@ -249,7 +249,9 @@ def two_phase_section(base: TwoPhaseSettings) -> TwoPhaseSettings | None:
         "with noisy labels, then an annealing phase that lowers the rate — by a schedule or by "
         "plateau cuts — on the clean high-quality subset, until the rate reaches its floor or the "
         "validation metric stops improving. Four variants share the seed, initialisation, batch "
-        "order and budget, so their curves coincide until the phase boundary."
+        "order and budget, so their curves coincide until the phase boundary. Schedule-Free AdamW "
+        "can run beside them at a constant lr with no schedule (its averaging is meant to make the "
+        "annealing unnecessary), evaluated at its averaged point."
     )
     settings = two_phase_controls(base)
     key = None if settings is None else json.dumps(settings.to_dict(), sort_keys=True)
