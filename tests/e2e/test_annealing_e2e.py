@@ -175,3 +175,24 @@ def test_a_link_reopens_its_tab_and_schedules_in_a_new_browser(server, browser, 
         fresh.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_a_lessons_open_in_the_lab_link_shows_the_steps_schedules(server, page) -> None:
+    from urllib.parse import urlencode
+
+    from dgs_core import lessons
+
+    shipped, _ = lessons.load_lessons()
+    step = next(
+        s for lesson in shipped for s in lesson.steps if s.lab == "annealing" and s.figure == "schedules"
+    )
+    link = lessons.lab_link(step)
+    page.goto(server.url)
+    wait_for_app(page)
+    _open(page, f"{server.url}/{link.page}?{urlencode(link.query)}")
+    assert _selected_tab(page) == "Schedules"
+    curves, run_steps = step.lab_config()
+    assert page.locator(f"{_element('anneal_run_steps')} input").input_value() == str(run_steps)
+    _graph_ready(page, "anneal_overlay", f"gd._fullData.length === {len(curves)}")
+    assert _graph(page, "anneal_overlay", "gd._fullData.map(t => t.name)") == [c.label for c in curves]
+    assert page.query_selector("[data-testid='stException']") is None
