@@ -14,16 +14,24 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
-from app_pages.parts import run_list
+from app_pages.parts import annealing_state, run_list
 from app_pages.parts.schedules import schedules_section
 from app_pages.parts.two_phase import two_phase_section
-from app_pages.ui import hyperparam_controls, optimizer_label, optimizer_picker, plain, task_picker
+from app_pages.ui import (
+    changed_hparams,
+    hyperparam_controls,
+    optimizer_label,
+    optimizer_picker,
+    plain,
+    task_picker,
+)
 from dgs_core import jobs
 from dgs_core.optim import registry
 from dgs_core.schedules.curves import CurveSpec
 from dgs_core.studies import TrainerStudy, study_job
 from dgs_core.studies.annealing import MAX_TRAIN_STEPS, effective_lr_config
-from dgs_core.training.config import TrainConfig
+from dgs_core.studies.annealing_lab import TABS, EffectiveSettings
+from dgs_core.training.config import OptimizerSpec, TrainConfig
 from dgs_core.viz import annealing as viz
 
 PERIOD_SECONDS = 1.0  # redraws while the run trains
@@ -57,9 +65,11 @@ def draw_effective(job: jobs.Job) -> None:
     )
 
 
-def effective_controls(curves: list[CurveSpec], run_steps: int) -> TrainConfig | None:
-    """Schedule, task, optimizers and their hyperparameters → the run's config (None: the reason
-    is shown)."""
+def effective_controls(
+    curves: list[CurveSpec], run_steps: int
+) -> tuple[EffectiveSettings | None, TrainConfig | None]:
+    """Schedule, task, optimizers and their hyperparameters → the tab's settings (for the link)
+    and the run's config (None: the reason is shown)."""
     labels = [c.label for c in curves]
     label = st.selectbox("Schedule (from the composer)", labels, key="anneal_eff_curve")
     task = task_picker("anneal_eff_task")
@@ -74,12 +84,14 @@ def effective_controls(curves: list[CurveSpec], run_steps: int) -> TrainConfig |
     st.caption(f"Trains for the composer's run length: {run_steps} steps (cap {MAX_TRAIN_STEPS}).")
     if not names:
         st.error("Pick at least one optimizer.")
-        return None
+        return None, None
     if failed:
-        return None
+        return None, None
     curve = curves[labels.index(label)]
     try:
-        return effective_lr_config(
+        optimizers = tuple(OptimizerSpec(n, changed_hparams(n, hparams[n])) for n in names)
+        settings = EffectiveSettings(curve.schedule.name, task, optimizers)
+        return settings, effective_lr_config(
             schedule=curve.spec(run_steps),
             optimizers=[(n, registry.get(n).resolve(hparams[n])) for n in names],
             steps=run_steps,
@@ -87,10 +99,11 @@ def effective_controls(curves: list[CurveSpec], run_steps: int) -> TrainConfig |
         )
     except ValueError as exc:
         st.error(plain(exc))
-        return None
+        return None, None
 
 
-def effective_section(curves: list[CurveSpec], run_steps: int) -> None:
+def effective_section(curves: list[CurveSpec], run_steps: int) -> EffectiveSettings | None:
+    """The tab; returns its settings (None: invalid, or no curve to apply)."""
     st.markdown(
         "Apply one of the composed schedules to several optimizers on a task. Each panel shows "
         "the lr the schedule set (black; scaled to the optimizer's own lr) against what the "
@@ -99,10 +112,10 @@ def effective_section(curves: list[CurveSpec], run_steps: int) -> None:
     )
     if not curves:
         st.info("Compose at least one valid schedule in the first tab.")
-        return
+        return None
     left, right = st.columns([1, 2])
     with left:
-        config = effective_controls(curves, run_steps)
+        settings, config = effective_controls(curves, run_steps)
         if st.button("Run", key="anneal_eff_run", type="primary", disabled=config is None):
             build = lambda: TrainerStudy({RUN: config})  # noqa: E731  # in the job's thread
             job = study_job(build, name="effective-lr", idle_stop_s=live.IDLE_STOP_SECONDS)
@@ -112,22 +125,30 @@ def effective_section(curves: list[CurveSpec], run_steps: int) -> None:
         if shown is not None and config is not None and shown != config:
             st.caption("The controls changed since this run; press Run for a new one.")
         live.watch(EFFECTIVE, draw_effective, period=PERIOD_SECONDS)
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------
 
 live.preload()
+annealing_state.from_link()  # a link's tab and settings, on a session's first visit
 st.title("Annealing lab")
 st.caption(
     "Learning-rate schedules, plateau annealing, the lr each optimizer really applies, and a "
     "two-phase annealing run with a switch to high-quality data."
 )
+if (link_problem := annealing_state.link_error()) is not None:
+    st.error(
+        f"This link's settings could not be used, so the lab starts from its defaults: {plain(link_problem)}"
+    )
 tab_schedules, tab_effective, tab_two_phase = st.tabs(
-    ["Schedules", "Effective learning rate", "Two-phase annealing"]
+    list(TABS.values()), key=annealing_state.TAB_KEY, on_change="rerun"
 )
 with tab_schedules:
-    composed, length = schedules_section()
+    schedule_parts = schedules_section()
 with tab_effective:
-    effective_section(composed, length)
+    effective = effective_section(schedule_parts["curves"] or [], schedule_parts["run_steps"] or 0)
 with tab_two_phase:
-    two_phase_section()
+    two_phase = two_phase_section(annealing_state.current().two_phase)
+tab = {label: key for key, label in TABS.items()}.get(st.session_state.get(annealing_state.TAB_KEY))
+annealing_state.publish(tab=tab, effective=effective, two_phase=two_phase, **schedule_parts)

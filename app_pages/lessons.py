@@ -134,14 +134,11 @@ with prose:
     else:
         config = step.lab_config()
     link = lab_link(step, config)
-    if link.page is not None:
-        query = urlencode({**link.query, **presenter_query()})
-        st.link_button(
-            f"Open in the {LAB_NAMES[link.page]} ↗",
-            f"{link.page}?{query}" if query else link.page,
-            help="opens the lab in a new tab with this step's settings",
-        )
-    if link.note and not presenting():
-        st.caption(link.note)
+    query = urlencode({**link.query, **presenter_query()})
+    st.link_button(
+        f"Open in the {LAB_NAMES[link.page]} ↗",
+        f"{link.page}?{query}",
+        help="opens the lab in a new tab with this step's settings",
+    )
 with figure_column:
     show_figure(step_figure(step, config, directory), key=f"{key}_figure")

@@ -37,8 +37,8 @@ A malformed lesson raises :class:`LessonError` naming the file, the step and the
 page at another folder of lessons (:func:`lessons_dir`).
 
 A step's controls are live on the Lessons page for Surface-lab steps (:func:`control_start`,
-:func:`with_controls`); :func:`lab_link` is its "open in the lab" link, with a note of what the
-lab cannot yet take from a URL.
+:func:`with_controls`); :func:`lab_link` is its "open in the lab" link, with the step's exact
+state.
 """
 
 from __future__ import annotations
@@ -508,20 +508,17 @@ def with_controls(step: Step, values: Mapping[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class LabLink:
-    """Where "open in the lab" goes: the lab page's url path (None: no page yet), the query
-    string it reads, and what the link cannot carry ("" when it carries everything)."""
+    """Where "open in the lab" goes: the lab page's url path and the query string it reads."""
 
-    page: str | None
+    page: str
     query: Mapping[str, str]
-    note: str = ""
 
 
 def lab_link(step: Step, config: Any = None) -> LabLink:
-    """The step's lab with its exact state where the lab reads it from the URL (the Surface lab
-    its whole configuration, the Training lab a ``cfg=`` link it trains, its fair comparison a
-    ``study=`` link whose settings it fills in); for the others, the
-    settings to choose by hand. ``config``: the step's
-    configuration as its controls set it (default: the step's own)."""
+    """The step's lab with its exact state in the URL: the Surface lab its whole configuration,
+    the Training lab a ``cfg=`` link it trains, its fair comparison a ``study=`` link whose
+    settings it fills in, the Annealing lab an ``anneal=`` link of its tab and settings.
+    ``config``: the step's configuration as its controls set it (default: the step's own)."""
     config = step.lab_config() if config is None else config
     if step.lab == "surface":
         from dataclasses import replace
@@ -532,20 +529,7 @@ def lab_link(step: Step, config: Any = None) -> LabLink:
         return LabLink("training", {"cfg": config.to_link()})
     if step.lab == "study":  # the Training lab's fair comparison, its settings filled in
         return LabLink("training", {"train_mode": "fair", "study": config.to_link()})
-    settings = "; ".join(_settings(step.config))
-    return LabLink(
-        step.lab,
-        {},
-        f"The Annealing lab cannot read its settings from a link yet; choose them by hand: {settings}.",
-    )
+    # the Annealing lab's whole state (tab, schedules, settings) in anneal=
+    from dgs_core.studies.annealing_lab import LINK_PARAM, annealing_lab_config
 
-
-def _settings(data: Any, prefix: str = "") -> list[str]:
-    """A step's configuration as "key = value" phrases, as its file writes them."""
-    if isinstance(data, Mapping):
-        if not data and prefix:
-            return [f"{prefix} = defaults"]
-        return [p for k, v in data.items() for p in _settings(v, f"{prefix}.{k}" if prefix else str(k))]
-    if isinstance(data, list) and data and all(isinstance(v, Mapping) for v in data):
-        return [p for i, v in enumerate(data) for p in _settings(v, f"{prefix}[{i + 1}]")]
-    return [f"{prefix} = {data}"]
+    return LabLink("annealing", {LINK_PARAM: annealing_lab_config(step.figure, config).to_link()})

@@ -106,7 +106,7 @@ def test_a_surface_steps_link_carries_its_exact_state(step) -> None:
 
     link = lessons.lab_link(step)
     config, notices = parse_query(link.query)
-    assert link.page == "surface" and link.note == "" and notices == []
+    assert link.page == "surface" and notices == []
     assert replace(config, view=step.lab_config().view) == step.lab_config()
 
 
@@ -124,7 +124,7 @@ def test_a_training_steps_link_carries_its_exact_configuration() -> None:
 
     for step in [s for s in STEPS if s.lab == "training"]:
         link = lessons.lab_link(step)
-        assert link.page == "training" and link.note == ""
+        assert link.page == "training"
         assert TrainConfig.from_link(link.query["cfg"]) == step.lab_config()
 
 
@@ -135,16 +135,30 @@ def test_a_study_step_opens_the_fair_comparison_with_its_settings() -> None:
     assert steps
     for step in steps:
         link = lessons.lab_link(step)
-        assert link.page == "training" and link.note == ""
+        assert link.page == "training"
         assert link.query["train_mode"] == "fair"
         assert StudySpec.from_link(link.query["study"]) == step.lab_config()
 
 
-def test_a_lab_that_cannot_read_a_link_gets_the_settings_to_choose() -> None:
-    step = next(s for s in STEPS if s.lab == "annealing")
-    link = lessons.lab_link(step)
-    assert link.page == "annealing" and dict(link.query) == {}
-    assert "run_steps = 1000" in link.note and "choose them by hand" in link.note
+def test_an_annealing_steps_link_opens_its_tab_with_its_exact_settings() -> None:
+    from dgs_core.studies.annealing import TwoPhaseSettings
+    from dgs_core.studies.annealing_lab import AnnealingLabConfig
+
+    steps = [s for s in STEPS if s.lab == "annealing"]
+    assert {s.figure for s in steps} >= {"schedules", "two_phase"}
+    for step in steps:
+        link = lessons.lab_link(step)
+        assert link.page == "annealing" and list(link.query) == ["anneal"]
+        opened = AnnealingLabConfig.from_link(link.query["anneal"])
+        named = step.lab_config()
+        if step.figure == "two_phase":
+            assert opened.tab == "two_phase" and opened.two_phase == named
+            assert isinstance(named, TwoPhaseSettings)
+        else:
+            curves, run_steps = named
+            assert opened.tab == "schedules" and opened.run_steps == run_steps == 1000
+            assert opened.curves == tuple(curves)  # names, parameters and warmups, in order
+            assert [c.warmup_before for c in opened.curves] == [0, 0, 100]
 
 
 def test_homes_race_sentence_is_what_the_runs_show() -> None:

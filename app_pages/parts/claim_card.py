@@ -8,7 +8,6 @@ the re-run's result is shown, not written (``python -m dgs_core claims`` writes 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +19,7 @@ from dgs_core import jobs
 from dgs_core.claims import BUDGETS, Claim, ClaimRun, get_claim, load_result
 from dgs_core.claims.verdicts import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, PARTLY
 from dgs_core.studies import study_job
+from dgs_core.studies.annealing_lab import LINK_PARAM, annealing_lab_config
 from dgs_core.surfaces.config import SurfaceConfig
 from dgs_core.training.config import TrainConfig
 from dgs_core.viz.claims import claim_figure
@@ -91,12 +91,9 @@ def _experiments(record: dict[str, Any]) -> None:
             elif lab == "training":  # the Training lab trains a link's configuration (cfg=)
                 link = urlencode({"cfg": TrainConfig.from_dict(config).to_link()})
                 st.markdown(f"- [{label}](/training?{link}) — opens in the Training lab and trains it")
-            else:
-                st.markdown(
-                    f"- **{label}** ({lab.title()} lab; the lab takes no config link yet: its settings "
-                    "below are the ones to enter)"
-                )
-                st.code(json.dumps(config, indent=1), language="json")
+            else:  # annealing: the lab opens its two-phase tab with these settings
+                link = urlencode({LINK_PARAM: annealing_lab_config("two_phase", config).to_link()})
+                st.markdown(f"- [{label}](/annealing?{link}) — opens in the Annealing lab's two-phase tab")
         st.caption("Numbers behind the verdict (plain JSON, as stored):")
         st.json(record["numbers"], expanded=False)
 

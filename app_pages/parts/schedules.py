@@ -11,16 +11,13 @@ import json
 import pandas as pd
 import streamlit as st
 
+from app_pages.parts.annealing_state import show_prefix
 from app_pages.ui import param_controls, plain, schedule_param_controls
 from dgs_core.schedules import PLATEAU_HYPERPARAMS, SCHEDULES, ScheduleSpec
 from dgs_core.schedules.curves import CurveSpec, check_run_steps, default_params, schedule_curves
 from dgs_core.schedules.plateau import PLATEAU_DEMO_HYPERPARAMS, PlateauDemo, plateau_demo
+from dgs_core.studies.annealing_lab import DEFAULT_CURVES, DEFAULT_RUN_STEPS, DEMO_PLATEAU, PLATEAU_SHOWN
 from dgs_core.viz import annealing as viz
-
-DEFAULT_CURVES = ("warmup_cosine", "step_decay", "wsd")
-OWN_WARMUP = ("warmup", "warmup_cosine", "wsd", "one_cycle")  # no extra warmup offered
-PLATEAU_SHOWN = ("factor", "patience", "threshold", "cooldown", "min_lr")
-DEMO_PLATEAU = {"factor": 0.5, "patience": 5}  # torch's 0.1 / 10 cut rarely in 150 evaluations
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -39,7 +36,7 @@ def schedule_controls(name: str, run_steps: int) -> CurveSpec | None:
     info = SCHEDULES[name]
     params, errors = schedule_param_controls(info, key="anneal_sched", values=default_params(name, run_steps))
     prefix = 0
-    if name not in OWN_WARMUP:
+    if show_prefix(name):
         prefix = st.number_input(
             "warmup_before",
             value=0,
@@ -58,14 +55,16 @@ def schedule_controls(name: str, run_steps: int) -> CurveSpec | None:
     return curve
 
 
-def composer() -> tuple[list[CurveSpec], int]:
-    """The composer; returns the valid curves and the run length."""
+def composer() -> tuple[list[CurveSpec], int, bool]:
+    """The composer; returns the valid curves, the run length (0: invalid) and the log axis."""
     st.markdown(
         "Pick schedules to overlay. Each box holds one schedule's formula and parameters; the "
         "curves redraw as you type. Invalid values are refused next to the control, with the reason."
     )
     top = st.columns([1, 3, 1])
-    raw_steps = top[0].number_input("Run length (steps)", value=300, step=10, key="anneal_run_steps")
+    raw_steps = top[0].number_input(
+        "Run length (steps)", value=DEFAULT_RUN_STEPS, step=10, key="anneal_run_steps"
+    )
     chosen = top[1].multiselect(
         "Schedules",
         list(SCHEDULES),
@@ -82,7 +81,7 @@ def composer() -> tuple[list[CurveSpec], int]:
         run_steps = check_run_steps(raw_steps)
     except ValueError as exc:
         top[0].error(str(exc))
-        return [], 0
+        return [], 0, log_y
     curves: list[CurveSpec] = []
     for row_start in range(0, len(chosen), 3):
         columns = st.columns(3)
@@ -104,11 +103,11 @@ def composer() -> tuple[list[CurveSpec], int]:
             st.latex(info.formula)
     elif chosen:
         st.info("No valid schedule to draw: fix the values marked above.")
-    return curves, run_steps
+    return curves, run_steps, log_y
 
 
-def plateau_section() -> None:
-    """The plateau annealer on a toy validation curve."""
+def plateau_section() -> dict | None:
+    """The plateau annealer on a toy validation curve; returns its settings (None: invalid)."""
     st.subheader("Plateau annealer (ReduceLROnPlateau)")
     st.markdown(
         "The annealer watches a validation metric and multiplies the lr by *factor* once it has "
@@ -125,19 +124,25 @@ def plateau_section() -> None:
     with right:
         if plateau_errors or toy_errors:
             st.info("Fix the values marked on the left to run the annealer.")
-            return
+            return None
         try:
             demo = _plateau(json.dumps({**plateau, **toy}, sort_keys=True))
         except ValueError as exc:
             st.error(plain(exc))
-            return
+            return None
         st.plotly_chart(viz.plateau_demo_figure(demo), key="anneal_plateau_chart")
         st.dataframe(viz.plateau_events_table(demo.events), hide_index=True, height=160)
+    return {**plateau, **toy}
 
 
-def schedules_section() -> tuple[list[CurveSpec], int]:
-    """The composer and the plateau demo; returns the valid curves and the run length."""
-    curves, run_steps = composer()
-    if run_steps:  # an invalid run length is marked at its control and stops the tab there
-        plateau_section()
-    return curves, run_steps
+def schedules_section() -> dict:
+    """The composer and the plateau demo; returns what they hold as the lab configuration's
+    fields (:class:`~dgs_core.studies.annealing_lab.AnnealingLabConfig`; None: invalid)."""
+    curves, run_steps, log_y = composer()
+    plateau = plateau_section() if run_steps else None  # an invalid run length stops the tab there
+    return {
+        "run_steps": run_steps or None,
+        "curves": tuple(curves) if run_steps else None,
+        "log_y": log_y,
+        "plateau": plateau,
+    }

@@ -13,7 +13,7 @@ import streamlit as st
 
 from app_pages import live
 from app_pages.parts import run_list
-from app_pages.ui import FieldSlots, hyperparam_controls, optimizer_label, plain, task_picker
+from app_pages.ui import FieldSlots, changed_hparams, hyperparam_controls, optimizer_label, plain, task_picker
 from dgs_core import jobs
 from dgs_core.optim import registry
 from dgs_core.runs.training import export_training
@@ -21,11 +21,12 @@ from dgs_core.studies import study_job
 from dgs_core.studies.annealing import (
     ANNEAL_SHAPES,
     METRICS,
-    VARIANTS,
+    VARIANT_LABELS,
     TwoPhaseSettings,
     TwoPhaseStudy,
     two_phase_record,
 )
+from dgs_core.studies.annealing_lab import HQ_FRACTION, LABEL_NOISE
 from dgs_core.viz import annealing as viz
 from dgs_core.viz.runs import training_figures
 
@@ -33,17 +34,34 @@ PERIOD_SECONDS = 1.0  # redraws while the variants train
 TWO_PHASE = live.Slot("anneal_tp", building="the four variants", start_label="Run two-phase demo", short=True)
 
 
-def two_phase_controls() -> TwoPhaseSettings | None:
-    """The demo's settings from the controls, or None with the reason shown under its control."""
+def two_phase_controls(base: TwoPhaseSettings) -> TwoPhaseSettings | None:
+    """The demo's settings from the controls, or None with the reason shown under its control.
+
+    ``base`` (the lab's last valid settings, or a link's) gives what has no control: the model
+    size, the batch size and the task's other parameters."""
     defaults = TwoPhaseSettings()
     slots = FieldSlots()
     c1, c2, c3 = st.columns(3)
     with c1:
         task = task_picker("anneal_tp_task")
         slots.add("task")
-        noise = st.slider("Label noise (main data)", 0.0, 0.8, 0.3, 0.05, key="anneal_tp_noise")
+        noise = st.slider(
+            "Label noise (main data)",
+            LABEL_NOISE.low,
+            LABEL_NOISE.high,
+            LABEL_NOISE.default,
+            0.05,
+            key="anneal_tp_noise",
+        )
         slots.add("label_noise")
-        hq = st.slider("High-quality subset (fraction, clean)", 0.05, 1.0, 0.2, 0.05, key="anneal_tp_hq")
+        hq = st.slider(
+            "High-quality subset (fraction, clean)",
+            HQ_FRACTION.low,
+            HQ_FRACTION.high,
+            HQ_FRACTION.default,
+            0.05,
+            key="anneal_tp_hq",
+        )
         slots.add("hq_fraction")
         seed = st.number_input("Seed", value=0, step=1, key="anneal_tp_seed")
         slots.add("seed")
@@ -69,6 +87,21 @@ def two_phase_controls() -> TwoPhaseSettings | None:
             "Validate every (steps)", value=defaults.eval_every, step=1, key="anneal_tp_eval_every"
         )
         slots.add("eval_every")
+        schedule_free = st.checkbox(
+            "Add Schedule-Free AdamW (constant lr)",
+            value=defaults.schedule_free,
+            key="anneal_tp_sf",
+            help="a fifth run: Schedule-Free AdamW at a constant lr on the main data for the whole budget, "
+            "no schedule (its averaging is meant to replace one), evaluated at its averaged point",
+        )
+        sf_lr = st.number_input(
+            "Schedule-Free lr (constant)",
+            value=defaults.schedule_free_lr,
+            format="%.3e",
+            key="anneal_tp_sf_lr",
+            disabled=not schedule_free,
+        )
+        slots.add("schedule_free_lr")
     with c3:
         main_steps = st.number_input(
             "Main phase (steps)", value=defaults.main_steps, step=10, key="anneal_tp_main_steps"
@@ -104,15 +137,18 @@ def two_phase_controls() -> TwoPhaseSettings | None:
         slots.add("stop_patience")
     if errors:
         return None
-    task_params = {"label_noise": noise, "hq_fraction": hq}
+    # the task's parameters without a control come from base (for moons by default 600
+    # samples: small and quick, the demo's default run takes seconds)
+    others = dict(base.task_params) if task == base.task else {}
     if task == "moons":
-        task_params["n_samples"] = 600  # small and quick: the demo's default run takes seconds
+        others.setdefault("n_samples", 600)
+    task_params = {**others, "label_noise": noise, "hq_fraction": hq}
     try:
         return TwoPhaseSettings(
             task=task,
             task_params=task_params,
             optimizer=optimizer,
-            hparams=hparams,
+            hparams={"lr": hparams["lr"], **changed_hparams(optimizer, hparams)},  # η₀ and the changes
             seed=seed,
             main_steps=main_steps,
             anneal_steps=anneal_steps,
@@ -123,6 +159,10 @@ def two_phase_controls() -> TwoPhaseSettings | None:
             plateau_patience=patience,
             stop_patience=stop_patience,
             metric=metric,
+            model_size=base.model_size,
+            batch_size=base.batch_size,
+            schedule_free=schedule_free,
+            schedule_free_lr=sf_lr,
         )
     except ValueError as exc:
         if not slots.show(exc):
@@ -140,13 +180,19 @@ def draw_two_phase(job: jobs.Job) -> None:
         return
     for variant, trainer in study.trainers.items():  # each variant in the Runs page's list
         run_list.offer_trainer(
-            f"anneal_tp:{job.id}:{variant}", job, trainer, name=f"Annealing lab: {VARIANTS[variant]}"
+            f"anneal_tp:{job.id}:{variant}", job, trainer, name=f"Annealing lab: {VARIANT_LABELS[variant]}"
         )
     settings = study.settings
     st.caption(
         f"{optimizer_label(settings.optimizer)}, η₀ = {settings.base_lr:g}, floor {settings.min_lr:g}; "
         f"{settings.task_params.get('label_noise', 0):.0%} label noise in the main data, "
         f"high-quality subset {settings.task_params.get('hq_fraction', 0.2):.0%} of the training set."
+        + (
+            f" Schedule-Free AdamW: constant lr {settings.schedule_free_lr:g}, no schedule, evaluated at its "
+            "averaged point x."
+            if settings.schedule_free
+            else ""
+        )
     )
     version = (job.id, tuple((r.steps_done, r.status) for r in results.values()))
     reductions = {name: study.reductions(name) for name in results}
@@ -176,7 +222,7 @@ def draw_two_phase(job: jobs.Job) -> None:
     variant = left.selectbox(
         "Variant to export",
         list(study.trainers),
-        format_func=lambda n: VARIANTS[n],
+        format_func=lambda n: VARIANT_LABELS[n],
         key="anneal_tp_export_variant",
     )
     trainer = study.trainers[variant]
@@ -185,7 +231,7 @@ def draw_two_phase(job: jobs.Job) -> None:
         data=lambda: export_training(
             trainer,
             figures=training_figures(trainer.results, trainer.task),
-            name=f"Annealing lab: {VARIANTS[variant]}",
+            name=f"Annealing lab: {VARIANT_LABELS[variant]}",
         ),
         file_name=f"dgs-lab-annealing-{variant}-{trainer.step}steps.zip",
         mime="application/zip",
@@ -196,15 +242,18 @@ def draw_two_phase(job: jobs.Job) -> None:
     )
 
 
-def two_phase_section() -> None:
+def two_phase_section(base: TwoPhaseSettings) -> TwoPhaseSettings | None:
+    """The tab; returns its settings (None: invalid). ``base``: see :func:`two_phase_controls`."""
     st.markdown(
         "The *iterative learning-rate reduction* recipe: a main phase at the base rate on data "
         "with noisy labels, then an annealing phase that lowers the rate — by a schedule or by "
         "plateau cuts — on the clean high-quality subset, until the rate reaches its floor or the "
         "validation metric stops improving. Four variants share the seed, initialisation, batch "
-        "order and budget, so their curves coincide until the phase boundary."
+        "order and budget, so their curves coincide until the phase boundary. Schedule-Free AdamW "
+        "can run beside them at a constant lr with no schedule (its averaging is meant to make the "
+        "annealing unnecessary), evaluated at its averaged point."
     )
-    settings = two_phase_controls()
+    settings = two_phase_controls(base)
     key = None if settings is None else json.dumps(settings.to_dict(), sort_keys=True)
     if st.button("Run two-phase demo", key="anneal_tp_run", type="primary", disabled=settings is None):
         build = lambda: TwoPhaseStudy(settings)  # noqa: E731  # in the job's thread
@@ -215,3 +264,4 @@ def two_phase_section() -> None:
     if shown is not None and key is not None and json.dumps(shown.to_dict(), sort_keys=True) != key:
         st.caption("The controls changed since this run; press Run for a new one.")
     live.watch(TWO_PHASE, draw_two_phase, period=PERIOD_SECONDS)
+    return settings

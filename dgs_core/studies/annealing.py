@@ -49,6 +49,13 @@ VARIANTS: Mapping[str, str] = MappingProxyType(
 )
 """The four variants of the two-phase demo, key → display label."""
 
+SCHEDULE_FREE = "schedule_free"
+"""The optional fifth variant: Schedule-Free AdamW at a constant lr (its point: no schedule)."""
+VARIANT_LABELS: Mapping[str, str] = MappingProxyType(
+    {**VARIANTS, SCHEDULE_FREE: "Schedule-Free AdamW, constant lr"}
+)
+"""Every variant a two-phase study can train, key → display label."""
+
 ANNEAL_SHAPES = ("cosine", "linear", "exponential")
 METRICS = {"val_loss": "min", "val_accuracy": "max"}
 
@@ -65,7 +72,20 @@ _SETTINGS_SPECS = {
     "plateau_patience": Param("plateau_patience", 2, low=0, high=1000, integer=True),
     "stop_patience": Param("stop_patience", 8, low=0, high=1000, integer=True),
     "metric": Param("metric", "val_loss", choices=tuple(METRICS)),
+    "schedule_free": Param("schedule_free", False),
+    "schedule_free_lr": Param(
+        "schedule_free_lr",
+        float(registry.get(SCHEDULE_FREE).defaults["lr"]),
+        low=0.0,
+        high=10.0,
+        low_open=True,
+        log=True,
+        help="Schedule-Free AdamW's constant lr γ",
+    ),
 }
+# Off by default and left out of to_dict at their defaults, so settings made before they existed
+# (the Claims page's shipped results, saved records) keep their serialisation and config hash.
+_OPTIONAL = ("schedule_free", "schedule_free_lr")
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -82,6 +102,10 @@ class TwoPhaseSettings:
     ``plateau_factor`` after ``plateau_patience`` bad evaluations), stopped early once the lr
     reaches the floor or ``metric`` has not improved for ``stop_patience`` evaluations
     (0: never). Validation every ``eval_every`` steps.
+
+    With ``schedule_free`` a fifth run trains Schedule-Free AdamW at the constant lr
+    ``schedule_free_lr`` on the main data for the whole budget (no schedule: its averaging is
+    meant to replace one), evaluated at its averaged point x like every run of the trainer.
 
     Attributes:
         task, task_params: the task (label_noise and hq_fraction among the parameters).
@@ -106,6 +130,8 @@ class TwoPhaseSettings:
     plateau_patience: int = 2
     stop_patience: int = 8
     metric: str = "val_loss"
+    schedule_free: bool = False
+    schedule_free_lr: float = float(_SETTINGS_SPECS["schedule_free_lr"].default)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -149,6 +175,9 @@ class TwoPhaseSettings:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["task_params"], out["hparams"] = dict(self.task_params), dict(self.hparams)
+        for name in _OPTIONAL:
+            if out[name] == _SETTINGS_SPECS[name].default:
+                del out[name]
         return out
 
     @classmethod
@@ -181,7 +210,9 @@ def two_phase_plans(settings: TwoPhaseSettings) -> dict[str, AnnealingPlan]:
     * none: one phase at η₀ on the main data for the whole budget;
     * anneal_main / anneal_hq: η₀ for ``main_steps``, then :func:`anneal_schedule` on the main
       data / on the high-quality subset;
-    * plateau_hq: η₀, then plateau cuts on the high-quality subset.
+    * plateau_hq: η₀, then plateau cuts on the high-quality subset;
+    * schedule_free (only with ``settings.schedule_free``): one phase at ``schedule_free_lr`` on
+      the main data for the whole budget, for Schedule-Free AdamW.
     Every annealing phase stops at the floor ``min_lr`` or after ``stop_patience`` evaluations
     without improvement.
     """
@@ -215,20 +246,31 @@ def two_phase_plans(settings: TwoPhaseSettings) -> dict[str, AnnealingPlan]:
         patience=patience,
         metric_mode=mode,
     )
+    if settings.schedule_free:
+        steady = ScheduleSpec("constant", {"base_lr": settings.schedule_free_lr})
+        plans[SCHEDULE_FREE] = AnnealingPlan(
+            (Phase("main", "main", settings.total_steps, schedule=steady),), mode
+        )
     return plans
 
 
 def two_phase_configs(settings: TwoPhaseSettings) -> dict[str, TrainConfig]:
     """One :class:`TrainConfig` per variant: same task, seed (so initialisation and data
-    order), optimizer and budget; only the annealing plan differs."""
+    order), optimizer and budget; only the annealing plan differs (and the optimizer of the
+    optional Schedule-Free run)."""
     if not isinstance(settings, TwoPhaseSettings):
         raise invalid("settings", settings, "TwoPhaseSettings")
+    schedule_free = OptimizerSpec(SCHEDULE_FREE, {"lr": settings.schedule_free_lr})
     return {
         name: TrainConfig(
             task=settings.task,
             task_params=settings.task_params,
             model={"size": settings.model_size},
-            optimizers=(OptimizerSpec(settings.optimizer, settings.hparams),),
+            optimizers=(
+                schedule_free
+                if name == SCHEDULE_FREE
+                else OptimizerSpec(settings.optimizer, settings.hparams),
+            ),
             annealing=plan,
             batch_size=settings.batch_size,
             max_batch_size=max(settings.batch_size, 1024),
@@ -264,7 +306,7 @@ def two_phase_record(settings: TwoPhaseSettings, study: TrainerStudy | None = No
         "settings": settings.to_dict(),
         "variants": {
             name: {
-                "label": VARIANTS[name],
+                "label": VARIANT_LABELS[name],
                 "plan": plan.to_dict(),
                 "planned_boundaries": list(plan.planned_boundaries),
             }

@@ -28,8 +28,9 @@ from dgs_core.schedules import ReductionEvent
 from dgs_core.schedules.annealing import BUDGET
 from dgs_core.schedules.curves import CurveSpec
 from dgs_core.schedules.plateau import PlateauDemo
-from dgs_core.studies.annealing import VARIANTS, TwoPhaseSettings
+from dgs_core.studies.annealing import SCHEDULE_FREE, VARIANT_LABELS, VARIANTS, TwoPhaseSettings
 from dgs_core.training.results import DONE, RUNNING, STOPPED, RunResult
+from dgs_core.viz.style import OPTIMIZER_COLORS
 from dgs_core.viz.training import lr_figure
 
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}
@@ -41,7 +42,13 @@ PHASE_BOUNDARY = "phase boundary"
 REDUCTION = "lr reduction"
 
 VARIANT_COLORS: Mapping[str, str] = MappingProxyType(
-    {"none": "#7F7F7F", "anneal_main": "#1F77B4", "anneal_hq": "#2CA02C", "plateau_hq": "#D62728"}
+    {
+        "none": "#7F7F7F",
+        "anneal_main": "#1F77B4",
+        "anneal_hq": "#2CA02C",
+        "plateau_hq": "#D62728",
+        SCHEDULE_FREE: OPTIMIZER_COLORS[SCHEDULE_FREE],  # the optimizer's own colour
+    }
 )
 
 # Plain-text formulas for legends and hovers (Plotly draws no LaTeX without MathJax; the page
@@ -329,7 +336,7 @@ def two_phase_figure(
         frame = result.metrics
         evals = frame[frame["val_loss"].notna()]
         color = VARIANT_COLORS.get(name, "#000000")
-        label = VARIANTS.get(name, name)
+        label = VARIANT_LABELS.get(name, name)
         fig.add_trace(
             go.Scatter(
                 x=evals["step"],
@@ -428,7 +435,7 @@ def two_phase_table(
         value = lambda c, last=last: float(last[c]) if last is not None else math.nan  # noqa: E731
         rows.append(
             {
-                "variant": VARIANTS.get(name, name),
+                "variant": VARIANT_LABELS.get(name, name),
                 "steps": result.steps_done,
                 "end": _end_reason(result, settings.total_steps, live=live),
                 "final lr": float(result.columns["lr"][-1]) if result.steps_done else math.nan,

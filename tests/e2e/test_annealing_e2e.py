@@ -1,5 +1,6 @@
 """Annealing lab in a real browser: build a warmup-cosine schedule and see its curve, then run the
-two-phase demo for a few steps and see the phase boundary."""
+two-phase demo for a few steps and see the phase boundary; a link (``?anneal=``) opened in a new
+browser reopens its tab, schedules and settings, and the URL follows the widgets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import re
 
 import pytest
 
-from dgs_core.studies.annealing import VARIANTS
+from dgs_core.schedules.curves import curve
+from dgs_core.studies.annealing import VARIANTS, TwoPhaseSettings
+from dgs_core.studies.annealing_lab import LINK_PARAM, AnnealingLabConfig
 from tests.e2e.conftest import wait_for_app
 
 pytestmark = pytest.mark.e2e
@@ -101,3 +104,95 @@ def test_warmup_cosine_curve_then_two_phase_boundary(server, page, tmp_path) -> 
     assert page.query_selector("[data-testid='stException']") is None
     page.locator(_element("anneal_tp_chart")).screenshot(path=str(tmp_path / "two_phase.png"))
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+
+def _selected_tab(page) -> str:
+    return page.locator("[role='tab'][aria-selected='true']").first.inner_text().strip()
+
+
+def _open(page, url: str) -> None:
+    page.goto(url)
+    wait_for_app(page)
+    page.get_by_text("Run length (steps)").wait_for(state="attached", timeout=60_000)  # hidden off its tab
+    page.locator(_element("anneal_tp_main_steps")).wait_for(state="attached", timeout=60_000)
+
+
+def test_a_link_reopens_its_tab_and_schedules_in_a_new_browser(server, browser, page, tmp_path) -> None:
+    # a fresh server's first session runs the main page first (see the test above)
+    page.goto(server.url)
+    wait_for_app(page)
+    link = AnnealingLabConfig(
+        tab="two_phase",
+        run_steps=400,
+        curves=(
+            curve("cosine", base_lr=0.1, total_steps=400, min_lr=0.001),
+            curve("one_cycle", base_lr=0.2, total_steps=400),
+        ),
+        two_phase=TwoPhaseSettings(main_steps=60, anneal_steps=40, schedule_free=True),
+    ).to_link()
+    _open(page, f"{server.url}/annealing?{LINK_PARAM}={link}")
+    assert _selected_tab(page) == "Two-phase annealing"
+    assert page.locator(f"{_element('anneal_tp_main_steps')} input").input_value() == "60"
+    assert page.locator(f"{_element('anneal_tp_sf')} input").is_checked()
+
+    # change a setting here: the URL follows, and so does the tab
+    _set_number(page, "anneal_tp_main_steps", 45)
+    page.wait_for_function("() => !location.search.includes('" + link[-20:] + "')", timeout=60_000)
+    copied = page.url
+    assert (
+        AnnealingLabConfig.from_link(copied.split(f"{LINK_PARAM}=", 1)[1].split("&")[0]).two_phase.main_steps
+        == 45
+    )
+    assert "tab" not in copied.split("?", 1)[1].split("&")[0]  # one parameter holds it all
+
+    # a new browser (no session, no cookies) on the copied link: the same tab, schedules and settings
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    fresh = context.new_page()
+    fresh.set_default_timeout(90_000)
+    try:
+        _open(fresh, copied)
+        assert _selected_tab(fresh) == "Two-phase annealing"
+        assert fresh.locator(f"{_element('anneal_tp_main_steps')} input").input_value() == "45"
+        assert fresh.locator(f"{_element('anneal_tp_sf')} input").is_checked()
+        fresh.get_by_role("tab", name="Schedules").click()
+        wait_for_app(fresh)
+        _graph_ready(fresh, "anneal_overlay", "gd._fullData.length === 2")
+        names = _graph(fresh, "anneal_overlay", "gd._fullData.map(t => t.name)")
+        assert names == ["Cosine", "One-cycle"]
+        ys = _graph(fresh, "anneal_overlay", "Array.from(gd._fullData[0].y)")
+        assert len(ys) == 400 and ys[0] == pytest.approx(0.1) and ys[-1] == pytest.approx(0.001, rel=0.05)
+        assert fresh.locator(f"{_element('anneal_run_steps')} input").input_value() == "400"
+        # the tab switch is in the link too
+        fresh.wait_for_function(
+            "() => { const m = location.search.match(/anneal=([^&]+)/); return m && m[1] !== '"
+            + copied.split(f"{LINK_PARAM}=", 1)[1].split("&")[0]
+            + "'; }",
+            timeout=60_000,
+        )
+        tab = AnnealingLabConfig.from_link(fresh.url.split(f"{LINK_PARAM}=", 1)[1].split("&")[0]).tab
+        assert tab == "schedules"
+        assert fresh.query_selector("[data-testid='stException']") is None
+        fresh.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_a_lessons_open_in_the_lab_link_shows_the_steps_schedules(server, page) -> None:
+    from urllib.parse import urlencode
+
+    from dgs_core import lessons
+
+    shipped, _ = lessons.load_lessons()
+    step = next(
+        s for lesson in shipped for s in lesson.steps if s.lab == "annealing" and s.figure == "schedules"
+    )
+    link = lessons.lab_link(step)
+    page.goto(server.url)
+    wait_for_app(page)
+    _open(page, f"{server.url}/{link.page}?{urlencode(link.query)}")
+    assert _selected_tab(page) == "Schedules"
+    curves, run_steps = step.lab_config()
+    assert page.locator(f"{_element('anneal_run_steps')} input").input_value() == str(run_steps)
+    _graph_ready(page, "anneal_overlay", f"gd._fullData.length === {len(curves)}")
+    assert _graph(page, "anneal_overlay", "gd._fullData.map(t => t.name)") == [c.label for c in curves]
+    assert page.query_selector("[data-testid='stException']") is None

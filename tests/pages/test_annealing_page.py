@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dgs_core import jobs
-from dgs_core.studies.annealing import VARIANTS
+from dgs_core.schedules.curves import curve
+from dgs_core.studies.annealing import SCHEDULE_FREE, VARIANT_LABELS, VARIANTS, TwoPhaseSettings
+from dgs_core.studies.annealing_lab import LINK_PARAM, AnnealingLabConfig, EffectiveSettings
+from dgs_core.training.config import OptimizerSpec
 from tests.pages.conftest import app_at, shown
 
 PAGE = "app_pages/annealing_lab.py"
@@ -214,3 +218,96 @@ def test_a_run_is_a_background_job_that_survives_a_reload(at):
     assert set(VARIANTS.values()) <= set(names(figure(reloaded, "anneal_tp_chart")))
     gone = open_page({"anneal_tp_job": "no-such-run"})
     assert any("no longer on the server" in i.value for i in gone.info)
+
+
+# ---------------------------------------------------------------------------------------------
+# The lab's state in its link (?anneal=)
+# ---------------------------------------------------------------------------------------------
+
+
+def linked(at: AppTest) -> AnnealingLabConfig:
+    link = at.query_params[LINK_PARAM]
+    return AnnealingLabConfig.from_link(link[0] if isinstance(link, list) else link)
+
+
+LINKED = AnnealingLabConfig(
+    tab="two_phase",
+    run_steps=400,
+    curves=(
+        curve("step_decay", base_lr=0.1, step_size=100, gamma=0.3),
+        curve("wsd", warmup_before=40, base_lr=0.1, warmup_steps=0, stable_steps=260, decay_steps=100),
+    ),
+    log_y=True,
+    plateau={"factor": 0.25, "noise": 0.1},
+    effective=EffectiveSettings("wsd", "moons", (OptimizerSpec("adam", {"lr": 0.004}), OptimizerSpec("sgd"))),
+    two_phase=TwoPhaseSettings(main_steps=70, anneal_steps=30, anneal_shape="linear", schedule_free=True),
+)
+
+
+def test_a_link_opens_its_tab_schedules_and_settings_in_a_new_session():
+    at = open_page({LINK_PARAM: LINKED.to_link()})
+    assert at.session_state["anneal_tab"] == "Two-phase annealing"
+    assert at.number_input(key="anneal_run_steps").value == 400
+    assert at.multiselect(key="anneal_curves").value == ["step_decay", "wsd"]
+    assert at.checkbox(key="anneal_log_y").value is True
+    assert at.number_input(key="anneal_sched_step_decay_step_size").value == 100
+    assert at.number_input(key="anneal_prefix_wsd").value == 40  # a warmup the link gives wsd
+    assert names(figure(at, "anneal_overlay")) == ["Step decay", "Warmup 40 → Warmup-stable-decay"]
+    assert at.number_input(key="anneal_plateau_plateau_factor").value == 0.25
+    assert at.selectbox(key="anneal_eff_curve").value == "Warmup 40 → Warmup-stable-decay"
+    assert at.multiselect(key="anneal_eff_optimizers").value == ["sgd", "adam"]  # the picker's order
+    assert at.number_input(key="anneal_eff_adam_lr").value == 0.004
+    assert at.number_input(key="anneal_tp_main_steps").value == 70
+    assert at.selectbox(key="anneal_tp_shape").value == "linear"
+    assert at.checkbox(key="anneal_tp_sf").value is True
+    assert linked(at) == LINKED  # and the URL still holds exactly the link
+    assert not errors(at)
+
+
+def test_changing_a_widget_updates_the_link(at):
+    assert linked(at).run_steps == 300 and linked(at).tab == "schedules"
+    at.number_input(key="anneal_run_steps").set_value(600).run()
+    at.number_input(key="anneal_tp_main_steps").set_value(90).run()
+    at.checkbox(key="anneal_tp_sf").check().run()
+    at.multiselect(key="anneal_eff_optimizers").set_value(["sgd"]).run()
+    config = linked(at)
+    assert config.run_steps == 600 and config.two_phase.main_steps == 90 and config.two_phase.schedule_free
+    assert [o.name for o in config.effective.optimizers] == ["sgd"]
+    # an invalid value keeps the last valid one in the link
+    at.number_input(key="anneal_tp_main_steps").set_value(-3).run()
+    assert linked(at).two_phase.main_steps == 90
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("garbage!", "Invalid anneal"),
+        (AnnealingLabConfig().to_link()[:30], "Invalid anneal"),
+        ("two_phase", "Invalid tab"),  # replaced below by a link with a bad tab
+    ],
+)
+def test_a_bad_link_says_which_field_and_the_lab_starts_from_its_defaults(text, named):
+    if text == "two_phase":
+        data = AnnealingLabConfig().to_dict() | {"tab": "nowhere"}
+        text = base64.urlsafe_b64encode(zlib.compress(json.dumps(data).encode())).decode()
+    at = open_page({LINK_PARAM: text})
+    assert any(named in e and "could not be used" in e for e in errors(at)), errors(at)
+    assert at.number_input(key="anneal_run_steps").value == 300
+    assert linked(at) == AnnealingLabConfig()  # the URL now holds the lab's start
+
+
+def test_schedule_free_runs_beside_the_annealed_variants_at_a_constant_lr(at):
+    at.number_input(key="anneal_tp_main_steps").set_value(20).run()
+    at.number_input(key="anneal_tp_anneal_steps").set_value(10).run()
+    at.checkbox(key="anneal_tp_sf").check().run()
+    at.number_input(key="anneal_tp_sf_lr").set_value(0.01).run()
+    at.button(key="anneal_tp_run").click().run()
+    run_until_finished(at, "anneal_tp")
+    spec = figure(at, "anneal_tp_chart")
+    label = VARIANT_LABELS[SCHEDULE_FREE]
+    assert label in names(spec)
+    (lr,) = [t for t in spec["data"] if t.get("name") == f"{label}: lr"]
+    assert set(values(lr["y"]).tolist()) == {0.01}
+    (table,) = [d.value for d in at.dataframe if "variant" in d.value.columns]
+    assert table["variant"].tolist() == [*VARIANTS.values(), label]
+    assert table["final lr"].iloc[-1] == pytest.approx(0.01)

@@ -65,3 +65,17 @@ def test_a_cards_training_runs_open_in_the_training_lab_with_their_exact_configu
     for text, experiment in zip(links, training, strict=True):
         cfg = unquote(text.split("cfg=", 1)[1].split(")", 1)[0])
         assert TrainConfig.from_link(cfg) == TrainConfig.from_dict(experiment["config"])
+
+
+def test_the_annealing_claim_opens_in_the_annealing_lab_with_its_exact_settings(at: AppTest) -> None:
+    from dgs_core.studies.annealing import TwoPhaseSettings
+    from dgs_core.studies.annealing_lab import AnnealingLabConfig
+
+    links = [m.value for m in at.markdown if "](/annealing?anneal=" in m.value]
+    stored = [e for c in CLAIMS if (r := load_result(c.name)) for e in r.record["experiments"]]
+    annealing = [e for e in stored if e["lab"] == "annealing"]
+    assert annealing and len(links) == len(annealing)
+    for text, experiment in zip(links, annealing, strict=True):
+        opened = AnnealingLabConfig.from_link(unquote(text.split("anneal=", 1)[1].split(")", 1)[0]))
+        assert opened.tab == "two_phase"
+        assert opened.two_phase == TwoPhaseSettings.from_dict(experiment["config"])

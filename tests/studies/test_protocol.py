@@ -70,7 +70,9 @@ def test_a_study_job_stops_soon_and_keeps_what_it_finished():
 
 
 @pytest.mark.parametrize(
-    "module", ["protocol", "trainers", "large_batch", "annealing"], ids=lambda m: f"dgs_core.studies.{m}"
+    "module",
+    ["protocol", "trainers", "large_batch", "annealing", "annealing_lab"],
+    ids=lambda m: f"dgs_core.studies.{m}",
 )
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(f"dgs_core.studies.{module}"))
