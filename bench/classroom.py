@@ -1,0 +1,226 @@
+"""A class on one server: 30 sessions open the labs and change widgets while 5 of them train.
+
+Starts ``streamlit run app.py`` (the README's command, the server's default limits) on a free
+127.0.0.1 port, then, in one asyncio loop:
+
+* ``--browsers`` real headless chromium pages (playwright) open the Training lab, press Start and
+  keep training while the others work; at the end each presses Stop (click to "stopped" on
+  screen, timed in the browser);
+* ``--clients`` websocket clients speak Streamlit's own protocol (the ``BackMsg`` /
+  ``ForwardMsg`` protobufs of the ``streamlit`` package, over ``/_stcore/stream``): each opens a
+  page (Home, Lessons, Surface, Annealing, Training lab in turn), which is a full script run
+  from the request to ``script_finished``, then changes one of that page's widgets ``--changes``
+  times (a rerun each), as a student clicking through a lab does.
+
+Reports the first full render (websocket clients: request to ``script_finished``; browsers:
+navigation to the Training lab's Start button drawn), a widget change (request to
+``script_finished``), Stop, each as median / p95 / worst, the failures (a script that ended with
+an error or timed out), cross-talk (each browser trained its own number of steps: the run it
+stopped must show it), and the server's resident memory (its process and its children, e.g.
+the training workers) at the end. Goals (issue 21, this 2-core machine): first full render p95
+≤ 10 s, widget change p95 ≤ 3 s, Stop ≤ 2 s, no failure, no cross-talk.
+
+Run:  .venv/bin/python bench/classroom.py [--clients 25] [--browsers 5] [--changes 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, StreamlitServer  # noqa: E402
+from tests.e2e.test_training_e2e import STOP_LATENCY  # noqa: E402
+
+# (page url path, a number input on it and the values a student types in turn)
+PAGES = [
+    ("", "present", None),  # Home: the presenter-mode toggle
+    ("lessons", "present", None),
+    ("surface", "surface_seed", [1, 2, 3, 4]),
+    ("annealing", "present", None),
+    ("training", "train_seed", [1, 2, 3, 4]),
+]
+TIMEOUT = 300.0  # seconds a script run may take before it counts as a failure
+
+
+class Client:
+    """One websocket session of Streamlit's protocol."""
+
+    def __init__(self, url: str, page: str) -> None:
+        self.url, self.page, self.widgets = url, page, {}
+
+    async def __aenter__(self) -> Client:
+        import websockets
+
+        stream = self.url.replace("http://", "ws://") + "/_stcore/stream"
+        self.ws = await websockets.connect(stream, subprotocols=["streamlit"], max_size=None)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+    async def run(self, widget: tuple[str, object] | None = None) -> float:
+        """One script run (with ``widget`` = (key, value) changed): seconds to script_finished."""
+        from streamlit.proto import BackMsg_pb2, ForwardMsg_pb2
+
+        message = BackMsg_pb2.BackMsg()
+        message.rerun_script.page_name = self.page
+        if widget is not None:
+            key, value = widget
+            state = message.rerun_script.widget_states.widgets.add()
+            state.id = next(i for i in self.widgets if i.endswith(f"-{key}"))
+            if isinstance(value, bool):
+                state.bool_value = value
+            else:
+                state.int_value = int(value)
+        start = time.perf_counter()
+        await self.ws.send(message.SerializeToString())
+        while True:
+            reply = ForwardMsg_pb2.ForwardMsg()
+            reply.ParseFromString(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+            kind = reply.WhichOneof("type")
+            if kind == "delta" and reply.delta.WhichOneof("type") == "new_element":
+                element = reply.delta.new_element
+                inner = getattr(element, element.WhichOneof("type"))
+                if getattr(inner, "id", ""):
+                    self.widgets[inner.id] = inner
+                if element.WhichOneof("type") == "exception":
+                    raise RuntimeError(f"{self.page}: {inner.message}")
+            if kind == "script_finished":
+                if reply.script_finished == ForwardMsg_pb2.ForwardMsg.FINISHED_WITH_COMPILE_ERROR:
+                    raise RuntimeError(f"{self.page}: compile error")
+                return time.perf_counter() - start
+
+
+async def student(url: str, index: int, changes: int, out: dict[str, list]) -> None:
+    page, key, values = PAGES[index % len(PAGES)]
+    try:
+        async with Client(url, page) as client:
+            out["render"].append(await client.run())
+            for k in range(changes):
+                value = (k % 2 == 0) if values is None else values[k % len(values)]
+                out["change"].append(await client.run((key, value)))
+    except Exception as exc:  # every failure is counted and shown
+        out["failures"].append(f"client {index} ({page or 'home'}): {type(exc).__name__}: {exc}")
+
+
+async def trainer(browser, url: str, index: int, started: asyncio.Event, done: asyncio.Event, out) -> None:
+    steps = 19_990 + index  # each its own run (under the server's 20,000 cap): shown when stopped
+    page = await browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(TIMEOUT * 1000)
+    try:
+        start = time.perf_counter()
+        await page.goto(f"{url}/training")
+        await page.locator(".st-key-train_start button").first.wait_for()
+        out["browser_render"].append(time.perf_counter() - start)
+        box = page.locator(".st-key-train_steps input")
+        await box.fill(str(steps))
+        await box.press("Enter")
+        await page.get_by_text(f"× {steps} steps").first.wait_for()
+        await page.locator(".st-key-train_start button").first.click()
+        await page.wait_for_function(
+            "() => document.querySelector(\"[data-testid='stProgress']\")?.innerText.startsWith('running')"
+        )
+        started.set()
+        await done.wait()
+        out["stop"].append(await page.evaluate(STOP_LATENCY) / 1000)
+        status = await page.locator("[data-testid='stProgress']").first.inner_text()
+        if f"/ {steps}" not in status:
+            out["crosstalk"].append(f"browser {index} trained {steps} steps but shows: {status!r}")
+    except Exception as exc:  # counted and shown
+        out["failures"].append(f"browser {index}: {type(exc).__name__}: {exc}")
+        started.set()
+    finally:
+        await page.close()
+
+
+def resident_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and every descendant, in MB (from /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total / 1024
+
+
+async def classroom(url: str, pid: int, clients: int, browsers: int, changes: int) -> dict[str, list]:
+    from playwright.async_api import async_playwright
+
+    out: dict[str, list] = {
+        k: [] for k in ("render", "change", "browser_render", "stop", "failures", "crosstalk")
+    }
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        done = asyncio.Event()
+        starts = [asyncio.Event() for _ in range(browsers)]
+        training = [
+            asyncio.create_task(trainer(browser, url, i, starts[i], done, out)) for i in range(browsers)
+        ]
+        for event in starts:
+            await event.wait()
+        await asyncio.gather(*(student(url, i, changes, out) for i in range(clients)))
+        out["memory"] = [resident_mb(pid)]
+        done.set()
+        await asyncio.gather(*training)
+        await browser.close()
+    return out
+
+
+def _row(label: str, values: list[float], unit: str, goal: str) -> str:
+    if not values:
+        return f"  {label:30s} —  (goal {goal})"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (
+        f"  {label:30s} median {statistics.median(values):6.2f} {unit}  p95 {p95:6.2f} {unit}  "
+        f"worst {ordered[-1]:6.2f} {unit}  n={len(values)}  (goal {goal})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=25, help="websocket sessions")
+    parser.add_argument("--browsers", type=int, default=5, help="chromium pages, each training")
+    parser.add_argument("--changes", type=int, default=3, help="widget changes per websocket session")
+    args = parser.parse_args()
+    load = os.getloadavg()
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # StreamlitServer's log
+    server = StreamlitServer(env={"DGS_LAB_RUNS_DIR": tempfile.mkdtemp()})
+    begin = time.perf_counter()
+    try:
+        out = asyncio.run(classroom(server.url, server.proc.pid, args.clients, args.browsers, args.changes))
+    finally:
+        server.stop()
+    end_load = os.getloadavg()
+    print(f"A class: {args.clients} websocket sessions + {args.browsers} chromium pages training")
+    print(_row("first full render (websocket)", out["render"], "s", "p95 ≤ 10 s"))
+    print(_row("first full render (browser)", out["browser_render"], "s", "p95 ≤ 10 s"))
+    print(_row("a widget change", out["change"], "s", "p95 ≤ 3 s"))
+    print(_row("Stop (click to 'stopped')", out["stop"], "s", "≤ 2 s"))
+    print(f"  failures: {len(out['failures'])}; cross-talk: {len(out['crosstalk'])}")
+    for line in out["failures"] + out["crosstalk"]:
+        print(f"    {line}")
+    print(f"  server resident memory with its children: {out['memory'][0]:.0f} MB")
+    print(
+        f"load average (1, 5, 15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start, "
+        f"{end_load[0]:.1f} {end_load[1]:.1f} {end_load[2]:.1f} at the end; "
+        f"{time.perf_counter() - begin:.0f} s in all"
+    )
+
+
+if __name__ == "__main__":
+    main()
