@@ -10,6 +10,7 @@ at the scrubber's step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -18,12 +19,13 @@ import streamlit as st
 from app_pages import live
 from dgs_core import jobs
 from dgs_core.training.config import TrainConfig
-from dgs_core.training.trainer import Trainer
+from dgs_core.training.trainer import PACE, Trainer
 from dgs_core.viz import training as viz
 
+FIRST_STEP_WAIT_S = 0.5  # the page waits this long for a new run's first step, then polls
 TICK_SECONDS = 0.2  # the live status (progress, ETA, latest numbers): 5 redraws/s
 LIVE_PERIODS = {  # seconds between two redraws of each figure while the run is live
-    "loss": 1.5,
+    "loss": 1.0,
     "boundary": 3.1,
     "lr": 3.7,
     "accuracy": 4.3,
@@ -51,11 +53,13 @@ RUN = live.Slot(
 )
 
 
-def training_job(payload: Trainer | TrainConfig) -> jobs.Job:
-    """A job that trains (a new trainer for a config, or continues a stopped one)."""
+def training_job(payload: Trainer | TrainConfig, pace: float = 0.0) -> jobs.Job:
+    """A job that trains (a new trainer for a config, or continues a stopped one), spread over
+    about ``pace`` seconds (0: as fast as possible; :meth:`Trainer.run`)."""
+    pace = float(PACE.validate(pace))  # type: ignore[arg-type]  # a float here
     return jobs.Job(
         lambda: payload if isinstance(payload, Trainer) else Trainer(payload),
-        lambda trainer, stop: trainer.run(stop),
+        lambda trainer, stop: trainer.run(stop, pace=pace),
         poll=lambda trainer: (trainer.step, trainer.config.steps),  # events come on evaluations only
         idle_stop_s=live.IDLE_STOP_SECONDS,
         name="train",
@@ -101,6 +105,11 @@ def live_panels(step: int | None) -> None:
     trainer, last = results_of(job)
     if job is None:
         return
+    if (trainer is None or last == 0) and job.running:  # a run just started: its first step is
+        deadline = time.monotonic() + FIRST_STEP_WAIT_S  # a few ms away on a warm server
+        while job.running and results_of(job)[1] == 0 and time.monotonic() < deadline:
+            job.join(0.02)
+        trainer, last = results_of(job)
     if trainer is None or last == 0:
         if job.running:  # lay the panels out once the run has its first step
             live.until(RUN, lambda job: results_of(job)[1] > 0, period=TICK_SECONDS)
