@@ -213,7 +213,7 @@ def draw_status(job: jobs.Job) -> None:
     if trainer is not None:  # in the Runs page's list (unsaved) once the job has ended
         run_list.offer_trainer(f"train:{job.id}", job, trainer)
     can_continue = job.finished and trainer is not None and not trainer.complete
-    pace = st.session_state.get("train_pace_now", 0.0)
+    pace = training_state.session_pace()
     live.status(RUN, job, resume=lambda trainer: training_job(trainer, pace), can_resume=can_continue)
     if trainer is None or not last:
         return
@@ -263,7 +263,6 @@ with st.sidebar:
     pace, pace_errors = training_state.pace_control()
     config_errors += pace_errors
     config = config if pace is not None else None
-    st.session_state["train_pace_now"] = pace or 0.0  # Continue trains on at this pace
 for problem in training_state.link_problems():
     st.warning(f"Part of this link could not be used: {plain(problem)}")
 if linked is not None and live.current(RUN) is None:  # the link's run is not on this server

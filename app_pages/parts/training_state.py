@@ -100,6 +100,18 @@ def pace_control() -> tuple[float | None, list[str]]:
         return None, [str(exc)]
 
 
+def session_pace() -> float:
+    """The pace the sidebar's control holds (its default where it is not drawn): for a run
+    started elsewhere than by Start (Continue, the fair comparison's tuned run)."""
+    state = st.session_state
+    if state.get("train_pace", PACED) == FAST:
+        return 0.0
+    try:
+        return float(PACE.validate(state.get("train_pace_s", DEFAULT_PACE_S)))  # type: ignore[arg-type]  # a float here
+    except ValueError:
+        return DEFAULT_PACE_S
+
+
 def pace_words(pace: float | None) -> str:
     """ "spread over about 20 s" or "as fast as possible"."""
     return f"spread over about {pace:g} s" if pace else "as fast as possible"

@@ -39,6 +39,15 @@ def at() -> AppTest:
     return open_page()
 
 
+@pytest.fixture(autouse=True)
+def _no_run_left_running():
+    """Stop what a test left training (a paced run lasts 20 s; a thread still in torch when the
+    interpreter exits can abort it)."""
+    yield
+    for job in list(jobs.JOBS._jobs.values()):  # the registry lists no jobs publicly
+        job.stop(wait=5.0)
+
+
 def figure(at: AppTest, key: str) -> dict:
     """The plotly spec of the chart ``train_<key>_chart``."""
     charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-train_{key}_chart")]
