@@ -40,6 +40,7 @@ LIVE_HELP = (
     f"the loss curves every {LIVE_PERIODS['loss']:g} s and the other panels every {min(_OTHERS):g} "
     f"to {max(_OTHERS):g} s; the step scrubber appears when the run stops."
 )
+WAITING = "The loss curves of every optimizer appear here within a second of Start."
 QUANTITY_LABELS = {
     "scaling_factor": "scaling factor η_eff / η",
     "importance": "importance score Î",
@@ -103,7 +104,8 @@ def live_panels(step: int | None) -> None:
     """Every figure at ``step`` (None: the latest, while the run is live)."""
     job = live.current(RUN)
     trainer, last = results_of(job)
-    if job is None:
+    if job is None:  # an empty chart: the browser loads its charting code before the first curve
+        live.chart("train_waiting", None, lambda: viz.waiting_figure(WAITING))
         return
     if (trainer is None or last == 0) and job.running:  # a run just started: its first step is
         deadline = time.monotonic() + FIRST_STEP_WAIT_S  # a few ms away on a warm server

@@ -43,12 +43,15 @@ STOP_LATENCY = """() => new Promise((done, fail) => { const t0 = performance.now
   }, 10); })"""
 
 
-# Click Start and time, in the browser, until the loss chart shows a mini-batch loss point.
-FIRST_CURVE = """() => new Promise((done, fail) => { const t0 = performance.now();
+# Click Start and time, in the browser, until the loss chart shows the new run's first mini-batch
+# loss point (a chart of an earlier run may still be on the page: its data must have been replaced).
+FIRST_CURVE = """() => new Promise((done, fail) => {
+  const chart = () => document.querySelector('.st-key-train_loss_chart .js-plotly-plot');
+  const old = chart() ? chart().data : null; const t0 = performance.now();
   document.querySelector('.st-key-train_start button').click();
-  const timer = setInterval(() => {
-    const gd = document.querySelector('.st-key-train_loss_chart .js-plotly-plot');
-    if (gd && gd._fullData && gd._fullData.some(t => t.name === 'batch loss' && t.x.length > 0)) {
+  const timer = setInterval(() => { const gd = chart();
+    if (gd && gd.data !== old && gd._fullData
+        && gd._fullData.some(t => t.name === 'batch loss' && t.x.length > 0)) {
       clearInterval(timer); done(performance.now() - t0); }
     if (performance.now() - t0 > 60000) { clearInterval(timer); fail(new Error('no curve in 60 s')); }
   }, 10); })"""

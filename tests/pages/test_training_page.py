@@ -109,7 +109,9 @@ def test_page_loads_with_defaults_ready_to_start(at):
     assert not at.button(key="train_start").disabled
     assert any("press **Start**" in i.value for i in at.info)
     assert not errors(at)
-    assert not at.get("plotly_chart")
+    # one empty chart, so the browser has loaded its charting code before Start
+    assert [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")] == ["train_waiting_chart"]
+    assert "appear here within a second of Start" in figure(at, "waiting")["layout"]["annotations"][0]["text"]
 
 
 def test_the_live_help_names_the_redraw_periods_the_page_uses(at):
