@@ -35,7 +35,7 @@ LINK_PARAM = "cfg"
 CONSTANT = "constant lr"  # the schedule picker's "no schedule"
 TABS = {"train": "Train", "large-batch": "Large-batch question"}  # the link's tab= → the tab
 TAB_KEY, STEP_KEY, PACE_KEY = "tab", "step", "pace"  # their names in the link
-DEFAULT_PACE_S = 20.0  # the default run (300 steps, 3 optimizers, ~2 s of work) lasts ~20 s
+DEFAULT_PACE_S = 20.0  # the default run (300 steps, 3 optimizers: 1–5 s of work here) lasts ~20 s
 PACED, FAST = "paced", "fast"  # the pace control's two modes
 _WIDGET_PREFIXES = ("train_hp_", "train_sched_", "train_task_")
 _FIELDS = {
@@ -113,7 +113,7 @@ def session_pace() -> float:
 
 
 def pace_words(pace: float | None) -> str:
-    """ "spread over about 20 s" or "as fast as possible"."""
+    """The pace for a reader: "spread over about 20 s" or "as fast as possible"."""
     return f"spread over about {pace:g} s" if pace else "as fast as possible"
 
 
@@ -125,7 +125,12 @@ def publish(config: TrainConfig, pace: float) -> None:
     st.query_params.pop(STEP_KEY, None)
 
 
-def _number(name: str, text: str) -> float:
+def _number(name: str, text: str) -> float | int:
+    """A link's number ("12" → 12, "2.5" → 2.5); ``ParamError`` naming ``name`` otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
     try:
         return float(text)
     except ValueError:
@@ -140,7 +145,7 @@ def read_view(query: Mapping[str, str], steps: int | None) -> tuple[dict[str, An
     ({'tab': 'large-batch', 'step': 12, 'pace': 0.0}, [])
     >>> read_view({"step": "999", "tab": "plots"}, 300)[1]  # doctest: +NORMALIZE_WHITESPACE
     ["Invalid tab: 'plots' (must be one of 'train', 'large-batch'); the Train tab is shown",
-     'Invalid step: 999.0 (must be an integer in [1, 300]); the scrubber shows the last step']
+     'Invalid step: 999 (must be an integer in [1, 300]); the scrubber shows the last step']
     """
     specs = {
         TAB_KEY: (Param(TAB_KEY, "train", choices=tuple(TABS)), str, "the Train tab is shown"),

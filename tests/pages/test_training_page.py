@@ -378,8 +378,14 @@ def test_the_link_keeps_the_tab_the_scrubber_step_and_the_pace():
     ("link", "messages"),
     [
         ({"tab": "plots"}, ["Invalid tab: 'plots' (must be one of 'train', 'large-batch')"]),
-        ({"step": "ten", "pace": "-5"}, ["Invalid step: 'ten' (must be a number)", "Invalid pace: -5.0"]),
-        ({"step": "999", "cfg": TrainConfig(optimizers=["sgd"], steps=40).to_link()}, ["[1, 40]"]),
+        (
+            {"step": "ten", "pace": "-5"},
+            ["Invalid step: 'ten' (must be a number)", "Invalid pace: -5 (must be in [0, 3600])"],
+        ),
+        (
+            {"step": "999", "cfg": TrainConfig(optimizers=["sgd"], steps=40).to_link()},
+            ["Invalid step: 999 (must be an integer in [1, 40])"],
+        ),
         ({"pace": "nan"}, ["Invalid pace: nan"]),
     ],
 )
