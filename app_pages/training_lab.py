@@ -28,7 +28,7 @@ from app_pages.parts.training_panels import (
     results_of,
     training_job,
 )
-from app_pages.parts.training_state import CONSTANT
+from app_pages.parts.training_state import CONSTANT, TABS
 from app_pages.ui import (
     FieldSlots,
     optimizer_controls,
@@ -206,26 +206,6 @@ def run_controls() -> tuple[TrainConfig | None, list[str], dict[str, Any] | None
 # ---------------------------------------------------------------------------------------------
 
 
-def scrubber(job: jobs.Job | None) -> int | None:
-    """The step every panel shows: None (the latest) while a run is live, else the slider's."""
-    trainer, last = results_of(job)
-    if job is None or job.running or trainer is None or last < 2:
-        return None
-    if st.session_state.get("train_step_job") != job.id or st.session_state.get("train_step", 0) > last:
-        st.session_state["train_step"] = last
-        st.session_state["train_step_job"] = job.id
-    return int(
-        st.slider(
-            "Step — moves every panel",
-            min_value=1,
-            max_value=last,
-            key="train_step",
-            help="Curves draw a cursor at this step; the per-parameter views and the decision boundary "
-            "show the latest record or evaluation at or before it.",
-        )
-    )
-
-
 def draw_status(job: jobs.Job) -> None:
     """Stop / Continue, the progress bar with the ETA, and each optimizer's latest numbers
     (cheap: no figures, so it redraws every TICK_SECONDS while the run is live)."""
@@ -233,7 +213,8 @@ def draw_status(job: jobs.Job) -> None:
     if trainer is not None:  # in the Runs page's list (unsaved) once the job has ended
         run_list.offer_trainer(f"train:{job.id}", job, trainer)
     can_continue = job.finished and trainer is not None and not trainer.complete
-    live.status(RUN, job, resume=training_job, can_resume=can_continue)
+    pace = training_state.session_pace()
+    live.status(RUN, job, resume=lambda trainer: training_job(trainer, pace), can_resume=can_continue)
     if trainer is None or not last:
         return
     results = trainer.results
@@ -279,13 +260,16 @@ linked = training_state.from_link()  # a link's configuration, on a session's fi
 with st.sidebar:
     st.header("Run settings")
     config, config_errors, shared_settings = run_controls()
-if (link_problem := training_state.link_error()) is not None:
-    st.warning(f"This link's settings could not be used; the defaults apply: {plain(link_problem)}")
+    pace, pace_errors = training_state.pace_control()
+    config_errors += pace_errors
+    config = config if pace is not None else None
+for problem in training_state.link_problems():
+    st.warning(f"Part of this link could not be used: {plain(problem)}")
 if linked is not None and live.current(RUN) is None:  # the link's run is not on this server
     st.session_state.pop(f"{RUN.key}_lost", None)
-    live.start(RUN, training_job(linked))  # the same configuration and seed: the same numbers
+    live.start(RUN, training_job(linked, pace or 0.0))  # the same configuration and seed: the same numbers
 
-tab_train, tab_large = st.tabs(["Train", "Large-batch question"])
+tab_train, tab_large = st.tabs(list(TABS.values()), key="train_tab", on_change=training_state.tab_changed)
 with tab_train:
     start_col, note_col = st.columns([1, 5], vertical_alignment="center")
     started = start_col.button(
@@ -302,12 +286,13 @@ with tab_train:
         note_col.caption(
             f"{len(config.optimizers)} optimizer(s) × {config.steps} steps on "
             f"{get_task_info(config.task).label}, batch {config.batch_size} ({config.batch_policy}), "
-            f"seed {config.seed}. {LIVE_HELP}"
+            f"seed {config.seed}, {training_state.pace_words(pace)}. {LIVE_HELP}"
         )
-    if started and config is not None:
-        live.start(RUN, training_job(config))
-        training_state.publish(config)
+    if started and config is not None and pace is not None:
+        st.session_state.pop("train_step_wanted", None)
+        live.start(RUN, training_job(config, pace))
+        training_state.publish(config, pace)
     live.watch(RUN, draw_status, period=TICK_SECONDS)
-    live_panels(scrubber(live.current(RUN)))
+    live_panels(training_state.scrubber(live.current(RUN)))
 with tab_large:
     large_batch_section(shared_settings, on_done=large_batch_link)

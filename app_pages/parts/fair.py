@@ -342,8 +342,9 @@ def _open_tuned(result: StudyResult) -> None:
     st.query_params[MODE_KEY] = "live"
     training_state.seed_controls(config)
     state.update(train_eval_every=0, train_diag_every=0)  # "auto", as the tuned run's values are
-    live.start(RUN, training_job(config))
-    training_state.publish(config)
+    pace = training_state.session_pace()
+    live.start(RUN, training_job(config, pace))
+    training_state.publish(config, pace)
 
 
 def _where() -> str:

@@ -10,6 +10,7 @@ at the scrubber's step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -19,12 +20,13 @@ from app_pages import live
 from dgs_core import jobs
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.models import build_model
-from dgs_core.training.trainer import Trainer
+from dgs_core.training.trainer import PACE, Trainer
 from dgs_core.viz import training as viz
 
+FIRST_STEP_WAIT_S = 0.5  # the page waits this long for a new run's first step, then polls
 TICK_SECONDS = 0.2  # the live status (progress, ETA, latest numbers): 5 redraws/s
 LIVE_PERIODS = {  # seconds between two redraws of each figure while the run is live
-    "loss": 1.5,
+    "loss": 1.0,
     "boundary": 3.1,
     "lr": 3.7,
     "accuracy": 4.3,
@@ -39,6 +41,7 @@ LIVE_HELP = (
     f"the loss curves every {LIVE_PERIODS['loss']:g} s and the other panels every {min(_OTHERS):g} "
     f"to {max(_OTHERS):g} s; the step scrubber appears when the run stops."
 )
+WAITING = "The loss curves of every optimizer appear here within a second of Start."
 QUANTITY_LABELS = {
     "scaling_factor": "scaling factor η_eff / η",
     "importance": "importance score Î",
@@ -52,11 +55,13 @@ RUN = live.Slot(
 )
 
 
-def training_job(payload: Trainer | TrainConfig) -> jobs.Job:
-    """A job that trains (a new trainer for a config, or continues a stopped one)."""
+def training_job(payload: Trainer | TrainConfig, pace: float = 0.0) -> jobs.Job:
+    """A job that trains (a new trainer for a config, or continues a stopped one), spread over
+    about ``pace`` seconds (0: as fast as possible; :meth:`Trainer.run`)."""
+    pace = float(PACE.validate(pace))  # type: ignore[arg-type]  # a float here
     return jobs.Job(
         lambda: payload if isinstance(payload, Trainer) else Trainer(payload),
-        lambda trainer, stop: trainer.run(stop),
+        lambda trainer, stop: trainer.run(stop, pace=pace),
         poll=lambda trainer: (trainer.step, trainer.config.steps),  # events come on evaluations only
         idle_stop_s=live.IDLE_STOP_SECONDS,
         name="train",
@@ -100,8 +105,14 @@ def live_panels(step: int | None) -> None:
     """Every figure at ``step`` (None: the latest, while the run is live)."""
     job = live.current(RUN)
     trainer, last = results_of(job)
-    if job is None:
+    if job is None:  # an empty chart: the browser loads its charting code before the first curve
+        live.chart("train_waiting", None, lambda: viz.waiting_figure(WAITING))
         return
+    if (trainer is None or last == 0) and job.running:  # a run just started: its first step is
+        deadline = time.monotonic() + FIRST_STEP_WAIT_S  # a few ms away on a warm server
+        while job.running and results_of(job)[1] == 0 and time.monotonic() < deadline:
+            job.join(0.02)
+        trainer, last = results_of(job)
     if trainer is None or last == 0:
         if job.running:  # lay the panels out once the run has its first step
             live.until(RUN, lambda job: results_of(job)[1] > 0, period=TICK_SECONDS)

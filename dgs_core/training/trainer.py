@@ -20,7 +20,10 @@ A non-finite loss stops that optimizer with "diverged at step t"; the others go 
 ``eval_every`` steps the trainer evaluates each model on the whole training and validation
 sets (and, for 2-D tasks, keeps a copy of the weights for the decision boundary; for every
 task, a flat float32 copy in the thinned weight trajectory, ``RunResult.trajectory``) and
-yields a :class:`ProgressEvent`. A stop request ends the run cleanly: what was recorded stays in
+yields a :class:`ProgressEvent`. ``run(pace=N)`` spreads the run over about N seconds (a sleep
+after each step, so a page can watch it grow; a run slower than that goes as fast as it can):
+the pace is how a run is watched, not what it computes, so it is no part of the configuration.
+A stop request ends the run cleanly: what was recorded stays in
 :attr:`Trainer.results`, and :meth:`Trainer.run` continues where it stopped. From
 :meth:`Trainer.state_dict` a run resumes with bit-identical metrics, weights and diagnostics on
 the CPU (the state holds each lane's :class:`~dgs_core.diagnostics.Diagnostics` state: its
@@ -67,7 +70,7 @@ from dgs_core import metrics
 from dgs_core.device import resolve_device, small_tensor_mode
 from dgs_core.diagnostics import Diagnostics
 from dgs_core.optim import registry
-from dgs_core.params import invalid
+from dgs_core.params import Param, invalid
 from dgs_core.schedules import ScheduleSpec, build
 from dgs_core.schedules.annealing import AnnealingController, AnnealingPlan
 from dgs_core.training.batching import group_grads, per_sample_grads
@@ -84,6 +87,11 @@ from dgs_core.training.results import (
     trajectory_capacity,
 )
 from dgs_core.training.tasks import Task, make_task
+
+# run(pace=…): the seconds a run is spread over (0: as fast as possible), and how often a paced
+# wait looks at the stop request
+PACE = Param("pace", 0.0, low=0.0, high=3600.0, help="the run lasts about this many seconds (0: fast)")
+PACE_TICK_S = 0.05
 
 # ---------------------------------------------------------------------------------------------
 # The data order
@@ -245,6 +253,7 @@ class Trainer:
         if self._plan_lr <= 0:
             raise ValueError(f"Invalid annealing: first lr {self._plan_lr!r} (must be > 0 to scale the lrs)")
         self.step = 0  # completed lockstep steps
+        self._clock = (0.0, 0, 0.0)  # run()'s start, its first step and the paced seconds per step
 
         # One initialisation, copied into every lane; the global RNG is left as it was.
         with torch.random.fork_rng(devices=[]):
@@ -344,19 +353,25 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def run(self, stop: Callable[[], bool] | Any = None) -> Iterator[ProgressEvent]:
+    def run(self, stop: Callable[[], bool] | Any = None, *, pace: float = 0.0) -> Iterator[ProgressEvent]:
         """Train to ``config.steps`` (from where the last call stopped), yielding progress.
 
         ``stop``: a callable returning True, or an object with ``is_set()`` (a
         ``threading.Event``), checked before every step. Stopping — or closing this
         generator — marks the running optimizers "stopped" and keeps everything recorded;
         calling :meth:`run` again resumes them.
+
+        ``pace``: spread the whole run (``config.steps``) over about this many seconds: step k of
+        this call is not over before ``k · pace / steps`` seconds (a resumed run takes its share
+        of the pace); 0: as fast as possible. ``stop`` is checked every PACE_TICK_S while it waits.
         """
+        pace = float(PACE.validate(pace))  # type: ignore[arg-type]  # validate gives a float here
         should_stop = getattr(stop, "is_set", stop)
         for lane in self.lanes.values():
             if lane.result.status == STOPPED:
                 lane.result.status = RUNNING
         start = time.perf_counter()
+        self._clock = (start, self.step, pace / self.config.steps)
         try:
             while self._advance(should_stop):
                 yield self._event(finished=False, elapsed=time.perf_counter() - start)
@@ -388,12 +403,23 @@ class Trainer:
                 for lane in running:
                     self._train_step(lane, self.step)
                 self.step += 1
+                if self._clock[2]:
+                    self._wait_for_pace(should_stop)
                 if self.step % every == 0 or self.step == steps:
                     for lane in running:
                         if lane.active:
                             self._evaluate(lane)
                     return self.step < steps and not self.finished
         return False
+
+    def _wait_for_pace(self, should_stop: Callable[[], bool] | None) -> None:
+        """Sleep until this step is due on the paced clock (:meth:`run`'s ``pace``), or a stop."""
+        start, first, per_step = self._clock
+        due = start + (self.step - first) * per_step
+        while (left := due - time.perf_counter()) > 0:
+            if should_stop is not None and should_stop():
+                return
+            time.sleep(min(left, PACE_TICK_S))
 
     def _end_finished_plans(self) -> None:
         """Lanes whose annealing plan ends before this step are done; evaluate their last step."""

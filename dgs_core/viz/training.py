@@ -272,6 +272,16 @@ def loss_figure(
     return _cursor(fig, step)
 
 
+def waiting_figure(message: str, *, height: int = 160) -> go.Figure:
+    """An empty chart that says ``message``: drawn before a run, so the browser has loaded its
+    charting code by the time the first curve comes."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
+    fig.update_layout(height=height, xaxis={"visible": False}, yaxis={"visible": False})
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return fig
+
+
 def accuracy_figure(results: Results, *, step: int | None = None, height: int = 320) -> go.Figure:
     """Training-set (solid) and validation (dashed) accuracy of every optimizer, overlaid."""
     palette = colors(results)

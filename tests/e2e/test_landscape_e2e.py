@@ -73,6 +73,8 @@ def test_train_open_switch_planes_interpolate_and_export(server, page, tmp_path)
     wait_for_app(page)
     _number(page, "train_steps", 150)
     page.get_by_text("3 optimizer(s) × 150 steps").wait_for()
+    page.locator(".st-key-train_pace").get_by_text("as fast as possible").click()  # not paced: 20 s
+    wait_for_app(page)
     _click(page, "train_start")
     page.locator(STATUS).filter(has_text="done").wait_for(timeout=180_000)
     link = page.get_by_role("link", name="Open the loss landscape")

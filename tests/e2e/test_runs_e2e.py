@@ -52,6 +52,8 @@ def _train(page, *, seed: int | None = None) -> None:
         box.press("Enter")
         wait_for_app(page)
     page.get_by_text("2 optimizer(s) × 40 steps").wait_for()
+    page.locator(".st-key-train_pace").get_by_text("as fast as possible").click()  # not paced: 20 s
+    wait_for_app(page)
     page.locator(".st-key-train_start button").first.click()
     page.locator(".st-key-train_export").wait_for(timeout=180_000)  # shown once the run has ended
     wait_for_app(page)

@@ -1,5 +1,7 @@
 """Training lab in a real browser: start a run with two optimizers, watch both loss curves grow,
-measure the redraw rate, press Stop (and time it), move the step scrubber, export the snapshot."""
+measure the redraw rate, press Stop (and time it), move the step scrubber, export the snapshot;
+and a run's link, reopened in a new browser on another server (a restart: its job is gone),
+shows the same run — the same numbers, the link's settings in the sidebar, its tab and step."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import zipfile
 
 import pytest
 
-from tests.e2e.conftest import wait_for_app
+from tests.e2e.conftest import VIEWPORT, StreamlitServer, wait_for_app
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +41,24 @@ STOP_LATENCY = """() => new Promise((done, fail) => { const t0 = performance.now
     if (p && p.innerText.startsWith('stopped')) { clearInterval(timer); done(performance.now() - t0); }
     if (performance.now() - t0 > 20000) { clearInterval(timer); fail(new Error('not stopped in 20 s')); }
   }, 10); })"""
+
+
+# Click Start and time, in the browser, until the loss chart shows the new run's first mini-batch
+# loss point (a chart of an earlier run may still be on the page: its data must have been replaced).
+FIRST_CURVE = """() => new Promise((done, fail) => {
+  const chart = () => document.querySelector('.st-key-train_loss_chart .js-plotly-plot');
+  const old = chart() ? chart().data : null; const t0 = performance.now();
+  document.querySelector('.st-key-train_start button').click();
+  const timer = setInterval(() => { const gd = chart();
+    if (gd && gd.data !== old && gd._fullData
+        && gd._fullData.some(t => t.name === 'batch loss' && t.x.length > 0)) {
+      clearInterval(timer); done(performance.now() - t0); }
+    if (performance.now() - t0 > 60000) { clearInterval(timer); fail(new Error('no curve in 60 s')); }
+  }, 10); })"""
+
+# Every optimizer's mini-batch loss values, as drawn (a short run: not thinned).
+BATCH_LOSSES = """() => document.querySelector('.st-key-train_loss_chart .js-plotly-plot')._fullData
+  .filter(t => t.name === 'batch loss').map(t => Array.from(t.y))"""
 
 
 def _click(page, key: str) -> None:
@@ -128,3 +148,92 @@ def test_two_optimizers_train_live_stop_and_scrub(server, page, tmp_path) -> Non
         config = json.loads(bundle.read("config.json"))
     assert manifest["kind"] == "training" and [r["label"] for r in manifest["runs"]] == ["sgd", "dgs"]
     assert config["steps"] == 20_000 and config["task"] == "moons"
+
+
+def _selected_tab(page) -> str:
+    return page.locator("[role='tab'][aria-selected='true']").inner_text().strip()
+
+
+def _wait_done(page) -> None:
+    page.wait_for_function(
+        "() => document.querySelector(\"[data-testid='stProgress']\")?.innerText.startsWith('done')",
+        timeout=180_000,
+    )
+    wait_for_app(page)
+
+
+def _scrubbed_to_first_step(page) -> int:
+    thumb = page.locator(".st-key-train_step input[type='range']")
+    thumb.wait_for(state="attached", timeout=90_000)
+    return int(thumb.input_value())
+
+
+def test_a_link_reopened_after_a_restart_shows_the_same_run_settings_tab_and_step(server, browser, tmp_path):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    page.goto(f"{server.url}/training")
+    wait_for_app(page)
+    page.get_by_text("Run settings").wait_for()
+    assert page.locator(".st-key-train_pace input[type='radio']").first.is_checked()  # paced by default
+
+    # SGD and DGS, 60 steps, seed 5, as fast as possible (not the defaults)
+    page.locator(".st-key-train_optimizers [data-rac] button[aria-label='Remove Adam']").click()
+    wait_for_app(page)
+    for key, value in (("train_steps", "60"), ("train_seed", "5")):
+        field = page.locator(f".st-key-{key} input")
+        field.fill(value)
+        field.press("Enter")
+        wait_for_app(page)
+    page.locator(".st-key-train_pace").get_by_text("as fast as possible").click()
+    wait_for_app(page)
+    page.get_by_text("2 optimizer(s) × 60 steps").wait_for()
+
+    first_curve = page.evaluate(FIRST_CURVE) / 1000
+    print(f"Start → first curve: {first_curve:.2f} s")
+    _wait_done(page)
+    assert _scrubbed_to_first_step(page) == 60
+    thumb = page.locator(".st-key-train_step input[type='range']")
+    thumb.focus()
+    thumb.press("Home")
+    wait_for_app(page)
+    page.get_by_text("Per parameter at step 1", exact=True).wait_for()
+    page.wait_for_function("() => location.search.includes('step=1')")
+    losses = page.evaluate(BATCH_LOSSES)
+    assert len(losses) == 2 and all(len(y) == 60 for y in losses)
+    page.get_by_role("tab", name="Large-batch question").click()
+    page.wait_for_function("() => location.search.includes('tab=large-batch')")
+    wait_for_app(page)
+    link = page.url.split(server.url, 1)[1]
+    assert "cfg=" in link and "pace=0" in link and "train_job=" in link, link
+    context.close()
+
+    # Another server (a restart: the link's job is on no server now), a new browser
+    other = StreamlitServer(env={"DGS_LAB_RUNS_DIR": str(tmp_path / "runs")})
+    try:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(f"{other.url}{link}")
+        wait_for_app(page)
+        page.get_by_text("Run settings").wait_for()
+        page.get_by_role("tab", name="Large-batch question").wait_for()
+        assert _selected_tab(page) == "Large-batch question"
+        page.locator(".st-key-train_seed input").wait_for()  # the sidebar drawn (not its placeholders)
+        page.locator(".st-key-train_optimizers").get_by_text("DGS").first.wait_for()
+        chosen = page.locator(".st-key-train_optimizers").inner_text()
+        assert "SGD" in chosen and "DGS" in chosen and "Adam" not in chosen, chosen
+        assert page.locator(".st-key-train_steps input").input_value() == "60"
+        assert page.locator(".st-key-train_seed input").input_value() == "5"
+        assert page.locator(".st-key-train_pace input[type='radio']").nth(1).is_checked()  # as fast
+        assert page.query_selector("[data-testid='stException']") is None
+        page.get_by_role("tab", name="Train").click()
+        _wait_done(page)
+        assert _scrubbed_to_first_step(page) == 1  # the link's step, not the run's last
+        page.get_by_text("Per parameter at step 1", exact=True).wait_for()
+        assert page.evaluate(BATCH_LOSSES) == losses  # retrained from the link: the same numbers
+        assert "no longer on the server" not in page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
+        context.close()
+    finally:
+        other.stop()

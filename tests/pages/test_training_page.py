@@ -39,6 +39,15 @@ def at() -> AppTest:
     return open_page()
 
 
+@pytest.fixture(autouse=True)
+def _no_run_left_running():
+    """Stop what a test left training (a paced run lasts 20 s; a thread still in torch when the
+    interpreter exits can abort it)."""
+    yield
+    for job in list(jobs.JOBS._jobs.values()):  # the registry lists no jobs publicly
+        job.stop(wait=5.0)
+
+
 def figure(at: AppTest, key: str) -> dict:
     """The plotly spec of the chart ``train_<key>_chart``."""
     charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-train_{key}_chart")]
@@ -68,7 +77,8 @@ def progress(at: AppTest) -> list[str]:
     return [p.proto.text for p in at.get("progress")]
 
 
-def configure(at: AppTest, *, steps: int, optimizers: list[str], **numbers) -> AppTest:
+def configure(at: AppTest, *, steps: int, optimizers: list[str], pace: str = "fast", **numbers) -> AppTest:
+    at.radio(key="train_pace").set_value(pace)  # as fast as possible unless a test watches the pace
     at.multiselect(key="train_optimizers").set_value(optimizers).run()  # creates their controls
     for key, value in {**SMALL, **numbers}.items():
         at.number_input(key=key).set_value(value)
@@ -99,7 +109,9 @@ def test_page_loads_with_defaults_ready_to_start(at):
     assert not at.button(key="train_start").disabled
     assert any("press **Start**" in i.value for i in at.info)
     assert not errors(at)
-    assert not at.get("plotly_chart")
+    # one empty chart, so the browser has loaded its charting code before Start
+    assert [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")] == ["train_waiting_chart"]
+    assert "appear here within a second of Start" in figure(at, "waiting")["layout"]["annotations"][0]["text"]
 
 
 def test_the_live_help_names_the_redraw_periods_the_page_uses(at):
@@ -322,3 +334,76 @@ def test_a_bad_link_says_why_and_keeps_the_defaults(link: str, field: str):
     assert any("could not be used" in w and field in w for w in warnings), warnings
     assert at.multiselect(key="train_optimizers").value == ["sgd", "adam", "dgs"]
     assert "train_job" not in at.session_state
+
+
+def query(at: AppTest, key: str) -> str | None:
+    value = at.query_params.get(key)
+    return value[0] if isinstance(value, list) else value
+
+
+def test_the_default_run_is_paced_to_be_watched_and_its_first_curve_comes_with_start(at):
+    note = next(c.value for c in at.caption if "optimizer(s) ×" in c.value)
+    assert "3 optimizer(s) × 300 steps" in note and "spread over about 20 s" in note, note
+    at.number_input(key="train_task_moons_n_samples").set_value(200).run()
+    job = start(at)
+    # the rerun that started the run waited for its first step and drew the loss curves
+    assert [t for t in figure(at, "loss")["data"] if t.get("name") == "batch loss"]
+    assert query(at, "pace") == "20" and TrainConfig.from_link(query(at, "cfg")).steps == 300
+    job.join(1.5)
+    step = job.payload.step
+    assert job.running and 0 < step < 100, step  # ~15 steps/s: the curves grow from the first second
+    at.button(key="train_stop").click().run()
+    assert job.state == "stopped"
+
+
+def test_the_link_keeps_the_tab_the_scrubber_step_and_the_pace():
+    config = TrainConfig(optimizers=["sgd"], steps=40, seed=2, task_params={"n_samples": 200})
+    link = {"cfg": config.to_link(), "tab": "large-batch", "step": "12", "pace": "0"}
+    at = open_page(link)
+    assert not at.warning
+    assert at.session_state["train_tab"] == "Large-batch question"
+    assert at.radio(key="train_pace").value == "fast"
+    job = jobs.JOBS.get(at.session_state["train_job"])
+    finish(at, job)
+    assert at.slider(key="train_step").value == 12  # the link's step, not the last one
+    assert query(at, "step") == "12" and query(at, "tab") == "large-batch"
+    at.slider(key="train_step").set_value(30).run()
+    assert query(at, "step") == "30"  # a moved scrubber is in the link
+    # a new run drops the old step from the link and shows its own last step
+    at.radio(key="train_pace").set_value("paced").run()
+    at.number_input(key="train_pace_s").set_value(1.0).run()
+    job = start(at)
+    assert query(at, "step") is None and query(at, "pace") == "1"
+    finish(at, job)
+    assert at.slider(key="train_step").value == 40
+
+
+@pytest.mark.parametrize(
+    ("link", "messages"),
+    [
+        ({"tab": "plots"}, ["Invalid tab: 'plots' (must be one of 'train', 'large-batch')"]),
+        (
+            {"step": "ten", "pace": "-5"},
+            ["Invalid step: 'ten' (must be a number)", "Invalid pace: -5 (must be in [0, 3600])"],
+        ),
+        (
+            {"step": "999", "cfg": TrainConfig(optimizers=["sgd"], steps=40).to_link()},
+            ["Invalid step: 999 (must be an integer in [1, 40])"],
+        ),
+        ({"pace": "nan"}, ["Invalid pace: nan"]),
+    ],
+)
+def test_a_bad_tab_step_or_pace_in_the_link_is_named_and_its_default_applies(link, messages):
+    at = open_page(link)
+    warnings = [shown(w.value) for w in at.warning]
+    for message in messages:
+        assert any("could not be used" in w and message in w for w in warnings), (message, warnings)
+    assert "train_tab" not in at.session_state or at.session_state["train_tab"] == "Train"
+    assert at.radio(key="train_pace").value == "paced"
+    assert at.number_input(key="train_pace_s").value == 20.0
+
+
+def test_a_bad_pace_in_the_sidebar_blocks_start_naming_it(at):
+    at.number_input(key="train_pace_s").set_value(-3.0).run()
+    assert "Invalid pace: -3.0 (must be in [0, 3600])" in errors(at)
+    assert at.button(key="train_start").disabled

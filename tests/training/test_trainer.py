@@ -7,6 +7,7 @@ import copy
 import io
 import math
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -262,6 +263,49 @@ def test_closing_the_generator_counts_as_stop() -> None:
     next(events)
     events.close()
     assert all(r.status == "stopped" and r.steps_done == 10 for r in trainer.results.values())
+
+
+def test_a_paced_run_lasts_about_its_pace_grows_evenly_and_computes_the_same_numbers() -> None:
+    reference = Trainer(_config())
+    _run(reference)
+    trainer = Trainer(_config())  # 30 steps, an event every 10
+    start = time.perf_counter()
+    seen = [(event.step, time.perf_counter() - start) for event in trainer.run(pace=1.2)]
+    took = time.perf_counter() - start
+    assert 1.2 <= took < 1.2 + 1.0, took  # never before its pace; late only by the machine's load
+    # the steps come spread over the pace, not all at the end: step 10 is due at 0.4 s
+    assert [step for step, _ in seen] == [10, 20, 30]
+    assert 0.4 <= seen[0][1] < 0.4 + 0.6, seen
+    _assert_same_frames(_frames(trainer), _frames(reference))  # the pace changes no number
+
+
+def test_stop_is_honoured_within_a_tick_while_a_paced_run_waits() -> None:
+    trainer = Trainer(_config(steps=10, eval_every=5))  # 60 s over 10 steps: 6 s per step
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    start = time.perf_counter()
+    events = list(trainer.run(stop, pace=60.0))
+    took = time.perf_counter() - start
+    assert took < 0.3 + 0.5, took  # the wait looks at the stop request every PACE_TICK_S
+    assert trainer.step == 1 and events[-1].finished
+    assert all(r.status == "stopped" and r.steps_done == 1 for r in trainer.results.values())
+    resumed = list(trainer.run())  # and a resumed run, unpaced, goes on as fast as it can
+    assert resumed[-1].step == 10 and trainer.complete
+
+
+def test_a_resumed_paced_run_takes_its_share_of_the_pace() -> None:
+    trainer = Trainer(_config(steps=20, eval_every=10))
+    _run(trainer, stop=lambda: trainer.step >= 10)
+    start = time.perf_counter()
+    list(trainer.run(pace=2.0))  # 10 of the 20 steps left: 1 s of the 2
+    took = time.perf_counter() - start
+    assert 1.0 <= took < 1.0 + 0.8, took
+
+
+@pytest.mark.parametrize("pace", [-1.0, float("nan"), 3601.0, "20"])
+def test_a_bad_pace_is_refused_naming_it(pace) -> None:
+    with pytest.raises(ValueError, match=r"^Invalid pace: "):
+        next(Trainer(_config()).run(pace=pace))
 
 
 def test_resume_from_a_saved_state_equals_an_uninterrupted_run() -> None:
