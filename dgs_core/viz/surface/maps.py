@@ -377,7 +377,8 @@ def _typed_xy(update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _typed_array(values: Any) -> dict[str, str]:
-    data = np.ascontiguousarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a diverging path's last values pass float32's range: ±inf,
+        data = np.ascontiguousarray(values, dtype=np.float32)  # which plotly leaves undrawn
     return {"dtype": "f4", "bdata": base64.b64encode(data.tobytes()).decode("ascii")}
 
 
