@@ -131,12 +131,25 @@ def page_target() -> None:
     engine.shutdown()
 
 
-def _study(spec: StudySpec) -> tuple[float, SweepStudy]:
+def _trial_threads() -> int:
+    """torch's intra-op threads inside a trial (``run_trial`` trains in ``small_tensor_mode``)."""
+    import torch
+
+    from dgs_core.device import small_tensor_mode
+
+    with small_tensor_mode():
+        return torch.get_num_threads()
+
+
+def _study(spec: StudySpec) -> tuple[float, SweepStudy, list[tuple[float, float]]]:
+    """Wall time, the study, and per trial in the order they finished: when its row arrived
+    (seconds from the start) and how long it ran."""
     study = SweepStudy(spec)
+    arrived = []
     started = time.perf_counter()
-    for _ in study.run():
-        pass
-    return time.perf_counter() - started, study
+    for event in study.run():
+        arrived.append((time.perf_counter() - started, event.row["seconds"]))
+    return time.perf_counter() - started, study, arrived
 
 
 def main() -> None:
@@ -173,13 +186,21 @@ def main() -> None:
     walls = {}
     for slots in (1, 2):
         spec = StudySpec.from_dict({**base, "max_concurrent": slots})
-        walls[slots], study = _study(spec)
-        inside = float(study.result.trials["seconds"].sum())
-        trials = len(study.result.trials)
-        overhead = (walls[slots] * slots - inside) / trials
+        walls[slots], study, arrived = _study(spec)
+        seconds = study.result.trials["seconds"]
+        inside, trials = float(seconds.sum()), len(seconds)
+        # the experiment's start: until the first trial began (Tune's set-up, the trial
+        # processes starting and importing torch); its end: after the last trial's row
+        first_began = max(0.0, arrived[0][0] - arrived[0][1])
+        ending = walls[slots] - arrived[-1][0]
+        per_trial = ((walls[slots] - first_began - ending) * slots - inside) / trials
+        spread = (walls[slots] * slots - inside) / trials
         print(
-            f"Ray, {slots} at a time: {trials} trials in {walls[slots]:.1f} s "
-            f"(inside the trials {inside:.1f} s; overhead ≈ {overhead:.2f} s per trial)"
+            f"Ray, {slots} at a time: {trials} trials in {walls[slots]:.1f} s (inside the trials "
+            f"{inside:.1f} s, {inside / trials:.2f} s each); the experiment's start {first_began:.1f} s "
+            f"(Tune's set-up, trial processes starting and importing torch), its end "
+            f"{ending:.1f} s; between them ≈ {per_trial:.3f} s per trial "
+            f"(all of Ray's overhead spread over the trials: {spread:.2f} s)"
         )
     print(f"Ray memory while running: ≈ {_ray_rss_mb():.0f} MB resident (Ray's processes and workers)")
 
@@ -189,7 +210,10 @@ def main() -> None:
     for row in rows.itertuples(index=False):
         run_trial(spec, row.optimizer, json.loads(row.hparams), seed=row.seed)
     sequential = time.perf_counter() - started
-    print(f"sequential loop here: {len(rows)} trials in {sequential:.1f} s")
+    print(
+        f"sequential loop here: {len(rows)} trials in {sequential:.1f} s "
+        f"(each trial, here as in a Ray worker, with {_trial_threads()} torch intra-op thread)"
+    )
     print(
         f"ratio sequential / Ray: 1 at a time {sequential / walls[1]:.2f}×, "
         f"2 at a time {sequential / walls[2]:.2f}× (target ≥ 1.6× on 2 cores); "
@@ -198,7 +222,7 @@ def main() -> None:
 
     if not args.skip_fair:
         fair = StudySpec.from_dict({**base, "trials": 8, "seeds": 3, "steps": 300})
-        wall, study = _study(fair)
+        wall, study, _ = _study(fair)
         print(
             f"fair comparison 4 optimizers × 8 trials × 3 seeds on moons: {wall:.1f} s "
             f"({len(study.result.trials)} trials; target < 60 s)"

@@ -86,6 +86,7 @@ def connect(address: str | None = None) -> EngineInfo:
     """
     global _current
     import ray  # seconds to import: only when a study runs
+    import ray.tune  # about a second more: paid with Ray's start-up, not by the first study
 
     wanted = address or os.environ.get(ADDRESS_ENV) or None
     if wanted is not None and not isinstance(wanted, str):

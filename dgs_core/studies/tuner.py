@@ -157,12 +157,24 @@ def _product(axes: list[list[Any]]) -> list[tuple[Any, ...]]:
 
 
 def _trainable(config: dict[str, Any], spec: dict[str, Any]) -> None:
-    """What a Ray worker runs for one trial (importable by reference)."""
+    """What a Ray worker runs for one trial (importable by reference).
+
+    Every evaluation is reported only when ASHA reads them: a function trainable's
+    ``tune.report`` waits until the driver's Tune loop has taken the result (a round trip per
+    report), and nothing else reads the intermediate results (the rows, the search and the
+    progress use the final one).
+    """
     from ray import tune
 
     study = StudySpec.from_dict(spec)
     started = time.perf_counter()
-    final = run_trial(study, config["optimizer"], config["hparams"], config["seed"], report=tune.report)
+    final = run_trial(
+        study,
+        config["optimizer"],
+        config["hparams"],
+        config["seed"],
+        report=tune.report if _early_stopping(study) else None,
+    )
     tune.report(
         {
             **{k: v for k, v in final.items() if k != "curve"},
@@ -385,11 +397,16 @@ def _searcher(plan: _Plan) -> Any:
     return StudySearcher()
 
 
+def _early_stopping(spec: StudySpec) -> bool:
+    """ASHA stops poor tuning trials early (training studies: a surface trial reports once)."""
+    return spec.early_stopping == "asha" and spec.kind == "training"
+
+
 def _scheduler(spec: StudySpec) -> Any:
     """ASHA on the tuning trials (never on the seed runs), or first-in-first-out."""
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-    if spec.early_stopping != "asha" or spec.kind != "training":
+    if not _early_stopping(spec):
         return FIFOScheduler()
     evaluations = math.ceil(spec.steps / min(spec.eval_every, spec.steps)) + 1  # + the final report
 
