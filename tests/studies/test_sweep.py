@@ -158,6 +158,43 @@ def test_diverged_trials_are_recorded_and_the_study_went_on(embedded: StudyResul
     assert math.isfinite(embedded.best.set_index("optimizer").loc["sgd", "tuned_score"])
 
 
+# moons, few steps: training trials on Ray, reporting once (first in, first out) or every
+# evaluation (ASHA reads them)
+TRAINING = {
+    "task": "moons",
+    "optimizers": ["sgd", "adam"],
+    "trials": 4,
+    "seeds": 1,
+    "steps": 60,
+    "eval_every": 10,
+    "max_concurrent": 1,
+}
+
+
+def test_training_trials_on_ray_give_the_numbers_of_the_same_trials_here() -> None:
+    study = SweepStudy(StudySpec.from_dict({**TRAINING, "search": "random"}))
+    list(study.run())
+    trials = study.result.trials
+    assert len(trials) == 10 and (trials["status"] == "done").all() and (trials["step"] == 60).all()
+    for row in trials.itertuples(index=False):
+        here = run_trial(study.spec, row.optimizer, json.loads(row.hparams), seed=row.seed)
+        assert here["score"] == row.score, row
+    curves = study.result.curves
+    assert curves.groupby("optimizer").size().to_dict() == {"sgd": 6, "adam": 6}  # steps 10, 20, …, 60
+
+
+def test_asha_stops_poor_tuning_trials_early_and_tpe_searches() -> None:
+    spec = StudySpec.from_dict({**TRAINING, "search": "tpe", "early_stopping": "asha"})
+    study = SweepStudy(spec)
+    list(study.run())
+    trials = study.result.trials
+    tuned, seeds = trials[trials["phase"] == TUNE], trials[trials["phase"] == SEEDS]
+    stopped = tuned[tuned["status"] == "stopped early (ASHA)"]
+    assert len(stopped) >= 1 and (stopped["step"] < spec.steps).all()  # ASHA read the evaluations
+    assert (seeds["status"] == "done").all() and (seeds["step"] == spec.steps).all()
+    assert tuned.groupby("optimizer")["hparams"].nunique().to_dict() == {"sgd": 4, "adam": 4}
+
+
 def test_stop_keeps_the_finished_trials() -> None:
     study = SweepStudy(StudySpec.from_dict({**SURFACE, "trials": 20, "max_concurrent": 1}))
     seen = []
