@@ -13,7 +13,8 @@ study, the Annealing lab's two runs). For each slot a session has at most one jo
 * :func:`every` draws one panel in a fragment of its own with its own period, and
   :func:`until` reruns the page once a condition holds (e.g. the run has its first step);
 * :func:`figure` is the session's one figure cache (rebuilt when its inputs' version changes);
-* :func:`preload` imports what a fresh process's first run would (once per process).
+* :func:`preload` imports what a fresh process's first run would (once per process) and starts
+  a training worker process (:mod:`dgs_core.workers`).
 
 The job's thread never touches Streamlit: the page polls. Stop sets the job's stop signal.
 """
@@ -29,7 +30,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app_pages.ui import plain
-from dgs_core import jobs
+from dgs_core import jobs, workers
 
 STOP_WAIT_SECONDS = 0.8  # Stop waits this long for the work to end its step
 IDLE_STOP_SECONDS = 180.0  # a job nobody watches (tab closed) stops itself after this long
@@ -295,6 +296,8 @@ def chart(name: str, version: Hashable, build: Callable[[], Any]) -> None:
 @st.cache_resource(show_spinner=False)
 def _preloaded(modules: tuple[str, ...]) -> bool:
     jobs.preload(modules)
+    if workers.process_mode():
+        workers.POOL.warm()  # the first run need not wait for a worker process to import torch
     return True
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
-from dgs_core import jobs
+from dgs_core import jobs, workers
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
 from dgs_core.viz import training as viz
@@ -52,10 +52,11 @@ RUN = live.Slot(
 
 
 def training_job(payload: Trainer | TrainConfig) -> jobs.Job:
-    """A job that trains (a new trainer for a config, or continues a stopped one)."""
+    """A job that trains (a new trainer for a config, or continues a stopped one) in a worker
+    process (:func:`dgs_core.workers.train`; the trainer is the mirror the pages read)."""
     return jobs.Job(
         lambda: payload if isinstance(payload, Trainer) else Trainer(payload),
-        lambda trainer, stop: trainer.run(stop),
+        workers.train,
         poll=lambda trainer: (trainer.step, trainer.config.steps),  # events come on evaluations only
         idle_stop_s=live.IDLE_STOP_SECONDS,
         name="train",

@@ -1,0 +1,356 @@
+"""Training in worker processes: the page server keeps its interpreter while runs train.
+
+A training run is pure CPU work in Python; in the page server's process it shares the
+interpreter (and its GIL) with every page being drawn, and a class with five runs going makes
+every page slow. So :func:`train` — what a training :class:`~dgs_core.jobs.Job` runs — hands
+the run to a worker process of :data:`POOL` and streams what it records back into the
+trainer the pages read (the *mirror*: the same :class:`~dgs_core.training.Trainer` object the
+job's payload has always been), so the pages, Save, Export and Continue do not change::
+
+    server (job thread)                              worker process (one of POOL)
+    mirror = Trainer(config) ── config or state ──▶ trainer = Trainer(config) / from_state_dict
+                               ◀── delta ───────── every SEND_EVERY_S, before a step
+    events for the page      ◀── event + delta ─── every evaluation
+    stop.is_set() ─────────── stop Event ─────────▶ checked before every step
+    mirror.load_state_dict   ◀── end: state_dict ── the run ended (done or stopped)
+
+A delta carries, per optimizer, the metric rows, diagnostic records, checkpoints and
+trajectory snapshots recorded since the last one (and the status); the final ``state_dict``
+makes the mirror the worker's trainer exactly (weights, optimizer states, data position,
+diagnostics), so a finished run saves and continues as if it had trained in the server — the
+same numbers on the CPU (a parity test checks it). Stop sets the worker's stop event: the
+trainer obeys before its next step. A worker that has not ended :data:`KILL_AFTER_S` seconds
+after a stop request, or that dies, is killed and replaced; its run keeps what was streamed and
+is marked ended (it cannot be continued: its weights stayed in the worker).
+
+Workers are started with the ``spawn`` method (never ``fork``: the server has threads) and
+live as long as the server, one run at a time each, so each imports torch once; at most
+``$DGS_LAB_MAX_JOBS`` of them (the server's cap on runs at once). ``$DGS_LAB_TRAIN_WORKERS=0``
+trains in the job's thread instead (the CLI, the page tests; the same numbers).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from multiprocessing.connection import Connection
+from types import MappingProxyType
+from typing import Any
+
+from dgs_core.limits import server_limits
+from dgs_core.params import ParamError, invalid
+from dgs_core.training.config import TrainConfig
+from dgs_core.training.results import METRIC_COLUMNS, RUNNING, STOPPED, ProgressEvent
+from dgs_core.training.trainer import Trainer
+
+MODE_ENV = "DGS_LAB_TRAIN_WORKERS"
+SEND_EVERY_S = 0.25  # the worker streams what it recorded at least this often (the page's tick is 0.2 s)
+KILL_AFTER_S = 20.0  # a worker still busy this long after a stop request is killed
+LOST = "ended: its worker process was lost"  # the status of the optimizers of a run whose worker died
+
+
+def process_mode(environ: Mapping[str, str] | None = None) -> bool:
+    """True (the default) to train in worker processes; ``$DGS_LAB_TRAIN_WORKERS=0``: in-process."""
+    text = (os.environ if environ is None else environ).get(MODE_ENV, "1").strip() or "1"
+    if text not in ("0", "1"):
+        raise ParamError(MODE_ENV, text, f"Invalid {MODE_ENV}: {text!r} (must be 0 or 1)")
+    return text == "1"
+
+
+def train(trainer: Trainer, stop: Any) -> Iterator[ProgressEvent]:
+    """Train ``trainer`` on (like :meth:`Trainer.run`): in a worker process of :data:`POOL`,
+    or in this thread when :func:`process_mode` is off."""
+    if process_mode():
+        return POOL.train(trainer, stop)
+    return trainer.run(stop)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's side
+# ---------------------------------------------------------------------------------------------
+
+
+def _send(conn: Connection, message: Any) -> None:
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _Tracker:
+    """What a worker's trainer recorded since the last delta (per optimizer)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        results = trainer.results
+        self.rows = {label: r.steps_done for label, r in results.items()}
+        self.records = {label: len(r.records) for label, r in results.items()}
+        self.checkpoints = {label: set(r.checkpoints) for label, r in results.items()}
+        self.trajectory = {label: set(r.trajectory) for label, r in results.items()}
+
+    def delta(self) -> dict[str, Any]:
+        lanes = {}
+        for label, lane in self.trainer.lanes.items():
+            r = lane.result
+            # the last row sent goes again: an annealing plan that ends evaluates its last step late
+            start, rows = max(0, self.rows[label] - 1), r.steps_done
+            trajectory = r.trajectory
+            lanes[label] = {
+                "status": r.status,
+                "reason": r.reason,
+                "last_evaluation": r.last_evaluation,
+                "start": start,
+                "columns": {name: r.columns[name][start:rows] for name in METRIC_COLUMNS},
+                "records": r.records[self.records[label] :],
+                "checkpoints": {s: w for s, w in r.checkpoints.items() if s not in self.checkpoints[label]},
+                "trajectory_steps": list(trajectory),
+                "trajectory": {s: w for s, w in trajectory.items() if s not in self.trajectory[label]},
+                "lr": lane.lr,
+                "batch_size": lane.batch_size,
+            }
+            self.rows[label], self.records[label] = rows, len(r.records)
+            self.checkpoints[label].update(r.checkpoints)
+            self.trajectory[label] = set(trajectory)
+        return {"step": self.trainer.step, "lanes": lanes}
+
+
+def _run(conn: Connection, stop: Any, request: tuple[str, Any]) -> None:
+    kind, data = request
+    trainer = Trainer(TrainConfig.from_dict(data)) if kind == "config" else Trainer.from_state_dict(data)
+    tracker = _Tracker(trainer)
+    sent = time.monotonic()
+
+    def should_stop() -> bool:  # called before every step: the records are whole here
+        nonlocal sent
+        if time.monotonic() - sent >= SEND_EVERY_S:
+            _send(conn, ("delta", tracker.delta()))
+            sent = time.monotonic()
+        return stop.is_set()
+
+    for event in trainer.run(should_stop):
+        if event.finished:
+            _send(conn, ("end", tracker.delta(), trainer.state_dict(), event.elapsed_s))
+        else:
+            _send(conn, ("event", tracker.delta(), event.elapsed_s))
+            sent = time.monotonic()
+
+
+def serve(conn: Connection, stop: Any) -> None:
+    """A worker process's main loop: one run per request, until the server closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which ends its workers
+    while True:
+        try:
+            request = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            _run(conn, stop, request)
+        except (BrokenPipeError, EOFError):
+            return  # the server is gone
+        except Exception as exc:  # the job shows it; the worker stays for the next run
+            _send(conn, ("error", type(exc).__name__, str(exc), traceback.format_exc()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The server's side
+# ---------------------------------------------------------------------------------------------
+
+
+class WorkerError(RuntimeError):
+    """A run failed in its worker process (the message names the original exception)."""
+
+
+class _Worker:
+    """One worker process, its pipe and its stop event."""
+
+    def __init__(self, context: Any) -> None:
+        self.conn, child = context.Pipe()
+        self.stop = context.Event()
+        self.process = context.Process(
+            target=serve, args=(child, self.stop), name="dgs-train-worker", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def receive(self, timeout: float) -> Any:
+        """The next message, or None after ``timeout`` seconds; EOFError once the process is gone."""
+        if not self.conn.poll(timeout):
+            if not self.alive:
+                raise EOFError
+            return None
+        return pickle.loads(self.conn.recv_bytes())
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.alive:
+            self.process.kill()
+        self.process.join(5.0)
+
+
+class WorkerPool:
+    """At most ``size`` long-lived worker processes, started when first needed (``spawn``).
+
+    >>> pool = WorkerPool(size=1)
+    >>> len(pool)
+    0
+    """
+
+    def __init__(self, *, size: int, context: str = "spawn") -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise invalid("size", size, "an integer >= 1")
+        if context == "fork":
+            raise invalid("context", context, '"spawn" or "forkserver" (the server has threads)')
+        self.size = size
+        self._context = multiprocessing.get_context(context)
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._count = 0
+
+    def __len__(self) -> int:
+        """Worker processes started and not ended (busy or idle)."""
+        return self._count
+
+    def _acquire(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive:
+                    return worker
+                self._count -= 1
+                worker.close()
+            if self._count >= self.size:
+                raise ValueError(
+                    f"Invalid start: all {self.size} training workers are busy; wait for a run to end"
+                )
+            self._count += 1
+        try:
+            return _Worker(self._context)  # outside the lock: starting one takes a moment
+        except Exception:
+            with self._lock:
+                self._count -= 1
+            raise
+
+    def _release(self, worker: _Worker, *, healthy: bool) -> None:
+        if healthy and worker.alive:
+            worker.stop.clear()
+            with self._lock:
+                self._idle.append(worker)
+            return
+        worker.close()
+        with self._lock:
+            self._count -= 1
+
+    def warm(self) -> None:
+        """Start one idle worker now (in the background), so the next run does not wait for it."""
+
+        def start() -> None:
+            with self._lock:
+                if self._idle or self._count >= self.size:
+                    return
+            self._release(self._acquire(), healthy=True)
+
+        threading.Thread(target=start, name="dgs-warm-worker", daemon=True).start()
+
+    def close(self) -> None:
+        """End the idle workers (busy ones end when their run does, as the pipe closes)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+        for worker in idle:
+            worker.close()
+
+    def train(self, trainer: Trainer, stop: Any) -> Iterator[ProgressEvent]:
+        """Train ``trainer`` on in a worker, mirroring what it records into ``trainer``."""
+        should_stop: Callable[[], bool] = getattr(stop, "is_set", stop) or (lambda: False)
+        worker = self._acquire()
+        healthy = False
+        try:
+            worker.stop.clear()
+            fresh = trainer.step == 0
+            _send(
+                worker.conn,
+                ("config", trainer.config.to_dict()) if fresh else ("state", trainer.state_dict()),
+            )
+            stopped_at: float | None = None
+            while True:
+                if stopped_at is None and should_stop():
+                    worker.stop.set()
+                    stopped_at = time.monotonic()
+                if stopped_at is not None and time.monotonic() - stopped_at > KILL_AFTER_S:
+                    raise WorkerError(f"the run did not stop within {KILL_AFTER_S:g} s; its worker was ended")
+                try:
+                    message = worker.receive(0.05)
+                except (EOFError, OSError):
+                    code = worker.process.exitcode
+                    raise WorkerError(
+                        f"the training worker process ended unexpectedly (exit code {code})"
+                    ) from None
+                if message is None:
+                    continue
+                kind = message[0]
+                if kind == "error":
+                    _, name, text, details = message
+                    if name in ("ValueError", "ParamError"):
+                        raise ValueError(text)
+                    raise WorkerError(f"{name}: {text}\n\nIn the worker process:\n{details}")
+                lanes = _apply(trainer, message[1])
+                if kind == "end":
+                    trainer.load_state_dict(message[2])
+                    healthy = True
+                    yield _event(trainer, lanes, finished=True, elapsed=message[3])
+                    return
+                if kind == "event":
+                    yield _event(trainer, lanes, finished=False, elapsed=message[2])
+        finally:
+            if not healthy:
+                for result in trainer.results.values():
+                    if result.status in (RUNNING, STOPPED):
+                        result.status = LOST
+            self._release(worker, healthy=healthy)
+
+
+def _apply(trainer: Trainer, delta: Mapping[str, Any]) -> dict[str, tuple[float, int]]:
+    """Add a worker's delta to the mirror; returns each optimizer's (lr, batch size).
+
+    Every container a page may be reading is extended with one call or replaced whole, and the
+    ``step`` column (whose length counts the rows) grows last, so a reader never finds a row
+    in it that another column lacks."""
+    for label, lane in delta["lanes"].items():
+        result = trainer.lanes[label].result
+        start = lane["start"]
+        for name in reversed(METRIC_COLUMNS):
+            result.columns[name][start:] = lane["columns"][name]
+        result.records.extend(lane["records"])
+        if lane["checkpoints"]:
+            result.checkpoints = {**result.checkpoints, **lane["checkpoints"]}
+        known = {**result.trajectory, **lane["trajectory"]}
+        result.trajectory = {s: known[s] for s in lane["trajectory_steps"]}
+        result.last_evaluation, result.reason, result.status = (
+            lane["last_evaluation"],
+            lane["reason"],
+            lane["status"],
+        )
+    trainer.step = delta["step"]
+    return {label: (lane["lr"], lane["batch_size"]) for label, lane in delta["lanes"].items()}
+
+
+def _event(
+    trainer: Trainer, lanes: Mapping[str, tuple[float, int]], *, finished: bool, elapsed: float
+) -> ProgressEvent:
+    """The progress event the in-process trainer would have yielded, from the mirror."""
+    progress = {
+        label: result.progress(lr=lanes[label][0], batch_size=lanes[label][1])
+        for label, result in trainer.results.items()
+    }
+    return ProgressEvent(trainer.step, trainer.config.steps, MappingProxyType(progress), finished, elapsed)
+
+
+POOL = WorkerPool(size=server_limits().max_jobs)
+"""The server's workers (none started until a run needs one); at most ``$DGS_LAB_MAX_JOBS``."""
