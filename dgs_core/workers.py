@@ -16,10 +16,10 @@ job's payload has always been), so the pages, Save, Export and Continue do not c
 
 A delta carries, per optimizer, the metric rows, diagnostic records, checkpoints and
 trajectory snapshots recorded since the last one (and the status); the final ``state_dict``
-makes the mirror the worker's trainer exactly (weights, optimizer states, data position,
-diagnostics), so a finished run saves and continues as if it had trained in the server — the
-same numbers on the CPU (a parity test checks it). Stop sets the worker's stop event: the
-trainer obeys before its next step. A worker that has not ended :data:`KILL_AFTER_S` seconds
+(less what the deltas carried) makes the mirror the worker's trainer exactly (weights,
+optimizer states, data position, diagnostics), so a finished run saves and continues as if it
+had trained in the server — the same numbers on the CPU (a parity test checks it). Stop sets
+the worker's stop event: the trainer obeys before its next step. A worker that has not ended :data:`KILL_AFTER_S` seconds
 after a stop request, or that dies, is killed and replaced; its run keeps what was streamed and
 is marked ended (it cannot be continued: its weights stayed in the worker).
 
@@ -31,6 +31,7 @@ trains in the job's thread instead (the CLI, the page tests; the same numbers).
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import pickle
@@ -42,6 +43,8 @@ from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from types import MappingProxyType
 from typing import Any
+
+import torch
 
 from dgs_core.limits import server_limits
 from dgs_core.params import ParamError, invalid
@@ -76,8 +79,51 @@ def train(trainer: Trainer, stop: Any) -> Iterator[ProgressEvent]:
 # ---------------------------------------------------------------------------------------------
 
 
+class _Pickler(pickle.Pickler):
+    """Pickles CPU tensors as numpy arrays: a run's stream is thousands of small tensors (a
+    record's element copies, checkpoints), and torch pickles each storage through torch.save
+    (a 2000-step moons run's state: 1.1 s to pickle and 1.2 s to read, against 0.11 s and
+    0.06 s this way)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            type(obj) is torch.Tensor
+            and obj.device.type == "cpu"
+            and not obj.requires_grad
+            and obj.dtype in _NUMPY_DTYPES
+        ):
+            return torch.from_numpy, (obj.numpy(),)
+        return NotImplemented
+
+
+_NUMPY_DTYPES = {
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+}
+
+
 def _send(conn: Connection, message: Any) -> None:
-    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
+    conn.send_bytes(buffer.getbuffer())
+
+
+def _slim(state: dict[str, Any]) -> dict[str, Any]:
+    """A trainer's state without what the deltas carried (the mirror has it)."""
+    for lane in state["lanes"].values():
+        for key in _STREAMED:
+            lane[key] = None
+    return state
+
+
+_STREAMED = ("columns", "records", "checkpoints", "trajectory")
 
 
 class _Tracker:
@@ -132,7 +178,7 @@ def _run(conn: Connection, stop: Any, request: tuple[str, Any]) -> None:
 
     for event in trainer.run(should_stop):
         if event.finished:
-            _send(conn, ("end", tracker.delta(), trainer.state_dict(), event.elapsed_s))
+            _send(conn, ("end", tracker.delta(), _slim(trainer.state_dict()), event.elapsed_s))
         else:
             _send(conn, ("event", tracker.delta(), event.elapsed_s))
             sent = time.monotonic()
@@ -302,7 +348,11 @@ class WorkerPool:
                     raise WorkerError(f"{name}: {text}\n\nIn the worker process:\n{details}")
                 lanes = _apply(trainer, message[1])
                 if kind == "end":
-                    trainer.load_state_dict(message[2])
+                    state = message[2]
+                    for label, lane in state["lanes"].items():  # the streamed parts, from the mirror
+                        result = trainer.lanes[label].result
+                        lane.update({key: getattr(result, key) for key in _STREAMED})
+                    trainer.load_state_dict(state)
                     healthy = True
                     yield _event(trainer, lanes, finished=True, elapsed=message[3])
                     return
