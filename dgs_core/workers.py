@@ -19,9 +19,10 @@ trajectory snapshots recorded since the last one (and the status); the final ``s
 (less what the deltas carried) makes the mirror the worker's trainer exactly (weights,
 optimizer states, data position, diagnostics), so a finished run saves and continues as if it
 had trained in the server — the same numbers on the CPU (a parity test checks it). Stop sets
-the worker's stop event: the trainer obeys before its next step. A worker that has not ended :data:`KILL_AFTER_S` seconds
-after a stop request, or that dies, is killed and replaced; its run keeps what was streamed and
-is marked ended (it cannot be continued: its weights stayed in the worker).
+the worker's stop event: the trainer obeys before its next step. A worker that has not ended
+:data:`KILL_AFTER_S` seconds after a stop request, or that dies, is killed and replaced; its
+run keeps what was streamed and is marked ended (it cannot be continued: its weights stayed
+in the worker).
 
 Workers are started with the ``spawn`` method (never ``fork``: the server has threads) and
 live as long as the server, one run at a time each, so each imports torch once; at most
