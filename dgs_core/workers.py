@@ -10,7 +10,7 @@ job's payload has always been), so the pages, Save, Export and Continue do not c
     server (job thread)                              worker process (one of POOL)
     mirror = Trainer(config) ── config or state ──▶ trainer = Trainer(config) / from_state_dict
                                ◀── delta ───────── every SEND_EVERY_S, before a step
-    events for the page      ◀── event + delta ─── every evaluation
+    events for the page      ◀── event + delta ─── at an evaluation, at most every SEND_EVERY_S
     stop.is_set() ─────────── stop Event ─────────▶ checked before every step
     mirror.load_state_dict   ◀── end: state_dict ── the run ended (done or stopped)
 
@@ -168,7 +168,7 @@ def _run(conn: Connection, stop: Any, request: tuple[str, Any]) -> None:
     kind, data = request
     trainer = Trainer(TrainConfig.from_dict(data)) if kind == "config" else Trainer.from_state_dict(data)
     tracker = _Tracker(trainer)
-    sent = time.monotonic()
+    sent = evented = time.monotonic()  # the last message; the last event
 
     def should_stop() -> bool:  # called before every step: the records are whole here
         nonlocal sent
@@ -180,9 +180,9 @@ def _run(conn: Connection, stop: Any, request: tuple[str, Any]) -> None:
     for event in trainer.run(should_stop):
         if event.finished:
             _send(conn, ("end", tracker.delta(), _slim(trainer.state_dict()), event.elapsed_s))
-        else:
+        elif time.monotonic() - evented >= SEND_EVERY_S:  # the page reads the latest event only
             _send(conn, ("event", tracker.delta(), event.elapsed_s))
-            sent = time.monotonic()
+            sent = evented = time.monotonic()
 
 
 def serve(conn: Connection, stop: Any) -> None:
@@ -335,6 +335,7 @@ class WorkerPool:
                 try:
                     message = worker.receive(0.05)
                 except (EOFError, OSError):
+                    worker.process.join(1.0)
                     code = worker.process.exitcode
                     raise WorkerError(
                         f"the training worker process ended unexpectedly (exit code {code})"

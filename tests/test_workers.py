@@ -72,7 +72,9 @@ def test_a_run_in_a_worker_gives_the_in_process_numbers(pool: WorkerPool) -> Non
     expected = [(e.step, e.finished) for e in reference.run()]
     mirror = Trainer(CONFIG)
     events = list(pool.train(mirror, None))
-    assert [(e.step, e.finished) for e in events] == expected
+    # evaluations' events, at most one per SEND_EVERY_S (the page reads the latest), and the end
+    got = [(e.step, e.finished) for e in events]
+    assert set(got[:-1]) <= set(expected[:-1]) and got[-1] == expected[-1]
     assert_same_run(reference, mirror)
     final = events[-1].lanes["dgs"]
     assert final.result is mirror.results["dgs"] and final.step == CONFIG.steps and final.spikes >= 0
@@ -80,12 +82,12 @@ def test_a_run_in_a_worker_gives_the_in_process_numbers(pool: WorkerPool) -> Non
 
 
 def test_stop_ends_the_worker_run_within_a_step_and_continue_trains_on_in_a_worker(pool: WorkerPool) -> None:
-    config = CONFIG.__class__.from_dict({**CONFIG.to_dict(), "steps": 800, "eval_every": 10})
+    config = CONFIG.__class__.from_dict({**CONFIG.to_dict(), "steps": 1000, "eval_every": 10})
     stop = threading.Event()
     mirror = Trainer(config)
     run = pool.train(mirror, stop)
-    first = next(run)  # the first evaluation has arrived
-    assert first.step == 10 and mirror.results["sgd"].steps_done >= 10
+    first = next(run)  # an evaluation has arrived
+    assert first.step % 10 == 0 and mirror.results["sgd"].steps_done >= first.step
     stop.set()
     asked = time.perf_counter()
     rest = list(run)
@@ -109,13 +111,13 @@ def test_a_training_job_runs_in_a_worker_and_the_page_reads_its_trainer(
 
     def work(trainer: Trainer, stop):
         for event in workers.train(trainer, stop):
-            seen.append(trainer.results["sgd"].steps_done)  # the mirror has grown by each event
+            seen.append(trainer.results["sgd"].steps_done)  # the mirror has grown to each event's step
             yield event
 
     job = jobs.Job(lambda: Trainer(CONFIG), work, poll=lambda t: (t.step, t.config.steps)).start()
     assert job.join(120.0)
     assert job.state == jobs.DONE and job.progress == (CONFIG.steps, CONFIG.steps)
-    assert seen == [20, 40, 60, 80, 100, 120]
+    assert seen[-1] == 120 and set(seen) <= {20, 40, 60, 80, 100, 120}
     assert job.payload.results["dgs"].status == "done" and len(job.payload.results["dgs"].records) == 13
     assert len(pool) == 1  # back in the pool, idle
 
