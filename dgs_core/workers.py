@@ -11,7 +11,7 @@ job's payload has always been), so the pages, Save, Export and Continue do not c
     mirror = Trainer(config) ── config or state ──▶ trainer = Trainer(config) / from_state_dict
                                ◀── delta ───────── every SEND_EVERY_S, before a step
     events for the page      ◀── event + delta ─── at an evaluation, at most every SEND_EVERY_S
-    stop.is_set() ─────────── stop Event ─────────▶ checked before every step
+    stop.is_set() ─────────── "stop" ─────────────▶ looked for before every step
     mirror.load_state_dict   ◀── end: state_dict ── the run ended (done or stopped)
 
 A delta carries, per optimizer, the metric rows, diagnostic records, checkpoints and
@@ -19,29 +19,36 @@ trajectory snapshots recorded since the last one (and the status); the final ``s
 (less what the deltas carried) makes the mirror the worker's trainer exactly (weights,
 optimizer states, data position, diagnostics), so a finished run saves and continues as if it
 had trained in the server — the same numbers on the CPU (a parity test checks it). Stop sets
-the worker's stop event: the trainer obeys before its next step. A worker that has not ended
+sends "stop" down the worker's pipe: the trainer looks for it before every step. A worker that has not ended
 :data:`KILL_AFTER_S` seconds after a stop request, or that dies, is killed and replaced; its
 run keeps what was streamed and is marked ended (it cannot be continued: its weights stayed
 in the worker).
 
-Workers are started with the ``spawn`` method (never ``fork``: the server has threads) and
-live as long as the server, one run at a time each, so each imports torch once; at most
-``$DGS_LAB_MAX_JOBS`` of them (the server's cap on runs at once). ``$DGS_LAB_TRAIN_WORKERS=0``
+A worker is a fresh interpreter, ``python -m dgs_core.workers FD`` (never ``fork``: the
+server has threads; and not multiprocessing's ``spawn``, which would import the server's
+``__main__`` in the child — under Streamlit that is the page script being run), talking over
+one socket pair. Workers live as long as the server, one run at a time each, so each imports
+torch once; at most ``$DGS_LAB_MAX_JOBS`` of them (the server's cap on runs at once), at a
+lower CPU priority than the pages (:data:`NICENESS`). ``$DGS_LAB_TRAIN_WORKERS=0``
 trains in the job's thread instead (the CLI, the page tests; the same numbers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -56,6 +63,12 @@ from dgs_core.training.trainer import Trainer
 MODE_ENV = "DGS_LAB_TRAIN_WORKERS"
 SEND_EVERY_S = 0.25  # the worker streams what it recorded at least this often (the page's tick is 0.2 s)
 KILL_AFTER_S = 20.0  # a worker still busy this long after a stop request is killed
+# Workers run at a lower CPU priority than the page server: five runs are five busy processes
+# (in the server's threads the GIL held them to one core), and pages must come first. The
+# classroom benchmark (bench/classroom.py, 25 websocket clients + 5 training browsers on 2
+# cores) measured first renders, widget changes and Stop at equal priority and niced.
+NICENESS = 10
+STOP = "stop"  # the message that stops a worker's run
 LOST = "ended: its worker process was lost"  # the status of the optimizers of a run whose worker died
 
 
@@ -164,18 +177,22 @@ class _Tracker:
         return {"step": self.trainer.step, "lanes": lanes}
 
 
-def _run(conn: Connection, stop: Any, request: tuple[str, Any]) -> None:
+def _run(conn: Connection, request: tuple[str, Any]) -> None:
     kind, data = request
     trainer = Trainer(TrainConfig.from_dict(data)) if kind == "config" else Trainer.from_state_dict(data)
     tracker = _Tracker(trainer)
     sent = evented = time.monotonic()  # the last message; the last event
 
+    stopping = False
+
     def should_stop() -> bool:  # called before every step: the records are whole here
-        nonlocal sent
+        nonlocal sent, stopping
         if time.monotonic() - sent >= SEND_EVERY_S:
             _send(conn, ("delta", tracker.delta()))
             sent = time.monotonic()
-        return stop.is_set()
+        if not stopping and conn.poll():  # one select(): microseconds against a step's milliseconds
+            stopping = pickle.loads(conn.recv_bytes()) == STOP  # the only message during a run
+        return stopping
 
     for event in trainer.run(should_stop):
         if event.finished:
@@ -185,7 +202,7 @@ def _run(conn: Connection, stop: Any, request: tuple[str, Any]) -> None:
             sent = evented = time.monotonic()
 
 
-def serve(conn: Connection, stop: Any) -> None:
+def serve(conn: Connection) -> None:
     """A worker process's main loop: one run per request, until the server closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which ends its workers
     while True:
@@ -193,8 +210,10 @@ def serve(conn: Connection, stop: Any) -> None:
             request = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
+        if request == STOP:  # a stop that crossed the end of its run
+            continue
         try:
-            _run(conn, stop, request)
+            _run(conn, request)
         except (BrokenPipeError, EOFError):
             return  # the server is gone
         except Exception as exc:  # the job shows it; the worker stays for the next run
@@ -211,20 +230,29 @@ class WorkerError(RuntimeError):
 
 
 class _Worker:
-    """One worker process, its pipe and its stop event."""
+    """One worker process and its end of the socket pair."""
 
-    def __init__(self, context: Any) -> None:
-        self.conn, child = context.Pipe()
-        self.stop = context.Event()
-        self.process = context.Process(
-            target=serve, args=(child, self.stop), name="dgs-train-worker", daemon=True
+    def __init__(self) -> None:
+        self.conn, child = multiprocessing.Pipe()
+        root = str(Path(__file__).resolve().parents[1])  # where dgs_core is, whatever the cwd
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dgs_core.workers", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": path},
         )
-        self.process.start()
         child.close()
+        with contextlib.suppress(AttributeError, OSError):  # not on every system: then as the server
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, NICENESS)
 
     @property
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.poll()
 
     def receive(self, timeout: float) -> Any:
         """The next message, or None after ``timeout`` seconds; EOFError once the process is gone."""
@@ -238,24 +266,22 @@ class _Worker:
         self.conn.close()
         if self.alive:
             self.process.kill()
-        self.process.join(5.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5.0)
 
 
 class WorkerPool:
-    """At most ``size`` long-lived worker processes, started when first needed (``spawn``).
+    """At most ``size`` long-lived worker processes, started when first needed.
 
     >>> pool = WorkerPool(size=1)
     >>> len(pool)
     0
     """
 
-    def __init__(self, *, size: int, context: str = "spawn") -> None:
+    def __init__(self, *, size: int) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise invalid("size", size, "an integer >= 1")
-        if context == "fork":
-            raise invalid("context", context, '"spawn" or "forkserver" (the server has threads)')
         self.size = size
-        self._context = multiprocessing.get_context(context)
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._count = 0
@@ -278,7 +304,7 @@ class WorkerPool:
                 )
             self._count += 1
         try:
-            return _Worker(self._context)  # outside the lock: starting one takes a moment
+            return _Worker()  # outside the lock: starting one takes a moment
         except Exception:
             with self._lock:
                 self._count -= 1
@@ -286,7 +312,6 @@ class WorkerPool:
 
     def _release(self, worker: _Worker, *, healthy: bool) -> None:
         if healthy and worker.alive:
-            worker.stop.clear()
             with self._lock:
                 self._idle.append(worker)
             return
@@ -319,7 +344,6 @@ class WorkerPool:
         worker = self._acquire()
         healthy = False
         try:
-            worker.stop.clear()
             fresh = trainer.step == 0
             _send(
                 worker.conn,
@@ -328,15 +352,16 @@ class WorkerPool:
             stopped_at: float | None = None
             while True:
                 if stopped_at is None and should_stop():
-                    worker.stop.set()
+                    _send(worker.conn, STOP)
                     stopped_at = time.monotonic()
                 if stopped_at is not None and time.monotonic() - stopped_at > KILL_AFTER_S:
                     raise WorkerError(f"the run did not stop within {KILL_AFTER_S:g} s; its worker was ended")
                 try:
                     message = worker.receive(0.05)
                 except (EOFError, OSError):
-                    worker.process.join(1.0)
-                    code = worker.process.exitcode
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        worker.process.wait(1.0)
+                    code = worker.exitcode
                     raise WorkerError(
                         f"the training worker process ended unexpectedly (exit code {code})"
                     ) from None
@@ -406,3 +431,7 @@ def _event(
 
 POOL = WorkerPool(size=server_limits().max_jobs)
 """The server's workers (none started until a run needs one); at most ``$DGS_LAB_MAX_JOBS``."""
+
+
+if __name__ == "__main__":  # a worker process: python -m dgs_core.workers FD
+    serve(Connection(int(sys.argv[1])))
