@@ -134,7 +134,8 @@ async def trainer(context, url: str, window: float, results: dict[str, list]) ->
         await asyncio.sleep(window)
         results["stop"].append(await page.evaluate(STOP_LATENCY) / 1000)
     except Exception as exc:
-        results["failures"].append(f"browser: {type(exc).__name__}: {exc}")
+        status = await page.locator("[data-testid='stProgress']").all_inner_texts()
+        results["failures"].append(f"browser: {type(exc).__name__}: {str(exc).splitlines()[0]} (status: {status})")
     finally:
         await page.close()
 

@@ -181,6 +181,7 @@ def _run(conn: Connection, request: tuple[str, Any]) -> None:
     kind, data = request
     trainer = Trainer(TrainConfig.from_dict(data)) if kind == "config" else Trainer.from_state_dict(data)
     tracker = _Tracker(trainer)
+    _send(conn, ("started",))
     sent = evented = time.monotonic()  # the last message; the last event
 
     stopping = False
@@ -342,7 +343,7 @@ class WorkerPool:
         """Train ``trainer`` on in a worker, mirroring what it records into ``trainer``."""
         should_stop: Callable[[], bool] = getattr(stop, "is_set", stop) or (lambda: False)
         worker = self._acquire()
-        healthy = False
+        healthy = started = False
         try:
             fresh = trainer.step == 0
             _send(
@@ -352,6 +353,10 @@ class WorkerPool:
             stopped_at: float | None = None
             while True:
                 if stopped_at is None and should_stop():
+                    if not started:  # still starting (importing torch, building the trainer):
+                        _stop_unstarted(trainer)  # end it; the mirror is the state it was sent
+                        yield _event(trainer, {}, finished=True, elapsed=0.0)
+                        return
                     _send(worker.conn, STOP)
                     stopped_at = time.monotonic()
                 if stopped_at is not None and time.monotonic() - stopped_at > KILL_AFTER_S:
@@ -368,6 +373,9 @@ class WorkerPool:
                 if message is None:
                     continue
                 kind = message[0]
+                started = True
+                if kind == "started":
+                    continue
                 if kind == "error":
                     _, name, text, details = message
                     if name in ("ValueError", "ParamError"):
@@ -386,11 +394,18 @@ class WorkerPool:
                 if kind == "event":
                     yield _event(trainer, lanes, finished=False, elapsed=message[2])
         finally:
-            if not healthy:
+            if not healthy and started:
                 for result in trainer.results.values():
                     if result.status in (RUNNING, STOPPED):
                         result.status = LOST
             self._release(worker, healthy=healthy)
+
+
+def _stop_unstarted(trainer: Trainer) -> None:
+    """A run stopped before its worker began it: it stays as it was, stopped."""
+    for result in trainer.results.values():
+        if result.status == RUNNING:
+            result.status = STOPPED
 
 
 def _apply(trainer: Trainer, delta: Mapping[str, Any]) -> dict[str, tuple[float, int]]:
@@ -424,6 +439,8 @@ def _event(
     """The progress event the in-process trainer would have yielded, from the mirror."""
     progress = {
         label: result.progress(lr=lanes[label][0], batch_size=lanes[label][1])
+        if label in lanes
+        else result.progress()
         for label, result in trainer.results.items()
     }
     return ProgressEvent(trainer.step, trainer.config.steps, MappingProxyType(progress), finished, elapsed)

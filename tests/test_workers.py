@@ -143,3 +143,18 @@ def test_the_mode_comes_from_the_environment() -> None:
         workers.process_mode({workers.MODE_ENV: "yes"})
     with pytest.raises(ValueError, match="Invalid size: 0"):
         WorkerPool(size=0)
+
+
+def test_a_stop_while_the_worker_starts_ends_the_run_at_once() -> None:
+    """A cold worker spends seconds importing torch; a Stop meanwhile ends the run at once (the
+    worker is ended) and leaves the trainer as it was, stopped and ready to continue."""
+    cold = WorkerPool(size=1)
+    stop = threading.Event()
+    mirror = Trainer(CONFIG)
+    run = cold.train(mirror, stop)
+    stop.set()
+    asked = time.perf_counter()
+    events = list(run)
+    assert time.perf_counter() - asked < 2.0
+    assert events[-1].finished and mirror.step == 0 and len(cold) == 0
+    assert {r.status for r in mirror.results.values()} == {"stopped"} and not mirror.complete
