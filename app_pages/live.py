@@ -13,7 +13,8 @@ study, the Annealing lab's two runs). For each slot a session has at most one jo
 * :func:`every` draws one panel in a fragment of its own with its own period, and
   :func:`until` reruns the page once a condition holds (e.g. the run has its first step);
 * :func:`figure` is the session's one figure cache (rebuilt when its inputs' version changes);
-* :func:`preload` imports what a fresh process's first run would (once per process).
+* :func:`preload` imports what a fresh process's first run would, starts a training worker
+  (:mod:`dgs_core.workers`) and the sweep that stops the jobs of closed tabs (once per process).
 
 The job's thread never touches Streamlit: the page polls. Stop sets the job's stop signal.
 """
@@ -26,13 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app_pages.ui import plain
-from dgs_core import jobs
+from dgs_core import jobs, workers
 
 STOP_WAIT_SECONDS = 0.8  # Stop waits this long for the work to end its step
-IDLE_STOP_SECONDS = 180.0  # a job nobody watches (tab closed) stops itself after this long
+IDLE_STOP_SECONDS = 180.0  # a job nobody watches stops itself after this long
+SESSION_GRACE_SECONDS = 30.0  # a job whose session the server dropped (tab closed) stops after this
+SWEEP_SECONDS = 5.0  # how often the server looks for such jobs
 # Imported by a fresh process's first run, deep inside it (seconds on a busy CPU): torch's
 # compiler stack on the first optimizer, scikit-learn on the first data set.
 PRELOAD = ("torch._dynamo", "sklearn.datasets")
@@ -81,7 +85,7 @@ def current(slot: Slot) -> jobs.Job | None:
     if job_id is None and slot.key in st.query_params:
         job_id = st.query_params[slot.key]
         st.session_state[slot.key] = job_id
-    job = jobs.JOBS.get(job_id)
+    job = jobs.JOBS.get(job_id, owner=_session_id())  # this session watches it now
     if job is None and job_id is not None:
         st.session_state.pop(slot.key, None)
         st.session_state[f"{slot.key}_lost"] = True
@@ -96,6 +100,11 @@ def _session_id() -> str | None:
     return None if ctx is None else ctx.session_id
 
 
+def _alive(session_id: str) -> bool:
+    """Whether the web server still has this browser session (a closed tab's is dropped)."""
+    return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
+
+
 def start(slot: Slot, job: jobs.Job, *, reuse: Hashable | None = None, keep: int = 3) -> None:
     """Stop this session's previous job in ``slot``, then register and start ``job``.
 
@@ -104,6 +113,7 @@ def start(slot: Slot, job: jobs.Job, *, reuse: Hashable | None = None, keep: int
     (returning to a setting is instant). A refusal (the server's cap on jobs) is kept for
     :func:`watch` to show.
     """
+    preload()  # also starts the sweep that stops the jobs of closed tabs
     kept: dict[Hashable, str] = st.session_state.setdefault(f"{slot.key}_kept", {})
     previous = current(slot)
     if previous is not None and previous.running:
@@ -165,6 +175,8 @@ def status_line(slot: Slot, job: jobs.Job, rate: float | None = None) -> str:
     state = job.state
     if state == jobs.STOPPED and job.stop_reason == "idle":
         state = f"stopped (nobody watched it for {IDLE_STOP_SECONDS:.0f} s)"
+    elif state == jobs.STOPPED and job.stop_reason == "session":
+        state = "stopped (its browser tab was closed)"
     if slot.short:
         text = f"{SHORT_STATES.get(state, state)}: {done} / {total} {slot.unit}s"
         return f"{text} · ETA {duration(job.eta_s)}" if job.running else text
@@ -295,9 +307,13 @@ def chart(name: str, version: Hashable, build: Callable[[], Any]) -> None:
 @st.cache_resource(show_spinner=False)
 def _preloaded(modules: tuple[str, ...]) -> bool:
     jobs.preload(modules)
+    jobs.sweep_sessions(jobs.JOBS, _alive, every_s=SWEEP_SECONDS, grace_s=SESSION_GRACE_SECONDS)
+    if workers.process_mode():
+        workers.POOL.warm()  # the first run need not wait for a worker process to import torch
     return True
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> None:
-    """Import ``modules`` in the background, once per server process (see jobs.preload)."""
+    """Once per server process: import ``modules`` in the background (see jobs.preload), start
+    a training worker and the sweep that stops the jobs of closed tabs (jobs.sweep_sessions)."""
     _preloaded(modules)

@@ -34,7 +34,9 @@ MAX_RESUME_STEPS = 5000
 
 @st.cache_resource(show_spinner=False)
 def _purged(root: str) -> bool:
-    """Old scratch areas go once per server process and runs directory."""
+    """Once per server process and runs directory, before this process writes there: what a
+    killed server left half-written goes, then old scratch areas."""
+    RunStore(root).recover()
     RunStore(root).purge()
     return True
 

@@ -11,8 +11,11 @@ effect within one step.
 The thread never calls back into the page: the page polls. :class:`JobRegistry` keeps the
 process's jobs by unguessable id, so a browser tab that reloads (a new session, the id kept
 in its URL) finds its run again, and two sessions never see each other's jobs unless one is
-given the other's id. A job nobody has looked at for ``idle_stop_s`` seconds stops itself
-(the browser went away), and finished jobs are dropped after ``keep_s``.
+given the other's id. A job whose browser session the server has dropped (the tab was closed)
+stops within half a minute (:meth:`JobRegistry.stop_orphans`, :func:`sweep_sessions`); one
+nobody has looked at for ``idle_stop_s`` seconds stops itself too, and finished jobs are
+dropped after ``keep_s``. A training job's work runs in a worker process
+(:mod:`dgs_core.workers`); the job's thread only relays it.
 
 Two helpers for drawing while a job runs: :class:`RateMeter` (redraws per second) and
 :class:`LiveCache` (figures rebuilt when their inputs change, a few per tick while live).
@@ -304,6 +307,7 @@ class JobRegistry:
         self._jobs: dict[str, Job] = {}
         self._seen: dict[str, float] = {}
         self._owners: dict[str, str] = {}
+        self._gone: dict[str, float] = {}  # job id -> when its owner was first seen gone
 
     def add(self, job: Job, owner: str | None = None) -> Job:
         """Keep ``job`` (started or not) for ``owner``; ``ValueError`` when the server's or the
@@ -326,14 +330,16 @@ class JobRegistry:
                         f"Invalid start: this browser session has {mine} runs in progress (the cap "
                         f"is max_session_jobs={self.max_session_jobs}); stop one or wait for one to finish"
                     )
+            if owner is not None:
                 self._owners[job.id] = owner
             self._jobs[job.id] = job
             self._seen[job.id] = self._clock()
             self._sweep()
         return job
 
-    def get(self, job_id: Any) -> Job | None:
-        """The job with this id (and it counts as watched), or None."""
+    def get(self, job_id: Any, owner: str | None = None) -> Job | None:
+        """The job with this id (and it counts as watched), or None. With ``owner``: that
+        session watches it now and becomes its owner (a reloaded tab is a new session)."""
         if not isinstance(job_id, str):
             return None
         with self._lock:
@@ -341,7 +347,31 @@ class JobRegistry:
             if job is not None:
                 self._seen[job_id] = self._clock()
                 job.touch()
+                if owner is not None and job_id in self._owners:
+                    self._owners[job_id] = owner
+                    self._gone.pop(job_id, None)
         return job
+
+    def stop_orphans(self, alive: Callable[[str], bool], *, grace_s: float = 30.0) -> list[str]:
+        """Stop the unfinished jobs whose owner session has not been ``alive`` for ``grace_s``
+        seconds (the tab was closed: the server dropped its session); returns their ids.
+
+        Call it every few seconds. The grace lets a reloaded tab (a new session) take its job
+        over through :meth:`get`, and a dropped connection reconnect. The stop reason is
+        "session"."""
+        now, stopped = self._clock(), []
+        with self._lock:
+            owned = [(i, self._jobs[i], owner) for i, owner in self._owners.items() if i in self._jobs]
+        for job_id, job, owner in owned:
+            if job.finished or job.signal.is_set() or alive(owner):
+                self._gone.pop(job_id, None)
+                continue
+            since = self._gone.setdefault(job_id, now)
+            if now - since >= grace_s:
+                job.signal.set("session")
+                self._gone.pop(job_id, None)
+                stopped.append(job_id)
+        return stopped
 
     def discard(self, job_id: str, wait: float = 0.0) -> None:
         """Stop the job (waiting up to ``wait`` s) and forget it."""
@@ -349,6 +379,7 @@ class JobRegistry:
             job = self._jobs.pop(job_id, None)
             self._seen.pop(job_id, None)
             self._owners.pop(job_id, None)
+            self._gone.pop(job_id, None)
         if job is not None:
             job.stop(wait)
 
@@ -371,12 +402,33 @@ class JobRegistry:
     def _forget(self, job_id: str) -> None:
         del self._jobs[job_id], self._seen[job_id]
         self._owners.pop(job_id, None)
+        self._gone.pop(job_id, None)
 
 
 _LIMITS = server_limits()
 JOBS = JobRegistry(max_jobs=_LIMITS.max_jobs, max_session_jobs=_LIMITS.max_session_jobs, keep_jobs=256)
 """The process's registry (pages share it; each session holds only its own ids). Its caps are
 the server's limits ($DGS_LAB_MAX_JOBS, $DGS_LAB_MAX_SESSION_JOBS; see :mod:`dgs_core.limits`)."""
+
+
+def sweep_sessions(
+    registry: JobRegistry, alive: Callable[[str], bool], *, every_s: float = 5.0, grace_s: float = 30.0
+) -> threading.Thread:
+    """Every ``every_s`` seconds, stop ``registry``'s jobs whose session is gone
+    (:meth:`JobRegistry.stop_orphans`), in a daemon thread; returns it. The server's pages
+    start one per process, with ``alive`` asking the web server's session list."""
+
+    def sweep() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                registry.stop_orphans(alive, grace_s=grace_s)
+            except Exception:  # a sweep must never end the thread; the next one tries again
+                continue
+
+    thread = threading.Thread(target=sweep, name="dgs-session-sweep", daemon=True)
+    thread.start()
+    return thread
 
 
 # ---------------------------------------------------------------------------------------------

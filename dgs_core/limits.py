@@ -8,6 +8,7 @@ safe default (documented in the README's "Running a server for a class"):
     DGS_LAB_MAX_STEPS          20000   steps of one training run (a resumed run included)
     DGS_LAB_MAX_OPTIMIZERS     8       optimizers in one training run or bundle
     DGS_LAB_MAX_RECORDS        1000    diagnostic records per optimizer (diag_every is refused below)
+    DGS_LAB_MAX_DIAGNOSTICS_MB 512     megabytes the diagnostic records of one training run may hold
     DGS_LAB_MAX_SURFACE_WORK   20000000  point-steps one Surface-lab view may simulate
     DGS_LAB_MAX_TRIALS         512     trials of one study
     DGS_LAB_MAX_JOBS           8       runs at once on the server
@@ -35,6 +36,7 @@ _ENV = {
     "max_steps": "DGS_LAB_MAX_STEPS",
     "max_optimizers": "DGS_LAB_MAX_OPTIMIZERS",
     "max_records": "DGS_LAB_MAX_RECORDS",
+    "max_diagnostics_mb": "DGS_LAB_MAX_DIAGNOSTICS_MB",
     "max_surface_work": "DGS_LAB_MAX_SURFACE_WORK",
     "max_trials": "DGS_LAB_MAX_TRIALS",
     "max_jobs": "DGS_LAB_MAX_JOBS",
@@ -51,6 +53,7 @@ class ServerLimits:
     max_steps: int = 20_000
     max_optimizers: int = 8
     max_records: int = 1_000
+    max_diagnostics_mb: int = 512
     max_surface_work: int = 20_000_000
     max_trials: int = 512
     max_jobs: int = 8
@@ -133,3 +136,22 @@ def check_study(spec: Any, limits: ServerLimits | None = None) -> None:
         )
     if spec.steps > limits.max_steps:
         raise _over("steps", spec.steps, f"<= {limits.max_steps}", _ENV["max_steps"])
+
+
+def check_diagnostics(
+    *, record_bytes: int, records: int, optimizers: int, diag_every: int, limits: ServerLimits | None = None
+) -> None:
+    """A training run's diagnostic records within the memory limit: ``records`` per optimizer
+    of about ``record_bytes`` each (measured on the first one: it depends on the model)."""
+    limits = limits or server_limits()
+    total = record_bytes * records * optimizers
+    if total > limits.max_diagnostics_mb * 2**20:
+        least = math.ceil(diag_every * total / (limits.max_diagnostics_mb * 2**20))
+        raise ParamError(
+            "diag_every",
+            diag_every,
+            f"Invalid diag_every: {diag_every} (the diagnostics would hold about {total / 2**20:.0f} MB: "
+            f"{records} records × {optimizers} optimizers × {record_bytes / 2**10:.0f} KB; at most "
+            f"{limits.max_diagnostics_mb} MB, so diag_every >= {least} or 0 for off; this server's limit, "
+            f"${_ENV['max_diagnostics_mb']})",
+        )

@@ -297,3 +297,33 @@ def test_the_servers_registry_takes_its_caps_from_the_limits():
 
     limits = server_limits()
     assert (JOBS.max_jobs, JOBS.max_session_jobs) == (limits.max_jobs, limits.max_session_jobs)
+
+
+def test_jobs_of_a_session_the_server_dropped_stop_after_the_grace():
+    clock = FakeClock()
+    registry = JobRegistry(max_jobs=8, max_session_jobs=2, clock=clock)
+    live = {"a", "b", "c-old"}
+    mine = registry.add(Job(lambda: None, _until_stopped).start(), owner="a")
+    theirs = registry.add(Job(lambda: None, _until_stopped).start(), owner="b")
+    reloaded = registry.add(Job(lambda: None, _until_stopped).start(), owner="c-old")
+    assert registry.stop_orphans(live.__contains__, grace_s=30.0) == []
+    live -= {"a", "c-old"}  # a's tab closed; c's tab reloaded (a new session, the id in its URL)
+    assert registry.stop_orphans(live.__contains__, grace_s=30.0) == []  # within the grace
+    live.add("c-new")
+    assert registry.get(reloaded.id, owner="c-new") is reloaded  # the new session takes it over
+    clock.t += 31.0
+    assert registry.stop_orphans(live.__contains__, grace_s=30.0) == [mine.id]
+    assert mine.join(5.0) and (mine.state, mine.stop_reason) == ("stopped", "session")
+    assert theirs.running and reloaded.running
+    live.add("a")  # a session seen alive again is not stopped later
+    clock.t += 100.0
+    assert registry.stop_orphans(live.__contains__, grace_s=30.0) == []
+    for job in (theirs, reloaded):
+        job.stop(wait=5.0)
+
+
+def test_the_session_sweep_runs_in_the_background():
+    registry = JobRegistry()
+    job = registry.add(Job(lambda: None, _until_stopped).start(), owner="gone")
+    jobs.sweep_sessions(registry, lambda _session: False, every_s=0.01, grace_s=0.0)
+    assert job.join(5.0) and job.stop_reason == "session"

@@ -135,3 +135,30 @@ def test_adascale_under_noise_counts_its_group_gradients() -> None:
         with pytest.raises(ParamError) as raised:
             config.check_work(budget)
         assert raised.value.field == "steps"
+
+
+def test_a_runs_diagnostics_have_a_memory_budget(monkeypatch) -> None:
+    """Measured on the first record (its size depends on the model), before the second step."""
+    import pickle
+    import re
+
+    from dgs_core.training.config import TrainConfig
+    from dgs_core.training.trainer import Trainer
+
+    monkeypatch.setenv("DGS_LAB_MAX_DIAGNOSTICS_MB", "1")
+    config = TrainConfig(
+        task="moons", task_params={"n_samples": 200}, optimizers=["sgd", "dgs"], steps=200, diag_every=1
+    )
+    trainer = Trainer(config)
+    with pytest.raises(
+        ParamError, match=r"Invalid diag_every: 1 \(the diagnostics would hold about"
+    ) as raised:
+        list(trainer.run())
+    assert raised.value.field == "diag_every" and "$DGS_LAB_MAX_DIAGNOSTICS_MB" in str(raised.value)
+    assert trainer.step == 0  # refused during the first step
+    least = int(re.search(r"diag_every >= (\d+)", str(raised.value)).group(1))
+    fits = Trainer(TrainConfig.from_dict({**config.to_dict(), "diag_every": least, "steps": 2 * least}))
+    list(fits.run())
+    record = fits.results["dgs"].records[-1]
+    # a record pickles (to a worker's pipe, into a copy) at about its size, not once per element view
+    assert record.nbytes / 2 < len(pickle.dumps(record)) < 2 * record.nbytes

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import live
-from dgs_core import jobs
+from dgs_core import jobs, workers
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.models import build_model
 from dgs_core.training.trainer import PACE, Trainer
@@ -56,12 +56,13 @@ RUN = live.Slot(
 
 
 def training_job(payload: Trainer | TrainConfig, pace: float = 0.0) -> jobs.Job:
-    """A job that trains (a new trainer for a config, or continues a stopped one), spread over
-    about ``pace`` seconds (0: as fast as possible; :meth:`Trainer.run`)."""
+    """A job that trains (a new trainer for a config, or continues a stopped one) in a worker
+    process (:func:`dgs_core.workers.train`; the trainer is the mirror the pages read), spread
+    over about ``pace`` seconds (0: as fast as possible; :meth:`Trainer.run`)."""
     pace = float(PACE.validate(pace))  # type: ignore[arg-type]  # a float here
     return jobs.Job(
         lambda: payload if isinstance(payload, Trainer) else Trainer(payload),
-        lambda trainer, stop: trainer.run(stop, pace=pace),
+        lambda trainer, stop: workers.train(trainer, stop, pace=pace),
         poll=lambda trainer: (trainer.step, trainer.config.steps),  # events come on evaluations only
         idle_stop_s=live.IDLE_STOP_SECONDS,
         name="train",

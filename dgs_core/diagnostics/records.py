@@ -92,9 +92,21 @@ class DiagnosticRecord:
             f"tensors={self.tensors!r})"
         )
 
+    @property
+    def nbytes(self) -> int:
+        """About what the record holds: its element copies' buffers, 64 bytes per summary number."""
+        buffers = {
+            v.untyped_storage().data_ptr(): v.untyped_storage().nbytes() for v in self.elements.values()
+        }
+        numbers = sum(len(stats) for tensor in self.tensors for stats in tensor.stats.values())
+        return sum(buffers.values()) + 64 * numbers
+
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        """Copies and pickles hold the summaries, not what computes them."""
-        return DiagnosticRecord, (self.step, self.lr, self.batch_size, self.tensors, dict(self.elements))
+        """Copies and pickles hold the summaries, not what computes them; each element tensor
+        is cloned, since they are views of one buffer per record and pickle writes a view's
+        whole buffer (32 views: 32 buffers, 1.3 MB instead of 40 KB for a medium MLP)."""
+        elements = {key: value.clone() for key, value in self.elements.items()}
+        return DiagnosticRecord, (self.step, self.lr, self.batch_size, self.tensors, elements)
 
     def rows(self) -> list[tuple[int, str, str, str, float]]:
         """The long-format rows of :meth:`to_frame`."""

@@ -69,6 +69,7 @@ from torch.nn.functional import cross_entropy
 from dgs_core import metrics
 from dgs_core.device import resolve_device, small_tensor_mode
 from dgs_core.diagnostics import Diagnostics
+from dgs_core.limits import check_diagnostics
 from dgs_core.optim import registry
 from dgs_core.params import Param, invalid
 from dgs_core.schedules import ScheduleSpec, build
@@ -478,6 +479,8 @@ class Trainer:
             record = lane.diagnostics.after_step(step + 1, lr=lr)
             if record is not None:
                 result.records.append(record)
+                if len(result.records) == 1:  # a record's size depends on the model: known now
+                    self._check_diagnostics(record.nbytes)
 
         used = len(index)
         lane.samples += used
@@ -492,6 +495,17 @@ class Trainer:
             columns[name].append(math.nan)
         if not math.isfinite(loss):
             result.status = metrics.divergence_message(step + 1)
+
+    def _check_diagnostics(self, record_bytes: int) -> None:
+        """The run's records (one per ``diag_every`` steps) fit the server's memory limit."""
+        config = self.config
+        records = math.ceil(config.steps / config.diag_every) + 1
+        check_diagnostics(
+            record_bytes=record_bytes,
+            records=records,
+            optimizers=len(self.lanes),
+            diag_every=config.diag_every,
+        )
 
     @torch.no_grad()
     def _evaluate(self, lane: _Lane, *, observe: bool = True) -> None:

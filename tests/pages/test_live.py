@@ -14,7 +14,7 @@ LONG = live.Slot("t", building="the models")
 SHORT = live.Slot("s", short=True)
 
 
-def job_at(state: str) -> jobs.Job:
+def job_at(state: str, reason: str = "idle") -> jobs.Job:
     """A job that has measured (1, 4) and is then ``state`` ("running", "done" or "stopped")."""
     gate, measured = threading.Event(), threading.Event()
 
@@ -26,7 +26,7 @@ def job_at(state: str) -> jobs.Job:
     job = jobs.Job(lambda: None, work, measure=lambda event: event, clock=lambda: 100.0).start()
     assert measured.wait(10.0)
     if state == "stopped":
-        job.signal.set("idle")
+        job.signal.set(reason)
     if state != "running":
         gate.set()
         assert job.join(10.0)
@@ -35,17 +35,18 @@ def job_at(state: str) -> jobs.Job:
 
 
 @pytest.mark.parametrize(
-    ("state", "slot", "text"),
+    ("state", "slot", "text", "reason"),
     [
-        ("running", LONG, "running · step 1 / 4 · elapsed 0.0 s · ETA – · 4.5 redraws/s"),
-        ("done", LONG, "done · step 1 / 4 · elapsed 0.0 s"),
-        ("stopped", LONG, "stopped (nobody watched it for 180 s) · step 1 / 4 · elapsed 0.0 s"),
-        ("running", SHORT, "running: 1 / 4 steps · ETA –"),
-        ("done", SHORT, "finished: 1 / 4 steps"),
+        ("running", LONG, "running · step 1 / 4 · elapsed 0.0 s · ETA – · 4.5 redraws/s", None),
+        ("done", LONG, "done · step 1 / 4 · elapsed 0.0 s", None),
+        ("stopped", LONG, "stopped (nobody watched it for 180 s) · step 1 / 4 · elapsed 0.0 s", "idle"),
+        ("stopped", LONG, "stopped (its browser tab was closed) · step 1 / 4 · elapsed 0.0 s", "session"),
+        ("running", SHORT, "running: 1 / 4 steps · ETA –", None),
+        ("done", SHORT, "finished: 1 / 4 steps", None),
     ],
 )
-def test_status_line(state, slot, text):
-    job = job_at(state)
+def test_status_line(state, slot, text, reason):
+    job = job_at(state, reason or "idle")
     try:
         assert live.status_line(slot, job, rate=4.5) == text
     finally:

@@ -186,39 +186,66 @@ def test_a_failing_rename_leaves_no_partial_metadata(store: RunStore, data: byte
     assert not list(store.root.rglob(".meta-*"))
 
 
-def test_a_write_killed_mid_way_leaves_nothing_after_a_restart(tmp_path: Path, data: bytes) -> None:
-    root = tmp_path / "runs"
-    bundle = tmp_path / "bundle.zip"
-    bundle.write_bytes(data)
-    script = f"""
-import sys, time
+CHURN = """
+import os, sys, time
 from pathlib import Path
 from dgs_core.runs.store import RunStore
-real = Path.write_bytes
-def slow(self, payload):
-    if self.name == "bundle.zip":
-        with open(self, "wb") as f:
-            f.write(payload[:1000]); f.flush()
-            print("writing", flush=True)
-            time.sleep(60)
-    return real(self, payload)
-Path.write_bytes = slow
-RunStore({str(root)!r}).add(Path({str(bundle)!r}).read_bytes(), session={A!r})
+root, source, session, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+done = 0
+def counted(real):  # each file operation of the store; after the kill_at-th one, wait to be killed
+    def call(*args, **kwargs):
+        global done
+        result = real(*args, **kwargs)
+        done += 1
+        if done == kill_at:
+            print("paused", flush=True)
+            time.sleep(120)
+        return result
+    return call
+Path.write_bytes, Path.write_text = counted(Path.write_bytes), counted(Path.write_text)
+os.rename, os.replace = counted(os.rename), counted(os.replace)
+store, data = RunStore(root), Path(source).read_bytes()
+for i in range(2):  # add and rename two runs; save the first, delete the second
+    info = store.add(data, session=session)
+    store.rename(info.id, f"run {i}", session=session)
+    if i == 0:
+        store.save(info.id, session=session)
+    else:
+        store.delete(info.id, session=session)
 """
-    child = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert child.stdout.readline().strip() == "writing"
-    child.kill()  # kill -9 in the middle of the write
-    child.wait(timeout=30)
-    assert any((root / "tmp").iterdir())  # the half-written staging folder
-    restarted = RunStore(root)
-    assert restarted.recover() >= 1
-    assert not any((root / "tmp").iterdir()) and restarted.list(A) == []
-    assert restarted.add(data, session=A).name  # and the store works
+
+
+def test_kill_9_during_store_writes_leaves_nothing_after_a_restart(tmp_path: Path, data: bytes) -> None:
+    """Processes adding, renaming, saving and deleting runs are killed amid their writes; the
+    server's start (``recover()``: the Runs page does it once per process) leaves no staging
+    folder, no half-written metadata and no run that does not load."""
+    source = tmp_path / "bundle.zip"
+    source.write_bytes(data)
+    # killed after this many file operations: the bundle is in a staging folder; a rename's
+    # metadata is half-written; a deleted run is in the trash (the three start at once)
+    children = {
+        operations: subprocess.Popen(
+            [sys.executable, "-c", CHURN, str(tmp_path / str(operations)), str(source), A, str(operations)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for operations in (1, 5, 16)
+    }
+    for operations, child in children.items():
+        assert child.stdout.readline().strip() == "paused", operations
+        child.kill()  # kill -9 right after that operation
+        child.wait(timeout=30)
+        root = tmp_path / str(operations)
+        restarted = RunStore(root)
+        restarted.recover()
+        assert not (root / "tmp").exists() or not any((root / "tmp").iterdir()), operations
+        assert not list(root.rglob(".meta-*")), operations
+        runs = [*(root / "saved").glob("*"), *(root / "sessions").glob("*/*")]
+        assert {d.name for d in runs} == {i.id for i in restarted.list(A)}  # every run folder is whole
+        for info in restarted.list(A):
+            assert restarted.load(info.id, A).kind == "training"
+        assert restarted.add(data, session=A).name  # and the store works
 
 
 def test_a_session_has_a_quota_of_runs_and_bytes(store: RunStore, data: bytes, monkeypatch) -> None:
