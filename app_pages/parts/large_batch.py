@@ -18,6 +18,7 @@ from dgs_core import jobs
 from dgs_core.studies import study_job
 from dgs_core.studies.large_batch import LR_SCALINGS, LargeBatchStudy, large_batch_base, large_batch_configs
 from dgs_core.viz import training as viz
+from dgs_core.viz.large_batch import large_batch_figure
 
 PERIOD_SECONDS = 1.0  # the study's redraws while it runs
 STUDY = live.Slot("train_lb", building="the task and the two runs", noun="study")
@@ -78,7 +79,7 @@ def draw_study(job: jobs.Job, on_done: Callable[[jobs.Job], None] | None = None)
         return
     gap = study.gap()
     data = (job.id, tuple((b, r.steps_done, r.status) for b, runs in results.items() for r in runs.values()))
-    live.chart("train_lb_gap", data, lambda: viz.large_batch_figure(gap))
+    live.chart("train_lb_gap", data, lambda: large_batch_figure(gap))
     st.caption(
         "Gap = training-set accuracy − validation accuracy at each run's last evaluation: the larger, "
         "the worse the optimizer generalises at that batch size (below 0: validation is the easier set)."

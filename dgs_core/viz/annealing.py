@@ -30,11 +30,10 @@ from dgs_core.schedules.curves import CurveSpec
 from dgs_core.schedules.plateau import PlateauDemo
 from dgs_core.studies.annealing import SCHEDULE_FREE, VARIANT_LABELS, VARIANTS, TwoPhaseSettings
 from dgs_core.training.results import DONE, RUNNING, STOPPED, RunResult
-from dgs_core.viz.style import OPTIMIZER_COLORS
+from dgs_core.viz.style import OPTIMIZER_COLORS, PALETTE
 from dgs_core.viz.training import lr_figure
 
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}
-_PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 _CUT = {"symbol": "triangle-down", "size": 11, "color": "#D62728", "line": {"width": 1, "color": "black"}}
 _BOUNDARY = {"dash": "dash", "color": "#333333", "width": 2}
 _CUT_HOVER = "validation after step %{x}: lr %{customdata[0]:.3g} → %{customdata[1]:.3g}<extra></extra>"
@@ -107,7 +106,7 @@ def schedule_overlay_figure(
     fig = go.Figure()
     for i, c in enumerate(curves):
         rows = frame[frame["curve"] == c.label]
-        color = _PALETTE[i % len(_PALETTE)]
+        color = PALETTE[i % len(PALETTE)]
         formula = curve_formula(c)
         fig.add_trace(
             go.Scatter(

@@ -26,8 +26,7 @@ from scipy import stats
 
 import dgs_core.claims.common as common
 from dgs_core.claims.base import Claim
-from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label
-from dgs_core.viz.training import _hex_to_rgba
+from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label, rgba
 
 _MARGIN = {"l": 60, "r": 20, "t": 60, "b": 60}
 QUANTITY_LABELS = {
@@ -97,7 +96,7 @@ def curves_figure(
                         x=np.concatenate([steps[ok], steps[ok][::-1]]),
                         y=np.concatenate([(mean + half)[ok], (mean - half)[ok][::-1]]),
                         fill="toself",
-                        fillcolor=_hex_to_rgba(color, 0.15),
+                        fillcolor=rgba(color, 0.15),
                         line={"width": 0},
                         hoverinfo="skip",
                         showlegend=False,
@@ -148,7 +147,7 @@ def bars_figure(runs: pd.DataFrame, quantity: str, *, title: str = "", height: i
                 x=[arm],
                 y=[float(np.mean(values))],
                 name=arm,
-                marker={"color": _hex_to_rgba(color, 0.7)},
+                marker={"color": rgba(color, 0.7)},
                 error_y={"type": "data", "array": [_half_width(values) if len(values) > 1 else 0.0]},
                 hovertemplate=f"{arm}<br>mean %{{y:.4g}}<extra></extra>",
                 showlegend=False,

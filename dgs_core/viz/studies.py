@@ -19,8 +19,7 @@ import plotly.graph_objects as go
 
 from dgs_core.studies.sweep import SEEDS, TUNE, StudySpec
 from dgs_core.studies.tuner import StudyResult
-from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label
-from dgs_core.viz.training import _hex_to_rgba
+from dgs_core.viz.style import OPTIMIZER_COLORS, optimizer_label, rgba
 
 _MARGIN = {"l": 60, "r": 20, "t": 50, "b": 50}
 METRIC_LABELS = {
@@ -113,7 +112,7 @@ def seed_bands_figure(result: StudyResult, *, height: int = 420) -> go.Figure:
                 y=np.concatenate([(mean + std).to_numpy(), (mean - std).to_numpy()[::-1]]),
                 mode="lines",
                 fill="toself",
-                fillcolor=_hex_to_rgba(color, 0.18),
+                fillcolor=rgba(color, 0.18),
                 line={"width": 0},
                 hoverinfo="skip",
                 showlegend=False,

@@ -47,6 +47,16 @@ PALETTE = (
 )
 
 
+PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
+"""Colours for labels without an optimizer colour of their own (in order)."""
+
+
+def rgba(color: str, alpha: float) -> str:
+    """``"#RRGGBB"`` with opacity ``alpha``, as plotly's ``"rgba(r,g,b,a)"``."""
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
 def optimizer_label(name: str) -> str:
     """The registry's display name for ``name`` (the name itself if unknown)."""
     try:

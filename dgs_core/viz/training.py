@@ -31,15 +31,16 @@ from dgs_core.training.tasks import Task
 from dgs_core.viz.style import (
     LEGEND_ABOVE,
     OPTIMIZER_COLORS,
+    PALETTE,
     SPIKE_MARKER,
     SPIKE_NAME,
     log_ticks,
     optimizer_label,
+    rgba,
 )
 
 Results = Mapping[str, RunResult]
 
-_PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 _CURSOR = {"dash": "dot", "color": "#555555"}
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}
 _MARGIN_LEGEND = {**_MARGIN, "t": 70}  # room for the legend above the plot (LEGEND_ABOVE)
@@ -78,9 +79,7 @@ def colors(results: Results) -> dict[str, str]:
     for label, result in results.items():
         preferred = OPTIMIZER_COLORS.get(result.name)
         if preferred is None or preferred in out.values():
-            preferred = next(
-                (c for c in _PALETTE if c not in out.values()), _PALETTE[len(out) % len(_PALETTE)]
-            )
+            preferred = next((c for c in PALETTE if c not in out.values()), PALETTE[len(out) % len(PALETTE)])
         out[label] = preferred
     return out
 
@@ -172,11 +171,6 @@ def largest_spikes(frame: pd.DataFrame, limit: int = MAX_SPIKE_MARKERS) -> pd.Da
     previous = frame["loss"].shift(1).rolling(metrics.SPIKE_WINDOW, min_periods=1).median()
     ratio = (frame["loss"] / previous)[spikes.index]
     return spikes.loc[ratio.nlargest(limit).index].sort_values("step")
-
-
-def _hex_to_rgba(color: str, alpha: float) -> str:
-    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +341,7 @@ def lr_figure(results: Results, *, step: int | None = None, height: int = 340) -
                         mode="lines",
                         line={"width": 0},
                         fill="tonexty",
-                        fillcolor=_hex_to_rgba(color, alpha),
+                        fillcolor=rgba(color, alpha),
                         name=name,
                         legendgroup=name,
                         showlegend=first,
@@ -675,7 +669,7 @@ def _boundary_traces(
     for c in range(num_classes):
         color = _CLASS_COLORS[c % len(_CLASS_COLORS)]
         lo, hi = c / num_classes, (c + 1) / num_classes
-        scale += [[lo, _hex_to_rgba(color, 0.08)], [hi - 1e-9, _hex_to_rgba(color, 0.6)]]
+        scale += [[lo, rgba(color, 0.08)], [hi - 1e-9, rgba(color, 0.6)]]
     scale[-1][0] = 1.0
     return [
         go.Heatmap(
@@ -692,62 +686,3 @@ def _boundary_traces(
             hovertemplate="class %{customdata[0]}, p = %{customdata[1]:.2f}<extra></extra>",
         ),
     ]
-
-
-# ---------------------------------------------------------------------------------------------
-# The large-batch question
-# ---------------------------------------------------------------------------------------------
-
-
-def large_batch_figure(gap: pd.DataFrame, *, height: int = 380) -> go.Figure:
-    """Train vs validation accuracy (left) and the gap train − validation (right) per
-    optimizer at each batch size, from :func:`dgs_core.training.large_batch_gap`."""
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("accuracy: train (solid) vs validation (hatched)", "gap: train − validation"),
-    )
-    batches = sorted(gap["batch_size"].unique()) if len(gap) else []
-    shades = {b: a for b, a in zip(batches, np.linspace(1.0, 0.45, max(1, len(batches))), strict=False)}
-    palette = {
-        label: OPTIMIZER_COLORS.get(name, _PALETTE[i % len(_PALETTE)])
-        for i, (label, name) in enumerate(dict(zip(gap["optimizer"], gap["name"], strict=True)).items())
-    }
-    for batch in batches:
-        rows = gap[gap["batch_size"] == batch]
-        x = [f"{label} · b={batch}" for label in rows["optimizer"]]
-        fill = [_hex_to_rgba(palette[label], shades[batch]) for label in rows["optimizer"]]
-        fig.add_trace(
-            go.Bar(
-                x=x, y=rows["train_metric"], marker_color=fill, name=f"train, b={batch}", showlegend=False
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Bar(
-                x=x,
-                y=rows["val_metric"],
-                marker={"color": fill, "pattern": {"shape": "/"}},
-                name=f"validation, b={batch}",
-                showlegend=False,
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Bar(
-                x=list(rows["optimizer"]),
-                y=rows["metric_gap"],
-                marker_color=fill,
-                name=f"batch {batch}",
-                text=[f"{v:+.3f}" if math.isfinite(v) else "—" for v in rows["metric_gap"]],
-                textposition="outside",
-            ),
-            row=1,
-            col=2,
-        )
-    fig.update_layout(barmode="group", height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.2})
-    fig.update_yaxes(title_text="accuracy", range=[0, 1.05], row=1, col=1)
-    fig.update_yaxes(title_text="train − validation accuracy", row=1, col=2)
-    return fig

@@ -10,6 +10,7 @@ from dgs_core.studies.large_batch import LargeBatchStudy, large_batch_base
 from dgs_core.training.config import TrainConfig
 from dgs_core.training.trainer import Trainer
 from dgs_core.viz import training as viz
+from dgs_core.viz.large_batch import large_batch_figure
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,7 @@ def test_large_batch_figure() -> None:
     study = LargeBatchStudy(base, small_batch=15, large_batch=45, epochs=1)
     list(study.run())
     gap = study.gap()
-    fig = viz.large_batch_figure(gap)
+    fig = large_batch_figure(gap)
     bars = [t for t in fig.data if isinstance(t, go.Bar)]
     assert len(bars) == 6  # train, validation and gap for each batch size
     gaps = [t for t in bars if t.name.startswith("batch ")]
