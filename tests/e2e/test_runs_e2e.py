@@ -54,7 +54,18 @@ def _train(page, *, seed: int | None = None) -> None:
     page.get_by_text("2 optimizer(s) × 40 steps").wait_for()
     page.locator(".st-key-train_pace").get_by_text("as fast as possible").click()  # not paced: 20 s
     wait_for_app(page)
+    before = page.evaluate("() => new URL(location.href).searchParams.get('train_job')")
     page.locator(".st-key-train_start button").first.click()
+    # the new run's job in the URL, then that run ended (an earlier run's Export button and
+    # status may still be on screen right after the click)
+    page.wait_for_function(
+        "old => new URL(location.href).searchParams.get('train_job') !== old", arg=before, polling=250
+    )
+    page.wait_for_function(
+        "() => document.querySelector(\"[data-testid='stProgress']\")?.innerText.startsWith('done')",
+        polling=250,
+        timeout=180_000,
+    )
     page.locator(".st-key-train_export").wait_for(timeout=180_000)  # shown once the run has ended
     wait_for_app(page)
 
