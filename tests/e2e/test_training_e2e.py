@@ -57,8 +57,14 @@ FIRST_CURVE = """() => new Promise((done, fail) => {
   }, 10); })"""
 
 # Every optimizer's mini-batch loss values, as drawn (a short run: not thinned).
-BATCH_LOSSES = """() => document.querySelector('.st-key-train_loss_chart .js-plotly-plot')._fullData
-  .filter(t => t.name === 'batch loss').map(t => Array.from(t.y))"""
+LOSSES_WHEN_DRAWN = """() => { const gd = document.querySelector('.st-key-train_loss_chart .js-plotly-plot');
+  const lines = gd && gd._fullData ? gd._fullData.filter(t => t.name === 'batch loss') : [];
+  return lines.length ? lines.map(t => Array.from(t.y)) : null; }"""
+
+
+def _batch_losses(page) -> list:
+    """The loss chart's batch-loss lines, read once the chart is drawn (a rerun can redraw it)."""
+    return page.wait_for_function(LOSSES_WHEN_DRAWN, polling=250, timeout=90_000).json_value()
 
 
 def _click(page, key: str) -> None:
@@ -199,7 +205,7 @@ def test_a_link_reopened_after_a_restart_shows_the_same_run_settings_tab_and_ste
     wait_for_app(page)
     page.get_by_text("Per parameter at step 1", exact=True).wait_for()
     page.wait_for_function("() => location.search.includes('step=1')")
-    losses = page.evaluate(BATCH_LOSSES)
+    losses = _batch_losses(page)
     assert len(losses) == 2 and all(len(y) == 60 for y in losses)
     page.get_by_role("tab", name="Large-batch question").click()
     page.wait_for_function("() => location.search.includes('tab=large-batch')")
@@ -231,7 +237,7 @@ def test_a_link_reopened_after_a_restart_shows_the_same_run_settings_tab_and_ste
         _wait_done(page)
         assert _scrubbed_to_first_step(page) == 1  # the link's step, not the run's last
         page.get_by_text("Per parameter at step 1", exact=True).wait_for()
-        assert page.evaluate(BATCH_LOSSES) == losses  # retrained from the link: the same numbers
+        assert _batch_losses(page) == losses  # retrained from the link: the same numbers
         assert "no longer on the server" not in page.inner_text("body")
         page.screenshot(path=str(tmp_path / "reopened.png"), full_page=True)
         context.close()
