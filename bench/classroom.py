@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+from bench.proc import descendants, resident_mb  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, StreamlitServer  # noqa: E402
 from tests.e2e.test_training_e2e import STOP_LATENCY  # noqa: E402
 
@@ -146,21 +147,6 @@ async def trainer(browser, url: str, index: int, started: asyncio.Event, done: a
         await page.close()
 
 
-def resident_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and every descendant, in MB (from /proc)."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration, ValueError):
-            continue
-    return total / 1024
-
-
 async def classroom(url: str, pid: int, clients: int, browsers: int, changes: int) -> dict[str, list]:
     from playwright.async_api import async_playwright
 
@@ -177,7 +163,7 @@ async def classroom(url: str, pid: int, clients: int, browsers: int, changes: in
         for event in starts:
             await event.wait()
         await asyncio.gather(*(student(url, i, changes, out) for i in range(clients)))
-        out["memory"] = [resident_mb(pid)]
+        out["memory"] = [resident_mb([pid, *descendants(pid)])]
         done.set()
         await asyncio.gather(*training)
         await browser.close()

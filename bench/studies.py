@@ -29,30 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from bench.proc import descendants, resident_mb
 from dgs_core.studies import engine, study_job
 from dgs_core.studies.sweep import StudySpec, run_trial
 from dgs_core.studies.tuner import SweepStudy
 
 OPTIMIZERS = ("sgd", "adam", "dgs", "adan")
-
-
-def _descendants(root: int) -> list[int]:
-    """The processes below ``root`` (the embedded Ray's GCS, raylet and workers are)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def _ray_rss_mb() -> float:
@@ -66,14 +48,7 @@ def _ray_rss_mb() -> float:
     if psutil is not None:
         me = psutil.Process()
         return sum(p.memory_info().rss for p in me.children(recursive=True)) / (1 << 20)
-    total = 0
-    for pid in _descendants(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-                total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
-        except OSError:
-            continue
-    return total / 1024
+    return resident_mb(descendants(os.getpid()))
 
 
 class _PeakRss:
