@@ -4,9 +4,9 @@ The surfaces: docs/algorithms.md#surfaces.
 
 Widgets in → a :class:`~dgs_core.surfaces.config.SurfaceConfig`, mirrored in the URL's query
 string → cached simulations (:mod:`dgs_core.surfaces`) → figures (:mod:`dgs_core.viz.surface`).
-The timeline (play, speeds, slider, moving markers) plays in the browser as Plotly animation
-frames of one cached figure: it never reruns the page. A click on a contour moves the start of
-every optimizer.
+The timeline (play, speeds, single steps, slider, moving markers) is drawn and played in the
+browser by a canvas component from one cached payload: it never reruns the page. A click on a
+contour moves the start of every optimizer.
 The session's state, the cache and the callbacks are :mod:`app_pages.parts.surface_state`; the
 views besides the timeline :mod:`app_pages.parts.surface_views`.
 """
@@ -19,6 +19,7 @@ import streamlit as st
 
 from app_pages.parts import surface_state as state
 from app_pages.parts import surface_views as views
+from app_pages.parts.surface_timeline import timeline
 from app_pages.ui import optimizer_controls, optimizer_label, optimizer_picker, plain
 from dgs_core import metrics, surfaces
 from dgs_core.params import ParamError
@@ -129,11 +130,12 @@ def surface_controls(config: SurfaceConfig) -> tuple[SurfaceConfig, list[str], d
 
 
 def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> None:
-    """The paths and the curves along the steps in one figure that plays in the browser.
+    """The paths and the curves along the steps, drawn and played in the browser.
 
-    Play, the speeds, the slider and the moving markers are Plotly animation frames: no rerun
-    per frame. The figure is cached on the configuration, so only a change to the simulation
-    (a click, a hyperparameter, the surface) builds a new one.
+    Play, the speeds, single steps, the slider and the moving markers run in the browser
+    (:mod:`app_pages.parts.surface_timeline`): no rerun per frame. The payload is cached on the
+    configuration, so only a change to the simulation (a click, a hyperparameter, the surface)
+    builds a new one.
     """
     step = min(max(int(st.session_state.get("surface_step", config.steps)), 0), config.steps)
     surf = config.get_surface()
@@ -151,13 +153,12 @@ def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> No
             st.plotly_chart(viz.scaling_figure(labelled, step=step, height=420), key="surface_scaling")
         return
     query = tuple(sorted(replace(config, step=None).to_query().items()))
-    figure = state.timeline_figure(query, tuple(runs), step, _surface=surf, _runs=labelled)
-    views.clickable_chart(figure, "surface_main", traces=figure.layout.meta["map_traces"])
+    data = state.timeline_data(query, tuple(runs), step, _surface=surf, _runs=labelled)
+    timeline(data, key="surface_main", on_start=state.on_start)
     st.caption(
-        f"▶ plays in your browser; **{viz.OPENING_LABEL}** replays steps 0 – "
-        f"{state.OPENING_STEPS - 1} one by one, where overshoots happen; the slider's first ticks "
-        "are single steps. The link keeps the step the timeline opened at, not where you move it "
-        "(that happens in the browser only)."
+        f"▶ plays in your browser (← → step, space plays); **{viz.OPENING_LABEL}** replays steps 0 – "
+        f"{state.OPENING_STEPS} slowly, where overshoots happen. Pause, and the address bar keeps "
+        "the step: a copied link opens there."
     )
 
 

@@ -2,7 +2,7 @@
 
 The configuration (:class:`~dgs_core.surfaces.config.SurfaceConfig`) is kept in session state
 and mirrored in the URL's query string; the widgets start from it once, then rule themselves.
-The callbacks here move the start and reset everything; the cached timeline figure is here too.
+The callbacks here move the start and reset everything; the cached timeline payload is here too.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from dgs_core.surfaces.config import FIELDS, SurfaceConfig, clean_start, parse_q
 from dgs_core.viz import surface as viz
 
 GRID_SIZE = len(surfaces.lr_grid(1.0))  # learning rates per optimizer in the lr views
-PANEL_RESOLUTION = 80  # contour grid per axis of each small-multiples panel
-MAX_FRAMES = 80  # frames of the timeline: the opening steps one by one, the rest evenly spaced
-OPENING_STEPS = 25  # the first steps played one frame each (overshoot happens early)
+OPENING_STEPS = 25  # the first steps the timeline replays slowly (overshoot happens early)
 
 # ---------------------------------------------------------------------------------------------
 # Cached compute (plain inputs only)
@@ -59,23 +57,14 @@ def sweep(
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def timeline_figure(
+def timeline_data(
     config: Items, names: tuple[str, ...], step: int, *, _surface: Any, _runs: dict[str, surfaces.Run]
-) -> Any:
-    """The timeline figure (:func:`dgs_core.viz.surface.timeline_figure`), cached on the
+) -> dict[str, Any]:
+    """The timeline's payload (:func:`dgs_core.viz.surface.timeline_data`), cached on the
     configuration's query (``config``: every simulated setting and the view), the optimizers that
     ran and the opening step; ``_surface`` and ``_runs`` follow from those. Never mutated."""
     view = dict(config).get("view", "panels")
-    return viz.timeline_figure(
-        _surface,
-        _runs,
-        view=view,
-        step=step,
-        max_frames=MAX_FRAMES,
-        opening=OPENING_STEPS,
-        resolution=PANEL_RESOLUTION,
-        cols=min(len(names), 4),
-    )
+    return viz.timeline_data(_surface, _runs, view=view, step=step, opening=OPENING_STEPS)
 
 
 def field_range(field: str) -> tuple[Any, Any]:
@@ -187,6 +176,12 @@ def on_pick(key: str, traces: int | None = None) -> None:
     surf = surfaces.get_surface(st.session_state.surface_surface)
     (x, y), _ = clean_start(surf, point)
     st.session_state.surface_x, st.session_state.surface_y = x, y
+
+
+def on_start(x: float, y: float) -> None:
+    """A click on the timeline's map: ``(x, y)`` becomes every optimizer's start."""
+    surf = surfaces.get_surface(st.session_state.surface_surface)
+    (st.session_state.surface_x, st.session_state.surface_y), _ = clean_start(surf, (x, y))
 
 
 def reset() -> None:

@@ -215,10 +215,11 @@ def test_a_surface_run_opens_back_in_the_surface_lab_with_its_timeline(server, p
     page.locator(".st-key-runs_open_lab button").first.click()
     wait_for_app(page)
     page.get_by_role("heading", name="Surface lab").wait_for()
-    main = page.wait_for_selector(".st-key-surface_main .js-plotly-plot", state="attached", timeout=120_000)
-    # the whole run, on its timeline: the in-figure slider stands at the last frame, step 60
-    active = main.evaluate("gd => gd.layout.sliders[0].steps[gd.layout.sliders[0].active].label")
-    assert str(active).strip() == "60", active
+    page.wait_for_function(  # the whole run, on its timeline: drawn to its last step, 60
+        """() => { const root = document.querySelector('.st-key-surface_main .dgs-tl');
+            return !!root && !!root.__timeline && root.__timeline.state().step === 60; }""",
+        timeout=120_000,
+    )
     assert "surface=rosenbrock" in page.url and "steps=60" in page.url
     page.wait_for_function(  # the sidebar holds the run's settings
         "() => { const i = document.querySelector('.st-key-surface_steps input');"

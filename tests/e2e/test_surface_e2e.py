@@ -1,6 +1,6 @@
-"""Surface lab in a real browser: open /surface on a fresh server, click the contour, see every panel
-and curve follow, reopen the copied URL (at a step) and get the same picture; play the timeline in
-the browser and count the messages to the server (none: no rerun per frame)."""
+"""Surface lab in a real browser: open /surface on a fresh server, click a map, see every panel and
+curve follow, reopen the copied URL (at a step) and get the same picture; play, step and scrub the
+timeline in the browser and count the messages to the server (none: no rerun per frame)."""
 
 from __future__ import annotations
 
@@ -17,55 +17,36 @@ from tests.e2e.conftest import StreamlitServer, wait_for_app
 pytestmark = pytest.mark.e2e
 
 APP = "\n".join(line for line in open("app.py").read().splitlines() if not line.lstrip().startswith("#"))
-MAIN = ".st-key-surface_main .js-plotly-plot"
+TIMELINE = ".st-key-surface_main .dgs-tl"
 PANELS = len(DEFAULT_OPTIMIZERS)
-# A point of the panels' click grid (31 × 31 over Rosenbrock's [−2, 2] × [−1, 3]) away from the
-# default paths: grid column 9, row 21.
-CLICK = (-2 + 9 * 4 / 30, -1 + 21 * 4 / 30)  # (−0.8, 1.8)
-
-STATE = """gd => {
-    const lines = gd._fullData.filter(t => t.mode === 'lines+markers' && t.showlegend);
-    return {
-        starts: gd._fullData.filter(t => t.name === 'start').map(t => [t.x[0], t.y[0]]),
-        lengths: lines.map(t => t.x.length),
-        names: lines.map(t => t.name),
-    };
-}"""
+CLICK = (-0.8, 1.8)  # inside Rosenbrock's [−2, 2] × [−1, 3], away from the default paths
 
 
-def _graph(page, selector: str, expression: str):
-    handle = page.wait_for_selector(selector, state="attached")
-    return handle.evaluate(expression)
+def _state(page) -> dict:
+    """What the timeline draws: its step, and each path's label, start, f − f* at the start and
+    the step it is drawn to (the component's own account, beside the canvas)."""
+    return page.wait_for_selector(TIMELINE, state="attached").evaluate("root => root.__timeline.state()")
 
 
-def _loss_curves(page) -> list[list[float]]:
-    """The f − f* curves under the paths (same figure: the axes titled f(x_t) − f*)."""
-    expression = """gd => gd._fullData
-        .filter(t => t.mode === 'lines' && t.name !== 'step' && t.yaxis
-            && (gd._fullLayout['yaxis' + t.yaxis.slice(1)].title.text || '').startsWith('f(x_t)'))
-        .map(t => Array.from(t.y))"""
-    return _graph(page, MAIN, expression)
-
-
-def _wait_for_starts(page, point: tuple[float, float]) -> None:
+def _wait_drawn(page, paths: int) -> None:
     page.wait_for_function(
-        """([selector, x, y, n]) => {
-            const gd = document.querySelector(selector);
-            if (!gd || !gd._fullData) return false;
-            const s = gd._fullData.filter(t => t.name === 'start');
-            return s.length === n && s.every(t => Math.abs(t.x[0] - x) < 1e-6 && Math.abs(t.y[0] - y) < 1e-6);
-        }""",
-        arg=[MAIN, point[0], point[1], PANELS],
-        timeout=120_000,
+        """([selector, n]) => { const root = document.querySelector(selector);
+            return !!root && !!root.__timeline && root.__timeline.state().drawn.length === n; }""",
+        arg=[TIMELINE, paths],
+        timeout=180_000,
     )
 
 
-def _drawn_steps(page) -> list[int]:
-    return _graph(page, MAIN, f"gd => ({STATE})(gd).lengths.map(n => n - 1)")
-
-
-def _frame_index(page, step: int) -> int:
-    return _graph(page, MAIN, f"gd => gd._transitionData._frames.findIndex(f => f.name === '{step}')")
+def _wait_for_starts(page, point: tuple[float, float], tolerance: float = 1e-9) -> None:
+    page.wait_for_function(
+        """([selector, x, y, n, tol]) => { const root = document.querySelector(selector);
+            if (!root || !root.__timeline) return false;
+            const s = root.__timeline.state().starts;
+            const near = ([a, b]) => Math.abs(a - x) <= tol && Math.abs(b - y) <= tol;
+            return s.length === n && s.every(near); }""",
+        arg=[TIMELINE, point[0], point[1], PANELS, tolerance],
+        timeout=120_000,
+    )
 
 
 def _dismiss_dialog(page) -> None:
@@ -77,103 +58,102 @@ def _dismiss_dialog(page) -> None:
 def test_click_timeline_and_copied_link(server, page, browser, tmp_path) -> None:
     page.goto(f"{server.url}/surface")
     wait_for_app(page)
-    page.wait_for_selector(MAIN, timeout=180_000)
+    _wait_drawn(page, PANELS)
     # the full app, not a bare page: navigation and the app's page config
     labels = page.wait_for_selector("[data-testid='stSidebarNav']").inner_text()
     for title in re.findall(r'st\.Page\([^)]*title="([^"]+)"', APP):
         assert title in labels
     assert "DGS Lab" in page.title()
     _dismiss_dialog(page)
-    before = _graph(page, MAIN, STATE)
-    assert before["starts"] == [[-2, 2]] * PANELS and len(before["names"]) == PANELS
-    losses_before = _loss_curves(page)
-    page.screenshot(path=str(tmp_path / "surface_default.png"))
+    before = _state(page)
+    assert before["starts"] == [[-2, 2]] * PANELS and len(before["labels"]) == PANELS
+    page.locator(".st-key-surface_main").screenshot(path=str(tmp_path / "surface_default.png"))
 
-    # Click the first panel's contour at CLICK: every panel's start moves there.
-    x, y = _graph(
-        page,
-        MAIN,
-        f"""gd => {{
-            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-            return [r.left + xa._offset + xa.l2p({CLICK[0]}), r.top + ya._offset + ya.l2p({CLICK[1]})];
-        }}""",
+    # Click the first panel at CLICK: every panel's path starts there, every curve with it.
+    x, y = page.wait_for_selector(TIMELINE).evaluate(
+        f"root => root.__timeline.pixel(0, {CLICK[0]}, {CLICK[1]})"
     )
     page.mouse.move(x, y)
     page.mouse.click(x, y)
-    _wait_for_starts(page, (-0.8, 1.8))
+    _wait_for_starts(page, CLICK, tolerance=0.011)  # a click lands on the nearest 0.01
     wait_for_app(page)
-    after = _graph(page, MAIN, STATE)
-    assert after["names"] == before["names"]
-    assert page.locator(".st-key-surface_x input").input_value() == "-0.8000"
-    assert page.locator(".st-key-surface_y input").input_value() == "1.8000"
-    losses_after = _loss_curves(page)
-    assert len(losses_after) == len(losses_before)
-    assert all(a[0] != b[0] for a, b in zip(losses_after, losses_before, strict=True))  # new f(x₀)
+    after = _state(page)
+    start = after["starts"][0]
+    assert after["labels"] == before["labels"] and after["starts"] == [start] * PANELS
+    assert page.locator(".st-key-surface_x input").input_value() == f"{start[0]:.4f}"
+    assert page.locator(".st-key-surface_y input").input_value() == f"{start[1]:.4f}"
+    assert all(a != b for a, b in zip(after["firstGaps"], before["firstGaps"], strict=True))  # new f(x₀)
     assert page.query_selector("[data-testid='stException']") is None
-
-    # The timeline runs in the browser: the link keeps the step it opens at (none: the end).
-    drawn = _drawn_steps(page)
-    assert len(drawn) == PANELS and max(drawn) == 500  # (a path that diverged stops early)
-    page.screenshot(path=str(tmp_path / "surface_clicked.png"))
+    assert max(after["drawn"]) == 500  # the timeline opens at the end (a diverged path stops early)
+    page.locator(".st-key-surface_main").screenshot(path=str(tmp_path / "surface_clicked.png"))
 
     # The URL now holds the whole picture; a new session opened on it shows the same one.
-    assert "start=-0.8%2C1.8" in page.url
+    assert f"start={start[0]}%2C{start[1]}" in page.url
     url = page.url + "&t=40"
     again = browser.new_context(viewport={"width": 1600, "height": 3000}).new_page()
     again.goto(url)
     wait_for_app(again)
-    again.wait_for_selector(MAIN, timeout=180_000)
+    _wait_drawn(again, PANELS)
     _dismiss_dialog(again)
-    _wait_for_starts(again, (-0.8, 1.8))
-    assert _drawn_steps(again) == [40] * PANELS  # opens at the linked step
-    assert _graph(again, MAIN, "gd => gd.layout.sliders[0].active") == _frame_index(again, 40)
-    assert _loss_curves(again) == losses_after
-    again.screenshot(path=str(tmp_path / "surface_reopened.png"))
+    _wait_for_starts(again, tuple(start))
+    reopened = _state(again)
+    assert reopened["step"] == 40 and reopened["drawn"] == [40] * PANELS  # opens at the linked step
+    assert reopened["firstGaps"] == after["firstGaps"]
+    again.locator(".st-key-surface_main").screenshot(path=str(tmp_path / "surface_reopened.png"))
     again.context.close()
 
 
-# Records the frames the figure animates (plotly_animatingframe), with their times.
-WATCH = """gd => { window.__frames = []; gd.on('plotly_animatingframe', e => window.__frames.push(
-    [performance.now(), e.name])); return true; }"""
-
-
-def test_play_runs_in_the_browser_without_reruns_and_export_downloads_a_bundle(server, page) -> None:
+def test_play_step_and_scrub_run_in_the_browser_without_reruns_and_export_downloads_a_bundle(
+    server, page
+) -> None:
     sent = []  # every message the browser sends the server (a rerun is one)
     page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
     page.goto(f"{server.url}/surface?opt=sgd,adam&steps=200&t=0")
     wait_for_app(page)
-    page.wait_for_selector(MAIN, timeout=180_000)
+    _wait_drawn(page, 2)
     _dismiss_dialog(page)
-    assert _drawn_steps(page) == [0, 0]
-    _graph(page, MAIN, WATCH)
+    assert _state(page)["drawn"] == [0, 0]
+    root = page.wait_for_selector(TIMELINE)
     page.wait_for_timeout(1000)
     before = len(sent)
-    page.locator(f"{MAIN} .updatemenu-button", has_text="▶ play").click()
+
+    root.evaluate("root => { root.__draws.length = 0; }")
+    page.locator(f"{TIMELINE} [data-act=play]").click()
     page.wait_for_function(  # played through to the end of the run, frame by frame
-        """selector => {
-            const gd = document.querySelector(selector);
-            const lines = gd._fullData.filter(t => t.mode === 'lines+markers' && t.showlegend);
-            return lines.length === 2 && lines.every(t => t.x.length === 201);
-        }""",
-        arg=MAIN,
+        "root => { const s = root.__timeline.state(); return s.step === 200 && !s.playing; }",
+        arg=root,
         timeout=120_000,
     )
-    played = page.evaluate("window.__frames.map(f => Number(f[1]))")
+    played = root.evaluate("root => root.__draws.map(d => d[1])")
     assert len(played) >= 30 and played[-1] == 200 and played == sorted(played)  # many frames, in order
-    cursors = _graph(page, MAIN, "gd => gd._fullData.filter(t => t.name === 'step').map(t => t.x[0])")
-    assert cursors == [200, 200, 200]  # the curves' cursors moved with the paths
-    page.wait_for_timeout(1000)
-    assert len(sent) == before  # no rerun: not one message to the server while playing
+    assert _state(page)["drawn"] == [200, 200]
+
+    # one step at a time: the buttons and the arrow keys
+    page.locator(f"{TIMELINE} [data-act=back]").click()
+    assert _state(page)["step"] == 199
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    assert _state(page)["step"] == 197
+    page.locator(f"{TIMELINE} [data-act=forward]").click()
+    assert _state(page)["step"] == 198
+    page.keyboard.press("Home")
+    assert _state(page)["step"] == 0
+    page.wait_for_function("() => new URL(location.href).searchParams.get('t') === '0'")  # the link keeps it
 
     # the opening steps one by one, slowly; pause stops there
-    page.locator(f"{MAIN} .updatemenu-button", has_text="first steps").click()
-    page.wait_for_function("() => window.__frames.some(f => f[1] === '3')", timeout=120_000)
-    page.locator(f"{MAIN} .updatemenu-button", has_text="pause").click()
+    page.locator(f"{TIMELINE} [data-act=opening]").click()
+    page.wait_for_function("root => root.__timeline.state().step >= 3", arg=root, timeout=60_000)
+    page.locator(f"{TIMELINE} [data-act=play]", has_text="pause").click()
+    paused = _state(page)["step"]
     page.wait_for_timeout(1500)
-    paused = _drawn_steps(page)
-    page.wait_for_timeout(1500)
-    assert _drawn_steps(page) == paused and paused[0] < 25  # paused inside the opening
-    assert len(sent) == before
+    assert _state(page)["step"] == paused and paused < 25  # paused inside the opening
+    assert f"t={paused}" in page.url  # a copied link opens where the timeline stands
+
+    # the slider
+    page.locator(f"{TIMELINE} .dgs-tl-slider").fill("120")
+    assert _state(page)["drawn"] == [120, 120]
+    page.wait_for_timeout(1000)
+    assert len(sent) == before  # no rerun: not one message to the server for all of it
 
     with page.expect_download() as download:
         page.get_by_role("button", name="Export snapshot (.zip)").click()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +17,10 @@ from dgs_core import metrics, surfaces
 from dgs_core.optim import registry
 from dgs_core.surfaces.config import DEFAULT_OPTIMIZERS
 from dgs_core.viz import surface as viz
-from dgs_core.viz.surface import timeline_steps
 from tests.pages.conftest import app_at, shown
 
 PAGE = "app_pages/surface_lab.py"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def open_page(query: dict[str, str] | None = None) -> AppTest:
@@ -42,6 +43,13 @@ def figure(at: AppTest, key: str) -> dict:
     return json.loads(charts[0].proto.spec)
 
 
+def timeline(at: AppTest) -> dict:
+    """The timeline component's payload (dgs_core.viz.surface.timeline_data)."""
+    shown = [c for c in at.get("bidi_component") if c.proto.id.endswith("-surface_main")]
+    assert len(shown) == 1, [c.proto.id for c in at.get("bidi_component")]
+    return json.loads(shown[0].proto.json)
+
+
 def values(data) -> np.ndarray:
     """A trace's array from the spec: a list, or plotly's typed array {"dtype", "bdata"}."""
     if isinstance(data, dict):
@@ -50,34 +58,28 @@ def values(data) -> np.ndarray:
 
 
 def paths(spec: dict) -> dict[str, np.ndarray]:
-    """Each optimizer's drawn path, ``(k + 1, 2)`` up to the timeline's step."""
+    """Each optimizer's drawn path, ``(k + 1, 2)`` up to the step it opens at: from the timeline's
+    payload (which holds the whole path) or a Plotly figure's spec."""
+    if "paths" in spec:
+        return {
+            p["label"]: np.stack([p["x"], p["y"]], axis=-1)[: spec["step"] + 1].astype(float)
+            for p in spec["paths"]
+        }
     lines = [t for t in spec["data"] if t.get("mode") == "lines+markers" and t.get("showlegend")]
     return {t["name"]: np.stack([values(t["x"]), values(t["y"])], axis=-1) for t in lines}
 
 
-def curves(spec: dict, title: str) -> list[dict]:
-    """The timeline's curves on the axes whose y title starts with ``title`` (no cursors)."""
-    axes = {
-        "y" + name[5:]
-        for name, axis in spec["layout"].items()
-        if name.startswith("yaxis") and axis.get("title", {}).get("text", "").startswith(title)
-    }
-    return [t for t in spec["data"] if t.get("yaxis") in axes and t.get("name") != "step"]
+def curves(data: dict, title: str) -> list[dict]:
+    """The timeline's lines on the plots whose title starts with ``title``."""
+    return [line for plot in data["curves"] if plot["title"].startswith(title) for line in plot["lines"]]
 
 
-def cursors(spec: dict) -> set[float]:
-    """Where the curves' step cursors stand."""
-    return {t["x"][0] for t in spec["data"] if t.get("name") == "step"}
-
-
-def opening_step(spec: dict) -> int:
-    slider = spec["layout"]["sliders"][0]
-    return int(slider["steps"][slider["active"]]["label"])
-
-
-def starts(spec: dict) -> list[tuple[float, float]]:
+def starts(data: dict) -> list[tuple[float, float]]:
+    """Where each path starts (the timeline) or each panel's start marker (a Plotly figure)."""
+    if "paths" in data:
+        return [(p["x"][0], p["y"][0]) for p in data["paths"]]
     return [
-        (float(values(t["x"])[0]), float(values(t["y"])[0])) for t in spec["data"] if t.get("name") == "start"
+        (float(values(t["x"])[0]), float(values(t["y"])[0])) for t in data["data"] if t.get("name") == "start"
     ]
 
 
@@ -105,21 +107,19 @@ def simulations(monkeypatch) -> Counter:
 
 def test_default_page_runs_every_default_optimizer_from_one_start():
     at = open_page()
-    spec = figure(at, "surface_main")
-    titles = [a["text"] for a in spec["layout"]["annotations"]]
-    assert titles == labels(DEFAULT_OPTIMIZERS)  # one panel per optimizer
-    assert starts(spec) == [(-2.0, 2.0)] * len(DEFAULT_OPTIMIZERS)  # the same start in every panel
-    drawn = paths(spec)
+    data = timeline(at)
+    assert data["view"] == "panels" and data["panels"] == labels(DEFAULT_OPTIMIZERS)  # a panel each
+    assert starts(data) == [(-2.0, 2.0)] * len(DEFAULT_OPTIMIZERS)  # the same start in every panel
+    drawn = paths(data)
     assert list(drawn) == labels(DEFAULT_OPTIMIZERS)
+    assert [p["panel"] for p in data["paths"]] == list(range(len(DEFAULT_OPTIMIZERS)))
     for path in drawn.values():
         assert tuple(path[0]) == (-2.0, 2.0) and 2 <= len(path) <= 501
-    # one shared colour scale: every contour on the layout's colour axis
-    contours = [t for t in spec["data"] if t["type"] == "contour"]
-    assert len(contours) == len(DEFAULT_OPTIMIZERS) and {c["coloraxis"] for c in contours} == {"coloraxis"}
-    # the curves along the steps live in the same figure, one per optimizer (and coordinate)
-    assert [t["name"] for t in curves(spec, "f(x_t)")] == labels(DEFAULT_OPTIMIZERS)
-    scaling = [t["name"] for t in curves(spec, "η_t × scaling") if "(own)" not in t["name"]]
-    assert scaling == [n for n in labels(DEFAULT_OPTIMIZERS) for _ in "xy"]  # one per coordinate
+    # the curves along the steps under the maps, one per optimizer (and coordinate)
+    assert [line["label"] for line in curves(data, "f(x_t)")] == labels(DEFAULT_OPTIMIZERS)
+    x_scaling = [line["label"] for line in curves(data, "η_t × scaling (x)") if not line["dash"]]
+    assert x_scaling == labels(DEFAULT_OPTIMIZERS)
+    assert [plot["title"] for plot in data["curves"]][1:] == ["η_t × scaling (x)", "η_t × scaling (y)"]
     table = at.dataframe[0].value
     assert table["optimizer"].tolist() == labels(DEFAULT_OPTIMIZERS)
     assert {"final gap", "steps to ε=0.001", "overshoots", "oscillations", "spikes K"} <= set(table.columns)
@@ -129,7 +129,7 @@ def test_default_page_runs_every_default_optimizer_from_one_start():
         info = registry.get(name)
         assert info.description in described
         assert (f"**{info.label}** *(interpretation)*" in described) == info.interpretation
-    assert opening_step(spec) == 500 and cursors(spec) == {500}  # opens at the end of the run
+    assert data["step"] == data["steps"] == 500  # opens at the end of the run
     assert not at.toggle(key="surface_clip_on").value
     assert at.query_params == {"surface": "rosenbrock", "start": "-2.0,2.0"}
     assert [b.proto.label for b in at.get("download_button")] == ["Export snapshot (.zip)"]
@@ -141,13 +141,14 @@ def test_timeline_opens_at_the_linked_step_and_redraws_from_cached_runs(simulati
     at = open_page({"opt": "sgd,adam,dgs", "seed": "987001", "steps": "200", "t": "20"})
     assert not at.exception, at.exception
     assert simulations == {"sgd": 1, "adam": 1, "dgs": 1}
-    spec = figure(at, "surface_main")
-    assert {len(p) for p in paths(spec).values()} == {21}  # every panel at step 20
-    assert opening_step(spec) == 20 and cursors(spec) == {20}  # the curves' cursors too
+    data = timeline(at)
+    assert data["step"] == 20 and {len(p) for p in paths(data).values()} == {21}  # every panel at 20
     assert at.query_params["t"] == "20"
 
     at.radio(key="surface_view").set_value("overlay").run()
-    assert {len(p) for p in paths(figure(at, "surface_main")).values()} == {21}
+    data = timeline(at)
+    assert data["view"] == "overlay" and data["panels"] == ["Rosenbrock"]  # one map for all
+    assert {p["panel"] for p in data["paths"]} == {0} and data["step"] == 20
     assert simulations == {"sgd": 1, "adam": 1, "dgs": 1}
 
     at.number_input(key="surface_hp_adam_lr").set_value(0.02).run()  # only Adam changed
@@ -175,9 +176,9 @@ def test_a_copied_link_restores_the_same_picture():
     assert at.number_input(key="surface_hp_adam_lr").value == 0.05
     assert at.toggle(key="surface_clip_on").value and at.number_input(key="surface_clip").value == 5.0
     assert at.radio(key="surface_view").value == "overlay"
-    spec = figure(at, "surface_main")
-    assert opening_step(spec) == 50
-    assert starts(spec) == [(-1.5, 1.0)]
+    spec = timeline(at)
+    assert spec["step"] == 50
+    assert starts(spec) == [(-1.5, 1.0)] * 2
     expected = surfaces.simulate(
         surfaces.get_surface("quadratic", kappa=10.0),
         "adam",
@@ -186,7 +187,7 @@ def test_a_copied_link_restores_the_same_picture():
         steps=200,
         clip_norm=5.0,
     )
-    np.testing.assert_allclose(paths(spec)["Adam"], expected.points[:51, 0], rtol=1e-6)  # float32 on the wire
+    np.testing.assert_allclose(paths(spec)["Adam"], expected.points[:51, 0], rtol=1e-6)  # 7 digits
     assert at.query_params == query  # and the page writes the same link back
 
 
@@ -217,14 +218,14 @@ def test_a_malformed_link_falls_back_to_defaults_with_a_notice():
     assert at.multiselect(key="surface_optimizers").value == ["adam"]
     assert at.number_input(key="surface_hp_adam_lr").value == registry.get("adam").surface_defaults["lr"]
     assert at.query_params == {"surface": "rosenbrock", "opt": "adam", "start": "-2.0,2.0"}
-    assert paths(figure(at, "surface_main"))["Adam"].shape == (501, 2)
+    assert paths(timeline(at))["Adam"].shape == (501, 2)
 
 
 def test_a_start_outside_the_domain_is_clamped_with_a_message():
     at = open_page({"opt": "sgd", "steps": "50"})
     at.number_input(key="surface_x").set_value(5.0).run()
     assert "The start (5, 2) lies outside x ∈ [-2, 2], y ∈ [-1, 3]: clamped to (2, 2)." in texts(at.warning)
-    assert starts(figure(at, "surface_main")) == [(2.0, 2.0)]
+    assert starts(timeline(at)) == [(2.0, 2.0)]
     assert at.query_params["start"] == "2.0,2.0"
 
 
@@ -235,11 +236,12 @@ def test_a_diverging_lr_stops_only_that_path():
     assert step > 0  # SGD at lr 0.01 leaves Rosenbrock's valley from (−2, 2)
     message = metrics.divergence_message(step)
     assert any(w.startswith(f"SGD (lr 0.01) {message}") for w in texts(at.warning))
-    spec = figure(at, "surface_main")
-    assert [t["text"] for t in spec["data"] if t.get("text")] == [[message]]  # ✕ on SGD's panel
+    spec = timeline(at)
+    assert [(p["diverged"], p["message"]) for p in spec["paths"]] == [(step, message), (-1, "")]  # ✕
     drawn = paths(spec)
     assert list(drawn) == [f"SGD · {message}", "Adam"]  # its panel says so: the ✕ may lie off the plot
-    assert [a["text"] for a in spec["layout"]["annotations"]] == list(drawn)
+    assert spec["panels"] == list(drawn)
+    assert ["diverged", "diverged"] in spec["keys"]  # the ✕ in the legend
     assert len(drawn[f"SGD · {message}"]) == step and len(drawn["Adam"]) == 101  # Adam goes on
     table = at.dataframe[0].value.set_index("optimizer")
     assert table.loc["SGD", "diverged"] == message and table.loc["Adam", "diverged"] == ""
@@ -252,50 +254,47 @@ def test_an_invalid_hyperparameter_is_refused_at_its_control():
     shown = texts(at.error)
     assert "Invalid lr: -1.0 (must be in [0, 1000])" in shown
     assert "Adam is left out: Invalid lr: -1.0 (must be in [0, 1000])" in shown
-    assert list(paths(figure(at, "surface_main"))) == ["SGD"]  # the other optimizer still runs
+    assert list(paths(timeline(at))) == ["SGD"]  # the other optimizer still runs
 
 
-def test_the_timeline_plays_in_the_browser_from_frames_of_one_figure():
+def test_the_timeline_plays_in_the_browser_from_one_payload():
     at = open_page({"opt": "sgd,adam", "steps": "200"})
-    spec = figure(at, "surface_main")
-    steps = timeline_steps(200, state.MAX_FRAMES, state.OPENING_STEPS)
-    assert [f["name"] for f in spec["frames"]] == [str(k) for k in steps]
-    assert steps[: state.OPENING_STEPS] == list(range(state.OPENING_STEPS))  # slow motion first
-    labels_ = [b["label"] for b in spec["layout"]["updatemenus"][0]["buttons"]]
-    assert labels_ == [*viz.SPEEDS, viz.OPENING_LABEL, "❚❚ pause"]
-    frame = spec["frames"][10]
-    by_trace = dict(zip(frame["traces"], frame["data"], strict=True))
-    # each frame moves the paths (SGD's line: 11 points at step 10) and every curve's cursor
-    sgd = next(i for i, t in enumerate(spec["data"]) if t.get("name") == "SGD" and t.get("showlegend"))
-    assert len(values(by_trace[sgd]["x"])) == 11
-    cursor_traces = [i for i, t in enumerate(spec["data"]) if t.get("name") == "step"]
-    assert len(cursor_traces) == 3 and all(by_trace[i]["x"] == [10, 10] for i in cursor_traces)
+    (element,) = [c for c in at.get("bidi_component") if c.proto.id.endswith("-surface_main")]
+    data = json.loads(element.proto.json)
+    # the whole runs go to the browser once: every step of every path, the curves drawn whole
+    assert [len(p["x"]) for p in data["paths"]] == [201, 201] and data["opening"] == state.OPENING_STEPS
+    assert all(len(line["y"]) in (200, 201) for plot in data["curves"] for line in plot["lines"])
+    # the component draws and plays them: its controls and its script, from the files beside the page
+    for control in ("first", "back", "play", "forward", "last", "opening"):
+        assert f'data-act="{control}"' in element.proto.html_content
+    assert viz.OPENING_LABEL in element.proto.html_content
+    assert element.proto.js_content == (ROOT / "app_pages/parts/surface_timeline.js").read_text()
     assert not [w for w in at.get("slider") if w.key == "surface_step"]  # no server-side timeline
 
 
 def test_gradient_clipping_only_when_turned_on():
     at = open_page({"opt": "sgd", "steps": "50"})
-    unclipped = paths(figure(at, "surface_main"))["SGD"]
+    unclipped = paths(timeline(at))["SGD"]
     assert "clip" not in at.query_params
     at.toggle(key="surface_clip_on").set_value(True).run()
     at.number_input(key="surface_clip").set_value(1.0).run()
     assert at.query_params["clip"] == "1.0"
-    clipped = paths(figure(at, "surface_main"))["SGD"]
+    clipped = paths(timeline(at))["SGD"]
     lr = registry.get("sgd").surface_defaults["lr"]
     steps = np.linalg.norm(np.diff(clipped, axis=0), axis=-1)
-    assert steps.max() <= lr * 1.0 * (1 + 1e-5)  # |Δx| = η‖clip(g)‖ ≤ η·1
+    assert steps.max() <= lr * 1.0 + 2e-6  # |Δx| = η‖clip(g)‖ ≤ η·1 (points sent with 7 digits)
     assert np.linalg.norm(unclipped[1] - unclipped[0]) > 10 * lr  # without clipping: a large first step
 
 
 def test_a_new_surface_starts_from_its_own_default():
     at = open_page({"opt": "sgd", "steps": "50", "t": "20"})
     at.selectbox(key="surface_surface").set_value("himmelblau").run()
-    assert starts(figure(at, "surface_main")) == [(0.0, 0.0)]
-    assert opening_step(figure(at, "surface_main")) == 50  # the timeline back at the end
+    assert starts(timeline(at)) == [(0.0, 0.0)]
+    assert timeline(at)["step"] == 50  # the timeline back at the end
     assert at.query_params == {"surface": "himmelblau", "opt": "sgd", "start": "0.0,0.0", "steps": "50"}
     at.selectbox(key="surface_surface").set_value("quadratic").run()
     assert at.number_input(key="surface_param_kappa").value == 100.0 and not at.error
-    assert starts(figure(at, "surface_main")) == [(-1.8, 1.2)]
+    assert starts(timeline(at)) == [(-1.8, 1.2)]
     at.number_input(key="surface_param_kappa").set_value(-3.0).run()
     assert "Invalid kappa: -3.0 (must be in [1, 1e+06])" in texts(at.error)
     assert "kappa" not in at.query_params  # refused: the default κ applies
@@ -348,7 +347,7 @@ def test_leaving_and_returning_keeps_the_settings_and_the_link():
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
     assert at.number_input(key="surface_hp_adam_lr").value == 0.05
-    assert opening_step(figure(at, "surface_main")) == 30
+    assert timeline(at)["step"] == 30
     assert at.query_params == query
 
 

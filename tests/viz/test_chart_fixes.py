@@ -133,31 +133,6 @@ def test_small_multiples_events_do_not_bury_the_paths(runs) -> None:
     assert all(t.marker.size == 9 for t in overshoots(overlay))
 
 
-def test_timeline_figure_plays_paths_and_curve_cursors_from_frames(runs) -> None:
-    fig = sviz.timeline_figure("rosenbrock", runs, view="panels", step=30, max_frames=40, opening=10)
-    steps = sorted({*sviz.timeline_steps(120, 40, 10), 30})
-    assert [f.name for f in fig.frames] == [str(k) for k in steps] and steps[:10] == list(range(10))
-    assert fig.layout.sliders[0].steps[fig.layout.sliders[0].active].label == "30"
-    cursors = [i for i, t in enumerate(fig.data) if t.name == "step"]
-    assert len(cursors) == 3  # f − f*, η × scaling for x and for y
-    frame = fig.frames[5]
-    moved = [d for i, d in zip(frame.traces, frame.data, strict=True) if i in cursors]
-    assert [list(d.x) for d in moved] == [[5, 5]] * 3
-    assert [list(fig.data[i].x) for i in cursors] == [[30, 30]] * 3  # opens where the paths are
-    assert [b.label for b in fig.layout.updatemenus[0].buttons][-1] == "❚❚ pause"
-    # frames survive plotly's full validation
-    assert len(go.Figure(fig.to_dict()).frames) == len(steps)
-    # a click on a curve (trace index at or past the map's) is no start
-    first_curve = fig.layout.meta["map_traces"]
-    assert fig.data[first_curve].yaxis not in {t.yaxis for t in fig.data[:first_curve]}
-    click = {"selection": {"points": [{"curve_number": first_curve, "x": 3, "y": 0.5}]}}
-    assert sviz.start_from_selection(click, traces=first_curve) is None
-    click["selection"]["points"].append({"curve_number": 1, "x": -1.0, "y": 2.0})
-    assert sviz.start_from_selection(click, traces=first_curve) == (-1.0, 2.0)
-    with pytest.raises(ValueError, match="Invalid view: '3d'"):
-        sviz.timeline_figure("rosenbrock", runs, view="3d")
-
-
 def test_tables_show_a_dash_and_display_names_never_none_or_keys(moons) -> None:
     short = surfaces.compare("rosenbrock", ["sgd", "adam"], steps=5)  # ε not reached in 5 steps
     table = sviz.metrics_table(short)

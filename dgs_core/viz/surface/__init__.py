@@ -8,11 +8,11 @@ registry name shows the registry's display name, as do runs given without labels
 (many starts or lrs) draws one path per row.
 
 Timeline: every path figure takes ``step`` (draw each path up to that step; ``None`` = the
-whole run), so a page can drive all figures from one shared slider. ``animate=True`` also
-adds Plotly frames with a play button and a step slider inside the figure, which animate in
-the browser without a rerun; in :func:`small_multiples_figure` that one slider moves every
-panel together. :func:`timeline_figure` is the lab's timeline: the paths and the curves along
-the steps in one figure, played, slowed and scrubbed in the browser.
+whole run). ``animate=True`` also adds Plotly frames with a play button and a step slider
+inside the figure, which animate in the browser without a rerun; in
+:func:`small_multiples_figure` that one slider moves every panel together. The lab's own
+timeline is drawn by a canvas component in the browser: :func:`timeline_data` is its payload
+(the paths, their events and the curves along the steps).
 
 Clicking a start: :func:`contour_figure` (and the basin map) can carry an invisible grid of
 points over the domain, the trace named :data:`CLICK_GRID`. With
@@ -49,7 +49,7 @@ from dgs_core.viz.surface.maps import (
     surface_3d_figure,
     timeline_steps,
 )
-from dgs_core.viz.surface.timeline import TIMELINE_VIEWS, timeline_figure
+from dgs_core.viz.surface.timeline import TIMELINE_VIEWS, timeline_data
 
 __all__ = [
     "CLICK_GRID",
@@ -69,7 +69,7 @@ __all__ = [
     "small_multiples_figure",
     "start_from_selection",
     "surface_3d_figure",
-    "timeline_figure",
+    "timeline_data",
     "timeline_steps",
     "tuning_table",
 ]

@@ -56,7 +56,7 @@ class _Colors:
             return np.log10(np.maximum(values - self.shift, 0.0) + self.offset)
 
 
-def _colors_for(surface: Surface, z: Array, log_colors: bool | None) -> _Colors:
+def surface_colors(surface: Surface, z: Array, log_colors: bool | None) -> _Colors:
     log = surface.log_colors if log_colors is None else log_colors
     if not log:
         return _Colors(False, 0.0, 0.0, "f")
@@ -91,7 +91,7 @@ def _surface_traces(
 ) -> tuple[list[go.BaseTraceType], dict[str, Any]]:
     """Contour (on the shared colour axis) and the minima markers; and the colour axis."""
     xs, ys, z = surface.grid(resolution)
-    colors = _colors_for(surface, z, log_colors)
+    colors = surface_colors(surface, z, log_colors)
     values = colors(z)
     axes = {"xaxis": xaxis, "yaxis": yaxis}
     traces: list[go.BaseTraceType] = [
@@ -245,7 +245,7 @@ def contour_figure(
     """
     surf = get_surface(surface)
     paths = paths_of(runs, events=events)
-    _check_surface(surf, paths)
+    check_surface(surf, paths)
     fig = go.Figure()
     traces, coloraxis = _surface_traces(surf, resolution, log_colors)
     if clickable:
@@ -303,7 +303,7 @@ def small_multiples_figure(
     if not items:
         raise ValueError("Invalid runs: empty (small multiples need at least one run)")
     paths = paths_of(runs, events=events)
-    _check_surface(surf, paths)
+    check_surface(surf, paths)
     n = len(items)
     cols = cols or min(n, 4)
     rows = math.ceil(n / cols)
@@ -350,7 +350,7 @@ def small_multiples_figure(
     return fig
 
 
-def _check_surface(surface: Surface, paths: Sequence[Path]) -> None:
+def check_surface(surface: Surface, paths: Sequence[Path]) -> None:
     for path in paths:
         if path.run.surface.name != surface.name:
             raise ValueError(
@@ -502,9 +502,9 @@ def surface_3d_figure(
     """
     surf = get_surface(surface)
     paths = paths_of(runs)
-    _check_surface(surf, paths)
+    check_surface(surf, paths)
     xs, ys, z = surf.grid(resolution)
-    colors = _colors_for(surf, z, log_colors)
+    colors = surface_colors(surf, z, log_colors)
     values = colors(z)
     lift = 0.01 * float(np.nanmax(values) - np.nanmin(values))  # keep paths visible above the mesh
     fig = go.Figure(
