@@ -20,7 +20,14 @@ import streamlit as st
 from app_pages.parts import surface_state as state
 from app_pages.parts import surface_views as views
 from app_pages.parts.surface_timeline import timeline
-from app_pages.ui import optimizer_controls, optimizer_label, optimizer_picker, plain
+from app_pages.ui import (
+    PROJECTOR_FONT,
+    optimizer_controls,
+    optimizer_label,
+    optimizer_picker,
+    plain,
+    presenting,
+)
 from dgs_core import metrics, surfaces
 from dgs_core.params import ParamError
 from dgs_core.surfaces.config import VIEWS, SurfaceConfig, clean_start
@@ -154,7 +161,7 @@ def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> No
         return
     query = tuple(sorted(replace(config, step=None).to_query().items()))
     data = state.timeline_data(query, tuple(runs), step, _surface=surf, _runs=labelled)
-    timeline(data, key="surface_main", on_start=state.on_start)
+    timeline(data, key="surface_main", on_start=state.on_start, font=PROJECTOR_FONT if presenting() else 12)
     st.caption(
         f"▶ plays in your browser (← → step, space plays); **{viz.OPENING_LABEL}** replays steps 0 – "
         f"{state.OPENING_STEPS} slowly, where overshoots happen. Pause, and the address bar keeps "

@@ -13,7 +13,8 @@
 
 const SPEEDS = [1, 2, 5, 10, 20, 50, 100, 200]; // steps per second
 const SLOW = 2; // steps per second of the "first steps, slow" replay
-const FONT = "12px sans-serif";
+const FONT = 12; // px of the canvas's text; data.font overrides it (presenter mode)
+const font = (data) => `${data.font || FONT}px sans-serif`;
 const INK = "#31333F";
 const GRID_INK = "rgba(49, 51, 63, 0.25)";
 const LINE_OF_BANDS = [255, 255, 255, 0.35]; // the contour lines between colour bands
@@ -58,7 +59,14 @@ function createLab(root, firstTrigger) {
 
   // --- the payload --------------------------------------------------------------------------
   function load(next) {
-    if (data && next.id === data.id) return; // the same runs: keep the place and the play
+    if (data && next.id === data.id) {  // the same runs: keep the place and the play
+      if (next.font !== data.font) {
+        data = next;
+        root.style.fontSize = `${(data.font || FONT) + 1}px`;
+        relayout();
+      }
+      return;
+    }
     const fresh = !data;
     data = next;
     pending = null;
@@ -71,6 +79,7 @@ function createLab(root, firstTrigger) {
       speedSelect.value = String(speed);
     }
     legend.replaceChildren(...legendEntries(data));
+    root.style.fontSize = `${(data.font || FONT) + 1}px`;
     pause();
     goTo(data.step);
     relayout();
@@ -201,8 +210,8 @@ function createLab(root, firstTrigger) {
     tip.hidden = !text;
     if (text) {
       tip.textContent = text;
-      tip.style.left = `${Math.min(px + 14, canvas.clientWidth - 220)}px`;
-      tip.style.top = `${py + 14}px`;
+      tip.style.left = `${Math.max(Math.min(px + 14, canvas.clientWidth - tip.offsetWidth - 4), 0)}px`;
+      tip.style.top = `${canvas.offsetTop + py + 14}px`; // the root holds the legend above the canvas
     }
     const map = layout.maps.find((m) => inside(m, px, py));
     canvas.style.cursor = map ? "crosshair" : "default";
@@ -255,10 +264,11 @@ function createLab(root, firstTrigger) {
 function computeLayout(data, width) {
   const [x0, x1, y0, y1] = data.domain;
   const aspect = (y1 - y0) / (x1 - x0);
-  const left = 44; // y tick labels
-  const colorbar = 80; // the colour bar and its labels, right of the maps
+  const em = (data.font || FONT) / FONT; // margins grow with the text
+  const left = 44 * em; // y tick labels
+  const colorbar = 80 * em; // the colour bar and its labels, right of the maps
   const gap = 24;
-  const title = 20;
+  const title = 20 * em;
   const n = data.panels.length;
   const cols = data.view === "panels" ? Math.min(n, 4) : 1;
   const rows = Math.ceil(n / cols);
@@ -273,7 +283,7 @@ function computeLayout(data, width) {
     const c = i % cols;
     maps.push({
       x: left + c * (w + gap),
-      y: 4 + title + r * (h + title + 24),
+      y: 4 + title + r * (h + title + 24 * em),
       w,
       h,
       title: data.panels[i],
@@ -281,12 +291,12 @@ function computeLayout(data, width) {
       bottomRow: r === rows - 1 || i + cols >= n,
     });
   }
-  const mapsBottom = 4 + rows * (h + title + 24);
+  const mapsBottom = 4 + rows * (h + title + 24 * em);
   const bar = { x: left + cols * w + (cols - 1) * gap + 16, y: maps[0].y, w: 14, h: mapsBottom - maps[0].y - 24 };
-  const plotTop = mapsBottom + 30;
+  const plotTop = mapsBottom + 30 * em;
   const plotHeight = 190;
   const k = data.curves.length;
-  const plotLeft = 58;
+  const plotLeft = 58 * em;
   const plotGap = 18;
   const plotWidth = (width - k * plotLeft - (k - 1) * plotGap - 10) / k;
   const plots = data.curves.map((_, i) => ({
@@ -295,7 +305,7 @@ function computeLayout(data, width) {
     w: plotWidth,
     h: plotHeight,
   }));
-  return { maps, bar, plots, height: plotTop + title + plotHeight + 40 };
+  return { maps, bar, plots, height: plotTop + title + plotHeight + 40 * em, em };
 }
 
 function inside(box, px, py) {
@@ -386,7 +396,7 @@ function bandsImage(data, w, h) {
 
 function drawBackground(g, data, layout, field) {
   g.clearRect(0, 0, g.canvas.width, g.canvas.height);
-  g.font = FONT;
+  g.font = font(data);
   g.fillStyle = INK;
   for (const map of layout.maps) {
     g.drawImage(field, map.x, map.y, map.w, map.h);
@@ -438,7 +448,7 @@ function drawColorbar(g, data, bar) {
 function drawPlot(g, data, curve, plot) {
   g.strokeStyle = GRID_INK;
   g.fillStyle = INK;
-  g.font = FONT;
+  g.font = font(data);
   g.lineWidth = 1;
   g.textAlign = "right";
   g.textBaseline = "middle";
@@ -454,7 +464,7 @@ function drawPlot(g, data, curve, plot) {
   g.textAlign = "center";
   g.textBaseline = "top";
   for (const [t, text] of curve.xticks) g.fillText(text, plotX(data, plot, t), plot.y + plot.h + 4);
-  g.fillText("step t", plot.x + plot.w / 2, plot.y + plot.h + 20);
+  g.fillText("step t", plot.x + plot.w / 2, plot.y + plot.h + 4 + (data.font || FONT) * 1.3);
   g.textBaseline = "bottom";
   g.fillText(fit(g, curve.title, plot.w + 40), plot.x + plot.w / 2, plot.y - 4);
   g.strokeRect(plot.x, plot.y, plot.w, plot.h);
@@ -550,7 +560,7 @@ function drawPath(g, data, map, path, step) {
       const q = [Math.min(Math.max(p[0], map.x), map.x + map.w), Math.min(Math.max(p[1], map.y), map.y + map.h)];
       cross(g, q, 8, DIVERGED);
       g.fillStyle = DIVERGED;
-      g.font = FONT;
+      g.font = font(data);
       g.textAlign = "center";
       g.textBaseline = "bottom";
       g.fillText(path.message, Math.min(Math.max(q[0], map.x + 60), map.x + map.w - 60), Math.max(q[1] - 8, map.y + 14));

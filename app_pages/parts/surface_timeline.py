@@ -54,12 +54,15 @@ def start_from_event(value: Any) -> tuple[float, float] | None:
     return float(value[0]), float(value[1])
 
 
-def timeline(data: dict[str, Any], *, key: str, on_start: Callable[[float, float], None]) -> None:
-    """Show the timeline of ``data``; a click on a map calls ``on_start(x, y)`` before the rerun."""
+def timeline(
+    data: dict[str, Any], *, key: str, on_start: Callable[[float, float], None], font: int = 12
+) -> None:
+    """Show the timeline of ``data`` with its text at ``font`` px; a click on a map calls
+    ``on_start(x, y)`` before the rerun."""
 
     def clicked() -> None:
         point = start_from_event(getattr(st.session_state.get(key), "start", None))
         if point is not None:
             on_start(*point)
 
-    _component(data=data, key=key, on_start_change=clicked)
+    _component(data={**data, "font": font}, key=key, on_start_change=clicked)
