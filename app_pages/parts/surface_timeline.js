@@ -241,6 +241,7 @@ function createLab(root, firstTrigger) {
     // for the browser tests and bench/page_latency.py: what is drawn, and where a point lies
     state: () => ({
       id: data && data.id,
+      font: data ? data.font || FONT : FONT,
       step,
       playing,
       labels: data ? data.paths.map((p) => p.label) : [],

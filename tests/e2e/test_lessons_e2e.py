@@ -113,11 +113,13 @@ def test_presenter_mode_on_a_lab_page(server, browser, shots: Path) -> None:
     page = context.new_page()
     page.set_default_timeout(120_000)
     page.goto(f"{server.url}/surface?present=1")
-    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=180_000)
+    timeline = page.wait_for_selector(".st-key-surface_main .dgs-tl", timeout=180_000)
+    drawn = "root => !!root.__timeline && root.__timeline.state().drawn.length > 0"
+    page.wait_for_function(drawn, arg=timeline)
     wait_for_app(page)
     assert _visible(page, "[data-testid='stSidebar']") == 0
     assert _visible(page, "[data-testid='stHeader']") == 0
-    assert page.evaluate(SMALLEST_FIGURE_TEXT) >= 18
+    assert timeline.evaluate("root => root.__timeline.state().font") >= 18  # the canvas's text
     assert parse_qs(urlsplit(page.url).query)["present"] == ["1"]
     page.screenshot(path=str(shots / "surface-lab-presenter.png"))
     page.get_by_role("button", name="Exit presenter mode").click()
