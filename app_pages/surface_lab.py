@@ -164,8 +164,8 @@ def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> No
     timeline(data, key="surface_main", on_start=state.on_start, font=PROJECTOR_FONT if presenting() else 12)
     st.caption(
         f"▶ plays in your browser (← → step, space plays); **{viz.OPENING_LABEL}** replays steps 0 – "
-        f"{state.OPENING_STEPS} slowly, where overshoots happen. Pause, and the address bar keeps "
-        "the step: a copied link opens there."
+        f"{data['opening']} slowly, where overshoots happen. Pause, and the address bar keeps the "
+        "step: a copied link opens there."
     )
 
 
@@ -173,6 +173,7 @@ def timeline_section(config: SurfaceConfig, runs: dict[str, surfaces.Run]) -> No
 
 previous = state.session_config()
 state.seed_widgets(previous)
+state.follow_browser_step(previous)
 config, start_notes, hparam_errors = surface_controls(previous)
 views.header(config)
 

@@ -165,12 +165,10 @@ def on_steps_change() -> None:
     st.session_state.surface_step = st.session_state.surface_steps
 
 
-def on_pick(key: str, traces: int | None = None) -> None:
-    """A click on a clickable chart: its point becomes every optimizer's start.
-
-    ``traces``: only points of the figure's first ``traces`` traces count (the timeline's map;
-    a click on one of its curves below is no start)."""
-    point = viz.start_from_selection(st.session_state.get(key), traces=traces)
+def on_pick(key: str) -> None:
+    """A click on a clickable chart (the basin map and its path): its point becomes every
+    optimizer's start."""
+    point = viz.start_from_selection(st.session_state.get(key))
     if point is None:
         return
     surf = surfaces.get_surface(st.session_state.surface_surface)
@@ -190,9 +188,29 @@ def reset() -> None:
     st.query_params.clear()
 
 
+def follow_browser_step(config: SurfaceConfig) -> None:
+    """The step the timeline stands at in the browser, when it moved there.
+
+    The timeline plays in the browser; paused, it writes its step into the address bar (``t=``,
+    none at the end of the run). A rerun brings the address bar here: when its ``t`` is not the
+    one this page last wrote, the browser moved, and the session's step follows it, so the link
+    the page writes back keeps it."""
+    if "surface_published_t" not in st.session_state:
+        return  # the session's first run: the link's own t is the configuration's
+    linked = st.query_params.get("t")
+    if linked == st.session_state.surface_published_t:
+        return
+    try:
+        step = config.steps if linked is None else int(linked)
+    except ValueError:
+        return  # not a step: the page writes its own back
+    st.session_state.surface_step = min(max(step, 0), config.steps)
+
+
 def publish(config: SurfaceConfig) -> None:
     """Remember the configuration and write it into the URL."""
     st.session_state.surface_config = config
     query = {**config.to_query(), **presenter_query()}
+    st.session_state.surface_published_t = query.get("t")
     if st.query_params.to_dict() != query:
         st.query_params.from_dict(query)

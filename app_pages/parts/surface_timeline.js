@@ -7,6 +7,23 @@
 // click on a map talks to the server: its point becomes every optimizer's start
 // (setTriggerValue("start", [x, y])), and the page reruns the simulation.
 //
+// The payload (dgs_core/viz/surface/timeline.py has the whole account):
+//   steps, step, opening       the last step, the step to open at, the steps the slow replay shows
+//   domain [x0, x1, y0, y1]    the maps' axes; xticks, yticks: [value, label]
+//   field {size, levels}       the surface's colour level per grid cell (0 … 254, 255: none),
+//                              base64, the bottom row first; palette: a colour per band
+//   panels                     the maps' titles; path.panel is the index of its map
+//   paths[i]                   x, y, gap: point t of the path at index t (null where not finite);
+//                              overshoot: steps t whose step overshot, marked at point t;
+//                              oscillation: steps t that reversed step t − 1, marked at the
+//                              turning point t − 1; extrapolated[t − 1]: where step t's gradient
+//                              was taken (ExtraSGD); diverged: the step it diverged at, or −1
+//   curves[j]                  a plot: title, log, range ([lo, hi], in log10 units on a log
+//                              axis), ticks ([value in those units, label]), xticks, lines
+//                              ({label, color, dash, stepped, first, y}: y[i] is the value at
+//                              step first + i, raw), marks ([step, value]: a diverged run's ✕)
+//   font                       px of the text (larger in presenter mode)
+//
 // Drawing: the parts that never move (the surface's colour bands, axes, ticks, titles, the
 // colour bar, the curves) are drawn once into a background canvas; a frame copies it and draws
 // each path up to the current step, its markers, and the curves' cursors over it.
@@ -59,12 +76,16 @@ function createLab(root, firstTrigger) {
 
   // --- the payload --------------------------------------------------------------------------
   function load(next) {
-    if (data && next.id === data.id) {  // the same runs: keep the place and the play
-      if (next.font !== data.font) {
-        data = next;
+    if (data && next.id === data.id) {
+      // the same runs (another widget reran the page, or a click gave the same start): keep the
+      // place and the play; only a new text size (presenter mode) needs a new layout
+      pending = null;
+      const font = next.font !== data.font;
+      data = next;
+      if (font) {
         root.style.fontSize = `${(data.font || FONT) + 1}px`;
-        relayout();
-      }
+        relayout(true);
+      } else draw();
       return;
     }
     const fresh = !data;
@@ -81,16 +102,19 @@ function createLab(root, firstTrigger) {
     legend.replaceChildren(...legendEntries(data));
     root.style.fontSize = `${(data.font || FONT) + 1}px`;
     pause();
-    goTo(data.step);
-    relayout();
+    step = position = Math.min(Math.max(data.step, 0), data.steps);
+    relayout(true); // new runs may bring other panels or plots: lay them out before drawing
   }
 
   // --- layout: where every panel and plot sits, in CSS pixels ------------------------------
-  function relayout() {
+  // Only a new payload or a new width (or pixel ratio) lays the page out again and redraws the
+  // background (the surface's colours are computed pixel by pixel).
+  function relayout(force = false) {
     if (!data) return;
     const width = Math.max(root.clientWidth, 320);
-    layout = computeLayout(data, width);
     const ratio = window.devicePixelRatio || 1;
+    if (!force && layout && layout.width === width && layout.ratio === ratio) return;
+    layout = { ...computeLayout(data, width), width, ratio };
     for (const c of [canvas, background]) {
       c.width = Math.round(width * ratio);
       c.height = Math.round(layout.height * ratio);
@@ -108,13 +132,13 @@ function createLab(root, firstTrigger) {
   // --- one frame ------------------------------------------------------------------------------
   function draw() {
     if (!data || !layout) return;
-    const ratio = window.devicePixelRatio || 1;
+    const ratio = layout.ratio; // the canvases were sized with it
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     ctx.drawImage(background, 0, 0);
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     for (const path of data.paths) drawPath(ctx, data, layout.maps[path.panel], path, step);
-    for (const map of layout.maps) drawStartAndMinima(ctx, data, map);
+    layout.maps.forEach((map, i) => drawStartAndMinima(ctx, data, map, i));
     if (pending) {
       for (const map of layout.maps) ring(ctx, toPixel(data, map, pending[0], pending[1]), 7, "#ffffff", 2.5);
     }
@@ -181,7 +205,7 @@ function createLab(root, firstTrigger) {
     back: () => (pause(), goTo(step - 1), remember()),
     forward: () => (pause(), goTo(step + 1), remember()),
     last: () => (pause(), goTo(data.steps), remember()),
-    opening: () => (pause(), goTo(0), play(Math.max(data.opening, 1), SLOW)),
+    opening: () => (pause(), goTo(0), play(Math.min(Math.max(data.opening, 1), data.steps), SLOW)),
   };
   root.querySelectorAll("[data-act]").forEach((button) => {
     button.addEventListener("click", () => data && actions[button.dataset.act]());
@@ -197,7 +221,9 @@ function createLab(root, firstTrigger) {
   });
   root.addEventListener("keydown", (event) => {
     const key = { ArrowLeft: "back", ArrowRight: "forward", " ": "play", Home: "first", End: "last" }[event.key];
-    if (!key || !data || event.target.tagName === "SELECT") return;
+    if (!key || !data || event.altKey || event.ctrlKey || event.metaKey) return; // Alt+← stays the browser's
+    const tag = event.target.tagName;
+    if (tag === "SELECT" || tag === "INPUT" || (tag === "BUTTON" && event.key === " ")) return; // their own keys
     event.preventDefault();
     actions[key]();
   });
@@ -232,7 +258,7 @@ function createLab(root, firstTrigger) {
     return [event.clientX - box.left, event.clientY - box.top];
   }
 
-  new ResizeObserver(() => relayout()).observe(root);
+  new ResizeObserver(() => relayout()).observe(root); // a new width only: the height is ours
 
   return {
     load,
@@ -296,17 +322,19 @@ function computeLayout(data, width) {
   const bar = { x: left + cols * w + (cols - 1) * gap + 16, y: maps[0].y, w: 14, h: mapsBottom - maps[0].y - 24 };
   const plotTop = mapsBottom + 30 * em;
   const plotHeight = 190;
-  const k = data.curves.length;
   const plotLeft = 58 * em;
   const plotGap = 18;
-  const plotWidth = (width - k * plotLeft - (k - 1) * plotGap - 10) / k;
+  const k = data.curves.length;
+  const perRow = width / k >= 260 * em ? k : Math.ceil(k / 2); // a narrow page: two rows of plots
+  const plotWidth = (width - perRow * plotLeft - (perRow - 1) * plotGap - 10) / perRow;
+  const rowHeight = title + plotHeight + 40 * em;
   const plots = data.curves.map((_, i) => ({
-    x: plotLeft + i * (plotWidth + plotLeft + plotGap),
-    y: plotTop + title,
+    x: plotLeft + (i % perRow) * (plotWidth + plotLeft + plotGap),
+    y: plotTop + title + Math.floor(i / perRow) * rowHeight,
     w: plotWidth,
     h: plotHeight,
   }));
-  return { maps, bar, plots, height: plotTop + title + plotHeight + 40 * em, em };
+  return { maps, bar, plots, height: plotTop + Math.ceil(k / perRow) * rowHeight, em };
 }
 
 function inside(box, px, py) {
@@ -485,7 +513,7 @@ function drawPlot(g, data, curve, plot) {
       if (py === null) previous = null;
       else if (previous === null) g.moveTo(px, py);
       else {
-        if (line.steps) g.lineTo(px, previous); // a step shape: the batch size holds until it grows
+        if (line.stepped) g.lineTo(px, previous); // the batch size holds until it grows
         g.lineTo(px, py);
       }
       if (py !== null) previous = py;
@@ -516,7 +544,7 @@ function drawPath(g, data, map, path, step) {
     g.lineWidth = 1;
     g.setLineDash([2, 3]);
     for (let t = 1; t <= k; t++) {
-      const e = path.extrapolated[t - 1];
+      const e = path.extrapolated[t - 1]; // step t: from x_{t−1}, its gradient taken at x_{t−1} + δ
       const from = at(t - 1);
       if (!e || !from) continue;
       const to = toPixel(data, map, e[0], e[1]);
@@ -544,12 +572,12 @@ function drawPath(g, data, map, path, step) {
   g.stroke();
   for (const t of path.overshoot) {
     if (t > k) break;
-    const p = at(t);
+    const p = at(t); // where the overshooting step t landed
     if (p) triangle(g, p, 4.5, path.color);
   }
   for (const t of path.oscillation) {
     if (t > k) break;
-    const p = at(t - 1);
+    const p = at(t - 1); // step t turned back at x_{t−1}
     if (p) diamond(g, p, 4.5, path.color);
   }
   const head = at(k);
@@ -569,12 +597,12 @@ function drawPath(g, data, map, path, step) {
   }
 }
 
-function drawStartAndMinima(g, data, map) {
+function drawStartAndMinima(g, data, map, index) {
   for (const [x, y] of data.minima) star(g, toPixel(data, map, x, y), 7, "#ffffff");
   for (const [x, y] of data.local_minima) star(g, toPixel(data, map, x, y), 6, null);
   const starts = new Set();
   for (const path of data.paths) {
-    if (data.view === "panels" && data.panels[path.panel] !== map.title) continue;
+    if (path.panel !== index) continue;
     const key = `${path.x[0]},${path.y[0]}`;
     if (starts.has(key)) continue;
     starts.add(key);

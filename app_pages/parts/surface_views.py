@@ -50,12 +50,12 @@ def header(config: SurfaceConfig) -> None:
         )
 
 
-def clickable_chart(figure: Any, key: str, traces: int | None = None) -> None:
-    """A chart whose click sets the start (only on its first ``traces`` traces, if given)."""
+def clickable_chart(figure: Any, key: str) -> None:
+    """A chart whose click sets the start."""
     st.plotly_chart(
         figure,
         key=key,
-        on_select=partial(on_pick, key, traces),
+        on_select=partial(on_pick, key),
         selection_mode="points",
         config={"displaylogo": False},
     )

@@ -365,3 +365,17 @@ def test_a_links_values_are_shown_as_text_never_as_markdown():
     (warning,) = [w.value for w in at.warning if "could not be used" in w.value]
     assert "![x](http" not in warning and "\\!\\[x\\]\\(http" in warning
     assert "[a](http" not in warning
+
+
+def test_the_step_a_paused_timeline_wrote_into_the_address_bar_is_kept():
+    at = open_page({"opt": "sgd", "steps": "80", "t": "30"})
+    assert timeline(at)["step"] == 30
+    at.query_params["t"] = "37"  # paused at 37: the browser rewrote the address bar, then a rerun
+    at.number_input(key="surface_seed").set_value(5).run()
+    assert timeline(at)["step"] == 37 and at.query_params["t"] == "37"
+    del at.query_params["t"]  # played to the end: no t
+    at.run()
+    assert timeline(at)["step"] == 80 and "t" not in at.query_params
+    at.query_params["t"] = "zz"  # not a step: the page's own stands
+    at.run()
+    assert timeline(at)["step"] == 80 and "t" not in at.query_params

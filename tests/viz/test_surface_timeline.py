@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from dgs_core import metrics, surfaces
-from dgs_core.viz import surface as sviz
 from dgs_core.viz.surface.timeline import linear_ticks, timeline_data
 
 
@@ -104,11 +103,3 @@ def test_linear_ticks_are_round_and_inside() -> None:
     assert [v for v, _ in linear_ticks(0, 500)] == [0, 100, 200, 300, 400, 500]
     assert [v for v, _ in linear_ticks(0.13, 0.91)] == [0.2, 0.4, 0.6, 0.8]
     assert linear_ticks(3.0, 3.0) == [[3.0, "3"]]
-
-
-def test_a_click_on_a_curve_is_no_start() -> None:
-    # start_from_selection (the basin map's clicks): points of traces from ``traces`` on are skipped
-    click = {"selection": {"points": [{"curve_number": 5, "x": 3, "y": 0.5}]}}
-    assert sviz.start_from_selection(click, traces=5) is None
-    click["selection"]["points"].append({"curve_number": 1, "x": -1.0, "y": 2.0})
-    assert sviz.start_from_selection(click, traces=5) == (-1.0, 2.0)

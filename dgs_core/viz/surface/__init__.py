@@ -38,7 +38,6 @@ from dgs_core.viz.surface.curves import (
 from dgs_core.viz.surface.maps import (
     CLICK_GRID,
     COLORSCALE,
-    OPENING_LABEL,
     SPEEDS,
     basin_map_figure,
     basin_names,
@@ -49,7 +48,7 @@ from dgs_core.viz.surface.maps import (
     surface_3d_figure,
     timeline_steps,
 )
-from dgs_core.viz.surface.timeline import TIMELINE_VIEWS, timeline_data
+from dgs_core.viz.surface.timeline import OPENING_LABEL, TIMELINE_VIEWS, timeline_data
 
 __all__ = [
     "CLICK_GRID",

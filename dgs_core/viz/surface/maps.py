@@ -174,15 +174,12 @@ def click_grid_trace(
     )
 
 
-def start_from_selection(
-    selection: Mapping[str, Any] | None, *, traces: int | None = None
-) -> tuple[float, float] | None:
+def start_from_selection(selection: Mapping[str, Any] | None) -> tuple[float, float] | None:
     """``(x, y)`` of the first selected point of a Streamlit plotly selection, else None.
 
     ``selection`` is ``event.selection`` (or the whole ``event``) of
     ``st.plotly_chart(..., on_select="rerun", selection_mode="points")``: a mapping whose
-    ``"points"`` list holds dicts with ``"x"`` and ``"y"`` (and ``"curve_number"``: with
-    ``traces``, points of trace ``traces`` on are skipped, e.g. the curves under a map).
+    ``"points"`` list holds dicts with ``"x"`` and ``"y"``.
     """
     if not selection:
         return None
@@ -190,8 +187,6 @@ def start_from_selection(
         selection = selection["selection"]
     points = selection.get("points") or []
     for point in points:
-        if traces is not None and int(point.get("curve_number", 0)) >= traces:
-            continue
         x, y = point.get("x"), point.get("y")
         if (
             isinstance(x, int | float)
@@ -382,69 +377,48 @@ def _typed_array(values: Any) -> dict[str, str]:
     return {"dtype": "f4", "bdata": base64.b64encode(data.tobytes()).decode("ascii")}
 
 
-def timeline_steps(total: int, max_frames: int = 60, opening: int = 0) -> list[int]:
-    """At most ``max_frames`` steps 0 … total (both ends included): the first ``opening`` steps
-    one by one (slow motion where overshoot happens), then evenly spaced to the end."""
+def timeline_steps(total: int, max_frames: int = 60) -> list[int]:
+    """At most ``max_frames`` steps 0 … total, evenly spaced (both ends included)."""
     count = int(min(total + 1, max(2, max_frames)))
-    first = list(range(min(opening, count - 1, total)))
-    rest = np.linspace(len(first), total, count - len(first))
-    return sorted({*first, *(round(float(s)) for s in rest)})
+    return sorted({round(float(s)) for s in np.linspace(0, total, count)})
 
 
-#: Play speeds of the timeline's buttons: label → milliseconds per frame.
+#: Play speeds of the animated figures' buttons: label → milliseconds per frame.
 SPEEDS = {"▶ play": 50, "▶ slow": 250}
-OPENING_LABEL = "▶ first steps, slow"
 
 
 def animate_paths(
-    fig: go.Figure,
-    placed: Sequence[tuple[Path, int, str, str]],
-    step: int | None,
-    max_frames: int,
-    *,
-    opening: int = 0,
-    cursors: Sequence[Mapping[str, Any]] = (),
+    fig: go.Figure, placed: Sequence[tuple[Path, int, str, str]], step: int | None, max_frames: int
 ) -> None:
     """Frames that redraw every path at the steps of :func:`timeline_steps`; play buttons at
-    :data:`SPEEDS` (and the opening steps slowly, when ``opening``), pause and one slider.
-
-    ``placed``: each path with the index of its first trace and its axes. ``cursors``: vertical
-    lines ``{"index": trace, "y": [low, high]}`` that each frame moves to its step.
-    """
+    :data:`SPEEDS`, pause and one slider (``placed``: each path with the index of its first
+    trace and its axes)."""
     total = max(p.run.steps for p, *_ in placed)
     current = total if step is None else int(min(max(step, 0), total))
-    steps = sorted({*timeline_steps(total, max_frames, opening), current})  # opens on a frame
+    steps = sorted({*timeline_steps(total, max_frames), current})  # opens on a frame
     # A frame updates only the traces it lists: leave out those that stay empty all run
     # (no extrapolation, no divergence, …). Each update is plain x/y (see path_data) as
     # plotly typed-array specs in float32: half the bytes of float64, plenty for a screen,
     # and plotly takes a spec as is where a numpy array goes through its per-array checks.
     active = [(path, [j for j in range(TRACES_PER_PATH) if _ever_drawn(path, j)]) for path, *_ in placed]
     indices = [first + j for (_, first, _, _), (_, js) in zip(placed, active, strict=True) for j in js]
-    indices += [cursor["index"] for cursor in cursors]
     frames = []
     for k in steps:
         data = []
         for path, js in active:
             updates = path_data(path, k)
             data += [{"type": "scatter", **_typed_xy(updates[j])} for j in js]
-        data += [{"type": "scatter", "x": [k, k], "y": list(cursor["y"])} for cursor in cursors]
         frames.append(go.Frame(name=str(k), data=data, traces=indices))
     # Set past plotly's setter, which validates every frame's traces a second time: for
     # 8 optimizers × 80 frames that took 2.2 s of a 6 s build (bench/page_latency.py's machine).
     fig._frame_objs = tuple(frames)
     at = steps.index(current)
-    for cursor in cursors:  # where the figure opens, before any frame ran
-        fig.data[cursor["index"]].x = [steps[at], steps[at]]
 
     def play(ms: int) -> dict[str, Any]:
         frame = {"duration": ms, "redraw": False}
         return {"frame": frame, "transition": {"duration": 0}, "fromcurrent": True}
 
     buttons = [{"label": name, "method": "animate", "args": [None, play(ms)]} for name, ms in SPEEDS.items()]
-    first = [str(k) for k in steps if k <= opening]
-    if opening and len(first) > 2:
-        slow = {**play(400), "fromcurrent": False, "mode": "immediate"}
-        buttons.append({"label": OPENING_LABEL, "method": "animate", "args": [first, slow]})
     pause = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate"}
     buttons.append({"label": "❚❚ pause", "method": "animate", "args": [[None], pause]})
     fig.update_layout(

@@ -43,6 +43,7 @@ from dgs_core.viz.surface.maps import COLORSCALE, check_surface, surface_colors
 from dgs_core.viz.surface.paths import Array, Path, RunsLike, labelled, paths_of
 
 TIMELINE_VIEWS = ("panels", "overlay")
+OPENING_LABEL = "▶ first steps, slow"  # the button that replays the opening steps slowly
 BANDS = 30  # colour bands of the surface (the other contour figures draw 30 contours)
 NO_VALUE = 255  # the level of a cell where f is not finite
 CURVE_CEILING = 1e4  # the f − f* plot ends this many times above the highest start
@@ -214,7 +215,8 @@ def _curves(paths: list[Path], total: int) -> list[dict[str, Any]]:
         curves.append(_plot(f"η_t × scaling ({coordinate})", lines, np.concatenate(drawn), total, log=True))
     if any(np.ptp(p.run.batch_size[: p.length - 1, 0]) > 0 for p in paths if p.length > 1):
         sizes = [p.run.batch_size[: p.length - 1, 0] for p in paths]
-        lines = [{**_line(p, s, first=0), "steps": True} for p, s in zip(paths, sizes, strict=True)]
+        # batch_size[t] is behind step t + 1's gradient, as lr[t]: drawn from step 1, step-shaped
+        lines = [{**_line(p, s, first=1), "stepped": True} for p, s in zip(paths, sizes, strict=True)]
         curves.append(_plot("batch size", lines, np.concatenate(sizes), total, log=True, integer=True))
     return curves
 
