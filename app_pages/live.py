@@ -220,19 +220,26 @@ def status(
 # ---------------------------------------------------------------------------------------------
 
 
+def shared_period(period: float) -> float:
+    """A live page's redraw period on a shared server: ``period`` while one run is live, ``n`` ×
+    ``period`` while ``n`` are (a class's live pages then ask for as many redraws a second in all
+    as one page alone: every redraw is a script run in the server's one interpreter)."""
+    return period * max(1, jobs.JOBS.unfinished())
+
+
 def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> None:
     """``draw(job)`` (the status and the page's view of the job) in a fragment rerun every
-    ``period`` seconds while this session's job in ``slot`` runs. When the job ends, one full
-    rerun turns the timers off and redraws every panel — one tick later, so the browser shows
-    the end before it draws them. Without a job: the slot's idle text, or why the link's job
-    is gone."""
+    ``period`` seconds (:func:`shared_period`) while this session's job in ``slot`` runs.
+    When the job ends, one full rerun turns the timers off and redraws every panel — one tick
+    later, so the browser shows the end before it draws them. Without a job: the slot's idle
+    text, or why the link's job is gone."""
     st.session_state.pop(f"{slot.key}_rerun_app", None)  # a full run is under way already
     if message := st.session_state.get(f"{slot.key}_error"):
         st.error(plain(message))
     job = current(slot)
     ticking = job is not None and job.running
 
-    @st.fragment(run_every=period if ticking else None)
+    @st.fragment(run_every=shared_period(period) if ticking else None)
     def tick() -> None:
         if st.session_state.pop(f"{slot.key}_rerun_app", False):
             st.rerun(scope="app")  # started from inside a fragment (Continue)
@@ -257,13 +264,14 @@ def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> Non
 
 
 def every(slot: Slot, period: float, draw: Callable[[jobs.Job], None]) -> None:
-    """``draw(job)`` in a fragment of its own, rerun every ``period`` seconds while this
-    session's job in ``slot`` runs (a panel with its own redraw period)."""
+    """``draw(job)`` in a fragment of its own, rerun every ``period`` seconds
+    (:func:`shared_period`) while this session's job in ``slot`` runs (a panel with its own
+    redraw period)."""
     job = current(slot)
     if job is None:
         return
 
-    @st.fragment(run_every=period if job.running else None)
+    @st.fragment(run_every=shared_period(period) if job.running else None)
     def redraw() -> None:
         live_job = current(slot)
         if live_job is not None and live_job.id == job.id:

@@ -314,7 +314,7 @@ class JobRegistry:
         owner's cap on unfinished jobs is reached."""
         with self._lock:
             self._sweep()
-            unfinished = sum(not j.finished for j in self._jobs.values())
+            unfinished = sum(not j.finished for j in self._jobs.values())  # (the lock is held)
             if unfinished >= self.max_jobs:
                 raise ValueError(
                     f"Invalid start: {unfinished} runs are in progress on this server (the cap is "
@@ -382,6 +382,11 @@ class JobRegistry:
             self._gone.pop(job_id, None)
         if job is not None:
             job.stop(wait)
+
+    def unfinished(self) -> int:
+        """How many of the jobs have not finished (the server's live runs)."""
+        with self._lock:
+            return sum(not j.finished for j in self._jobs.values())
 
     def __len__(self) -> int:
         return len(self._jobs)

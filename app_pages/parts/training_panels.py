@@ -39,7 +39,8 @@ _OTHERS = [period for name, period in LIVE_PERIODS.items() if name != "loss"]
 LIVE_HELP = (
     f"While the run is live the progress and the latest numbers redraw every {TICK_SECONDS:g} s, "
     f"the loss curves every {LIVE_PERIODS['loss']:g} s and the other panels every {min(_OTHERS):g} "
-    f"to {max(_OTHERS):g} s; the step scrubber appears when the run stops."
+    f"to {max(_OTHERS):g} s (n times slower while n runs are live on the server); the step "
+    "scrubber appears when the run stops."
 )
 WAITING = "The loss curves of every optimizer appear here within a second of Start."
 QUANTITY_LABELS = {
