@@ -33,20 +33,6 @@ OPTIMIZER_COLORS: dict[str, str] = {
     "muon": "#843C39",
     "schedule_free": "#BD9E39",
 }
-PALETTE = (
-    "#1F77B4",
-    "#FF7F0E",
-    "#2CA02C",
-    "#D62728",
-    "#9467BD",
-    "#8C564B",
-    "#E377C2",
-    "#7F7F7F",
-    "#BCBD22",
-    "#17BECF",
-)
-
-
 PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 """Colours for labels without an optimizer colour of their own (in order)."""
 
