@@ -220,16 +220,9 @@ def status(
 # ---------------------------------------------------------------------------------------------
 
 
-def shared_period(period: float) -> float:
-    """A live page's redraw period on a shared server: ``period`` while one run is live, ``n`` ×
-    ``period`` while ``n`` are (a class's live pages then ask for as many redraws a second in all
-    as one page alone: every redraw is a script run in the server's one interpreter)."""
-    return period * max(1, jobs.JOBS.unfinished())
-
-
 def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> None:
     """``draw(job)`` (the status and the page's view of the job) in a fragment rerun every
-    ``period`` seconds (:func:`shared_period`) while this session's job in ``slot`` runs.
+    ``period`` seconds (``JOBS.shared_period``) while this session's job in ``slot`` runs.
     When the job ends, one full rerun turns the timers off and redraws every panel — one tick
     later, so the browser shows the end before it draws them. Without a job: the slot's idle
     text, or why the link's job is gone."""
@@ -239,7 +232,7 @@ def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> Non
     job = current(slot)
     ticking = job is not None and job.running
 
-    @st.fragment(run_every=shared_period(period) if ticking else None)
+    @st.fragment(run_every=jobs.JOBS.shared_period(period) if ticking else None)
     def tick() -> None:
         if st.session_state.pop(f"{slot.key}_rerun_app", False):
             st.rerun(scope="app")  # started from inside a fragment (Continue)
@@ -264,14 +257,13 @@ def watch(slot: Slot, draw: Callable[[jobs.Job], None], *, period: float) -> Non
 
 
 def every(slot: Slot, period: float, draw: Callable[[jobs.Job], None]) -> None:
-    """``draw(job)`` in a fragment of its own, rerun every ``period`` seconds
-    (:func:`shared_period`) while this session's job in ``slot`` runs (a panel with its own
-    redraw period)."""
+    """``draw(job)`` in a fragment of its own (a panel with its own redraw period), rerun every
+    ``period`` seconds (``JOBS.shared_period``) while this session's job in ``slot`` runs."""
     job = current(slot)
     if job is None:
         return
 
-    @st.fragment(run_every=shared_period(period) if job.running else None)
+    @st.fragment(run_every=jobs.JOBS.shared_period(period) if job.running else None)
     def redraw() -> None:
         live_job = current(slot)
         if live_job is not None and live_job.id == job.id:

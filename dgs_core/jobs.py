@@ -388,6 +388,13 @@ class JobRegistry:
         with self._lock:
             return sum(not j.finished for j in self._jobs.values())
 
+    def shared_period(self, period: float) -> float:
+        """A live page's redraw period on a shared server: ``period`` while one run is live,
+        ``n`` × ``period`` while ``n`` are (a class's live pages then ask for as many redraws a
+        second in all as one page alone: every redraw is a script run in the server's one
+        interpreter)."""
+        return period * max(1, self.unfinished())
+
     def __len__(self) -> int:
         return len(self._jobs)
 

@@ -327,3 +327,21 @@ def test_the_session_sweep_runs_in_the_background():
     job = registry.add(Job(lambda: None, _until_stopped).start(), owner="gone")
     jobs.sweep_sessions(registry, lambda _session: False, every_s=0.01, grace_s=0.0)
     assert job.join(5.0) and job.stop_reason == "session"
+
+
+def test_live_pages_share_the_server_s_redraws():
+    registry = JobRegistry(max_jobs=4)
+    assert registry.shared_period(0.15) == 0.15  # nothing live: the page's own period
+    release = threading.Event()
+
+    def work(payload, stop):
+        yield (1, 4)
+        release.wait(10.0)
+
+    running = [registry.add(Job(lambda: None, work, measure=lambda e: e).start()) for _ in range(3)]
+    finished = registry.add(Job(lambda: None, lambda payload, stop: iter([(1, 1)])).start())
+    assert finished.join(10.0) and registry.unfinished() == 3
+    assert registry.shared_period(0.15) == pytest.approx(0.45)  # three live runs: a third as often each
+    release.set()
+    assert all(job.join(10.0) for job in running)
+    assert registry.shared_period(0.15) == 0.15

@@ -73,22 +73,3 @@ def test_duration(seconds, text):
 
 def test_slot_keys_are_prefixed_by_page():
     assert live.Slot("train").key == "train_job" and live.Slot("anneal_tp").key == "anneal_tp_job"
-
-
-def test_live_pages_share_the_server_s_redraws(monkeypatch):
-    registry = jobs.JobRegistry(max_jobs=4)
-    monkeypatch.setattr(jobs, "JOBS", registry)
-    assert live.shared_period(0.15) == 0.15  # nothing live: the page's own period
-    release = threading.Event()
-
-    def work(payload, stop):
-        yield (1, 4)
-        release.wait(10.0)
-
-    running = [registry.add(jobs.Job(lambda: None, work, measure=lambda e: e).start()) for _ in range(3)]
-    registry.add(job_at("done"))
-    assert registry.unfinished() == 3
-    assert live.shared_period(0.15) == pytest.approx(0.45)  # three live runs: a third as often each
-    release.set()
-    assert all(job.join(10.0) for job in running)
-    assert live.shared_period(0.15) == 0.15
