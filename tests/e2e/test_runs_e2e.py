@@ -83,6 +83,7 @@ def _wait_selected(page, label: str) -> None:
 
 def _run_options(page) -> list[str]:
     page.locator(".st-key-runs_selected").click()
+    page.get_by_role("option").first.wait_for()  # the list opens a moment after the click
     options = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
     return options
