@@ -215,18 +215,36 @@ def _extrapolation(run: Run, k: int) -> tuple[Array, Array, Array]:
     return seg_x, seg_y, ex
 
 
+#: What each event marker means (docs/algorithms.md#metrics): the legend's words in every figure.
+EVENT_NAMES = {
+    "overshoot": "overshoot ⟨∇f(x⁺), Δ⟩ > 0",
+    "oscillation": "oscillation cos(Δₜ, Δₜ₋₁) < 0",
+    "extrapolated": "extrapolated point (ExtraSGD)",
+    "diverged": "diverged",
+}
+
+
+def events_present(paths: Sequence[Path]) -> list[str]:
+    """The kinds of event marker (keys of :data:`EVENT_NAMES`) the paths draw, in that order."""
+    present = {
+        "overshoot": any(len(p.overshoot_steps) for p in paths),
+        "oscillation": any(len(p.oscillation_steps) for p in paths),
+        "extrapolated": any(p.run.extrapolated is not None for p in paths),
+        "diverged": any(p.run.diverged_at[0] >= 0 for p in paths),
+    }
+    return [kind for kind, shown in present.items() if shown]
+
+
 def legend_keys(paths: Sequence[Path]) -> list[go.Scatter]:
     """Grey legend-only entries that name the event markers present."""
-    keys = []
     grey = "#555555"
-    if any(len(p.overshoot_steps) for p in paths):
-        keys.append(("overshoot ⟨∇f(x⁺), Δ⟩ > 0", {**_OVERSHOOT, "color": grey}))
-    if any(len(p.oscillation_steps) for p in paths):
-        keys.append(("oscillation cos(Δₜ, Δₜ₋₁) < 0", {**_OSCILLATION, "color": grey}))
-    if any(p.run.extrapolated is not None for p in paths):
-        keys.append(("extrapolated point (ExtraSGD)", {**_EXTRAPOLATED, "color": grey}))
-    if any(p.run.diverged_at[0] >= 0 for p in paths):
-        keys.append(("diverged", DIVERGED))
+    markers = {
+        "overshoot": {**_OVERSHOOT, "color": grey},
+        "oscillation": {**_OSCILLATION, "color": grey},
+        "extrapolated": {**_EXTRAPOLATED, "color": grey},
+        "diverged": DIVERGED,
+    }
+    keys = [(EVENT_NAMES[kind], markers[kind]) for kind in events_present(paths)]
     return [
         go.Scatter(x=[None], y=[None], mode="markers", name=name, marker=marker, legendgroup=f"key-{name}")
         for name, marker in keys

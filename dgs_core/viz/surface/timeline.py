@@ -40,21 +40,13 @@ from dgs_core.params import invalid
 from dgs_core.surfaces.functions import Surface, get_surface
 from dgs_core.viz.style import log_ticks
 from dgs_core.viz.surface.maps import COLORSCALE, check_surface, surface_colors
-from dgs_core.viz.surface.paths import Array, Path, RunsLike, labelled, paths_of
+from dgs_core.viz.surface.paths import EVENT_NAMES, Array, Path, RunsLike, events_present, labelled, paths_of
 
 TIMELINE_VIEWS = ("panels", "overlay")
 OPENING_LABEL = "▶ first steps, slow"  # the button that replays the opening steps slowly
 BANDS = 30  # colour bands of the surface (the other contour figures draw 30 contours)
 NO_VALUE = 255  # the level of a cell where f is not finite
 CURVE_CEILING = 1e4  # the f − f* plot ends this many times above the highest start
-
-#: What the event markers mean (docs/algorithms.md#metrics), keyed as the component draws them.
-EVENT_KEYS = {
-    "overshoot": "overshoot ⟨∇f(x⁺), Δ⟩ > 0",
-    "oscillation": "oscillation cos(Δₜ, Δₜ₋₁) < 0",
-    "extrapolated": "extrapolated point (ExtraSGD)",
-    "diverged": "diverged",
-}
 
 
 def timeline_data(
@@ -100,7 +92,7 @@ def timeline_data(
         "panels": groups,
         "gap_name": "f" if surf.f_min is None else "f − f*",
         "paths": [_path(p, groups.index(p.group) if view == "panels" else 0) for p in paths],
-        "keys": _event_keys(paths),
+        "keys": [[kind, EVENT_NAMES[kind]] for kind in events_present(paths)],
         "curves": _curves(paths, total),
     }
     # a digest of the content: the browser keeps its place when a rerun sends the same runs
@@ -165,16 +157,6 @@ def _path(path: Path, panel: int) -> dict[str, Any]:
         "diverged": diverged,
         "message": metrics.divergence_message(diverged) if diverged >= 0 else "",
     }
-
-
-def _event_keys(paths: list[Path]) -> list[list[str]]:
-    present = {
-        "overshoot": any(len(p.overshoot_steps) for p in paths),
-        "oscillation": any(len(p.oscillation_steps) for p in paths),
-        "extrapolated": any(p.run.extrapolated is not None for p in paths),
-        "diverged": any(p.run.diverged_at[0] >= 0 for p in paths),
-    }
-    return [[kind, EVENT_KEYS[kind]] for kind, shown in present.items() if shown]
 
 
 # ---------------------------------------------------------------------------------------------
