@@ -14,14 +14,16 @@ is left running. The code of ``dgs_core`` travels to the cluster's workers with 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dgs_core.params import ParamError
 
@@ -41,6 +43,17 @@ START_ATTEMPTS = 2
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # dgs_core/
 _lock = threading.Lock()
+# Ray asks Linux to kill the processes it starts (GCS, raylet) when their parent dies
+# (PR_SET_PDEATHSIG), and for Linux that parent is the *thread* that started them. A study's
+# thread that started the embedded Ray took Ray down with it when it ended, and this process
+# 60 s later (Ray's client gives up on its GCS and exits): the page server, after its first
+# fair comparison. So the embedded Ray is started from one thread that lives as long as the
+# process.
+_starter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dgs-ray-start")
+
+
+def _in_starter_thread(start: Callable[..., Any], **kwargs: Any) -> Any:
+    return _starter.submit(start, **kwargs).result()
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,8 @@ def connect(address: str | None = None) -> EngineInfo:
             workers = local_workers()
             for attempt in range(1, START_ATTEMPTS + 1):
                 try:
-                    ray.init(
+                    _in_starter_thread(
+                        ray.init,
                         num_cpus=workers,
                         include_dashboard=False,
                         log_to_driver=False,

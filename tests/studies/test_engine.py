@@ -3,6 +3,7 @@ embedded start leaves nothing running."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,54 @@ def test_an_embedded_start_that_times_out_is_tried_again_and_stops_what_it_start
         for proc in started:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_the_embedded_ray_outlives_the_thread_that_started_it(monkeypatch) -> None:
+    """A study's thread starts Ray on a page server; Ray must keep running when that thread
+    ends (Linux kills a process whose parent *thread* exits, when asked to, as Ray asks)."""
+    import threading
+    import time
+
+    import ray
+
+    monkeypatch.delenv(engine.ADDRESS_ENV, raising=False)
+    engine.shutdown()
+    thread = threading.Thread(target=engine.connect)
+    thread.start()
+    thread.join()
+    try:
+        started = _children_named(("gcs_server", "raylet"))  # a killed one is a nameless zombie
+        assert len(started) == 2, "Ray's GCS or raylet died with the thread that started it"
+        time.sleep(2)  # Ray's processes were killed at once, before: give the signal time
+        alive = [_state(pid) in ("R", "S", "D") for pid in started]
+        assert alive == [True, True], "Ray's GCS or raylet died with the thread that started it"
+        assert engine.current() is not None and engine.current().address == engine.ADDRESS_LOCAL
+        assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
+    finally:
+        engine.shutdown()
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, D, Z…), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _children_named(names: tuple[str, ...]) -> list[int]:
+    """This process's children whose command line names one of ``names``."""
+    me, found = os.getpid(), []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == me and any(name in command for name in names):
+            found.append(int(entry))
+    return found
