@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/studies.py [--trials 8] [--steps 300] [--skip-fair] [--page-target]
 
-1. Ray's start-up: ``engine.connect()`` of the embedded Ray (first call in the process).
+1. Ray's start-up: ``engine.connect()`` of the embedded Ray (first call in the process), its
+   warm trial processes included.
 2. A study of 4 optimizers × ``--trials`` trials of ``--steps`` steps on moons (+ one seed run
-   each), with 1 and with 2 trials at a time, against the same trials run one after the other
-   in this process (``run_trial``, what each Ray worker calls). Ratios are sequential / Ray.
-   The per-trial overhead is what Ray adds to a trial: (wall × slots − time inside the trials)
-   / trials.
+   each) on the warm runners, 1 and 2 trials at a time, and on Ray Tune's own trial processes
+   (the reference path), 2 at a time, against the same trials run one after the other in this
+   process (``run_trial``, what each Ray worker calls, after the same warm-up trial a runner
+   runs). Ratios are sequential / Ray. The per-trial overhead is what Ray adds to a trial:
+   (wall × slots − time inside the trials) / trials.
 3. The Training lab's fair comparison: 4 optimizers × 8 trials × 3 seeds on moons, wall time
    (target: under a minute on this 2-core machine).
 
@@ -30,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.proc import descendants, resident_mb
-from dgs_core.studies import engine, study_job
+from dgs_core.studies import engine, runners, study_job
 from dgs_core.studies.sweep import StudySpec, run_trial
 from dgs_core.studies.tuner import SweepStudy
 
@@ -116,10 +118,11 @@ def _trial_threads() -> int:
         return torch.get_num_threads()
 
 
-def _study(spec: StudySpec) -> tuple[float, SweepStudy, list[tuple[float, float]]]:
-    """Wall time, the study, and per trial in the order they finished: when its row arrived
-    (seconds from the start) and how long it ran."""
-    study = SweepStudy(spec)
+def _study(spec: StudySpec, warm: bool = True) -> tuple[float, SweepStudy, list[tuple[float, float]]]:
+    """Wall time, the study (on the warm runners, or on Ray Tune's trial processes), and per
+    trial in the order they finished: when its row arrived (seconds from the start) and how
+    long it ran."""
+    study = SweepStudy(spec, warm_runners=warm)
     arrived = []
     started = time.perf_counter()
     for event in study.run():
@@ -159,28 +162,31 @@ def main() -> None:
         "search": "random",
     }
     walls = {}
-    for slots in (1, 2):
+    runs = [(1, True), (2, True), (2, False)]  # (trials at a time, on the warm runners)
+    for slots, warm in runs:
         spec = StudySpec.from_dict({**base, "max_concurrent": slots})
-        walls[slots], study, arrived = _study(spec)
+        walls[slots, warm], study, arrived = _study(spec, warm)
+        wall = walls[slots, warm]
         seconds = study.result.trials["seconds"]
         inside, trials = float(seconds.sum()), len(seconds)
-        # the experiment's start: until the first trial began (Tune's set-up, the trial
+        # the study's start: until the first trial began (on Tune: its set-up, and its trial
         # processes starting and importing torch); its end: after the last trial's row
         first_began = max(0.0, arrived[0][0] - arrived[0][1])
-        ending = walls[slots] - arrived[-1][0]
-        per_trial = ((walls[slots] - first_began - ending) * slots - inside) / trials
-        spread = (walls[slots] * slots - inside) / trials
+        ending = wall - arrived[-1][0]
+        per_trial = ((wall - first_began - ending) * slots - inside) / trials
+        spread = (wall * slots - inside) / trials
+        where = "warm runners" if warm else "Ray Tune's trial processes"
         print(
-            f"Ray, {slots} at a time: {trials} trials in {walls[slots]:.1f} s (inside the trials "
-            f"{inside:.1f} s, {inside / trials:.2f} s each); the experiment's start {first_began:.1f} s "
-            f"(Tune's set-up, trial processes starting and importing torch), its end "
-            f"{ending:.1f} s; between them ≈ {per_trial:.3f} s per trial "
+            f"Ray ({where}), {slots} at a time: {trials} trials in {wall:.1f} s (inside the trials "
+            f"{inside:.1f} s, {inside / trials:.2f} s each); the study's start {first_began:.1f} s, "
+            f"its end {ending:.1f} s; between them ≈ {per_trial:.3f} s per trial "
             f"(all of Ray's overhead spread over the trials: {spread:.2f} s)"
         )
     print(f"Ray memory while running: ≈ {_ray_rss_mb():.0f} MB resident (Ray's processes and workers)")
 
-    # the same trials, one after the other, in this process
+    # the same trials, one after the other, in this process, warmed up as a runner is
     rows = study.result.trials
+    run_trial(StudySpec.from_dict(runners.WARM_UP), "sgd", {}, 0)
     started = time.perf_counter()
     for row in rows.itertuples(index=False):
         run_trial(spec, row.optimizer, json.loads(row.hparams), seed=row.seed)
@@ -190,9 +196,10 @@ def main() -> None:
         f"(each trial, here as in a Ray worker, with {_trial_threads()} torch intra-op thread)"
     )
     print(
-        f"ratio sequential / Ray: 1 at a time {sequential / walls[1]:.2f}×, "
-        f"2 at a time {sequential / walls[2]:.2f}× (target ≥ 1.6× on 2 cores); "
-        f"scaling 1 → 2 at a time {walls[1] / walls[2]:.2f}×"
+        f"ratio sequential / Ray on the warm runners: 1 at a time {sequential / walls[1, True]:.2f}×, "
+        f"2 at a time {sequential / walls[2, True]:.2f}× (target ≥ 1.6× on 2 cores); "
+        f"scaling 1 → 2 at a time {walls[1, True] / walls[2, True]:.2f}×; "
+        f"on Ray Tune's trial processes, 2 at a time {sequential / walls[2, False]:.2f}×"
     )
 
     if not args.skip_fair:

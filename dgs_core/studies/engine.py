@@ -5,7 +5,8 @@
 ('local', 2)
 
 ``connect(None)`` uses ``$RAY_ADDRESS`` when it is set, else starts Ray inside this process
-(all cores, fewer when memory is short, no dashboard, bound to 127.0.0.1). ``connect(address)``
+(all cores, fewer when memory is short, no dashboard, bound to 127.0.0.1) with a warm trial
+process per worker slot (:func:`runner_pool`). ``connect(address)``
 joins a running cluster (``ray start --head`` on a machine, ``ray start --address=…`` on the
 others); an address that does not answer raises a ``ParamError`` naming ``address``, and nothing
 is left running. The code of ``dgs_core`` travels to the cluster's workers with the job
@@ -26,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from dgs_core.params import ParamError
+from dgs_core.studies.runners import RunnerPool
 
 ADDRESS_ENV = "RAY_ADDRESS"
 ADDRESS_LOCAL = "local"  # EngineInfo.address of the embedded Ray
 # Memory, measured with bench/studies.py --page-target (Ray 2.60, moons): Ray's own processes
-# (GCS, raylet, agents) hold about 0.6 GB resident once started, and each trial process, which
-# imports torch and trains a small model, about 0.5 GB (peak 1.6 GB with 2 trials at a time).
+# (GCS, raylet, agents) hold about 0.6 GB resident once started, and each worker slot's warm
+# runner, which imports torch and trains small models, about 0.5 GB (1.67 GB with 2 slots, after
+# start-up and at the study's peak alike; an ASHA study's Tune processes add as much again).
 # Fewer workers than cores when memory is short: a 4 GB laptop with 1.5 GB free gets 1.
 RAY_BASE_BYTES = 640 << 20
 WORKER_MEMORY_BYTES = 512 << 20
@@ -65,6 +68,7 @@ class EngineInfo:
 
 
 _current: EngineInfo | None = None
+_pool: RunnerPool | None = None
 
 
 def available_memory() -> int:
@@ -86,6 +90,12 @@ def local_workers() -> int:
     return max(1, min(cores, (available_memory() - RAY_BASE_BYTES) // WORKER_MEMORY_BYTES))
 
 
+def runner_pool() -> RunnerPool | None:
+    """The embedded Ray's warm trial processes (:mod:`~dgs_core.studies.runners`); None before
+    :func:`connect` and on a cluster."""
+    return _pool
+
+
 def current() -> EngineInfo | None:
     """Where studies run now; None until :func:`connect` has started or joined a Ray (a page
     shows "starting Ray…" meanwhile)."""
@@ -97,7 +107,7 @@ def connect(address: str | None = None) -> EngineInfo:
 
     Reuses a connection already made to the same place; switching places shuts the old one down.
     """
-    global _current
+    global _current, _pool
     import ray  # seconds to import: only when a study runs
     import ray.tune  # about a second more: paid with Ray's start-up, not by the first study
 
@@ -112,7 +122,7 @@ def connect(address: str | None = None) -> EngineInfo:
             return _current
         if ray.is_initialized():
             ray.shutdown()
-        _current = None
+        _current, _pool = None, None
         if wanted is None:
             workers = local_workers()
             for attempt in range(1, START_ATTEMPTS + 1):
@@ -135,6 +145,7 @@ def connect(address: str | None = None) -> EngineInfo:
                         raise RuntimeError(
                             f"The embedded Ray did not start ({START_ATTEMPTS} attempts): {exc}"
                         ) from exc
+            _pool = RunnerPool(workers)
             _current = EngineInfo(address=where, workers=workers)
             return _current
         try:
@@ -234,10 +245,10 @@ def _check_reachable(address: str) -> None:
 
 def shutdown() -> None:
     """Leave the cluster (or stop the embedded Ray)."""
-    global _current
+    global _current, _pool
     import ray
 
     with _lock:
         if ray.is_initialized():
             ray.shutdown()
-        _current = None
+        _current, _pool = None, None

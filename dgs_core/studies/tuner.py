@@ -1,8 +1,11 @@
 """Running a :class:`~dgs_core.studies.sweep.StudySpec` on Ray Tune, and what it yields.
 
 :class:`SweepStudy` follows the Study protocol: ``run(stop)`` yields a :class:`SweepEvent` per
-finished trial while Ray Tune runs the trials (one experiment per optimizer, then one for the
-seeds), and ``progress()`` says (trials done, trials in all). ``stop()`` returning True cancels
+finished trial, and ``progress()`` says (trials done, trials in all). One plan (:class:`_Plan`:
+the tuning trials, then the winners over the seeds) picks every trial. The trials run as one
+Ray Tune experiment, whose searcher is the plan (the reference path; ASHA and clusters), or on
+the embedded Ray's warm trial processes (:mod:`~dgs_core.studies.runners`), the same
+``run_trial`` without a fresh process per study. ``stop()`` returning True cancels
 the running trials; the finished ones are kept. :attr:`SweepStudy.result` is a
 :class:`StudyResult`: the trials as a pandas frame, the seed runs' curves, the best
 configuration per optimizer.
@@ -27,6 +30,7 @@ import pandas as pd
 
 from dgs_core.params import invalid
 from dgs_core.studies import engine
+from dgs_core.studies.runners import RunnerPool
 from dgs_core.studies.sweep import SEEDS, TUNE, Range, StudySpec, run_trial
 from dgs_core.training.config import TrainConfig
 
@@ -214,33 +218,7 @@ class _Collector:
                 self.last[trial.trial_id] = result
 
             def _finish(self, trial, status: str) -> None:
-                rows, out, counter, _ = _sink(sink)
-                result = self.last.get(trial.trial_id, {})
-                config = trial.config
-                phase = config["phase"]
-                diverged = int(result.get("diverged_at", -1))
-                if status == "done" and diverged >= 0:
-                    status = f"diverged at step {diverged}"
-                elif status == "done" and not result.get("final"):
-                    status = "stopped early (ASHA)"
-                row = {
-                    "phase": phase,
-                    "optimizer": config["optimizer"],
-                    "trial": len(
-                        [r for r in rows if r["phase"] == phase and r["optimizer"] == config["optimizer"]]
-                    ),
-                    "seed": int(config["seed"]),
-                    "hparams": json.dumps(config["hparams"], sort_keys=True),
-                    "score": float(result.get("score", _worst(spec))),
-                    "status": status,
-                    "diverged_at": diverged,
-                    "step": int(result.get("step", 0)),
-                    "seconds": float(result.get("seconds", result.get("time_total_s", math.nan))),
-                    "curve": result.get("curve"),
-                }
-                rows.append(row)
-                counter[0] += 1
-                out.put(row)
+                _record(spec, sink, trial.config, self.last.get(trial.trial_id, {}), status)
 
             def on_trial_complete(self, iteration, trials, trial, **info) -> None:
                 self._finish(trial, "done")
@@ -249,6 +227,35 @@ class _Collector:
                 self._finish(trial, "error")
 
         return Collector()
+
+
+def _record(
+    spec: StudySpec, sink: str, config: Mapping[str, Any], result: Mapping[str, Any], status: str
+) -> None:
+    """A finished trial's row, from its config and last result, added to the study's sink."""
+    rows, out, counter, _ = _sink(sink)
+    phase = config["phase"]
+    diverged = int(result.get("diverged_at", -1))
+    if status == "done" and diverged >= 0:
+        status = f"diverged at step {diverged}"
+    elif status == "done" and not result.get("final"):
+        status = "stopped early (ASHA)"
+    row = {
+        "phase": phase,
+        "optimizer": config["optimizer"],
+        "trial": len([r for r in rows if r["phase"] == phase and r["optimizer"] == config["optimizer"]]),
+        "seed": int(config["seed"]),
+        "hparams": json.dumps(config["hparams"], sort_keys=True),
+        "score": float(result.get("score", _worst(spec))),
+        "status": status,
+        "diverged_at": diverged,
+        "step": int(result.get("step", 0)),
+        "seconds": float(result.get("seconds", result.get("time_total_s", math.nan))),
+        "curve": result.get("curve"),
+    }
+    rows.append(row)
+    counter[0] += 1
+    out.put(row)
 
 
 def _worst(spec: StudySpec) -> float:
@@ -422,11 +429,15 @@ def _scheduler(spec: StudySpec) -> Any:
 class SweepStudy:
     """A study run on Ray Tune (see the module docstring)."""
 
-    def __init__(self, spec: StudySpec, *, address: str | None = None) -> None:
+    def __init__(self, spec: StudySpec, *, address: str | None = None, warm_runners: bool = True) -> None:
+        """``warm_runners``: on the embedded Ray, run the trials on its warm trial processes
+        (:mod:`~dgs_core.studies.runners`) unless ASHA stops them early; False runs every study
+        on Ray Tune's own trial processes (the reference path, with the same numbers)."""
         if not isinstance(spec, StudySpec):
             raise TypeError("SweepStudy needs a StudySpec")
         self.spec = spec
         self.address = address
+        self.warm_runners = warm_runners
         self.rows: list[dict[str, Any]] = []
         self._done = [0]
         self.result: StudyResult | None = None
@@ -466,40 +477,93 @@ class SweepStudy:
         self.result = self._result(info.address)
 
     def _fit(self, workers: int, out: queue.Queue, stop: Callable[[], bool]) -> None:
-        from ray import tune
-
-        spec = self.spec
         sink = f"study-{id(self)}"
         _SINKS[sink] = (self.rows, out, self._done, stop)
+        pool = engine.runner_pool() if self.warm_runners and not _early_stopping(self.spec) else None
         try:
-            with tempfile.TemporaryDirectory(prefix="dgs-study-") as storage:
-                tuner = tune.Tuner(
-                    tune.with_parameters(_trainable, spec=spec.to_dict()),
-                    tune_config=tune.TuneConfig(
-                        metric="score",
-                        mode=spec.mode,
-                        search_alg=_searcher(_Plan(spec)),
-                        scheduler=_scheduler(spec),
-                        num_samples=spec.trials_total,
-                        max_concurrent_trials=spec.max_concurrent or workers,
-                        reuse_actors=True,
-                    ),
-                    run_config=tune.RunConfig(
-                        name="study",
-                        storage_path=storage,
-                        verbose=0,
-                        log_to_file=False,
-                        callbacks=[_Collector.make(spec, sink)],
-                        stop=_StopAll.make(sink),
-                    ),
-                )
-                with _quiet_tune():
-                    tuner.fit()
+            if pool is not None:
+                self._fit_on_runners(pool, sink, workers, stop)
+            else:
+                self._fit_on_tune(sink, workers)
         except Exception as exc:  # reported by run() in the caller's thread
             self.error = f"{type(exc).__name__}: {exc}"
             self.traceback = traceback.format_exc()
         finally:
             _SINKS.pop(sink, None)
+
+    def _fit_on_tune(self, sink: str, workers: int) -> None:
+        """The study as one Ray Tune experiment: the plan is its searcher, a trial its process."""
+        from ray import tune
+
+        spec = self.spec
+        with tempfile.TemporaryDirectory(prefix="dgs-study-") as storage:
+            tuner = tune.Tuner(
+                tune.with_parameters(_trainable, spec=spec.to_dict()),
+                tune_config=tune.TuneConfig(
+                    metric="score",
+                    mode=spec.mode,
+                    search_alg=_searcher(_Plan(spec)),
+                    scheduler=_scheduler(spec),
+                    num_samples=spec.trials_total,
+                    max_concurrent_trials=spec.max_concurrent or workers,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name="study",
+                    storage_path=storage,
+                    verbose=0,
+                    log_to_file=False,
+                    callbacks=[_Collector.make(spec, sink)],
+                    stop=_StopAll.make(sink),
+                ),
+            )
+            with _quiet_tune():
+                tuner.fit()
+
+    def _fit_on_runners(self, pool: RunnerPool, sink: str, workers: int, stop: Callable[[], bool]) -> None:
+        """The study on the embedded Ray's warm runners: the plan picks every trial, as Tune asks
+        it on the other path; up to ``max_concurrent`` trials run at once. Stop ends the running
+        trials (their runners are replaced) and keeps the finished ones."""
+        import ray
+
+        spec, plan = self.spec, _Plan(self.spec)
+        payload = spec.to_dict()
+        at_once = min(spec.max_concurrent or workers, pool.count)
+        running: dict[Any, tuple[str, Any, dict[str, Any]]] = {}  # result ref → (id, runner, config)
+        issued, finished = 0, False
+        while not stop():
+            while not finished and len(running) < at_once:
+                runner = pool.acquire(timeout_s=0.2)  # None: another study holds every runner
+                if runner is None:
+                    break
+                config = plan.next(trial_id := f"trial-{issued}")
+                if not isinstance(config, dict):  # None: waiting for the tuning's winners
+                    pool.release(runner)
+                    finished = config == "finished"
+                    if not running and not finished:
+                        raise RuntimeError("the study's plan waits for no running trial")
+                    break
+                issued += 1
+                ref = runner.run.remote(payload, config["optimizer"], config["hparams"], config["seed"])
+                running[ref] = (trial_id, runner, config)
+            if finished and not running:
+                return
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2) if running else ([], [])
+            for ref in ready:
+                trial_id, runner, config = running.pop(ref)
+                try:
+                    result, status = ray.get(ref), "done"
+                    pool.release(runner)
+                except ray.exceptions.RayActorError:  # the runner died: a fresh one replaces it
+                    result, status = {}, "error"
+                    pool.replace(runner)
+                except ray.exceptions.RayTaskError:  # the trial raised
+                    result, status = {}, "error"
+                    pool.release(runner)
+                plan.complete(trial_id, result or None)
+                _record(spec, sink, config, result, status)
+        for _, runner, _ in running.values():
+            pool.replace(runner)
 
     def _frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
         rows = [{k: v for k, v in r.items() if k != "curve"} for r in rows]

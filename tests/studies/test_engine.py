@@ -103,6 +103,8 @@ def test_the_embedded_ray_outlives_the_thread_that_started_it(monkeypatch) -> No
         assert alive == [True, True], "Ray's GCS or raylet died with the thread that started it"
         assert engine.current() is not None and engine.current().address == engine.ADDRESS_LOCAL
         assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
+        pool = engine.runner_pool()
+        assert pool is not None and pool.count == engine.current().workers
     finally:
         engine.shutdown()
 

@@ -172,7 +172,8 @@ TRAINING = {
 
 
 def test_training_trials_on_ray_give_the_numbers_of_the_same_trials_here() -> None:
-    study = SweepStudy(StudySpec.from_dict({**TRAINING, "search": "random"}))
+    spec = StudySpec.from_dict({**TRAINING, "search": "random"})
+    study = SweepStudy(spec)  # the embedded Ray's warm runners
     list(study.run())
     trials = study.result.trials
     assert len(trials) == 10 and (trials["status"] == "done").all() and (trials["step"] == 60).all()
@@ -181,6 +182,13 @@ def test_training_trials_on_ray_give_the_numbers_of_the_same_trials_here() -> No
         assert here["score"] == row.score, row
     curves = study.result.curves
     assert curves.groupby("optimizer").size().to_dict() == {"sgd": 6, "adam": 6}  # steps 10, 20, …, 60
+
+    # the reference path, Ray Tune's own trial processes, gives the same study
+    on_tune = SweepStudy(spec, warm_runners=False)
+    list(on_tune.run())
+    same = ["phase", "optimizer", "trial", "seed", "hparams", "score", "status", "diverged_at", "step"]
+    assert on_tune.result.trials[same].equals(trials[same])
+    assert on_tune.result.curves.equals(curves)
 
 
 def test_asha_stops_poor_tuning_trials_early_and_tpe_searches() -> None:
@@ -202,6 +210,12 @@ def test_stop_keeps_the_finished_trials() -> None:
         seen.append(event)
     assert 3 <= len(study.result.trials) < study.spec.trials_total
     assert (study.result.trials["phase"] == TUNE).all()
+    # the stopped trial's runner was replaced: the next study runs on a full pool
+    pool = engine.runner_pool()
+    assert pool is not None and pool._free.qsize() == pool.count
+    after = SweepStudy(StudySpec.from_dict({**SURFACE, "trials": 1, "seeds": 1}))
+    list(after.run())
+    assert len(after.result.trials) == after.spec.trials_total
 
 
 def test_a_study_bundle_round_trips_and_the_cli_runs_a_spec(
