@@ -1,5 +1,5 @@
-"""Process facts the benchmarks report, read from /proc (Linux): a process's descendants and
-their resident memory."""
+"""Process facts the benchmarks report, read from /proc (Linux): a process's descendants, their
+resident memory, and the CPU time processes and the machine use."""
 
 from __future__ import annotations
 
@@ -35,3 +35,62 @@ def resident_mb(pids: list[int]) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(CPU time ``pid`` has used: user + system, its own threads; when it started, seconds
+    after boot), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / hz, int(fields[19]) / hz
+
+
+def uptime() -> float:
+    """Seconds since boot."""
+    with open("/proc/uptime", encoding="ascii") as up:
+        return float(up.read().split()[0])
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+class CpuLedger:
+    """CPU seconds used by groups of processes over a stretch of time.
+
+    ``sample(groups)`` with ``groups`` = {name: pids}: each process's CPU time is read, and the
+    most seen per process (a process that ends between samples keeps its last reading) counts
+    towards its group; ``used()`` gives each group's CPU seconds since the ledger began (a
+    process started since counts from its start)."""
+
+    def __init__(self) -> None:
+        self.began = uptime()
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.group: dict[int, str] = {}
+
+    def sample(self, groups: dict[str, list[int]]) -> None:
+        for name, pids in groups.items():
+            for pid in pids:
+                reading = cpu_seconds(pid)
+                if reading is None:
+                    continue
+                seconds, started = reading
+                self.first.setdefault(pid, 0.0 if started >= self.began else seconds)
+                self.last[pid] = max(seconds, self.last.get(pid, 0.0))
+                self.group.setdefault(pid, name)
+
+    def used(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, name in self.group.items():
+            out[name] = out.get(name, 0.0) + self.last[pid] - self.first[pid]
+        return out
