@@ -63,11 +63,12 @@ from dgs_core.training.trainer import Trainer
 MODE_ENV = "DGS_LAB_TRAIN_WORKERS"
 SEND_EVERY_S = 0.25  # the worker streams what it recorded at least this often (the page's tick is 0.2 s)
 KILL_AFTER_S = 20.0  # a worker still busy this long after a stop request is killed
-# Workers run at a lower CPU priority than the page server: five runs are five busy processes
-# (in the server's threads the GIL held them to one core), and pages must come first. The
-# classroom benchmark (bench/classroom.py, 25 websocket clients + 5 training browsers on 2
-# cores) measured first renders, widget changes and Stop at equal priority and niced.
-NICENESS = 10
+# Workers run at the lowest CPU priority: five runs are five busy processes (in the server's
+# threads the GIL held them to one core), and pages must come first. A busy machine still gives
+# them what the pages leave; an idle one, everything. The classroom benchmark (bench/classroom.py,
+# 25 websocket clients + 5 training browsers on 2 cores, the machine 99 % busy) measured the
+# workers at niceness 10 taking 0.47 of a core, as much as the page server's interpreter.
+NICENESS = 19
 STOP = "stop"  # the message that stops a worker's run
 LOST = "ended: its worker process was lost"  # the status of the optimizers of a run whose worker died
 
