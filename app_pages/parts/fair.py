@@ -370,7 +370,9 @@ def fair_comparison(*, task_hidden: Sequence[str] = ()) -> None:
         "**A fair race.** Every optimizer gets the same number of tuning trials (its learning "
         "rate searched log-uniformly over its default × 10^±2), scored by the tuning metric; then "
         "each one's best configuration is re-run over several seeds, so the curves carry bands "
-        "(mean ± 1 std) and the differences can be told from the noise. The trials run on Ray Tune."
+        "(mean ± 1 std) and the differences can be told from the noise. The trials run on Ray: on "
+        "this server's own Ray in trial processes kept warm between studies, and on Ray Tune's "
+        "trial processes with early stopping (ASHA) or on a cluster."
     )
     values = {**problem, **study_controls(slots)}
     spec, error = (None, "Fix the task parameters marked in the sidebar.") if not task_ok else (None, "")

@@ -536,7 +536,8 @@ class SweepStudy:
                 runner = pool.acquire(timeout_s=0.2)  # None: another study holds every runner
                 if runner is None:
                     break
-                config = plan.next(trial_id := f"trial-{issued}")
+                trial_id = f"trial-{issued}"
+                config = plan.next(trial_id)
                 if not isinstance(config, dict):  # None: waiting for the tuning's winners
                     pool.release(runner)
                     finished = config == "finished"
