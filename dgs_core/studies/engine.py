@@ -176,7 +176,20 @@ def stop_left_behind(marker: str) -> int:
     many. A ``ray.init`` whose node does not come up in time (Ray waits 30 s for its raylet:
     a heavily loaded machine) raises before Ray keeps a handle on the processes it started,
     so ``ray.shutdown()`` cannot stop them; their command lines name Ray's package folder."""
-    me, stopped = os.getpid(), 0
+    stopped = 0
+    for pid in children_with(marker):
+        try:
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+        except OSError:  # gone meanwhile
+            continue
+    return stopped
+
+
+def children_with(marker: str) -> list[int]:
+    """This process's children whose command line holds ``marker`` (Linux's /proc; none
+    elsewhere). A child that has ended and not been waited for has no command line."""
+    me, found = os.getpid(), []
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not entry.isdigit():
             continue
@@ -187,12 +200,11 @@ def stop_left_behind(marker: str) -> int:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
                 command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-            if marker in command:
-                os.kill(int(entry), signal.SIGTERM)
-                stopped += 1
         except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
             continue
-    return stopped
+        if marker in command:
+            found.append(int(entry))
+    return found
 
 
 def _use_token_auth() -> None:

@@ -3,7 +3,6 @@ embedded start leaves nothing running."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,7 +96,8 @@ def test_the_embedded_ray_outlives_the_thread_that_started_it(monkeypatch) -> No
     thread.start()
     thread.join()
     try:
-        started = _children_named(("gcs_server", "raylet"))  # a killed one is a nameless zombie
+        # a process killed and not yet waited for is a zombie without a command line
+        started = engine.children_with("gcs_server") + engine.children_with("raylet")
         assert len(started) == 2, "Ray's GCS or raylet died with the thread that started it"
         time.sleep(2)  # Ray's processes were killed at once, before: give the signal time
         alive = [_state(pid) in ("R", "S", "D") for pid in started]
@@ -116,19 +116,3 @@ def _state(pid: int) -> str | None:
             return stat.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
-
-
-def _children_named(names: tuple[str, ...]) -> list[int]:
-    """This process's children whose command line names one of ``names``."""
-    me, found = os.getpid(), []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == me and any(name in command for name in names):
-            found.append(int(entry))
-    return found
