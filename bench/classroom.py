@@ -66,6 +66,7 @@ class Client:
 
     def __init__(self, url: str, page: str) -> None:
         self.url, self.page, self.widgets = url, page, {}
+        self.received = 0  # bytes of the server's messages so far
 
     async def __aenter__(self) -> Client:
         import websockets
@@ -95,7 +96,9 @@ class Client:
         await self.ws.send(message.SerializeToString())
         while True:
             reply = ForwardMsg_pb2.ForwardMsg()
-            reply.ParseFromString(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+            data = await asyncio.wait_for(self.ws.recv(), TIMEOUT)
+            self.received += len(data)
+            reply.ParseFromString(data)
             kind = reply.WhichOneof("type")
             if kind == "delta" and reply.delta.WhichOneof("type") == "new_element":
                 element = reply.delta.new_element
