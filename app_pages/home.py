@@ -8,6 +8,7 @@ figure does not show.
 
 from urllib.parse import urlencode
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.parts.surface_state import compute_runs
@@ -49,6 +50,24 @@ LABS = (
     ),
 )
 
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def race_figure(projector: bool) -> go.Figure:
+    """The race's animated figure, the same for every visit: built once per server (it was a
+    third of Home's script run), with the projector's fonts or without. Never changed after."""
+    runs, _ = compute_runs(RACE, {})
+    figure = surface_viz.contour_figure(
+        RACE.get_surface(), runs, animate=True, clickable=False, events=False, height=600
+    )
+    # the legend on top: the animation's play button and step slider take the bottom
+    figure.update_layout(
+        title=None,
+        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        margin={"t": 90, "b": 20},
+    )
+    return projector_fonts(figure) if projector else figure
+
+
 st.title("DGS Lab")
 st.markdown(
     "An interactive laboratory for deep-learning optimizers: **Dynamic Gradient Scaling (DGS)**, "
@@ -61,18 +80,7 @@ race, start = st.columns([3, 2], gap="large")
 with race:
     runs, _ = compute_runs(RACE, {})
     st.markdown("**The Rosenbrock race**: five optimizers from (−2, 2); press ▶ play.")
-    figure = surface_viz.contour_figure(
-        RACE.get_surface(), runs, animate=True, clickable=False, events=False, height=600
-    )
-    # the legend on top: the animation's play button and step slider take the bottom
-    figure.update_layout(
-        title=None,
-        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-        margin={"t": 90, "b": 20},
-    )
-    if presenting():
-        projector_fonts(figure)
-    st.plotly_chart(figure, key="home_race", config={"displaylogo": False})
+    st.plotly_chart(race_figure(presenting()), key="home_race", config={"displaylogo": False})
     st.caption(race_caption(runs), help="read off these runs; ε = 10⁻³")
     st.link_button("Open this race in the Surface lab ↗", f"surface?{urlencode(RACE.to_query())}")
 with start:
