@@ -30,7 +30,7 @@ from dgs_core.schedules.curves import CurveSpec
 from dgs_core.schedules.plateau import PlateauDemo
 from dgs_core.studies.annealing import SCHEDULE_FREE, VARIANT_LABELS, VARIANTS, TwoPhaseSettings
 from dgs_core.training.results import DONE, RUNNING, STOPPED, RunResult
-from dgs_core.viz.style import OPTIMIZER_COLORS, PALETTE
+from dgs_core.viz.style import OPTIMIZER_COLORS, PALETTE, vertical_lines
 from dgs_core.viz.training import lr_figure
 
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 40}
@@ -200,8 +200,7 @@ def plateau_demo_figure(demo: PlateauDemo, *, height: int = 460) -> go.Figure:
         row=1,
         col=1,
     )
-    for k in cuts:
-        fig.add_vline(x=k, line={"dash": "dot", "color": "#D62728", "width": 1}, row="all", col=1)
+    vertical_lines(fig, cuts, {"dash": "dot", "color": "#D62728", "width": 1}, panels=2)
     fig.update_yaxes(type="log", exponentformat="power", row=2, col=1)
     fig.update_xaxes(title_text="evaluation", row=2, col=1)
     fig.update_layout(height=height, margin=_MARGIN, legend={"orientation": "h", "y": -0.15})
@@ -407,7 +406,7 @@ def two_phase_figure(
         for row in (1, 2):  # the phase's name on the top panel only
             named = {"annotation_text": text, "annotation_position": position} if row == 1 else {}
             fig.add_vrect(x0=x0, x1=x1, fillcolor=fill, opacity=0.15, line_width=0, row=row, col=1, **named)
-    fig.add_vline(x=boundary, line=_BOUNDARY, row="all", col=1)
+    vertical_lines(fig, [boundary], _BOUNDARY, panels=2)
     fig.update_yaxes(type="log", exponentformat="power", row=2, col=1)
     if column == "val_metric":
         fig.update_yaxes(range=[0, 1.02], row=1, col=1)

@@ -7,8 +7,10 @@ study bands and the run comparisons.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 
 # One stable colour per registered optimizer, so a method looks the same in every figure.
 OPTIMIZER_COLORS: dict[str, str] = {
@@ -108,3 +110,22 @@ def _tick_label(value: float, plain: bool) -> str:
     mantissa = float(f"{value / 10.0**exponent:.2g}")
     power = f"10{str(exponent).translate(_SUPERSCRIPT)}"
     return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def vertical_lines(fig: go.Figure, xs: Sequence[float], line: dict, *, panels: int = 1) -> go.Figure:
+    """A line at each of ``xs`` from the bottom to the top of the first ``panels`` panels of a
+    one-column figure (``make_subplots(rows=panels, cols=1)``: panel r draws on axes x r and
+    y r), in place; returned.
+
+    The same shapes as plotly's ``add_vline(row="all")``, added in one layout update: that call
+    checks the whole subplot grid for each line (about 10 ms each on a two-panel figure, a
+    tenth of the Annealing lab's script run for the plateau demo's six cuts).
+    """
+    axes = [("x", "y")] + [(f"x{r}", f"y{r}") for r in range(2, panels + 1)]
+    lines = [
+        {"type": "line", "x0": x, "x1": x, "xref": xa, "y0": 0, "y1": 1, "yref": f"{ya} domain", "line": line}
+        for x in xs
+        for xa, ya in axes
+    ]
+    fig.update_layout(shapes=(*fig.layout.shapes, *lines))
+    return fig
