@@ -396,7 +396,7 @@ def two_phase_figure(
                 row=1,
                 col=1,
             )
-    # shapes last: with row="all", plotly skips subplots that have no traces yet
+    # shapes last: add_vrect skips subplots that have no traces yet
     label_noise = float(settings.task_params.get("label_noise", 0.0))
     phases = (
         (0, boundary, "#FFB74D", f"main phase: {label_noise:.0%} label noise", "top left"),
