@@ -275,7 +275,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     load = os.getloadavg()
-    (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # StreamlitServer's log
     server = StreamlitServer(env={"DGS_LAB_RUNS_DIR": tempfile.mkdtemp()})
     begin = time.perf_counter()
     try:

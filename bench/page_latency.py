@@ -82,7 +82,6 @@ def simulation_seconds(x: float, y: float) -> float:
 def measure(rounds: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
-    (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # StreamlitServer's log
     server = StreamlitServer(env={"DGS_LAB_RUNS_DIR": tempfile.mkdtemp()})
     out: dict[str, list[float]] = {"title": [], "render": [], "click": [], "fps": [], "step": [], "frame": []}
     try:

@@ -80,7 +80,6 @@ def measure_page(window: float, rounds: int, extra_env: dict[str, str]) -> dict[
     from playwright.sync_api import sync_playwright
 
     env = {"DGS_LAB_MAX_STEPS": str(STEPS), "DGS_LAB_RUNS_DIR": tempfile.mkdtemp(), **extra_env}
-    (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # StreamlitServer's log
     server = StreamlitServer(env=env)
     url = server.url
     out: dict[str, list[float]] = {"redraws": [], "steps": [], "stop": [], "first": []}

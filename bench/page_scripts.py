@@ -55,7 +55,6 @@ def main() -> None:
     parser.add_argument("--reruns", type=int, default=8, help="widget changes per page")
     args = parser.parse_args()
     load = os.getloadavg()
-    (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # StreamlitServer's log
     server = StreamlitServer(env={"DGS_LAB_RUNS_DIR": tempfile.mkdtemp()})
     try:
         results = {

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,19 +172,23 @@ def connect(address: str | None = None) -> EngineInfo:
         return _current
 
 
-def stop_left_behind(marker: str) -> int:
-    """Stop (SIGTERM) this process's children whose command line holds ``marker``; returns how
-    many. A ``ray.init`` whose node does not come up in time (Ray waits 30 s for its raylet:
-    a heavily loaded machine) raises before Ray keeps a handle on the processes it started,
-    so ``ray.shutdown()`` cannot stop them; their command lines name Ray's package folder."""
-    stopped = 0
-    for pid in children_with(marker):
-        try:
+def stop_left_behind(marker: str, grace_s: float = 5.0) -> int:
+    """Stop this process's children whose command line holds ``marker``: SIGTERM, then SIGKILL
+    for any still there after ``grace_s`` seconds; returns how many. A ``ray.init`` whose node
+    does not come up in time (Ray waits 30 s for its raylet: a heavily loaded machine) raises
+    before Ray keeps a handle on the processes it started, so ``ray.shutdown()`` cannot stop
+    them; their command lines name Ray's package folder."""
+    found = children_with(marker)
+    for pid in found:
+        with contextlib.suppress(OSError):  # gone meanwhile
             os.kill(pid, signal.SIGTERM)
-            stopped += 1
-        except OSError:  # gone meanwhile
-            continue
-    return stopped
+    deadline = time.monotonic() + grace_s
+    while (left := set(children_with(marker)) & set(found)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # an ended child has no command line: it drops out of children_with
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return len(found)
 
 
 def children_with(marker: str) -> list[int]:

@@ -255,7 +255,7 @@ def _record(
     }
     rows.append(row)
     counter[0] += 1
-    out.put(row)
+    out.put((counter[0], row))  # the count with the row: two trials may end between two reads
 
 
 def _worst(spec: StudySpec) -> float:
@@ -467,10 +467,10 @@ class SweepStudy:
         thread.start()
         while thread.is_alive() or not events.empty():
             try:
-                row = events.get(timeout=0.2)
+                done, row = events.get(timeout=0.2)
             except queue.Empty:
                 continue
-            yield SweepEvent(self._done[0], self.spec.trials_total, row["phase"], row)
+            yield SweepEvent(done, self.spec.trials_total, row["phase"], row)
         thread.join()
         if self.error is not None:
             raise RuntimeError(self.error)

@@ -59,6 +59,7 @@ class StreamlitServer:
             f"--server.port={self.port}",
             "--browser.gatherUsageStats=false",
         ]
+        (ROOT / ".pytest_cache").mkdir(exist_ok=True)  # absent from a fresh clone
         self.log = open(ROOT / f".pytest_cache/streamlit-{self.port}.log", "w")
         self.proc = subprocess.Popen(
             cmd,
@@ -95,7 +96,6 @@ class StreamlitServer:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer]:
     """A freshly started server for this test module (its own runs directory)."""
-    (ROOT / ".pytest_cache").mkdir(exist_ok=True)
     runs = tmp_path_factory.mktemp("runs")
     srv = StreamlitServer(env={"DGS_LAB_RUNS_DIR": str(runs)})
     yield srv

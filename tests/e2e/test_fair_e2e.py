@@ -50,7 +50,9 @@ def _shots(page, folder: Path, name: str, at: str | None = None) -> None:
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_timeout(1500)  # the layout settles, plotly resizes
         if at is not None:
-            page.locator(at).first.scroll_into_view_if_needed()
+            # in one turn of the page's JS: a live element is redrawn (replaced) meanwhile, and
+            # Playwright's own scroll failed once on one that was detached under it
+            page.locator(at).first.evaluate("element => element.scrollIntoView({block: 'center'})")
             page.wait_for_timeout(500)
         page.screenshot(path=str(folder / f"{name}-{width}x{height}.png"))
     page.set_viewport_size({"width": 1600, "height": 3000})

@@ -3,8 +3,10 @@ embedded start leaves nothing running."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,10 @@ from dgs_core.studies import engine
 
 GB = 1 << 30
 SLEEPER = "import time; time.sleep(120)"
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+    "time.sleep(120)"
+)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +58,21 @@ def test_only_this_process_s_children_with_the_marker_are_stopped(tmp_path: Path
             proc.wait()
 
 
+def test_a_child_that_outlives_its_sigterm_is_killed(tmp_path: Path) -> None:
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", IGNORES_SIGTERM, str(tmp_path / "ray-like")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stubborn.stdout.readline() == "ready\n"  # SIGTERM ignored from here on
+        started = time.monotonic()
+        assert engine.stop_left_behind(str(tmp_path), grace_s=1.0) == 1
+        assert stubborn.wait(timeout=20) == -signal.SIGKILL
+        assert time.monotonic() - started >= 1.0  # after its grace
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
 def test_an_embedded_start_that_times_out_is_tried_again_and_stops_what_it_started(monkeypatch) -> None:
     """Ray raises a bare Exception when its raylet does not register within 30 s (a loaded
     machine); the processes it had started must not stay behind."""
@@ -85,7 +106,6 @@ def test_the_embedded_ray_outlives_the_thread_that_started_it(monkeypatch) -> No
     """A study's thread starts Ray on a page server; Ray must keep running when that thread
     ends (Linux kills a process whose parent *thread* exits, when asked to, as Ray asks)."""
     import threading
-    import time
 
     import ray
 

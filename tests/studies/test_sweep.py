@@ -150,6 +150,18 @@ def test_a_trial_on_ray_gives_the_numbers_of_the_same_trial_here(embedded: Study
         assert here["score"] == row.score and here["diverged_at"] == row.diverged_at, row
 
 
+def test_each_event_carries_the_count_of_its_own_trial_when_the_reader_is_slow(embedded: StudyResult) -> None:
+    # the reader dozes on the first event while the trials go on: each later event must still
+    # say how many had finished with it, not how many have by the time it is read
+    study = SweepStudy(StudySpec.from_dict(SURFACE))
+    done = []
+    for event in study.run():
+        done.append(event.done)
+        if len(done) == 1:
+            time.sleep(3)
+    assert done == list(range(1, 13))
+
+
 def test_diverged_trials_are_recorded_and_the_study_went_on(embedded: StudyResult) -> None:
     sgd = embedded.trials[(embedded.trials["phase"] == TUNE) & (embedded.trials["optimizer"] == "sgd")]
     diverged = sgd[sgd["diverged_at"] >= 0]
