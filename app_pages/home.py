@@ -53,8 +53,9 @@ LABS = (
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def race_figure(projector: bool) -> go.Figure:
-    """The race's animated figure, the same for every visit: built once per server (it was a
-    third of Home's script run), with the projector's fonts or without. Never changed after."""
+    """The race's animated figure, the same for every visit: built once per server, with the
+    projector's fonts or without, and never changed after (a Home rerun took 0.22 s of the
+    server's CPU building it each time, 0.08 s now: ``bench/page_scripts.py``)."""
     runs, _ = compute_runs(RACE, {})
     figure = surface_viz.contour_figure(
         RACE.get_surface(), runs, animate=True, clickable=False, events=False, height=600
